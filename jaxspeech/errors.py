@@ -43,3 +43,7 @@ class TooShortError(AudioError):
 
 class TrialError(JaxspeechError, ValueError):
     """Scores/labels of a trial list that cannot be scored."""
+
+
+class ShapeError(JaxspeechError, ValueError):
+    """Arrays whose shapes, dtypes or sizes do not fit the function."""

@@ -87,7 +87,7 @@ def test_unreadable_file(tmp_path):
 def test_empty_file(tmp_path):
     path = tmp_path / "empty.wav"
     sf.write(path, np.zeros(0, np.float32), 8000)
-    with pytest.raises(EmptyAudioError, match="empty.wav"):
+    with pytest.raises(EmptyAudioError, match=r"empty\.wav"):
         audio.load(path)
 
 
