@@ -1,0 +1,319 @@
+"""On-the-fly mixtures, LibriMix/WHAM style: k distinct speakers, optional real noise and RIRs.
+
+Everything is plain numpy driven by an explicit ``np.random.Generator``, so a mixture is a pure
+function of the generator's seed (the grain pipeline seeds one per example index).
+
+Recipe of ``make_mixture`` (``T = segment_seconds * sample_rate`` samples):
+
+1. draw ``n_src`` distinct speakers and one utterance of each;
+2. crop ``T`` samples at a random position (an utterance shorter than ``T`` is placed at a
+   random offset and zero-padded); a crop more than ``silent_crop_db`` below the utterance's
+   RMS is re-drawn, up to ``crop_tries`` times, then the crop centred on the loudest sample
+   is taken;
+3. with probability ``reverb_prob``, convolve each source with a real room impulse response
+   (one drawn per source). WHAMR!-style with the *reverberant image as the target*: the
+   returned ``sources`` are what each speaker contributes to the microphone, so
+   ``mixture == sources.sum(0) + noise`` holds with or without reverberation. The reverberation
+   tail before the crop is kept (the crop is convolved with its full history);
+4. set the level of each source by its active RMS (over the samples the utterance covers):
+   the first source at a level drawn from ``level_db_range`` dBFS, every other one at that
+   level plus a relative gain drawn from ``gain_db_range`` dB;
+5. add a crop of a real noise (looped if shorter than ``T``) scaled to an SNR drawn from
+   ``noise_snr_db_range``, measured against the speech (the sum of the sources);
+6. scale mixture, sources and noise together so that the largest peak of any is at most
+   ``max_peak`` (never scaled up), then ``mixture = sources.sum(0) + noise`` in float32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import scipy.signal
+
+from jaxspeech.audio import load
+from jaxspeech.data.corpus import Utterance
+from jaxspeech.errors import ConfigError, SilentAudioError
+
+
+def _check_range(name: str, value: tuple[float, float] | None, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if value is None or len(value) != 2 or not value[0] <= value[1]:
+        raise ConfigError(f"MixtureConfig.{name} must be a (low, high) pair, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class MixtureConfig:
+    """How mixtures are made (see the module docstring for the recipe).
+
+    Attributes:
+      n_src: number of speakers (1 = speech enhancement, 2 or 3 = separation).
+      sample_rate: model rate (Hz); every file is resampled to it.
+      segment_seconds: length of every mixture.
+      level_db_range: active RMS level of the first source, dBFS (LibriMix: -33..-25).
+      gain_db_range: level of every other source relative to the first, dB.
+      noise_snr_db_range: speech-to-noise ratio range in dB, or None for no noise.
+      reverb_prob: probability that a mixture is reverberant (needs RIR files).
+      max_peak: largest absolute sample allowed anywhere after the final rescale.
+      silent_crop_db: a crop this many dB below its utterance's RMS counts as silent.
+      crop_tries: how many random crops to try before centring on the loudest sample.
+    """
+
+    n_src: int = 2
+    sample_rate: int = 8000
+    segment_seconds: float = 4.0
+    level_db_range: tuple[float, float] = (-33.0, -25.0)
+    gain_db_range: tuple[float, float] = (-5.0, 5.0)
+    noise_snr_db_range: tuple[float, float] | None = None
+    reverb_prob: float = 0.0
+    max_peak: float = 0.9
+    silent_crop_db: float = 20.0
+    crop_tries: int = 5
+
+    def __post_init__(self):
+        if self.n_src < 1:
+            raise ConfigError(f"MixtureConfig.n_src must be >= 1, got {self.n_src}")
+        if self.sample_rate <= 0 or self.num_samples < 1:
+            raise ConfigError(
+                "MixtureConfig: sample_rate and segment_seconds must give at least one sample, "
+                f"got {self.sample_rate} Hz x {self.segment_seconds} s"
+            )
+        _check_range("level_db_range", self.level_db_range)
+        _check_range("gain_db_range", self.gain_db_range)
+        _check_range("noise_snr_db_range", self.noise_snr_db_range, optional=True)
+        if not 0.0 <= self.reverb_prob <= 1.0:
+            raise ConfigError(
+                f"MixtureConfig.reverb_prob must be in [0, 1], got {self.reverb_prob}"
+            )
+        if not 0.0 < self.max_peak <= 1.0:
+            raise ConfigError(f"MixtureConfig.max_peak must be in (0, 1], got {self.max_peak}")
+        if self.crop_tries < 1:
+            raise ConfigError(f"MixtureConfig.crop_tries must be >= 1, got {self.crop_tries}")
+
+    @property
+    def num_samples(self) -> int:
+        """Samples per mixture, ``T``."""
+        return round(self.segment_seconds * self.sample_rate)
+
+
+class AudioCache:
+    """Decoded audio resampled to one rate, kept in memory (least recently used evicted).
+
+    Thread-safe. Pickling (for worker processes) drops the cached arrays, so every process
+    fills its own cache.
+
+    Args:
+      sample_rate: the rate every file is resampled to (soxr, via ``jaxspeech.audio.load``).
+      max_bytes: evict least recently used files past this total size.
+    """
+
+    def __init__(self, sample_rate: int, max_bytes: int = 4 << 30):
+        self.sample_rate = sample_rate
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, path: str | os.PathLike) -> np.ndarray:
+        """The mono float32 audio ``[samples]`` of ``path`` at ``sample_rate``."""
+        path = os.fspath(path)
+        with self._lock:
+            wav = self._entries.get(path)
+            if wav is not None:
+                self._entries.move_to_end(path)
+                return wav
+        wav, _ = load(path, sample_rate=self.sample_rate)
+        wav.setflags(write=False)
+        with self._lock:
+            if path not in self._entries:
+                self._entries[path] = wav
+                self._bytes += wav.nbytes
+            while self._bytes > self.max_bytes and len(self._entries) > 1:
+                self._bytes -= self._entries.popitem(last=False)[1].nbytes
+        return wav
+
+    def __getstate__(self):
+        return {"sample_rate": self.sample_rate, "max_bytes": self.max_bytes}
+
+    def __setstate__(self, state):
+        self.__init__(**state)
+
+
+def _rms(x: np.ndarray) -> float:
+    return math.sqrt(float(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
+
+
+def _window(wav: np.ndarray, start: int, length: int) -> np.ndarray:
+    """``wav[start : start + length]`` with zeros where the range leaves ``wav``."""
+    out = np.zeros(length, np.float64)
+    lo, hi = max(start, 0), min(start + length, len(wav))
+    if hi > lo:
+        out[lo - start : hi - start] = wav[lo:hi]
+    return out
+
+
+def _draw_start(rng: np.random.Generator, wav: np.ndarray, cfg: MixtureConfig, path: str) -> int:
+    """Start (in ``wav`` samples, negative = zero-padding) of a crop that is not silent.
+
+    After ``crop_tries`` silent draws, the crop centred on the loudest sample is used.
+    """
+    length = cfg.num_samples
+    threshold = _rms(wav) * 10.0 ** (-cfg.silent_crop_db / 20.0)
+    if threshold <= 0.0:
+        raise SilentAudioError(f"{path}: the recording is all zeros; remove it from the corpus")
+    if len(wav) < length:
+        return -int(rng.integers(0, length - len(wav) + 1))
+    for _ in range(cfg.crop_tries):
+        start = int(rng.integers(0, len(wav) - length + 1))
+        if _rms(wav[start : start + length]) >= threshold:
+            return start
+    return int(np.clip(np.argmax(np.abs(wav)) - length // 2, 0, len(wav) - length))
+
+
+def _draw_speakers(
+    rng: np.random.Generator,
+    speakers: Mapping[str, Sequence[Utterance]],
+    n_src: int,
+    first: Utterance | None,
+) -> list[Utterance]:
+    """``n_src`` utterances of distinct speakers; ``first`` (when given) is the first one."""
+    names = [s for s in speakers if first is None or s != first.speaker]
+    n_draw = n_src - (first is not None)
+    if len(names) < n_draw:
+        raise ConfigError(
+            f"make_mixture: {n_src} distinct speakers needed, the corpus has "
+            f"{len(names) + (first is not None)}; add speakers or lower n_src"
+        )
+    chosen = [speakers[names[i]] for i in rng.choice(len(names), n_draw, replace=False)]
+    drawn = [utts[int(rng.integers(len(utts)))] for utts in chosen]
+    return ([first] if first is not None else []) + drawn
+
+
+def _source_image(
+    rng: np.random.Generator,
+    utt: Utterance,
+    rir_path: str | None,
+    cfg: MixtureConfig,
+    audio: AudioCache,
+) -> tuple[np.ndarray, int, float]:
+    """One source's crop ``[T]`` (reverberant when ``rir_path``), its start and active RMS."""
+    wav = audio(utt.path)
+    length = cfg.num_samples
+    start = _draw_start(rng, wav, cfg, utt.path)
+    if rir_path is None:
+        image = _window(wav, start, length)
+    else:
+        rir = audio(rir_path)
+        history = _window(wav, start - len(rir) + 1, length + len(rir) - 1)
+        image = scipy.signal.fftconvolve(history, rir.astype(np.float64), mode="valid")
+    active = image[max(0, -start) : min(length, len(wav) - start)]
+    level = _rms(active)
+    if level <= 0.0:  # only a zero impulse response silences a non-silent crop
+        raise SilentAudioError(f"{rir_path}: the impulse response is all zeros; remove it")
+    return image, start, level
+
+
+def _noise_crop(
+    rng: np.random.Generator, path: str, cfg: MixtureConfig, audio: AudioCache
+) -> tuple[np.ndarray, int]:
+    """A ``[T]`` crop of the noise file (looped when shorter) and its start sample."""
+    wav = audio(path)
+    period = len(wav)
+    if period < cfg.num_samples:
+        wav = np.tile(wav, -(-cfg.num_samples // period) + 1)
+    start = _draw_start(rng, wav, cfg, path)
+    return _window(wav, start, cfg.num_samples), start % period
+
+
+def make_mixture(
+    rng: np.random.Generator,
+    cfg: MixtureConfig,
+    speakers: Mapping[str, Sequence[Utterance]],
+    noises: Sequence[str | os.PathLike],
+    rirs: Sequence[str | os.PathLike],
+    audio: AudioCache,
+    *,
+    first: Utterance | None = None,
+    snr_db: float | None = None,
+) -> dict:
+    """Makes one mixture (recipe in the module docstring).
+
+    Args:
+      rng: the only source of randomness.
+      cfg: the recipe.
+      speakers: ``{speaker: utterances}`` (``corpus.group_by_speaker``).
+      noises: noise files; needed when ``cfg.noise_snr_db_range`` is set.
+      rirs: room impulse response files; needed when ``cfg.reverb_prob > 0``.
+      audio: decoded-audio cache at ``cfg.sample_rate``.
+      first: use this utterance as the first source (the others are other speakers).
+      snr_db: use this SNR instead of drawing one (evaluation grids); needs noise.
+
+    Returns:
+      ``mixture`` [T], ``sources`` [n_src, T], ``noise`` [T] (zeros without noise), all
+      float32 with ``mixture == sources.sum(0) + noise``; ``snr_db`` (float32 scalar, +inf
+      without noise); ``gains_db`` [n_src] (levels relative to the first source); ``info``:
+      a dict of plain Python metadata (speakers, files, crop starts, RIRs, noise file/start).
+    """
+    if audio.sample_rate != cfg.sample_rate:
+        raise ConfigError(
+            f"make_mixture: the audio cache decodes at {audio.sample_rate} Hz but the config "
+            f"asks for {cfg.sample_rate} Hz; build AudioCache(cfg.sample_rate)"
+        )
+    with_noise = cfg.noise_snr_db_range is not None
+    if (with_noise or snr_db is not None) and not noises:
+        raise ConfigError("make_mixture: noise requested but no noise files given")
+    if snr_db is not None and not with_noise:
+        raise ConfigError("make_mixture: snr_db given but cfg.noise_snr_db_range is None")
+    if cfg.reverb_prob > 0 and not rirs:
+        raise ConfigError("make_mixture: reverb_prob > 0 but no RIR files given")
+
+    utts = _draw_speakers(rng, speakers, cfg.n_src, first)
+    reverberant = cfg.reverb_prob > 0 and rng.random() < cfg.reverb_prob
+    rir_paths = [
+        os.fspath(rirs[int(rng.integers(len(rirs)))]) if reverberant else None for _ in utts
+    ]
+    images, starts, levels = zip(
+        *(_source_image(rng, u, r, cfg, audio) for u, r in zip(utts, rir_paths, strict=True)),
+        strict=True,
+    )
+    gains_db = np.concatenate([[0.0], rng.uniform(*cfg.gain_db_range, size=cfg.n_src - 1)])
+    target_db = rng.uniform(*cfg.level_db_range) + gains_db
+    sources = np.stack(images) * (10.0 ** (target_db / 20.0) / np.asarray(levels))[:, None]
+
+    noise = np.zeros(cfg.num_samples)
+    noise_file, noise_start = "", 0
+    snr = math.inf
+    if with_noise:
+        noise_file = os.fspath(noises[int(rng.integers(len(noises)))])
+        snr = float(snr_db) if snr_db is not None else float(rng.uniform(*cfg.noise_snr_db_range))
+        noise, noise_start = _noise_crop(rng, noise_file, cfg, audio)
+        speech_energy = np.sum(np.square(sources.sum(axis=0)))
+        noise *= math.sqrt(speech_energy / (np.sum(np.square(noise)) * 10.0 ** (snr / 10.0)))
+
+    mixture = sources.sum(axis=0) + noise
+    peak = max(np.abs(mixture).max(), np.abs(sources).max(), np.abs(noise).max())
+    scale = min(1.0, cfg.max_peak / peak)
+    sources = (sources * scale).astype(np.float32)
+    noise = (noise * scale).astype(np.float32)
+    return {
+        "mixture": sources.sum(axis=0) + noise,
+        "sources": sources,
+        "noise": noise,
+        "snr_db": np.float32(snr),
+        "gains_db": gains_db.astype(np.float32),
+        "info": {
+            "speakers": [u.speaker for u in utts],
+            "labels": [u.label for u in utts],
+            "source_files": [u.path for u in utts],
+            "source_starts": [int(s) for s in starts],
+            "rir_files": [r or "" for r in rir_paths],
+            "noise_file": noise_file,
+            "noise_start": int(noise_start),
+        },
+    }

@@ -1,0 +1,277 @@
+"""grain input pipelines of on-the-fly mixtures, and fixed mixture sets for validation/testing.
+
+Training stream (``mixture_dataset``)::
+
+    MapDataset.range(n_utterances) -> seed -> shuffle -> repeat(num_epochs)
+      -> map_with_index(make_mixture) -> [process_index::process_count]
+      -> batch(drop_remainder) -> to_iter_dataset
+
+An epoch uses every utterance once, in a fresh order, as the first source of a mixture; the
+other speakers, crops, gains, noise and RIRs come from a generator seeded by
+``(seed, position in the stream)``. Every example is therefore a pure function of its position,
+the global stream does not depend on the number of processes (each process takes every
+``process_count``-th example), and restoring an iterator's state reproduces the next batch.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import pathlib
+from collections.abc import Sequence
+
+import grain
+import numpy as np
+import soundfile as sf
+
+from jaxspeech.audio import load
+from jaxspeech.data.corpus import Utterance, group_by_speaker
+from jaxspeech.data.mixing import AudioCache, MixtureConfig, make_mixture
+from jaxspeech.errors import AudioFileError, ConfigError, SampleRateError
+
+# Distinct generator streams for the training pipeline and for fixed sets made with one seed.
+_TRAIN_STREAM, _FIXED_STREAM = 0, 1
+MANIFEST_JSON, MANIFEST_CSV = "manifest.json", "manifest.csv"
+
+
+def _arrays(example: dict) -> dict[str, np.ndarray]:
+    """The array entries of an example (drops the ``info`` metadata)."""
+    return {k: v for k, v in example.items() if isinstance(v, np.ndarray | np.generic)}
+
+
+class _MixtureMaker(grain.transforms.MapWithIndex):
+    """grain transform: (stream position, first-utterance index) -> mixture arrays."""
+
+    def __init__(self, cfg, utterances, noises, rirs, seed):
+        self.cfg = cfg
+        self.utterances = list(utterances)
+        self.speakers = group_by_speaker(self.utterances)
+        self.noises = [os.fspath(p) for p in noises]
+        self.rirs = [os.fspath(p) for p in rirs]
+        self.seed = seed
+        self.audio = AudioCache(cfg.sample_rate)
+
+    def map_with_index(self, index: int, element: int) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng((self.seed, _TRAIN_STREAM, index))
+        example = make_mixture(
+            rng,
+            self.cfg,
+            self.speakers,
+            self.noises,
+            self.rirs,
+            self.audio,
+            first=self.utterances[element],
+        )
+        return _arrays(example)
+
+
+def _check_seed(seed: int) -> None:
+    if not 0 <= seed < 2**32:
+        raise ConfigError(f"seed must be an integer in [0, 2**32), got {seed}")
+
+
+def mixture_dataset(
+    cfg: MixtureConfig,
+    utterances: Sequence[Utterance],
+    noises: Sequence[str | os.PathLike],
+    rirs: Sequence[str | os.PathLike],
+    seed: int,
+    batch_size: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    num_epochs: int | None = None,
+    read_options: grain.ReadOptions | None = None,
+) -> grain.IterDataset:
+    """This process's stream of training batches of on-the-fly mixtures.
+
+    Args:
+      cfg, noises, rirs: as for ``make_mixture``.
+      utterances: the training utterances (an epoch uses each once as first source).
+      seed: fixes the shuffles and every mixture.
+      batch_size: the GLOBAL batch size; each process yields ``batch_size // process_count``.
+      process_index, process_count: this process and the number of processes.
+      num_epochs: None repeats forever.
+      read_options: grain threading/prefetch; default one background thread, two batches
+        ahead. Measured on 2 CPU cores: a batch of 8 two-speaker 4 s mixtures at 8 kHz with
+        noise and 50% reverberation takes ~25 ms, far below a training step, and
+        ``mp_prefetch`` with 2 workers was no faster, so no worker processes are used.
+
+    Returns:
+      A ``grain.IterDataset`` of dicts: ``mixture`` [b, T], ``sources`` [b, n_src, T],
+      ``noise`` [b, T], ``snr_db`` [b], ``gains_db`` [b, n_src] (float32). Its iterators
+      support ``get_state()`` / ``set_state()``.
+    """
+    _check_seed(seed)
+    if not utterances:
+        raise ConfigError("mixture_dataset: no utterances; check the corpus path and split")
+    if not 0 <= process_index < process_count:
+        raise ConfigError(
+            f"mixture_dataset: process_index {process_index} not in [0, {process_count})"
+        )
+    if batch_size < process_count or batch_size % process_count:
+        raise ConfigError(
+            f"mixture_dataset: global batch_size {batch_size} must be a positive multiple of "
+            f"process_count {process_count}"
+        )
+    maker = _MixtureMaker(cfg, sorted(utterances), noises, rirs, seed)
+    ds = grain.MapDataset.range(len(maker.utterances)).seed(seed).shuffle()
+    ds = ds.repeat(num_epochs).map_with_index(maker)
+    ds = ds[process_index::process_count]
+    ds = ds.batch(batch_size // process_count, drop_remainder=True)
+    return ds.to_iter_dataset(
+        read_options or grain.ReadOptions(num_threads=1, prefetch_buffer_size=2)
+    )
+
+
+def fixed_mixture_set(
+    cfg: MixtureConfig,
+    utterances: Sequence[Utterance],
+    noises: Sequence[str | os.PathLike],
+    rirs: Sequence[str | os.PathLike],
+    n: int,
+    seed: int,
+    snrs: Sequence[float] | None = None,
+) -> list[dict]:
+    """``n`` mixtures for validation or testing; the same seed gives identical arrays.
+
+    Args:
+      snrs: when given, item ``i`` has noise at ``snrs[i % len(snrs)]`` dB instead of a drawn
+        SNR (an evaluation grid such as ``range(-5, 25, 5)``); needs ``cfg.noise_snr_db_range``.
+
+    Returns:
+      ``make_mixture`` examples (arrays plus ``info``).
+    """
+    _check_seed(seed)
+    if n < 1:
+        raise ConfigError(f"fixed_mixture_set: n must be >= 1, got {n}")
+    if snrs is not None and len(snrs) == 0:
+        raise ConfigError("fixed_mixture_set: snrs is empty; pass None to draw SNRs")
+    speakers = group_by_speaker(utterances)
+    audio = AudioCache(cfg.sample_rate)
+    return [
+        make_mixture(
+            np.random.default_rng((seed, _FIXED_STREAM, i)),
+            cfg,
+            speakers,
+            noises,
+            rirs,
+            audio,
+            snr_db=None if snrs is None else float(snrs[i % len(snrs)]),
+        )
+        for i in range(n)
+    ]
+
+
+def batch_examples(examples: Sequence[dict], batch_size: int) -> list[dict[str, np.ndarray]]:
+    """Stacks the arrays of ``examples`` into batches of ``batch_size`` (``info`` dropped).
+
+    Raises:
+      ConfigError: no examples, or their number is not a multiple of ``batch_size`` (static
+        shapes: choose the set size as a multiple of the batch size).
+    """
+    if not examples or batch_size < 1 or len(examples) % batch_size:
+        raise ConfigError(
+            f"batch_examples: {len(examples)} examples do not fill batches of {batch_size}; "
+            "make the set size a positive multiple of the batch size"
+        )
+    arrays = [_arrays(e) for e in examples]
+    return [
+        {k: np.stack([a[k] for a in arrays[i : i + batch_size]]) for k in arrays[0]}
+        for i in range(0, len(arrays), batch_size)
+    ]
+
+
+def _stem_paths(n_src: int) -> list[str]:
+    return ["mix", *(f"s{k + 1}" for k in range(n_src)), "noise"]
+
+
+def _csv_cell(value):
+    """Lists become ``a;b;c`` (None as empty), other values stay."""
+    if isinstance(value, list):
+        return ";".join("" if x is None else str(x) for x in value)
+    return value
+
+
+def write_mixture_set(
+    examples: Sequence[dict], out_dir: str | os.PathLike, sample_rate: int
+) -> pathlib.Path:
+    """Writes examples LibriMix-style: ``mix/``, ``s1/`` .. ``sk/``, ``noise/`` (float WAV).
+
+    Also writes ``manifest.json`` (read back by ``read_mixture_set``) and ``manifest.csv``
+    (one row per item: files, speakers, SNR, gains, source files and crop starts, RIRs, noise
+    file and start; lists joined with ``;``). Float WAV keeps the arrays bit-exact.
+
+    Returns:
+      ``out_dir`` as a Path.
+    """
+    if not examples:
+        raise ConfigError("write_mixture_set: no examples to write")
+    out = pathlib.Path(out_dir)
+    items = []
+    for i, ex in enumerate(examples):
+        name = f"{i:06d}.wav"
+        stems = _stem_paths(ex["sources"].shape[0])
+        signals = [ex["mixture"], *ex["sources"], ex["noise"]]
+        for stem, wav in zip(stems, signals, strict=True):
+            (out / stem).mkdir(parents=True, exist_ok=True)
+            sf.write(out / stem / name, np.asarray(wav, np.float32), sample_rate, subtype="FLOAT")
+        snr = float(ex["snr_db"])
+        items.append(
+            {
+                "id": f"{i:06d}",
+                "files": [f"{stem}/{name}" for stem in stems],
+                "snr_db": snr if math.isfinite(snr) else None,
+                "gains_db": [float(g) for g in ex["gains_db"]],
+                **ex["info"],
+            }
+        )
+    manifest = {"sample_rate": int(sample_rate), "items": items}
+    (out / MANIFEST_JSON).write_text(json.dumps(manifest, indent=1))
+    with open(out / MANIFEST_CSV, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(items[0]))
+        writer.writeheader()
+        for item in items:
+            writer.writerow({k: _csv_cell(v) for k, v in item.items()})
+    return out
+
+
+def read_mixture_set(out_dir: str | os.PathLike) -> list[dict]:
+    """Loads a set written by ``write_mixture_set`` back into ``make_mixture`` examples.
+
+    Raises:
+      AudioFileError: no manifest or a missing file. SampleRateError: a file's rate differs
+        from the manifest's.
+    """
+    out = pathlib.Path(out_dir)
+    if not (out / MANIFEST_JSON).is_file():
+        raise AudioFileError(
+            f"{out}: no {MANIFEST_JSON}; point at a folder written by write_mixture_set"
+        )
+    manifest = json.loads((out / MANIFEST_JSON).read_text())
+    sample_rate = manifest["sample_rate"]
+    examples = []
+    for item in manifest["items"]:
+        wavs = []
+        for rel in item["files"]:
+            wav, sr = load(out / rel)
+            if sr != sample_rate:
+                raise SampleRateError(
+                    f"{out / rel}: {sr} Hz but the manifest says {sample_rate} Hz; rewrite the set"
+                )
+            wavs.append(wav)
+        snr = item["snr_db"]
+        examples.append(
+            {
+                "mixture": wavs[0],
+                "sources": np.stack(wavs[1:-1]),
+                "noise": wavs[-1],
+                "snr_db": np.float32(math.inf if snr is None else snr),
+                "gains_db": np.asarray(item["gains_db"], np.float32),
+                "info": {
+                    k: v for k, v in item.items() if k not in ("id", "files", "snr_db", "gains_db")
+                },
+            }
+        )
+    return examples

@@ -1,0 +1,135 @@
+"""Corpus scanning and speaker splits, on small synthetic folders and the real recordings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from jaxspeech.data.corpus import (
+    Utterance,
+    audio_files,
+    group_by_speaker,
+    scan_corpus,
+    split_speakers,
+)
+from jaxspeech.errors import AudioFileError, ConfigError
+
+
+def _write(path, seconds=0.1, sample_rate=8000):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, np.full(round(seconds * sample_rate), 0.1, np.float32), sample_rate)
+
+
+def test_layouts_speakers_labels_and_headers(tmp_path):
+    nested = tmp_path / "nested"
+    _write(nested / "alice" / "ch1" / "a1.flac", 0.25, 16000)
+    _write(nested / "alice" / "a2.wav", 0.5)
+    _write(nested / "bob" / "b1.wav", 0.1)
+    (nested / "bob" / "notes.txt").write_text("not audio")
+    libri_parent = tmp_path / "LibriSpeech"
+    _write(libri_parent / "dev-clean" / "84" / "121123" / "84-121123-0000.flac")
+    flat = tmp_path / "flat"
+    _write(flat / "7_george_12.wav", 0.3)
+    _write(flat / "0_jackson_0.wav")
+
+    utts = scan_corpus(nested)
+    assert [(u.speaker, u.label) for u in utts] == [("alice", None)] * 2 + [("bob", None)]
+    a1 = next(u for u in utts if u.path.endswith("a1.flac"))
+    assert (a1.num_samples, a1.sample_rate, a1.seconds) == (4000, 16000, 0.25)
+    assert scan_corpus(libri_parent)[0].speaker == "84"  # from the LibriSpeech file name
+    flat_utts = scan_corpus(str(flat))
+    assert [(u.speaker, u.label, u.num_samples) for u in flat_utts] == [
+        ("jackson", "0", 800),
+        ("george", "7", 2400),
+    ]
+    both = scan_corpus([flat, nested])
+    assert both == sorted(flat_utts + utts)
+    assert list(group_by_speaker(both)) == ["alice", "bob", "george", "jackson"]
+
+
+def test_bad_folders(tmp_path):
+    with pytest.raises(ConfigError, match="no such folder"):
+        scan_corpus(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AudioFileError, match="no audio files"):
+        audio_files(tmp_path / "empty")
+    with pytest.raises(ConfigError, match="no corpus folder"):
+        scan_corpus([])
+    _write(tmp_path / "misnamed" / "hello.wav")
+    with pytest.raises(ConfigError, match="<label>_<speaker>_<n>"):
+        scan_corpus(tmp_path / "misnamed")
+    (tmp_path / "broken" / "spk").mkdir(parents=True)
+    (tmp_path / "broken" / "spk" / "x.wav").write_bytes(b"not a wav file")
+    with pytest.raises(AudioFileError, match=r"x\.wav"):
+        scan_corpus(tmp_path / "broken")
+
+
+def _fake(n_speakers, per_speaker=2):
+    return [
+        Utterance(f"/{s:03d}/{k}.wav", f"spk{s:03d}", None, 100, 8000)
+        for s in range(n_speakers)
+        for k in range(per_speaker)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("n_speakers", "fractions", "sizes"),
+    [
+        (10, (0.8, 0.1, 0.1), (8, 1, 1)),
+        (3, (0.8, 0.1, 0.1), (1, 1, 1)),
+        (20, (0.5, 0.25, 0.25), (10, 5, 5)),
+        (4, (0.02, 0.49, 0.49), (1, 1, 2)),
+        (2, (0.5, 0.5, 0.0), (1, 1, 0)),
+    ],
+)
+def test_split_sizes_cover_all_speakers(n_speakers, fractions, sizes):
+    splits = split_speakers(_fake(n_speakers), fractions, seed=3)
+    speakers = {k: {u.speaker for u in v} for k, v in splits.items()}
+    assert tuple(len(speakers[k]) for k in ("train", "valid", "test")) == sizes
+    assert set().union(*speakers.values()) == {f"spk{s:03d}" for s in range(n_speakers)}
+    assert sum(len(v) for v in splits.values()) == 2 * n_speakers  # utterances follow speakers
+
+
+def test_split_errors():
+    with pytest.raises(ConfigError, match="cannot fill 3"):
+        split_speakers(_fake(2))
+    for bad in [(0.5, 0.5), (0.9, 0.2, 0.1), (1.2, -0.1, -0.1)]:
+        with pytest.raises(ConfigError, match="summing to 1"):
+            split_speakers(_fake(5), bad)
+
+
+@pytest.fixture(scope="module")
+def real_corpus(shared_data):
+    return scan_corpus(
+        [shared_data / "librispeech" / "test-other", shared_data / "fsdd" / "recordings"]
+    )
+
+
+def test_real_scan(shared_data, real_corpus):
+    libri = [u for u in real_corpus if u.label is None]
+    fsdd = [u for u in real_corpus if u.label is not None]
+    assert len(libri) == 100 and len(fsdd) == 3000
+    assert {u.speaker for u in libri} == {
+        *"1998 3080 3331 367 533 1688 2033 2414 2609 3005".split()
+    }
+    assert {u.speaker for u in fsdd} == {*"george jackson lucas nicolas theo yweweler".split()}
+    assert {u.label for u in fsdd} == set("0123456789")
+    assert {u.sample_rate for u in libri} == {16000} and {u.sample_rate for u in fsdd} == {8000}
+    first = libri[0]
+    assert first.num_samples == sf.info(first.path).frames
+    assert all(u.path.split("/")[-2] == u.speaker for u in libri)
+    assert real_corpus == sorted(real_corpus)
+    assert scan_corpus(shared_data / "fsdd" / "recordings") == fsdd
+
+
+def test_real_split_disjoint_and_deterministic(real_corpus):
+    splits = split_speakers(real_corpus, seed=0)
+    speakers = {k: {u.speaker for u in v} for k, v in splits.items()}
+    assert all(speakers.values())
+    assert not speakers["train"] & speakers["valid"]
+    assert not speakers["train"] & speakers["test"]
+    assert not speakers["valid"] & speakers["test"]
+    assert sorted(u for v in splits.values() for u in v) == real_corpus
+    assert split_speakers(list(reversed(real_corpus)), seed=0) == splits
+    assert split_speakers(real_corpus, seed=1) != splits

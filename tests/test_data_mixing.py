@@ -1,0 +1,246 @@
+"""On-the-fly mixtures: checked against brute-force numpy/scipy references on synthetic tones.
+
+Every synthetic speaker speaks a pure tone at its own frequency, recorded at 16 kHz and mixed
+at 8 kHz, so the frequency of a source tells who it is and whether it was resampled.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from jaxspeech.audio import load
+from jaxspeech.data.corpus import audio_files, group_by_speaker, scan_corpus
+from jaxspeech.data.mixing import AudioCache, MixtureConfig, make_mixture
+from jaxspeech.errors import ConfigError, SilentAudioError
+
+FILE_RATE, RATE = 16000, 8000
+TONES = {"s0": 300.0, "s1": 550.0, "s2": 800.0, "s3": 1050.0, "s4": 1300.0}
+SECONDS = (0.3, 1.0, 1.6)  # 0.3 s is shorter than the 0.5 s segment: zero padding
+
+
+def _tone(freq, seconds, phase=0.0):
+    t = np.arange(round(seconds * FILE_RATE)) / FILE_RATE
+    return (0.3 * np.sin(2 * np.pi * freq * t + phase)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """``(root, speakers, noises, rirs)`` of synthetic 16 kHz files."""
+    root = tmp_path_factory.mktemp("corpus")
+    for spk, freq in TONES.items():
+        (root / "speech" / spk).mkdir(parents=True)
+        for k, seconds in enumerate(SECONDS):
+            sf.write(root / "speech" / spk / f"{k}.wav", _tone(freq, seconds, k), FILE_RATE)
+    noise_rng = np.random.default_rng(1)
+    (root / "noise").mkdir()
+    sf.write(root / "noise" / "long.wav", 0.1 * noise_rng.standard_normal(24000), FILE_RATE)
+    sf.write(root / "noise" / "short.wav", 0.1 * noise_rng.standard_normal(3000), FILE_RATE)
+    (root / "rir").mkdir()
+    decay = np.exp(-np.arange(800) / 120.0) * noise_rng.standard_normal(800)
+    decay[0] = 1.0
+    sf.write(root / "rir" / "room.wav", (0.5 * decay).astype(np.float32), FILE_RATE)
+    speakers = group_by_speaker(scan_corpus(root / "speech"))
+    return root, speakers, audio_files(root / "noise"), audio_files(root / "rir")
+
+
+@pytest.fixture(scope="module")
+def audio():
+    return AudioCache(RATE)
+
+
+def _cfg(**kw):
+    return MixtureConfig(**{"n_src": 2, "sample_rate": RATE, "segment_seconds": 0.5, **kw})
+
+
+def _mix(seed, corpus, audio, cfg, **kw):
+    _, speakers, noises, rirs = corpus
+    return make_mixture(np.random.default_rng(seed), cfg, speakers, noises, rirs, audio, **kw)
+
+
+def _dominant_hz(x):
+    return np.argmax(np.abs(np.fft.rfft(x, 8 * RATE))) * RATE / (8 * RATE)
+
+
+def _window(wav, start, length):
+    """Brute-force reference crop: zero-pad both sides generously, then slice."""
+    padded = np.concatenate([np.zeros(length), wav, np.zeros(length)])
+    return padded[start + length : start + 2 * length]
+
+
+def _active(ex, k, audio):
+    """Samples of source ``k`` that its utterance covers (the rest is zero padding)."""
+    n = len(audio(ex["info"]["source_files"][k]))
+    start = ex["info"]["source_starts"][k]
+    return ex["sources"][k, max(0, -start) : min(len(ex["mixture"]), n - start)]
+
+
+def _db(x):
+    return 10 * np.log10(np.mean(np.square(x.astype(np.float64))))
+
+
+@pytest.mark.parametrize("reverb", [0.0, 1.0])
+def test_mixture_properties(corpus, audio, reverb):
+    cfg = _cfg(n_src=3, noise_snr_db_range=(-5.0, 20.0), reverb_prob=reverb)
+    for seed in range(12):
+        ex = _mix(seed, corpus, audio, cfg)
+        mix, src, noise = ex["mixture"], ex["sources"], ex["noise"]
+        assert mix.shape == noise.shape == (4000,) and src.shape == (3, 4000)
+        assert all(a.dtype == np.float32 for a in (mix, src, noise, ex["snr_db"], ex["gains_db"]))
+        np.testing.assert_array_equal(mix, src.sum(0) + noise)
+        np.testing.assert_allclose(mix - noise, src.sum(0), atol=1e-7)
+        speakers = ex["info"]["speakers"]
+        assert len(set(speakers)) == 3
+        for k, spk in enumerate(speakers):  # the right speaker, resampled to 8 kHz
+            assert _dominant_hz(src[k]) == pytest.approx(TONES[spk], abs=2.0)
+        assert -5.0 <= ex["snr_db"] <= 20.0
+        measured = _db(src.sum(0)) - _db(noise)
+        assert measured == pytest.approx(float(ex["snr_db"]), abs=1e-3)
+        assert ex["gains_db"][0] == 0.0 and np.all(np.abs(ex["gains_db"]) <= 5.0)
+        if not reverb:
+            levels = [_db(_active(ex, k, audio)) for k in range(3)]
+            np.testing.assert_allclose(np.subtract(levels, levels[0]), ex["gains_db"], atol=1e-3)
+        peak = max(np.abs(a).max() for a in (mix, src, noise))
+        assert peak <= 0.9 + 1e-6
+
+
+def test_crops_pads_and_reverb_match_reference(corpus, audio):
+    """Each source is a scaled crop of the resampled file (convolved with the RIR)."""
+    root, *_ = corpus
+    rir = load(root / "rir" / "room.wav", RATE)[0].astype(np.float64)
+    padded = 0
+    for seed in range(10):
+        for reverb in (0.0, 1.0):
+            ex = _mix(seed, corpus, audio, _cfg(reverb_prob=reverb))
+            for k, path in enumerate(ex["info"]["source_files"]):
+                wav = load(path, RATE)[0].astype(np.float64)
+                if reverb:
+                    assert ex["info"]["rir_files"][k].endswith("room.wav")
+                    wav = np.convolve(wav, rir)
+                start = ex["info"]["source_starts"][k]
+                padded += start < 0
+                ref = _window(wav, start, 4000)
+                src = ex["sources"][k].astype(np.float64)
+                scale = src @ ref / (ref @ ref)
+                assert scale > 0
+                np.testing.assert_allclose(src, scale * ref, atol=1e-6)
+    assert padded > 0  # the 0.3 s files were zero-padded at a random offset
+
+
+def test_loud_sources_are_rescaled_not_clipped(corpus, audio):
+    cfg = _cfg(level_db_range=(0.0, 0.0), gain_db_range=(3.0, 3.0), noise_snr_db_range=(0, 0))
+    ex = _mix(0, corpus, audio, cfg)
+    peak = max(np.abs(a).max() for a in (ex["mixture"], ex["sources"], ex["noise"]))
+    assert peak == pytest.approx(0.9, abs=1e-6)
+    assert _db(ex["sources"].sum(0)) - _db(ex["noise"]) == pytest.approx(0.0, abs=1e-3)
+    gains = _db(_active(ex, 1, audio)) - _db(_active(ex, 0, audio))
+    assert gains == pytest.approx(3.0, abs=1e-3)
+
+
+def test_enhancement_snr_override_and_determinism(corpus, audio):
+    cfg = _cfg(n_src=1, noise_snr_db_range=(0.0, 10.0))
+    _, speakers, *_ = corpus
+    first = speakers["s2"][1]
+    ex = _mix(5, corpus, audio, cfg, first=first, snr_db=-7.5)
+    assert ex["sources"].shape == (1, 4000) and ex["info"]["source_files"] == [first.path]
+    assert ex["snr_db"] == -7.5
+    assert _db(ex["sources"][0]) - _db(ex["noise"]) == pytest.approx(-7.5, abs=1e-3)
+    again = _mix(5, corpus, audio, cfg, first=first, snr_db=-7.5)
+    for key in ("mixture", "sources", "noise"):
+        np.testing.assert_array_equal(ex[key], again[key])
+    assert ex["info"] == again["info"]
+    other = _mix(6, corpus, audio, cfg, first=first, snr_db=-7.5)
+    assert not np.array_equal(ex["mixture"], other["mixture"])
+    quiet = _mix(0, corpus, audio, _cfg())
+    assert np.all(quiet["noise"] == 0) and quiet["snr_db"] == np.inf
+
+
+def test_first_source_is_kept_and_others_differ(corpus, audio):
+    _, speakers, *_ = corpus
+    for seed in range(10):
+        first = speakers[f"s{seed % 5}"][0]
+        ex = _mix(seed, corpus, audio, _cfg(n_src=5), first=first)
+        assert ex["info"]["speakers"][0] == first.speaker
+        assert sorted(ex["info"]["speakers"]) == sorted(TONES)
+
+
+def test_silent_crops_are_redrawn(tmp_path, audio):
+    """A 2.5 s file with speech only in its last 0.3 s: crops must reach the speech."""
+    wav = np.zeros(round(2.5 * FILE_RATE), np.float32)
+    wav[-round(0.3 * FILE_RATE) :] = _tone(400.0, 0.3)
+    sf.write(tmp_path / "0_late_0.wav", wav, FILE_RATE)
+    speakers = group_by_speaker(scan_corpus(tmp_path))
+    late = audio(tmp_path / "0_late_0.wav")
+    threshold = 0.1 * np.sqrt(np.mean(np.square(late, dtype=np.float64)))  # -20 dB
+    fallback = int(np.clip(np.argmax(np.abs(late)) - 2000, 0, len(late) - 4000))
+    for tries, fallbacks in ((1, range(8, 16)), (40, range(3))):
+        cfg = _cfg(n_src=1, crop_tries=tries)
+        starts = []
+        for seed in range(15):
+            ex = make_mixture(np.random.default_rng(seed), cfg, speakers, [], [], audio)
+            start = ex["info"]["source_starts"][0]
+            crop = late[start : start + 4000].astype(np.float64)
+            assert np.sqrt(np.mean(np.square(crop))) >= threshold
+            starts.append(start)
+        assert starts.count(fallback) in fallbacks  # ~85% of single draws miss the speech
+
+
+def test_audio_cache(corpus):
+    root, *_ = corpus
+    path = root / "speech" / "s0" / "1.wav"
+    cache = AudioCache(RATE, max_bytes=20000)
+    wav = cache(path)
+    assert len(wav) == 8000 and wav.dtype == np.float32  # 1 s at 16 kHz -> 8000 samples
+    assert _dominant_hz(wav) == pytest.approx(300.0, abs=2.0)
+    assert cache(path) is wav and not wav.flags.writeable
+    cache(root / "speech" / "s1" / "1.wav")  # 32 kB > 20 kB: the first file is evicted
+    assert cache(path) is not wav
+    clone = pickle.loads(pickle.dumps(cache))
+    assert clone.sample_rate == RATE and clone(path) is not cache(path)
+    np.testing.assert_array_equal(clone(path), wav)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"n_src": 0},
+        {"segment_seconds": 0.0},
+        {"sample_rate": -8000},
+        {"gain_db_range": (5.0, -5.0)},
+        {"level_db_range": (1.0,)},
+        {"noise_snr_db_range": (10.0, 0.0)},
+        {"reverb_prob": 1.5},
+        {"max_peak": 0.0},
+        {"crop_tries": 0},
+    ],
+)
+def test_bad_config(kwargs):
+    with pytest.raises(ConfigError, match="MixtureConfig"):
+        _cfg(**kwargs)
+
+
+def test_bad_inputs(corpus, audio, tmp_path):
+    _, speakers, noises, rirs = corpus
+    rng = np.random.default_rng(0)
+    with pytest.raises(ConfigError, match="6 distinct speakers"):
+        make_mixture(rng, _cfg(n_src=6), speakers, noises, rirs, audio)
+    with pytest.raises(ConfigError, match="no noise files"):
+        make_mixture(rng, _cfg(noise_snr_db_range=(0, 5)), speakers, [], rirs, audio)
+    with pytest.raises(ConfigError, match="noise_snr_db_range is None"):
+        make_mixture(rng, _cfg(), speakers, noises, rirs, audio, snr_db=0.0)
+    with pytest.raises(ConfigError, match="no RIR files"):
+        make_mixture(rng, _cfg(reverb_prob=0.5), speakers, noises, [], audio)
+    with pytest.raises(ConfigError, match="AudioCache"):
+        make_mixture(rng, _cfg(), speakers, noises, rirs, AudioCache(16000))
+    sf.write(tmp_path / "0_zeros_0.wav", np.zeros(9000, np.float32), FILE_RATE)
+    silent = group_by_speaker(scan_corpus(tmp_path))
+    with pytest.raises(SilentAudioError, match=r"0_zeros_0\.wav"):
+        make_mixture(rng, _cfg(n_src=1), silent, noises, rirs, audio)
+    sf.write(tmp_path / "zero_rir.wav", np.zeros(100, np.float32), FILE_RATE)
+    with pytest.raises(SilentAudioError, match=r"zero_rir\.wav"):
+        make_mixture(
+            rng, _cfg(reverb_prob=1.0), speakers, noises, [tmp_path / "zero_rir.wav"], audio
+        )

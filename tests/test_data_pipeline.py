@@ -1,0 +1,198 @@
+"""grain mixture pipelines, fixed mixture sets and their files, on the real recordings."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from jaxspeech.audio import load
+from jaxspeech.data.corpus import audio_files, group_by_speaker, scan_corpus
+from jaxspeech.data.mixing import MixtureConfig
+from jaxspeech.data.pipeline import (
+    batch_examples,
+    fixed_mixture_set,
+    mixture_dataset,
+    read_mixture_set,
+    write_mixture_set,
+)
+from jaxspeech.errors import AudioFileError, ConfigError, SampleRateError
+
+CFG = MixtureConfig(
+    n_src=2, sample_rate=8000, segment_seconds=0.5, noise_snr_db_range=(-5.0, 20.0),
+    reverb_prob=0.3,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def data(shared_data):
+    """10 real utterances: 2 of each of 3 LibriSpeech (16 kHz) and 2 FSDD (8 kHz) speakers."""
+    groups = group_by_speaker(
+        scan_corpus(
+            [shared_data / "librispeech" / "test-other", shared_data / "fsdd" / "recordings"]
+        )
+    )
+    utts = [u for s in ("1688", "367", "533", "george", "theo") for u in groups[s][:2]]
+    return utts, audio_files(shared_data / "noise"), audio_files(shared_data / "rir")
+
+
+def _take(ds, n, state=None):
+    it = iter(ds)
+    if state is not None:
+        it.set_state(state)
+    return [next(it) for _ in range(n)]
+
+
+def _equal(a, b):
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_batches_determinism_and_shapes(data):
+    utts, noises, rirs = data
+    first = _take(mixture_dataset(CFG, utts, noises, rirs, seed=3, batch_size=4), 2)
+    assert {k: v.shape for k, v in first[0].items()} == {
+        "mixture": (4, 4000),
+        "sources": (4, 2, 4000),
+        "noise": (4, 4000),
+        "snr_db": (4,),
+        "gains_db": (4, 2),
+    }
+    assert all(v.dtype == np.float32 for v in first[0].values())
+    for batch in first:
+        np.testing.assert_array_equal(batch["mixture"], batch["sources"].sum(1) + batch["noise"])
+        assert np.abs(batch["mixture"]).max() <= 0.9 + 1e-6
+    again = _take(mixture_dataset(CFG, list(reversed(utts)), noises, rirs, 3, 4), 2)
+    assert all(_equal(a, b) for a, b in zip(first, again, strict=True))
+    other = _take(mixture_dataset(CFG, utts, noises, rirs, 4, 4), 1)
+    assert not np.array_equal(first[0]["mixture"], other[0]["mixture"])
+
+
+def test_state_restore_gives_the_same_next_batch(data):
+    utts, noises, rirs = data
+    ds = mixture_dataset(CFG, utts, noises, rirs, seed=0, batch_size=2)
+    it = iter(ds)
+    for _ in range(6):  # crosses the end of the first epoch (10 utterances, 2 per batch)
+        next(it)
+    state = it.get_state()
+    expected = [next(it) for _ in range(2)]
+    fresh = mixture_dataset(CFG, utts, noises, rirs, seed=0, batch_size=2)
+    resumed = _take(fresh, 2, state=state)
+    assert all(_equal(a, b) for a, b in zip(expected, resumed, strict=True))
+
+
+def test_process_shards_partition_the_global_stream(data):
+    utts, noises, rirs = data
+    whole = _take(mixture_dataset(CFG, utts, noises, rirs, 1, batch_size=4), 2)
+    shards = [
+        _take(mixture_dataset(CFG, utts, noises, rirs, 1, 4, process_index=p, process_count=2), 2)
+        for p in range(2)
+    ]
+    for step in range(2):
+        for p in range(2):
+            for key, value in shards[p][step].items():
+                assert value.shape[0] == 2
+                np.testing.assert_array_equal(value, whole[step][key][p::2])
+    rows = [b["mixture"][i] for shard in shards for b in shard for i in range(2)]
+    assert len({r.tobytes() for r in rows}) == len(rows)  # disjoint examples
+
+
+def _signature(x):
+    """Invariant to gain and zero padding: sum(x^4) / sum(x^2)^2."""
+    x = np.asarray(x, np.float64)
+    return np.sum(x**4) / np.sum(x**2) ** 2
+
+
+def test_each_epoch_uses_every_utterance_once_as_first_source(shared_data):
+    """FSDD digits (8 kHz, < 2.4 s) are never cropped, so each source identifies its file."""
+    fsdd = scan_corpus(shared_data / "fsdd" / "recordings")
+    utts = [u for u in fsdd if u.path.endswith("_3.wav")][:8]
+    cfg = MixtureConfig(n_src=1, sample_rate=8000, segment_seconds=2.4)
+    batches = list(mixture_dataset(cfg, utts, [], [], 0, batch_size=2, num_epochs=2))
+    assert len(batches) == 8
+    known = np.array([_signature(load(u.path)[0]) for u in utts])
+    firsts = [
+        int(np.argmin(np.abs(known - _signature(src))))
+        for batch in batches
+        for src in batch["sources"][:, 0]
+    ]
+    for src, i in zip((s for b in batches for s in b["sources"][:, 0]), firsts, strict=True):
+        assert _signature(src) == pytest.approx(known[i], rel=1e-4)
+    assert sorted(firsts[:8]) == sorted(firsts[8:]) == list(range(8))
+    assert firsts[:8] != firsts[8:]  # each epoch in a fresh order
+
+
+def test_fixed_set_snr_grid_and_round_trip(data, tmp_path):
+    utts, noises, rirs = data
+    grid = [-5.0, 0.0, 5.0, 10.0]
+    examples = fixed_mixture_set(CFG, utts, noises, rirs, n=6, seed=7, snrs=grid)
+    for i, ex in enumerate(examples):
+        assert ex["snr_db"] == grid[i % 4]
+        snr = 10 * np.log10(np.sum(ex["sources"].sum(0) ** 2) / np.sum(ex["noise"] ** 2))
+        assert snr == pytest.approx(grid[i % 4], abs=1e-3)
+        assert len(set(ex["info"]["speakers"])) == 2
+    same = fixed_mixture_set(CFG, utts, noises, rirs, n=6, seed=7, snrs=grid)
+    assert all(_equal(_arrays(a), _arrays(b)) for a, b in zip(examples, same, strict=True))
+    other = fixed_mixture_set(CFG, utts, noises, rirs, n=6, seed=8, snrs=grid)
+    assert not np.array_equal(examples[0]["mixture"], other[0]["mixture"])
+
+    out = write_mixture_set(examples, tmp_path / "set", sample_rate=8000)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "manifest.csv", "manifest.json", "mix", "noise", "s1", "s2",
+    ]  # fmt: skip
+    back = read_mixture_set(out)
+    for ex, loaded in zip(examples, back, strict=True):
+        assert _equal(_arrays(ex), _arrays(loaded))
+        assert loaded["info"] == ex["info"]
+    with open(out / "manifest.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6 and rows[1]["snr_db"] == "0.0"
+    assert rows[0]["speakers"] == ";".join(examples[0]["info"]["speakers"])
+    assert rows[0]["files"] == "mix/000000.wav;s1/000000.wav;s2/000000.wav;noise/000000.wav"
+
+
+def test_clean_set_round_trip_and_batches(data, tmp_path):
+    utts, noises, rirs = data
+    cfg = MixtureConfig(n_src=3, sample_rate=16000, segment_seconds=0.25)
+    examples = fixed_mixture_set(cfg, utts, noises, rirs, n=4, seed=0)
+    back = read_mixture_set(write_mixture_set(examples, tmp_path, 16000))
+    assert back[0]["snr_db"] == np.inf and back[0]["sources"].shape == (3, 4000)
+    batches = batch_examples(back, 2)
+    assert len(batches) == 2 and "info" not in batches[0]
+    np.testing.assert_array_equal(batches[1]["sources"][0], examples[2]["sources"])
+    assert batches[0]["gains_db"].shape == (2, 3)
+    with pytest.raises(ConfigError, match="multiple of the batch size"):
+        batch_examples(back, 3)
+    with pytest.raises(ConfigError, match="multiple of the batch size"):
+        batch_examples([], 1)
+
+
+def test_bad_pipeline_inputs(data, tmp_path):
+    utts, noises, rirs = data
+    with pytest.raises(ConfigError, match="multiple of process_count"):
+        mixture_dataset(CFG, utts, noises, rirs, 0, batch_size=3, process_count=2)
+    with pytest.raises(ConfigError, match="process_index 2"):
+        mixture_dataset(CFG, utts, noises, rirs, 0, 4, process_index=2, process_count=2)
+    with pytest.raises(ConfigError, match="no utterances"):
+        mixture_dataset(CFG, [], noises, rirs, 0, 4)
+    with pytest.raises(ConfigError, match="seed"):
+        mixture_dataset(CFG, utts, noises, rirs, -1, 4)
+    with pytest.raises(ConfigError, match="n must be"):
+        fixed_mixture_set(CFG, utts, noises, rirs, 0, 0)
+    with pytest.raises(ConfigError, match="snrs is empty"):
+        fixed_mixture_set(CFG, utts, noises, rirs, 2, 0, snrs=[])
+    with pytest.raises(ConfigError, match="no examples"):
+        write_mixture_set([], tmp_path, 8000)
+    with pytest.raises(AudioFileError, match=r"manifest\.json"):
+        read_mixture_set(tmp_path)
+    out = write_mixture_set(fixed_mixture_set(CFG, utts, noises, rirs, 1, 0), tmp_path, 8000)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["sample_rate"] = 16000
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(SampleRateError, match="rewrite the set"):
+        read_mixture_set(out)
+
+
+def _arrays(example):
+    return {k: v for k, v in example.items() if k != "info"}
