@@ -1,0 +1,263 @@
+"""Typed, frozen recipe configs: shared dataclasses, recipe loading, overrides, JSON round trip.
+
+A recipe is a Python file ``configs/<task>/<name>.py`` whose ``get_config(variant: str = "")``
+returns a frozen :class:`Config`. ``model``, ``data`` and ``eval`` are task-specific frozen
+dataclasses; they must live in an importable module (the task module, ``jaxspeech.train.tasks.
+<task>``) so that :func:`to_json` can record their import path and :func:`from_json` rebuild
+them from ``WORKDIR/config.json`` alone.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib
+import importlib.util
+import json
+import pathlib
+import types
+import typing
+from typing import Any
+
+import jax.numpy as jnp
+
+from jaxspeech.errors import ConfigError
+
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """Optimiser. ``name``: ``"adam"`` (L2 weight decay added to the gradient), ``"adamw"``
+    (decoupled weight decay) or ``"sgd-nesterov"``. ``clip_norm``: clip gradients to this
+    global L2 norm (``None``: no clipping)."""
+
+    name: str = "adam"
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    momentum: float = 0.9
+    clip_norm: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleConfig:
+    """Learning-rate multiplier over steps. ``name``: ``"constant"``, ``"warmup_cosine"``
+    (linear warm-up, then cosine to ``final_factor`` at the last step) or
+    ``"warmup_exponential"`` (linear warm-up, then ``× decay_rate`` every ``decay_every``
+    steps, floored at ``final_factor``).
+
+    Reduce-on-plateau (Conv-TasNet recipes): when ``plateau_patience > 0`` the learning rate
+    is further multiplied by ``plateau_factor`` whenever the validation metric has not improved
+    for ``plateau_patience`` validations in a row.
+    """
+
+    name: str = "constant"
+    warmup_steps: int = 0
+    final_factor: float = 0.0
+    decay_rate: float = 0.5
+    decay_every: int = 1000
+    plateau_patience: int = 0
+    plateau_factor: float = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Loop settings. ``batch_size`` is global (over all processes and devices)."""
+
+    steps: int = 1000
+    batch_size: int = 8
+    checkpoint_every: int = 500
+    eval_every: int = 500
+    log_every: int = 50
+    seed: int = 0
+    keep_checkpoints: int = 3
+    max_nonfinite_steps: int = 10
+    compute_dtype: str = "float32"
+
+    @property
+    def dtype(self) -> Any:
+        """The jnp compute dtype (params stay float32; tasks pass this as the modules'
+        ``dtype`` and keep norms, losses and metrics in float32)."""
+        return COMPUTE_DTYPES[self.compute_dtype]
+
+
+@dataclasses.dataclass(frozen=True)
+class EmptyConfig:
+    """Placeholder for a task that needs no settings in a section."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """A complete recipe. ``task``: a name in ``jaxspeech.train.tasks`` or ``"module:Class"``."""
+
+    task: str
+    model: Any = EmptyConfig()
+    data: Any = EmptyConfig()
+    eval: Any = EmptyConfig()
+    optim: OptimConfig = OptimConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    train: TrainConfig = TrainConfig()
+
+
+def validate(config: Config) -> None:
+    """Raises :class:`ConfigError` for values the trainer cannot use."""
+    train = config.train
+    if train.compute_dtype not in COMPUTE_DTYPES:
+        raise ConfigError(
+            f"train.compute_dtype={train.compute_dtype!r}; use one of {sorted(COMPUTE_DTYPES)}"
+        )
+    for name in ("steps", "batch_size", "checkpoint_every", "eval_every", "log_every"):
+        if getattr(train, name) < 1:
+            raise ConfigError(f"train.{name}={getattr(train, name)}; it must be >= 1")
+    if train.keep_checkpoints < 1 or train.max_nonfinite_steps < 1:
+        raise ConfigError("train.keep_checkpoints and train.max_nonfinite_steps must be >= 1")
+
+
+def load_recipe(spec: str) -> Config:
+    """Loads ``"configs/x/y.py[:variant]"``: imports the file and calls ``get_config(variant)``."""
+    path_str, _, variant = spec.partition(":")
+    path = pathlib.Path(path_str)
+    if not path.is_file():
+        raise ConfigError(f"recipe file {path} not found; pass --config configs/<task>/<x>.py")
+    module_spec = importlib.util.spec_from_file_location(f"_jaxspeech_recipe_{path.stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"recipe {path} defines no get_config(variant: str = '')")
+    config = module.get_config(variant) if variant else module.get_config()
+    if not isinstance(config, Config):
+        raise ConfigError(f"{path}: get_config returned {type(config).__name__}, not Config")
+    return config
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _parse_value(text: str, kind: Any, key: str) -> Any:
+    """Parses the override ``text`` as a value of type ``kind`` (str, int, float, bool, tuple,
+    Optional); raises :class:`ConfigError` naming ``key`` otherwise."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        if type(None) in args and text in ("None", "none", "null"):
+            return None
+        options = [a for a in args if a is not type(None)]
+        for option in options:
+            try:
+                return _parse_value(text, option, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}={text!r} is not a {kind}")
+    if kind is str or kind is Any:
+        return text
+    if kind is bool:
+        if text.lower() in ("true", "1", "yes"):
+            return True
+        if text.lower() in ("false", "0", "no"):
+            return False
+        raise ConfigError(f"{key}={text!r} is not a bool; use true or false")
+    if kind in (int, float):
+        try:
+            literal = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            literal = None
+        if isinstance(literal, bool) or not isinstance(literal, int | float):
+            raise ConfigError(f"{key}={text!r} is not {'an int' if kind is int else 'a float'}")
+        if kind is int and not float(literal).is_integer():
+            raise ConfigError(f"{key}={text!r} is not an int")
+        return kind(literal)
+    if origin is tuple:
+        items = [s.strip() for s in text.strip().strip("()[]").split(",") if s.strip()]
+        item_types = [args[0]] * len(items) if len(args) == 2 and args[1] is ... else list(args)
+        if len(item_types) != len(items):
+            raise ConfigError(f"{key}={text!r}: expected {len(item_types)} items for {kind}")
+        return tuple(_parse_value(s, t, key) for s, t in zip(items, item_types, strict=True))
+    raise ConfigError(f"{key}: overriding a field of type {kind} is not supported")
+
+
+def _replace_path(obj: Any, path: list[str], text: str, prefix: str) -> Any:
+    if not dataclasses.is_dataclass(obj):
+        raise ConfigError(f"{prefix} is a value, not a section; it has no key {path[0]!r}")
+    types_by_name = _field_types(type(obj))
+    name = path[0]
+    key = f"{prefix}.{name}" if prefix else name
+    if name not in types_by_name:
+        raise ConfigError(
+            f"unknown config key {key!r}; valid keys at "
+            f"{prefix or 'the top level'}: {', '.join(sorted(types_by_name))}"
+        )
+    current = getattr(obj, name)
+    if len(path) > 1:
+        value = _replace_path(current, path[1:], text, key)
+    elif dataclasses.is_dataclass(current):
+        raise ConfigError(f"{key} is a section; set one of its keys, e.g. {key}.<name>=value")
+    else:
+        value = _parse_value(text, types_by_name[name], key)
+    return dataclasses.replace(obj, **{name: value})
+
+
+def apply_overrides(config: Config, overrides: list[str]) -> Config:
+    """Returns ``config`` with each ``"a.b=value"`` applied, type-checked against the fields."""
+    for override in overrides:
+        dotted, sep, text = override.partition("=")
+        if not sep or not dotted:
+            raise ConfigError(f"override {override!r} must look like section.key=value")
+        config = _replace_path(config, dotted.split("."), text, "")
+    return config
+
+
+def _class_path(cls: type) -> str:
+    path = f"{cls.__module__}:{cls.__qualname__}"
+    try:
+        resolved = _import_class(path)
+    except ConfigError:
+        resolved = None
+    if resolved is not cls:
+        raise ConfigError(
+            f"config class {cls.__qualname__} (module {cls.__module__}) cannot be re-imported; "
+            "define config dataclasses in an importable module such as the task module"
+        )
+    return path
+
+
+def _import_class(path: str) -> type:
+    module_name, _, qualname = path.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as err:
+        raise ConfigError(f"cannot import {path!r}: {err}") from err
+    return obj
+
+
+def _to_tree(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        fields = {f.name: _to_tree(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {"__class__": _class_path(type(value)), **fields}
+    if isinstance(value, tuple | list):
+        return [_to_tree(v) for v in value]
+    return value
+
+
+def _from_tree(tree: Any) -> Any:
+    """Inverse of :func:`_to_tree` (configs hold tuples, never lists)."""
+    if isinstance(tree, dict) and "__class__" in tree:
+        cls = _import_class(tree["__class__"])
+        return cls(**{k: _from_tree(v) for k, v in tree.items() if k != "__class__"})
+    if isinstance(tree, list):
+        return tuple(_from_tree(v) for v in tree)
+    return tree
+
+
+def to_json(config: Config) -> str:
+    """Serialises the full typed config; dataclasses carry their ``module:Class`` path."""
+    return json.dumps(_to_tree(config), indent=2)
+
+
+def from_json(text: str) -> Config:
+    """Rebuilds the config written by :func:`to_json`."""
+    return _from_tree(json.loads(text))

@@ -1,0 +1,89 @@
+"""Host-side logging: ``metrics.jsonl``, a tqdm progress bar, and metric tables (MD/CSV/JSON)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import pathlib
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import tqdm
+
+
+def mean_metrics(records: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Fetches a list of per-step metric dicts (device scalars) and averages each key."""
+    fetched = [{k: np.asarray(v) for k, v in r.items()} for r in records]
+    return {k: float(np.mean([r[k] for r in fetched])) for k in fetched[0]} if fetched else {}
+
+
+class MetricsLog:
+    """Appends one JSON object per line to ``WORKDIR/metrics.jsonl`` (only when ``enabled``)."""
+
+    def __init__(self, workdir: pathlib.Path, enabled: bool) -> None:
+        self.path = workdir / "metrics.jsonl"
+        self.enabled = enabled
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.enabled:
+            with self.path.open("a") as f:
+                f.write(json.dumps({"time": time.time(), **record}) + "\n")
+
+
+def read_metrics(workdir: str | pathlib.Path) -> list[dict[str, Any]]:
+    """The records of ``WORKDIR/metrics.jsonl``."""
+    lines = (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line]
+
+
+class Progress:
+    """tqdm bar over steps (steps/s and ETA from tqdm; loss and samples/s as postfix)."""
+
+    def __init__(self, total: int, initial: int, enabled: bool) -> None:
+        self.bar = tqdm.tqdm(
+            total=total, initial=initial, unit="step", disable=not enabled, dynamic_ncols=True
+        )
+
+    def update(self, record: dict[str, float] | None = None) -> None:
+        self.bar.update(1)
+        if record is not None:
+            shown = {k: record[k] for k in ("loss", "samples_per_s") if k in record}
+            self.bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items()}, refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float) and math.isfinite(value):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Rows (dicts sharing their keys) as a Markdown table; floats with 4 decimals."""
+    columns = list(rows[0]) if rows else []
+    lines = [
+        "| " + " | ".join(columns) + " |",
+        "|" + "|".join("---" for _ in columns) + "|",
+        *("| " + " | ".join(_cell(row[c]) for c in columns) + " |" for row in rows),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(rows: Sequence[dict[str, Any]], stem: pathlib.Path) -> str:
+    """Writes ``stem.md``, ``stem.csv`` and ``stem.json``; returns the Markdown text."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    markdown = markdown_table(rows)
+    stem.with_suffix(".md").write_text(markdown)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else [])
+    writer.writeheader()
+    writer.writerows(rows)
+    stem.with_suffix(".csv").write_text(buffer.getvalue())
+    stem.with_suffix(".json").write_text(json.dumps(list(rows), indent=2) + "\n")
+    return markdown

@@ -1,0 +1,298 @@
+"""The generic training loop: one jit-compiled data-parallel step for every task.
+
+``run(config, workdir)`` builds the task (``jaxspeech.train.tasks``), restores the latest
+checkpoint in ``workdir/checkpoints`` if there is one, and trains to ``config.train.steps``:
+metrics every ``log_every`` steps to ``workdir/metrics.jsonl``, validation every
+``eval_every`` steps, checkpoints every ``checkpoint_every`` steps and at the end.
+``evaluate(workdir, split, checkpoint)`` rebuilds everything from ``workdir/config.json``.
+
+A step whose loss or gradient norm is not finite is skipped inside jit (params, optimiser
+and model state unchanged) and counted; after ``max_nonfinite_steps`` in a row the state
+freezes and the host stops the run with a :class:`JaxspeechError` at its next check (log,
+validation or checkpoint step), before saving anything.
+"""
+
+from __future__ import annotations
+
+import functools
+import pathlib
+import time
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxspeech import parallel
+from jaxspeech.errors import ConfigError, JaxspeechError
+from jaxspeech.train import config as config_lib
+from jaxspeech.train.checkpoint import Checkpointer
+from jaxspeech.train.logging import MetricsLog, Progress, mean_metrics, write_table
+from jaxspeech.train.optim import Plateau, make_optimizer, make_schedule, plateau_update
+from jaxspeech.train.tasks import make_task
+
+PyTree = Any
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything that changes during training (replicated over the mesh).
+
+    ``rng`` is the base key; step ``s`` uses ``fold_in(rng, s)`` (and the replica index), so a
+    resumed run draws the same numbers. ``plateau`` holds reduce-on-plateau bookkeeping
+    (``best``, ``bad``, ``scale``); ``scale`` multiplies the scheduled learning rate.
+    """
+
+    step: jax.Array
+    params: PyTree
+    opt_state: PyTree
+    model_state: PyTree
+    rng: jax.Array
+    plateau: dict[str, jax.Array]
+    nonfinite_run: jax.Array
+    nonfinite_total: jax.Array
+
+
+def init_state(task: Any, optimizer: optax.GradientTransformation, seed: int) -> TrainState:
+    """A fresh train state (pure; the caller jits it with replicated output shardings)."""
+    init_key, train_key = jax.random.split(jax.random.PRNGKey(seed))
+    params, model_state = task.init_model(init_key)
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=optimizer.init(params),
+        model_state=model_state,
+        rng=train_key,
+        plateau={
+            "best": jnp.full((), jnp.nan, jnp.float32),
+            "bad": jnp.zeros((), jnp.int32),
+            "scale": jnp.ones((), jnp.float32),
+        },
+        nonfinite_run=jnp.zeros((), jnp.int32),
+        nonfinite_total=jnp.zeros((), jnp.int32),
+    )
+
+
+def _keep_if(ok: jax.Array, new: PyTree, old: PyTree) -> PyTree:
+    return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+
+
+def make_train_step(task, optimizer, schedule, max_nonfinite: int, mesh):
+    """``step(state, batch) -> (state, metrics)``, jitted, data-parallel, state donated.
+
+    ``metrics``: the task's metrics plus ``loss``, ``grad_norm``, ``lr`` and ``skipped``.
+    """
+
+    def per_replica(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        step_key = jax.random.fold_in(state.rng, state.step)
+        key = jax.random.fold_in(step_key, jax.lax.axis_index(parallel.DATA_AXIS))
+        grad_fn = jax.value_and_grad(task.loss_fn, has_aux=True)
+        (loss, (metrics, model_state)), grads = grad_fn(state.params, state.model_state, batch, key)
+        loss, metrics, model_state, grads = parallel.pmean_floats(
+            (loss, metrics, model_state, grads)
+        )
+        grad_norm = optax.tree.norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        halted = state.nonfinite_run >= max_nonfinite
+        ok = finite & ~halted
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        lr = schedule(state.step) * state.plateau["scale"]
+        params = optax.apply_updates(state.params, jax.tree.map(lambda u: -lr * u, updates))
+        new_state = state.replace(
+            step=state.step + 1,
+            params=_keep_if(ok, params, state.params),
+            opt_state=_keep_if(ok, opt_state, state.opt_state),
+            model_state=_keep_if(ok, model_state, state.model_state),
+            nonfinite_run=jnp.where(
+                halted, state.nonfinite_run, jnp.where(finite, 0, state.nonfinite_run + 1)
+            ),
+            nonfinite_total=state.nonfinite_total + (~finite).astype(jnp.int32),
+        )
+        extra = {
+            "loss": loss,
+            "grad_norm": grad_norm,
+            "lr": lr,
+            "skipped": (~ok).astype(jnp.float32),
+        }
+        return new_state, {**metrics, **extra}
+
+    return parallel.data_parallel(
+        per_replica, mesh, sharded_argnums=(1,), num_args=2, donate_argnums=(0,)
+    )
+
+
+def make_eval_step(task, mesh):
+    """``eval_step(params, model_state, batch) -> metrics`` averaged over replicas."""
+
+    def per_replica(params, model_state, batch):
+        return parallel.pmean_floats(task.eval_fn(params, model_state, batch))
+
+    return parallel.data_parallel(per_replica, mesh, sharded_argnums=(2,), num_args=3)
+
+
+def validate_on(eval_step, mesh, state: TrainState, batches: list[dict]) -> dict[str, float]:
+    """Mean of the task's validation metrics over the fixed global ``batches``."""
+    records = [
+        eval_step(state.params, state.model_state, parallel.shard_batch(mesh, local))
+        for local in map(parallel.local_rows, batches)
+    ]
+    return mean_metrics(records)
+
+
+class _Setup:
+    """What ``run`` and ``evaluate`` both build from a config."""
+
+    def __init__(self, config: config_lib.Config, workdir: pathlib.Path, devices=None) -> None:
+        config_lib.validate(config)
+        self.config = config
+        self.task = make_task(config)
+        self.mesh = parallel.make_mesh(devices)
+        if config.train.batch_size % self.mesh.size:
+            raise ConfigError(
+                f"train.batch_size={config.train.batch_size} must be a multiple of the "
+                f"{self.mesh.size} devices"
+            )
+        self.optimizer = make_optimizer(config.optim)
+        self.schedule = make_schedule(
+            config.schedule, config.optim.learning_rate, config.train.steps
+        )
+        self.checkpointer = Checkpointer(
+            workdir / "checkpoints",
+            keep=config.train.keep_checkpoints,
+            valid_metric=self.task.valid_metric,
+            valid_mode=self.task.valid_mode,
+        )
+
+    def new_state(self, abstract: bool = False) -> TrainState:
+        init = functools.partial(init_state, self.task, self.optimizer, self.config.train.seed)
+        replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
+        if abstract:
+            shapes = jax.eval_shape(init)
+            return jax.tree.map(
+                lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), shapes
+            )
+        return jax.jit(init, out_shardings=replicated)()
+
+
+def _check_finite(state: TrainState, step: int, setup: _Setup) -> None:
+    limit = setup.config.train.max_nonfinite_steps
+    if int(state.nonfinite_run) >= limit:
+        setup.checkpointer.close()
+        raise JaxspeechError(
+            f"training stopped at step {step}: {limit} steps in a row had a non-finite loss or "
+            f"gradient ({int(state.nonfinite_total)} skipped in all); the last good checkpoint "
+            f"is step {setup.checkpointer.latest_step()} in {setup.checkpointer.directory}. "
+            "Lower optim.learning_rate, set optim.clip_norm, or check the data for NaN/Inf."
+        )
+
+
+def _update_plateau(state: TrainState, value: float, setup: _Setup) -> TrainState:
+    current = Plateau(*(float(state.plateau[k]) for k in ("best", "bad", "scale")))
+    new = plateau_update(current, value, setup.task.valid_mode, setup.config.schedule)
+    plateau = {
+        "best": np.float32(new.best),
+        "bad": np.int32(new.bad),
+        "scale": np.float32(new.scale),
+    }
+    return state.replace(plateau=parallel.replicate(setup.mesh, plateau))
+
+
+def run(config: config_lib.Config, workdir: str | pathlib.Path, *, devices=None) -> TrainState:
+    """Trains (or resumes training) in ``workdir``; returns the final state.
+
+    ``devices``: the devices of the data mesh (default: all devices of all processes).
+    """
+    workdir = pathlib.Path(workdir).absolute()
+    workdir.mkdir(parents=True, exist_ok=True)
+    setup = _Setup(config, workdir, devices)
+    train, task, mesh = config.train, setup.task, setup.mesh
+    config_json = config_lib.to_json(config)
+    is_main = jax.process_index() == 0
+    if is_main:
+        (workdir / "config.json").write_text(config_json)
+
+    state = setup.new_state()
+    data_iterator = iter(task.train_dataset(jax.process_index(), jax.process_count(), train.seed))
+    latest = setup.checkpointer.latest_step()
+    if latest is not None:
+        state = setup.checkpointer.restore(latest, state, data_iterator)
+    train_step = make_train_step(
+        task, setup.optimizer, setup.schedule, train.max_nonfinite_steps, mesh
+    )
+    eval_step = make_eval_step(task, mesh)
+    valid_batches = task.valid_batches()
+
+    log = MetricsLog(workdir, enabled=is_main)
+    start = int(state.step)
+    progress = Progress(train.steps, start, enabled=is_main)
+    pending, window_start, window_steps = [], time.perf_counter(), 0
+    for step in range(start + 1, train.steps + 1):
+        try:
+            local_batch = next(data_iterator)
+        except StopIteration:
+            raise JaxspeechError(
+                f"task {config.task!r}: the training dataset ended at step {step}; "
+                "train_dataset must repeat forever (grain: .repeat() before batching)"
+            ) from None
+        state, metrics = train_step(state, parallel.shard_batch(mesh, local_batch))
+        pending.append(metrics)
+        window_steps += 1
+        last = step == train.steps
+        is_log = step % train.log_every == 0 or last
+        is_eval = step % train.eval_every == 0 or last
+        is_checkpoint = step % train.checkpoint_every == 0 or last
+        if not (is_log or is_eval or is_checkpoint):
+            progress.update()
+            continue
+        record = mean_metrics(pending)  # the only device -> host transfer of the step
+        _check_finite(state, step, setup)
+        elapsed = time.perf_counter() - window_start
+        record.update(
+            step=step,
+            steps_per_s=window_steps / elapsed,
+            samples_per_s=window_steps * train.batch_size / elapsed,
+            nonfinite_total=int(state.nonfinite_total),
+        )
+        valid = None
+        if is_eval:
+            valid = validate_on(eval_step, mesh, state, valid_batches)
+            record.update({f"valid_{k}": v for k, v in valid.items()})
+            state = _update_plateau(state, valid[task.valid_metric], setup)
+        log.write(record)
+        if is_checkpoint:
+            setup.checkpointer.save(step, state, data_iterator, config_json, valid)
+        progress.update(record)
+        pending, window_start, window_steps = [], time.perf_counter(), 0
+    progress.close()
+    setup.checkpointer.close()
+    return state
+
+
+def restore_run(workdir: str | pathlib.Path, checkpoint: str = "latest"):
+    """Rebuilds a finished or running training run from ``workdir`` alone.
+
+    ``checkpoint``: "best", "latest" or a step number. Returns ``(task, state, step)``; later
+    stages of a multi-stage recipe use it to load frozen params from an earlier stage.
+    """
+    workdir = pathlib.Path(workdir).absolute()
+    config_path = workdir / "config.json"
+    if not config_path.is_file():
+        raise JaxspeechError(f"{config_path} not found; is {workdir} a training workdir?")
+    setup = _Setup(config_lib.from_json(config_path.read_text()), workdir)
+    step = setup.checkpointer.resolve(checkpoint)
+    state = setup.checkpointer.restore(step, setup.new_state(abstract=True))
+    setup.checkpointer.close()
+    return setup.task, state, step
+
+
+def evaluate(workdir: str | pathlib.Path, split: str = "test", checkpoint: str = "best"):
+    """Calls ``task.evaluate`` on ``split`` with the params of ``checkpoint`` and writes
+    ``workdir/eval/<split>.{md,csv,json}`` (process 0). Returns ``(rows, markdown)``."""
+    task, state, step = restore_run(workdir, checkpoint)
+    rows = task.evaluate(state.params, state.model_state, split)
+    rows = [{"checkpoint_step": step, **row} for row in rows]
+    stem = pathlib.Path(workdir).absolute() / "eval" / split
+    markdown = write_table(rows, stem) if jax.process_index() == 0 else ""
+    return rows, markdown

@@ -1,0 +1,36 @@
+"""Task registry: ``config.task`` names a module ``jaxspeech.train.tasks.<name>`` defining
+``Task``, or is a dotted path ``"package.module:Class"`` (for tasks living elsewhere)."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Any
+
+from jaxspeech.errors import ConfigError
+
+
+def available() -> list[str]:
+    """Names of the task modules shipped in this package."""
+    return sorted(m.name for m in pkgutil.iter_modules(__path__))
+
+
+def get_task_class(name: str) -> type:
+    """The ``Task`` class for ``name`` (registry name or ``"module:Class"``)."""
+    module_name, _, class_name = name.partition(":")
+    if not class_name:
+        if name not in available():
+            raise ConfigError(
+                f"unknown task {name!r}; available: {', '.join(available()) or 'none'} "
+                "(or give a dotted path 'module:Class')"
+            )
+        module_name, class_name = f"{__name__}.{name}", "Task"
+    try:
+        return getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as err:
+        raise ConfigError(f"cannot load task {name!r}: {err}") from err
+
+
+def make_task(config: Any) -> Any:
+    """Builds the task named by ``config.task`` from the whole config."""
+    return get_task_class(config.task)(config)

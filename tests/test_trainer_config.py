@@ -1,0 +1,243 @@
+"""Trainer pieces without a training run: configs, optimisers, schedules, tables, parallel."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import toy_task
+
+from jaxspeech import parallel
+from jaxspeech.errors import ConfigError
+from jaxspeech.train import config as config_lib
+from jaxspeech.train import optim
+from jaxspeech.train.logging import markdown_table, mean_metrics, write_table
+from jaxspeech.train.tasks import get_task_class
+
+
+@pytest.fixture
+def config() -> config_lib.Config:
+    return config_lib.Config(
+        task="toy_task:Task", model=toy_task.ToyModelConfig(), data=toy_task.ToyDataConfig()
+    )
+
+
+def test_overrides_are_parsed_by_field_type(config):
+    new = config_lib.apply_overrides(
+        config,
+        [
+            "train.steps=20",
+            "optim.learning_rate=3e-4",
+            "optim.clip_norm=5",
+            "train.compute_dtype=bfloat16",
+            "data.nan_batches=(1, 2)",
+            "data.root=/data/x",
+            "model.hidden=4",
+        ],
+    )
+    assert new.train.steps == 20 and new.optim.learning_rate == 3e-4
+    assert new.optim.clip_norm == 5.0 and isinstance(new.optim.clip_norm, float)
+    assert new.data.nan_batches == (1, 2) and new.data.root == "/data/x"
+    assert new.model.hidden == 4 and new.train.compute_dtype == "bfloat16"
+    assert config_lib.apply_overrides(new, ["optim.clip_norm=None"]).optim.clip_norm is None
+    assert config.train.steps == 1000  # frozen original untouched
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.stepz=3", r"'train.stepz'.*batch_size, checkpoint_every, compute_dtype"),
+        ("trian.steps=3", r"top level: data, eval, model, optim, schedule, task, train"),
+        ("train.steps=3.5", r"train.steps='3.5' is not an int"),
+        ("train.steps=abc", r"train.steps='abc' is not an int"),
+        ("optim.learning_rate=fast", r"not a float"),
+        ("optim.clip_norm=x", r"optim.clip_norm='x'"),
+        ("data.nan_batches=1,a", r"data.nan_batches='a' is not an int"),
+        ("train=3", r"train is a section"),
+        ("train.steps.x=1", r"train.steps is a value"),
+        ("train.steps", r"section.key=value"),
+    ],
+)
+def test_bad_overrides_raise_config_error(config, override, message):
+    with pytest.raises(ConfigError, match=message):
+        config_lib.apply_overrides(config, [override])
+
+
+def test_bool_values():
+    assert config_lib._parse_value("true", bool, "x") is True
+    assert config_lib._parse_value("0", bool, "x") is False
+    with pytest.raises(ConfigError, match="not a bool"):
+        config_lib._parse_value("maybe", bool, "x")
+
+
+def test_json_round_trip_keeps_types(config):
+    config = config_lib.apply_overrides(config, ["data.nan_batches=3,4", "optim.clip_norm=1"])
+    text = config_lib.to_json(config)
+    tree = json.loads(text)
+    assert tree["model"]["__class__"] == "toy_task:ToyModelConfig"
+    assert tree["train"]["__class__"] == "jaxspeech.train.config:TrainConfig"
+    restored = config_lib.from_json(text)
+    assert restored == config and isinstance(restored.data.nan_batches, tuple)
+
+
+def test_to_json_rejects_unimportable_classes(config):
+    @dataclasses.dataclass(frozen=True)
+    class Local:
+        x: int = 1
+
+    with pytest.raises(ConfigError, match="cannot be re-imported"):
+        config_lib.to_json(dataclasses.replace(config, model=Local()))
+
+
+def test_load_recipe_and_errors(tmp_path):
+    recipe = tmp_path / "r.py"
+    recipe.write_text(
+        "from jaxspeech.train import config as C\n"
+        "def get_config(variant: str = ''):\n"
+        "    return C.Config(task='x', train=C.TrainConfig(steps=len(variant) + 1))\n"
+    )
+    assert config_lib.load_recipe(str(recipe)).train.steps == 1
+    assert config_lib.load_recipe(f"{recipe}:abc").train.steps == 4
+    with pytest.raises(ConfigError, match="not found"):
+        config_lib.load_recipe(str(tmp_path / "missing.py"))
+    (tmp_path / "bad.py").write_text("x = 1\n")
+    with pytest.raises(ConfigError, match="no get_config"):
+        config_lib.load_recipe(str(tmp_path / "bad.py"))
+
+
+def test_validate_rejects_bad_values(config):
+    with pytest.raises(ConfigError, match="compute_dtype='float16'"):
+        config_lib.validate(config_lib.apply_overrides(config, ["train.compute_dtype=float16"]))
+    with pytest.raises(ConfigError, match=r"train\.log_every=0"):
+        config_lib.validate(config_lib.apply_overrides(config, ["train.log_every=0"]))
+    assert config.train.dtype == jnp.float32
+
+
+def test_task_registry():
+    assert get_task_class("toy_task:Task") is toy_task.Task
+    with pytest.raises(ConfigError, match="unknown task 'nope'; available"):
+        get_task_class("nope")
+    with pytest.raises(ConfigError, match="cannot load task"):
+        get_task_class("toy_task:Missing")
+
+
+def _one_update(name, grads, params, **kwargs):
+    tx = optim.make_optimizer(config_lib.OptimConfig(name=name, **kwargs))
+    updates, _ = tx.update(grads, tx.init(params), params)
+    return np.asarray(updates)
+
+
+def test_optimizers_against_hand_written_first_step():
+    g, w = jnp.array([0.5, -2.0, 1e-3]), jnp.array([1.0, 2.0, -3.0])
+    gn, wn = np.asarray(g), np.asarray(w)
+    # adam step 1 with bias correction: m̂ = g, v̂ = g² → g / (|g| + eps)
+    np.testing.assert_allclose(_one_update("adam", g, w), gn / (np.abs(gn) + 1e-8), rtol=1e-5)
+    coupled = gn + 0.1 * wn
+    np.testing.assert_allclose(
+        _one_update("adam", g, w, weight_decay=0.1), coupled / (np.abs(coupled) + 1e-8), rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        _one_update("adamw", g, w, weight_decay=0.1),
+        gn / (np.abs(gn) + 1e-8) + 0.1 * wn,
+        rtol=1e-5,
+    )
+    # nesterov at step 1: trace = g, update = g + momentum * trace
+    np.testing.assert_allclose(_one_update("sgd-nesterov", g, w, momentum=0.9), 1.9 * gn)
+    clipped = _one_update("sgd-nesterov", g, w, momentum=0.0, clip_norm=1.0)
+    np.testing.assert_allclose(clipped, gn / np.linalg.norm(gn), rtol=1e-6)
+    with pytest.raises(ConfigError, match=r"optim\.name='sgd'"):
+        optim.make_optimizer(config_lib.OptimConfig(name="sgd"))
+
+
+def test_schedules_against_closed_forms():
+    lr, total = 0.01, 100
+    cosine = optim.make_schedule(
+        config_lib.ScheduleConfig("warmup_cosine", warmup_steps=10, final_factor=0.1), lr, total
+    )
+    for step in (0, 5, 10, 40, 99):
+        if step < 10:
+            expected = lr / 10 + (lr - lr / 10) * step / 10
+        else:
+            t = (step - 10) / 90
+            expected = lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * t)))
+        assert float(cosine(step)) == pytest.approx(expected, rel=1e-5), step
+    expo = optim.make_schedule(
+        config_lib.ScheduleConfig("warmup_exponential", decay_rate=0.5, decay_every=10), lr, total
+    )
+    assert [float(expo(s)) for s in (0, 10, 25)] == pytest.approx([lr, lr / 2, lr * 0.5**2.5])
+    assert float(optim.make_schedule(config_lib.ScheduleConfig(), lr, total)(77)) == lr
+    with pytest.raises(ConfigError, match=r"schedule\.name='linear'"):
+        optim.make_schedule(config_lib.ScheduleConfig("linear"), lr, total)
+
+
+def test_plateau_halves_after_patience_validations():
+    schedule = config_lib.ScheduleConfig(plateau_patience=2, plateau_factor=0.5)
+    plateau, scales = optim.Plateau(), []
+    for value in (3.0, 2.0, 2.5, 2.1, 2.2, 2.3, 1.0, 1.5):
+        plateau = optim.plateau_update(plateau, value, "min", schedule)
+        scales.append(plateau.scale)
+    assert scales == [1, 1, 1, 0.5, 0.5, 0.25, 0.25, 0.25]
+    assert plateau.best == 1.0 and plateau.bad == 1
+    maximise = optim.plateau_update(optim.Plateau(best=5.0), 4.0, "max", schedule)
+    assert maximise.bad == 1
+    off = config_lib.ScheduleConfig()
+    assert optim.plateau_update(optim.Plateau(), 1.0, "min", off) == optim.Plateau()
+
+
+def test_tables_and_metric_means(tmp_path):
+    rows = [{"name": "a", "sdr": 1.23456, "n": 3}, {"name": "b", "sdr": float("nan"), "n": 4}]
+    md = write_table(rows, tmp_path / "eval" / "test")
+    assert md == markdown_table(rows)
+    assert md.splitlines() == [
+        "| name | sdr | n |",
+        "|---|---|---|",
+        "| a | 1.2346 | 3 |",
+        "| b | nan | 4 |",
+    ]
+    with (tmp_path / "eval" / "test.csv").open() as f:
+        assert next(iter(csv.DictReader(f))) == {"name": "a", "sdr": "1.23456", "n": "3"}
+    assert json.loads((tmp_path / "eval" / "test.json").read_text())[1]["n"] == 4
+    means = mean_metrics([{"a": jnp.float32(1.0)}, {"a": jnp.float32(2.0)}])
+    assert means == {"a": 1.5}
+
+
+def test_mesh_sharding_and_data_parallel_mean():
+    mesh = parallel.make_mesh()
+    assert mesh.axis_names == ("data",) and mesh.size == len(jax.devices())
+    x = np.arange(16.0, dtype=np.float32).reshape(8, 2)
+    batch = parallel.shard_batch(mesh, {"x": x})
+    assert batch["x"].sharding.spec == jax.sharding.PartitionSpec("data")
+    np.testing.assert_array_equal(np.asarray(batch["x"]), x)
+    np.testing.assert_array_equal(parallel.local_rows({"x": x})["x"], x)  # one process
+
+    def per_replica(w, b):
+        grads = jax.grad(lambda w: jnp.mean((b["x"] @ w) ** 2))(w)
+        return parallel.pmean_floats({"g": grads, "count": jnp.int32(1)})
+
+    step = parallel.data_parallel(per_replica, mesh, sharded_argnums=(1,), num_args=2)
+    w = parallel.replicate(mesh, np.array([1.0, -1.0], np.float32))
+    expected = jax.grad(lambda w: jnp.mean((x @ w) ** 2))(jnp.array([1.0, -1.0]))
+    out = step(w, batch)
+    np.testing.assert_allclose(np.asarray(out["g"]), np.asarray(expected), rtol=1e-6)
+    assert int(out["count"]) == 1
+
+
+def test_distributed_initialisation_only_for_clusters(monkeypatch):
+    calls = []
+    monkeypatch.setattr(jax.distributed, "initialize", lambda **kw: calls.append(kw))
+    for name in ("SLURM_NTASKS", "JAX_COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("MEGASCALE_COORDINATOR_ADDRESS", raising=False)
+    assert parallel.maybe_initialize_distributed() is False and calls == []
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    assert parallel.maybe_initialize_distributed() is False
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    assert parallel.maybe_initialize_distributed() is True and calls == [{}]
+    monkeypatch.delenv("SLURM_NTASKS")
+    assert parallel.maybe_initialize_distributed("h:1", 2, 1) is True
+    assert calls[-1] == {"coordinator_address": "h:1", "num_processes": 2, "process_id": 1}
