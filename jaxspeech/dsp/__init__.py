@@ -1,0 +1,53 @@
+"""Signal processing: STFT/ISTFT and spectral features, pure ``jnp`` functions of arrays."""
+
+from jaxspeech.dsp.features import (
+    RunningStats,
+    cmvn,
+    dct,
+    fbank,
+    hz_to_mel,
+    log_magnitude,
+    magnitude,
+    mean_var_stats,
+    mel_filterbank,
+    mel_to_hz,
+    mfcc,
+    normalize,
+    running_stats_finalize,
+    running_stats_init,
+    running_stats_update,
+)
+from jaxspeech.dsp.stft import (
+    WINDOW_NAMES,
+    check_nola,
+    frame,
+    get_window,
+    istft,
+    overlap_add,
+    stft,
+)
+
+__all__ = [
+    "WINDOW_NAMES",
+    "RunningStats",
+    "check_nola",
+    "cmvn",
+    "dct",
+    "fbank",
+    "frame",
+    "get_window",
+    "hz_to_mel",
+    "istft",
+    "log_magnitude",
+    "magnitude",
+    "mean_var_stats",
+    "mel_filterbank",
+    "mel_to_hz",
+    "mfcc",
+    "normalize",
+    "overlap_add",
+    "running_stats_finalize",
+    "running_stats_init",
+    "running_stats_update",
+    "stft",
+]
