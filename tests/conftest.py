@@ -1,4 +1,4 @@
-"""Shared fixtures: float64 off, data folder location, small synthetic signals."""
+"""Shared fixtures: eight simulated devices, the real-recordings folder, a seeded RNG."""
 
 from __future__ import annotations
 
@@ -14,11 +14,9 @@ os.environ["XLA_FLAGS"] = (
 import numpy as np
 import pytest
 
-SHARED_DATA = pathlib.Path(
-    os.environ.get(
-        "JAXSPEECH_DATA", pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
-    )
-)
+from jaxspeech.data.corpus import default_data_root
+
+SHARED_DATA = default_data_root()
 
 
 @pytest.fixture(scope="session")

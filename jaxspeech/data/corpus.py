@@ -186,3 +186,9 @@ def split_speakers(
         name: sorted(u for i in order[bounds[k] : bounds[k + 1]] for u in groups[speakers[i]])
         for k, name in enumerate(SPLITS)
     }
+
+
+def default_data_root() -> pathlib.Path:
+    """The real recordings: ``$JAXSPEECH_DATA``, else ``../shared/data`` beside the checkout."""
+    env = os.environ.get("JAXSPEECH_DATA")
+    return pathlib.Path(env) if env else pathlib.Path(__file__).resolve().parents[3] / "shared/data"

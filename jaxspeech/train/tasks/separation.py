@@ -1,0 +1,233 @@
+"""Speech separation task: Conv-TasNet trained with negative SI-SNR under utterance-level PIT.
+
+Mixtures are made on the fly from speaker-disjoint splits of the speech folders in
+``data.root`` (``jaxspeech.data``); validation and test sets are fixed mixture sets drawn
+from the valid and test speakers. ``evaluate`` reports SI-SNR(i) and SDR(i) for the model,
+the unprocessed mixture and an oracle ideal-ratio mask, overall and per input-SNR bucket.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxspeech import dsp, masks, metrics
+from jaxspeech.data.corpus import audio_files, scan_corpus, split_speakers
+from jaxspeech.data.mixing import MixtureConfig
+from jaxspeech.data.pipeline import batch_examples, fixed_mixture_set, mixture_dataset
+from jaxspeech.errors import ConfigError
+from jaxspeech.losses import pairwise_neg_si_snr, pit, reorder, si_snr
+from jaxspeech.models.tasnet import ConvTasNet
+
+#: Seeds of the fixed sets, apart from the training stream's seed.
+_SPLIT_SEEDS = {"valid": 1, "test": 2}
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvTasNetConfig:
+    """Conv-TasNet hyper-parameters (paper letters: N, L, B, H, Sc, P, X, R); see
+    ``jaxspeech.models.tasnet.ConvTasNet``. The number of sources is ``data.mixture.n_src``."""
+
+    n_filters: int = 512
+    filter_length: int = 16
+    bottleneck_channels: int = 128
+    hidden_channels: int = 512
+    skip_channels: int = 128
+    kernel_size: int = 3
+    blocks: int = 8
+    repeats: int = 3
+    norm: str | None = None
+    causal: bool = False
+    mask_activation: str = "sigmoid"
+
+
+@dataclasses.dataclass(frozen=True)
+class SeparationDataConfig:
+    """Where mixtures come from.
+
+    Attributes:
+      root: speech folders (LibriSpeech layout or flat ``{label}_{speaker}_{n}`` files).
+      noise_root: folder of real noise recordings, or None for clean mixtures.
+      rir_root: folder of room impulse responses (used with ``mixture.reverb_prob``).
+      mixture: how each mixture is made (rate, length, speakers, gains, SNR range).
+      split_fractions: train/valid/test shares of the speakers (speaker-disjoint).
+      split_seed: seed of the speaker split.
+      valid_size: mixtures in the fixed validation set (a multiple of ``train.batch_size``).
+    """
+
+    root: tuple[str, ...] = ()
+    noise_root: str | None = None
+    rir_root: str | None = None
+    mixture: MixtureConfig = dataclasses.field(default_factory=MixtureConfig)
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    split_seed: int = 0
+    valid_size: int = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class SeparationEvalConfig:
+    """The fixed test set and the evaluation table.
+
+    Attributes:
+      size: mixtures in the test set.
+      batch_size: mixtures separated at once.
+      snr_edges_db: edges of the input SI-SNR buckets of the table (dB).
+      oracle_window_ms: STFT window of the oracle IRM (hop = window / 4).
+    """
+
+    size: int = 64
+    batch_size: int = 8
+    snr_edges_db: tuple[float, ...] = (-5.0, 0.0, 5.0)
+    oracle_window_ms: float = 32.0
+
+
+def oracle_irm(mixture: jax.Array, sources: jax.Array, n_fft: int) -> jax.Array:
+    """Separation by the ideal ratio mask of each source against everything else.
+
+    Args:
+      mixture: ``[..., T]``; sources: ``[..., S, T]``; n_fft: STFT window (hop n_fft / 4).
+
+    Returns:
+      ``[..., S, T]`` estimates: ISTFT(IRM(source, mixture − source) × mixture STFT).
+    """
+    hop = n_fft // 4
+    spec = functools.partial(dsp.stft, n_fft=n_fft, hop_length=hop)
+    mix_stft = spec(mixture)[..., None, :, :]
+    mask = masks.irm(jnp.abs(spec(sources)), jnp.abs(spec(mixture[..., None, :] - sources)))
+    return dsp.istft(masks.apply_mask(mix_stft, mask), n_fft, hop, length=mixture.shape[-1])
+
+
+class Task:
+    """Conv-TasNet separation (see the module docstring)."""
+
+    valid_metric = "si_snr_i"
+    valid_mode = "max"
+
+    def __init__(self, config) -> None:
+        self.config = config
+        data = config.data
+        if not data.root:
+            raise ConfigError("data.root is empty; give the speech folders to mix")
+        if data.valid_size % config.train.batch_size:
+            raise ConfigError(
+                f"data.valid_size={data.valid_size} must be a multiple of "
+                f"train.batch_size={config.train.batch_size}"
+            )
+        self.mixture = data.mixture
+        self.model = ConvTasNet(
+            n_src=self.mixture.n_src, dtype=config.train.dtype, **dataclasses.asdict(config.model)
+        )
+        self.splits = split_speakers(scan_corpus(data.root), data.split_fractions, data.split_seed)
+        self.noises = audio_files(data.noise_root) if data.noise_root else []
+        self.rirs = audio_files(data.rir_root) if data.rir_root else []
+        if self.mixture.reverb_prob > 0 and not self.rirs:
+            raise ConfigError("data.mixture.reverb_prob > 0 needs data.rir_root with RIR files")
+
+    def init_model(self, rng: jax.Array):
+        mixture = jnp.zeros((1, self.mixture.num_samples), jnp.float32)
+        return self.model.init(rng, mixture)["params"], {}
+
+    def _metrics(self, params, batch) -> tuple[jax.Array, dict[str, jax.Array]]:
+        est = self.model.apply({"params": params}, batch["mixture"])
+        loss, _ = pit(pairwise_neg_si_snr, est, batch["sources"])
+        baseline = si_snr(_as_estimates(batch["mixture"], batch["sources"]), batch["sources"])
+        baseline = baseline.mean(-1)
+        return loss.mean(), {"si_snr": -loss.mean(), "si_snr_i": (-loss - baseline).mean()}
+
+    def loss_fn(self, params, model_state, batch, rng):
+        del rng  # deterministic model
+        loss, metrics_ = self._metrics(params, batch)
+        return loss, (metrics_, model_state)
+
+    def eval_fn(self, params, model_state, batch):
+        return self._metrics(params, batch)[1]
+
+    def train_dataset(self, process_index: int, process_count: int, seed: int):
+        return mixture_dataset(
+            self.mixture,
+            self.splits["train"],
+            self.noises,
+            self.rirs,
+            seed,
+            self.config.train.batch_size,
+            process_index,
+            process_count,
+        )
+
+    def fixed_set(self, split: str, size: int) -> list[dict]:
+        """The deterministic mixtures of ``split`` ("valid" or "test"), drawn from its speakers."""
+        if split not in _SPLIT_SEEDS:
+            raise ConfigError(f"unknown split {split!r}; use one of {sorted(_SPLIT_SEEDS)}")
+        seed = self.config.data.split_seed * 1000 + _SPLIT_SEEDS[split]
+        return fixed_mixture_set(
+            self.mixture, self.splits[split], self.noises, self.rirs, size, seed
+        )
+
+    def valid_batches(self) -> list[dict]:
+        examples = self.fixed_set("valid", self.config.data.valid_size)
+        return batch_examples(examples, self.config.train.batch_size)
+
+    def evaluate(self, params, model_state, split: str) -> list[dict]:
+        """Table rows: system × input SI-SNR bucket, with SI-SNR(i) and SDR(i) in dB.
+
+        Every separated source is one unit; its bucket is the SI-SNR of the unprocessed
+        mixture with respect to that source. Estimates are aligned to the references by PIT.
+        """
+        del model_state
+        cfg = self.config.eval
+        n_fft = round(cfg.oracle_window_ms * self.mixture.sample_rate / 1000)
+        systems = {"mixture": [], "Conv-TasNet": [], "oracle IRM": []}
+        sources, mixtures = [], []
+        model_fn = jax.jit(lambda p, mix: self.model.apply({"params": p}, mix))
+        oracle_fn = jax.jit(functools.partial(oracle_irm, n_fft=n_fft))
+        examples = self.fixed_set(split, cfg.size)
+        for batch in batch_examples(examples, cfg.batch_size):
+            mix, refs = batch["mixture"], batch["sources"]
+            est = model_fn(params, mix)
+            _, perm = pit(pairwise_neg_si_snr, est, refs)
+            systems["Conv-TasNet"].append(np.asarray(reorder(est, perm)))
+            systems["oracle IRM"].append(np.asarray(oracle_fn(mix, refs)))
+            systems["mixture"].append(_as_estimates(mix, refs))
+            sources.append(refs)
+            mixtures.append(mix)
+        refs, mix = np.concatenate(sources), np.concatenate(mixtures)
+        # One unit per (mixture, source): its input SI-SNR decides its bucket.
+        input_snr = np.asarray(si_snr(_as_estimates(mix, refs), refs)).ravel()
+        buckets = _buckets(input_snr, cfg.snr_edges_db)
+        rows = []
+        for name, parts in systems.items():
+            est = np.concatenate(parts)
+            scores = {
+                "SI-SNR": np.asarray(si_snr(est, refs)).ravel(),
+                "SI-SNRi": np.asarray(metrics.si_snr_improvement(est, refs, mix)).ravel(),
+                "SDR": metrics.sdr(est, refs).ravel(),
+                "SDRi": metrics.sdr_improvement(est, refs, mix).ravel(),
+            }
+            for label, member in buckets:
+                row = {"system": name, "input SI-SNR (dB)": label, "sources": int(member.sum())}
+                for key, values in scores.items():
+                    row[f"{key} mean"] = float(values[member].mean())
+                    row[f"{key} median"] = float(np.median(values[member]))
+                rows.append(row)
+        return rows
+
+
+def _as_estimates(mixture, sources):
+    """The mixture ``[B, T]`` repeated as every source's estimate ``[B, S, T]``."""
+    return jnp.broadcast_to(mixture[:, None, :], sources.shape)
+
+
+def _buckets(values: np.ndarray, edges: tuple[float, ...]) -> list[tuple[str, np.ndarray]]:
+    """``("all", everything)`` then one non-empty bucket per interval between ``edges``."""
+    bounds = [-np.inf, *edges, np.inf]
+    out = [("all", np.ones(values.shape, bool))]
+    for low, high in itertools.pairwise(bounds):
+        member = (values >= low) & (values < high)
+        if member.any():
+            out.append((f"[{low:g}, {high:g})", member))
+    return out
