@@ -1,4 +1,5 @@
-"""Speech separation task: Conv-TasNet trained with negative SI-SNR under utterance-level PIT.
+"""Speech separation task: Conv-TasNet (negative SI-SNR under utterance-level PIT) or deep
+clustering (low-rank affinity loss, k-means at inference), chosen by the model config.
 
 Mixtures are made on the fly from speaker-disjoint splits of the speech folders in
 ``data.root`` (``jaxspeech.data``); validation and test sets are fixed mixture sets drawn
@@ -22,6 +23,13 @@ from jaxspeech.data.mixing import MixtureConfig
 from jaxspeech.data.pipeline import batch_examples, fixed_mixture_set, mixture_dataset
 from jaxspeech.errors import ConfigError
 from jaxspeech.losses import pairwise_neg_si_snr, pit, reorder, si_snr
+from jaxspeech.models.dpcl import (
+    DeepClustering,
+    dpcl_loss,
+    dpcl_targets,
+    separate_dpcl,
+    silence_weights,
+)
 from jaxspeech.models.tasnet import ConvTasNet
 
 #: Seeds of the fixed sets, apart from the training stream's seed.
@@ -44,6 +52,29 @@ class ConvTasNetConfig:
     norm: str | None = None
     causal: bool = False
     mask_activation: str = "sigmoid"
+
+
+@dataclasses.dataclass(frozen=True)
+class DeepClusteringConfig:
+    """Deep clustering: BLSTM embeddings of every T-F bin, k-means into binary masks (see
+    ``jaxspeech.models.dpcl``). Features are log magnitudes normalised per utterance (CMVN).
+
+    Attributes:
+      embedding_dim, hidden, layers, dropout_rate: the model (D, BLSTM units per direction).
+      window_ms, hop_ms: STFT of the features and of the masks.
+      silence_db: bins this far below the utterance maximum are weighted out of the loss and
+        of the k-means centroids.
+      kmeans_iters: Lloyd iterations at inference.
+    """
+
+    embedding_dim: int = 40
+    hidden: int = 300
+    layers: int = 4
+    dropout_rate: float = 0.0
+    window_ms: float = 32.0
+    hop_ms: float = 8.0
+    silence_db: float = -40.0
+    kmeans_iters: int = 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,8 +133,87 @@ def oracle_irm(mixture: jax.Array, sources: jax.Array, n_fft: int) -> jax.Array:
     return dsp.istft(masks.apply_mask(mix_stft, mask), n_fft, hop, length=mixture.shape[-1])
 
 
+class _ConvTasNet:
+    """Conv-TasNet trained end to end with negative SI-SNR under utterance-level PIT."""
+
+    name = "Conv-TasNet"
+
+    def __init__(self, config, n_src: int, dtype) -> None:
+        self.model = ConvTasNet(n_src=n_src, dtype=dtype, **dataclasses.asdict(config))
+
+    def init(self, rng: jax.Array, mixture: jax.Array):
+        return self.model.init(rng, mixture)["params"]
+
+    def separate(self, params, mixture: jax.Array) -> jax.Array:
+        return self.model.apply({"params": params}, mixture)
+
+    def loss(self, params, batch, rng) -> tuple[jax.Array, dict[str, jax.Array]]:
+        del rng  # deterministic model
+        metrics_ = _pit_metrics(self.separate(params, batch["mixture"]), batch)
+        return -metrics_["si_snr"], metrics_
+
+
+class _DeepClustering:
+    """Deep clustering trained with the low-rank affinity loss; k-means separates."""
+
+    name = "deep clustering"
+
+    def __init__(self, config: DeepClusteringConfig, n_src: int, sample_rate: int, dtype):
+        self.config, self.n_src = config, n_src
+        self.n_fft = round(config.window_ms * sample_rate / 1000)
+        self.hop = round(config.hop_ms * sample_rate / 1000)
+        self.model = DeepClustering(
+            embedding_dim=config.embedding_dim,
+            hidden=config.hidden,
+            layers=config.layers,
+            dropout_rate=config.dropout_rate,
+            dtype=dtype,
+        )
+
+    def _stft(self, wav: jax.Array) -> jax.Array:
+        return dsp.stft(wav, self.n_fft, self.hop)
+
+    @staticmethod
+    def features(spectrum: jax.Array) -> jax.Array:
+        """Log magnitude ``[..., T, F]`` normalised over time per utterance."""
+        return dsp.cmvn(dsp.log_magnitude(spectrum))
+
+    def init(self, rng: jax.Array, mixture: jax.Array):
+        return self.model.init(rng, self.features(self._stft(mixture)))["params"]
+
+    def separate(self, params, mixture: jax.Array) -> jax.Array:
+        return separate_dpcl(
+            lambda p, x: self.model.apply({"params": p}, x),
+            params,
+            mixture,
+            self.n_src,
+            self.n_fft,
+            self.hop,
+            features=self.features,
+            threshold_db=self.config.silence_db,
+            kmeans_iters=self.config.kmeans_iters,
+        )
+
+    def loss(self, params, batch, rng) -> tuple[jax.Array, dict[str, jax.Array]]:
+        mixture = self._stft(batch["mixture"])
+        embeddings = self.model.apply(
+            {"params": params}, self.features(mixture), train=True, rngs={"dropout": rng}
+        )
+        targets = dpcl_targets(dsp.magnitude(self._stft(batch["sources"])))
+        weights = silence_weights(dsp.magnitude(mixture), self.config.silence_db)
+        loss = dpcl_loss(embeddings, targets, weights).mean()
+        return loss, {"affinity_loss": loss}
+
+
+def _pit_metrics(est: jax.Array, batch) -> dict[str, jax.Array]:
+    """Batch means of the PIT SI-SNR of ``est`` ``[B, S, T]`` and of its improvement."""
+    loss, _ = pit(pairwise_neg_si_snr, est, batch["sources"])
+    baseline = si_snr(_as_estimates(batch["mixture"], batch["sources"]), batch["sources"])
+    return {"si_snr": -loss.mean(), "si_snr_i": (-loss - baseline.mean(-1)).mean()}
+
+
 class Task:
-    """Conv-TasNet separation (see the module docstring)."""
+    """Speech separation with Conv-TasNet or deep clustering, chosen by the model config."""
 
     valid_metric = "si_snr_i"
     valid_mode = "max"
@@ -119,9 +229,16 @@ class Task:
                 f"train.batch_size={config.train.batch_size}"
             )
         self.mixture = data.mixture
-        self.model = ConvTasNet(
-            n_src=self.mixture.n_src, dtype=config.train.dtype, **dataclasses.asdict(config.model)
-        )
+        n_src, dtype = self.mixture.n_src, config.train.dtype
+        if isinstance(config.model, ConvTasNetConfig):
+            self.separator = _ConvTasNet(config.model, n_src, dtype)
+        elif isinstance(config.model, DeepClusteringConfig):
+            self.separator = _DeepClustering(config.model, n_src, self.mixture.sample_rate, dtype)
+        else:
+            raise ConfigError(
+                f"model config {type(config.model).__name__} is not a separation model; use "
+                "ConvTasNetConfig or DeepClusteringConfig"
+            )
         self.splits = split_speakers(scan_corpus(data.root), data.split_fractions, data.split_seed)
         self.noises = audio_files(data.noise_root) if data.noise_root else []
         self.rirs = audio_files(data.rir_root) if data.rir_root else []
@@ -130,22 +247,18 @@ class Task:
 
     def init_model(self, rng: jax.Array):
         mixture = jnp.zeros((1, self.mixture.num_samples), jnp.float32)
-        return self.model.init(rng, mixture)["params"], {}
+        return self.separator.init(rng, mixture), {}
 
-    def _metrics(self, params, batch) -> tuple[jax.Array, dict[str, jax.Array]]:
-        est = self.model.apply({"params": params}, batch["mixture"])
-        loss, _ = pit(pairwise_neg_si_snr, est, batch["sources"])
-        baseline = si_snr(_as_estimates(batch["mixture"], batch["sources"]), batch["sources"])
-        baseline = baseline.mean(-1)
-        return loss.mean(), {"si_snr": -loss.mean(), "si_snr_i": (-loss - baseline).mean()}
+    def separate(self, params, mixture: jax.Array) -> jax.Array:
+        """Estimated sources ``[B, n_src, T]`` of ``mixture`` ``[B, T]`` (in arbitrary order)."""
+        return self.separator.separate(params, mixture)
 
     def loss_fn(self, params, model_state, batch, rng):
-        del rng  # deterministic model
-        loss, metrics_ = self._metrics(params, batch)
+        loss, metrics_ = self.separator.loss(params, batch, rng)
         return loss, (metrics_, model_state)
 
     def eval_fn(self, params, model_state, batch):
-        return self._metrics(params, batch)[1]
+        return _pit_metrics(self.separate(params, batch["mixture"]), batch)
 
     def train_dataset(self, process_index: int, process_count: int, seed: int):
         return mixture_dataset(
@@ -181,16 +294,17 @@ class Task:
         del model_state
         cfg = self.config.eval
         n_fft = round(cfg.oracle_window_ms * self.mixture.sample_rate / 1000)
-        systems = {"mixture": [], "Conv-TasNet": [], "oracle IRM": []}
+        model_name = self.separator.name
+        systems = {"mixture": [], model_name: [], "oracle IRM": []}
         sources, mixtures = [], []
-        model_fn = jax.jit(lambda p, mix: self.model.apply({"params": p}, mix))
+        model_fn = jax.jit(self.separate)
         oracle_fn = jax.jit(functools.partial(oracle_irm, n_fft=n_fft))
         examples = self.fixed_set(split, cfg.size)
         for batch in batch_examples(examples, cfg.batch_size):
             mix, refs = batch["mixture"], batch["sources"]
             est = model_fn(params, mix)
             _, perm = pit(pairwise_neg_si_snr, est, refs)
-            systems["Conv-TasNet"].append(np.asarray(reorder(est, perm)))
+            systems[model_name].append(np.asarray(reorder(est, perm)))
             systems["oracle IRM"].append(np.asarray(oracle_fn(mix, refs)))
             systems["mixture"].append(_as_estimates(mix, refs))
             sources.append(refs)
