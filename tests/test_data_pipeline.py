@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import numpy as np
@@ -12,6 +13,8 @@ from jaxspeech.audio import load
 from jaxspeech.data.corpus import audio_files, group_by_speaker, scan_corpus
 from jaxspeech.data.mixing import MixtureConfig
 from jaxspeech.data.pipeline import (
+    MixtureData,
+    MixtureDataConfig,
     batch_examples,
     fixed_mixture_set,
     mixture_dataset,
@@ -195,4 +198,38 @@ def test_bad_pipeline_inputs(data, tmp_path):
 
 
 def _arrays(example):
+    return {k: v for k, v in example.items() if k != "info"}
+
+
+def test_mixture_data_splits_sets_and_errors(shared_data):
+    roots = (str(shared_data / "librispeech" / "test-other"), str(shared_data / "fsdd"))
+    mixture = MixtureConfig(n_src=2, sample_rate=8000, segment_seconds=0.25)
+    cfg = MixtureDataConfig(root=roots, mixture=mixture, split_fractions=(0.6, 0.2, 0.2))
+    data = MixtureData(cfg, batch_size=4)
+    speakers = {k: {u.speaker for u in v} for k, v in data.splits.items()}
+    assert not (speakers["train"] & speakers["test"]) and not (speakers["valid"] & speakers["test"])
+    test_set = data.fixed_set("test", 3, seconds=0.5)
+    assert all(e["mixture"].shape == (4000,) for e in test_set)
+    assert all(set(e["info"]["speakers"]) <= speakers["test"] for e in test_set)
+    again = MixtureData(cfg, batch_size=4).fixed_set("test", 3, seconds=0.5)
+    assert all(_equal(_arrays_of(a), _arrays_of(b)) for a, b in zip(test_set, again, strict=True))
+    valid = data.valid_batches()
+    assert len(valid) == cfg.valid_size // 4 and valid[0]["sources"].shape == (4, 2, 2000)
+    batch = next(iter(data.train_dataset(seed=0)))
+    assert batch["mixture"].shape == (4, 2000)
+    with pytest.raises(ConfigError, match="unknown split"):
+        data.fixed_set("train", 2)
+    with pytest.raises(ConfigError, match="multiple of"):
+        MixtureData(cfg, batch_size=5)
+    with pytest.raises(ConfigError, match=r"data\.root is empty"):
+        MixtureData(MixtureDataConfig(), batch_size=4)
+    noisy = dataclasses.replace(mixture, noise_snr_db_range=(0.0, 5.0))
+    with pytest.raises(ConfigError, match="noise_root"):
+        MixtureData(dataclasses.replace(cfg, mixture=noisy), batch_size=4)
+    reverberant = dataclasses.replace(mixture, reverb_prob=0.5)
+    with pytest.raises(ConfigError, match="rir_root"):
+        MixtureData(dataclasses.replace(cfg, mixture=reverberant), batch_size=4)
+
+
+def _arrays_of(example):
     return {k: v for k, v in example.items() if k != "info"}

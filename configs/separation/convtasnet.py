@@ -10,13 +10,12 @@ Variants:
 
 import dataclasses
 
+from jaxspeech.data import MixtureConfig, MixtureDataConfig
 from jaxspeech.data.corpus import default_data_root
-from jaxspeech.data.mixing import MixtureConfig
 from jaxspeech.errors import ConfigError
 from jaxspeech.train.config import Config, OptimConfig, ScheduleConfig, TrainConfig
 from jaxspeech.train.tasks.separation import (
     ConvTasNetConfig,
-    SeparationDataConfig,
     SeparationEvalConfig,
 )
 
@@ -30,7 +29,7 @@ def get_config(variant: str = "") -> Config:
     config = Config(
         task="separation",
         model=ConvTasNetConfig(),
-        data=SeparationDataConfig(
+        data=MixtureDataConfig(
             root=(str(data_root / "librispeech"), str(data_root / "fsdd")),
             mixture=MixtureConfig(n_src=2, sample_rate=8000, segment_seconds=4.0),
             split_fractions=(0.6, 0.2, 0.2),
@@ -60,12 +59,12 @@ def get_config(variant: str = "") -> Config:
             data=dataclasses.replace(
                 config.data,
                 mixture=dataclasses.replace(config.data.mixture, segment_seconds=1.0),
-                valid_size=16,
+                valid_size=32,
             ),
             eval=dataclasses.replace(config.eval, size=32),
             schedule=ScheduleConfig(name="constant"),
             train=TrainConfig(
-                steps=300, batch_size=8, checkpoint_every=100, eval_every=100, log_every=20
+                steps=400, batch_size=8, checkpoint_every=100, eval_every=100, log_every=20
             ),
         )
     return config

@@ -9,6 +9,8 @@ from jaxspeech.data.corpus import (
 )
 from jaxspeech.data.mixing import AudioCache, MixtureConfig, make_mixture
 from jaxspeech.data.pipeline import (
+    MixtureData,
+    MixtureDataConfig,
     batch_examples,
     fixed_mixture_set,
     mixture_dataset,
@@ -19,6 +21,8 @@ from jaxspeech.data.pipeline import (
 __all__ = [
     "AudioCache",
     "MixtureConfig",
+    "MixtureData",
+    "MixtureDataConfig",
     "Utterance",
     "audio_files",
     "batch_examples",

@@ -16,6 +16,7 @@ the global stream does not depend on the number of processes (each process takes
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -27,13 +28,21 @@ import numpy as np
 import soundfile as sf
 
 from jaxspeech.audio import load
-from jaxspeech.data.corpus import Utterance, group_by_speaker
+from jaxspeech.data.corpus import (
+    Utterance,
+    audio_files,
+    group_by_speaker,
+    scan_corpus,
+    split_speakers,
+)
 from jaxspeech.data.mixing import AudioCache, MixtureConfig, make_mixture
 from jaxspeech.errors import AudioFileError, ConfigError, SampleRateError
 
 # Distinct generator streams for the training pipeline and for fixed sets made with one seed.
 _TRAIN_STREAM, _FIXED_STREAM = 0, 1
 MANIFEST_JSON, MANIFEST_CSV = "manifest.json", "manifest.csv"
+#: The fixed sets of ``MixtureData`` and the seed offset of each.
+FIXED_SPLITS = {"valid": 1, "test": 2}
 
 
 def _arrays(example: dict) -> dict[str, np.ndarray]:
@@ -275,3 +284,85 @@ def read_mixture_set(out_dir: str | os.PathLike) -> list[dict]:
             }
         )
     return examples
+
+
+@dataclasses.dataclass(frozen=True)
+class MixtureDataConfig:
+    """The data section of a task trained on mixtures (separation, enhancement).
+
+    Attributes:
+      root: speech folders (LibriSpeech layout or flat ``{label}_{speaker}_{n}`` files).
+      noise_root: folder of real noise recordings, or None for clean mixtures.
+      rir_root: folder of room impulse responses (used with ``mixture.reverb_prob``).
+      mixture: how each mixture is made (rate, length, speakers, gains, SNR range).
+      split_fractions: train/valid/test shares of the speakers (speaker-disjoint).
+      split_seed: seed of the speaker split (and of the fixed sets).
+      valid_size: mixtures in the fixed validation set (a multiple of the batch size).
+    """
+
+    root: tuple[str, ...] = ()
+    noise_root: str | None = None
+    rir_root: str | None = None
+    mixture: MixtureConfig = dataclasses.field(default_factory=MixtureConfig)
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    split_seed: int = 0
+    valid_size: int = 32
+
+
+class MixtureData:
+    """A mixing task's data: the speaker-disjoint splits of ``root`` with the noise and RIR
+    files, the training stream, and the fixed validation and test sets.
+
+    Args:
+      cfg: the data section.
+      batch_size: the global training batch size.
+    """
+
+    def __init__(self, cfg: MixtureDataConfig, batch_size: int) -> None:
+        if not cfg.root:
+            raise ConfigError("data.root is empty; give the speech folders to mix")
+        if cfg.valid_size % batch_size:
+            raise ConfigError(
+                f"data.valid_size={cfg.valid_size} must be a multiple of "
+                f"train.batch_size={batch_size}"
+            )
+        self.cfg, self.batch_size, self.mixture = cfg, batch_size, cfg.mixture
+        self.splits = split_speakers(scan_corpus(cfg.root), cfg.split_fractions, cfg.split_seed)
+        self.noises = audio_files(cfg.noise_root) if cfg.noise_root else []
+        self.rirs = audio_files(cfg.rir_root) if cfg.rir_root else []
+        if cfg.mixture.noise_snr_db_range is not None and not self.noises:
+            raise ConfigError("data.mixture.noise_snr_db_range is set but data.noise_root is not")
+        if cfg.mixture.reverb_prob > 0 and not self.rirs:
+            raise ConfigError("data.mixture.reverb_prob > 0 needs data.rir_root with RIR files")
+
+    def train_dataset(self, process_index: int = 0, process_count: int = 1, seed: int = 0):
+        """The endless training stream of this process (see ``mixture_dataset``)."""
+        return mixture_dataset(
+            self.mixture,
+            self.splits["train"],
+            self.noises,
+            self.rirs,
+            seed,
+            self.batch_size,
+            process_index,
+            process_count,
+        )
+
+    def fixed_set(
+        self, split: str, size: int, snrs: Sequence[float] | None = None, seconds=None
+    ) -> list[dict]:
+        """Deterministic mixtures of ``split`` ("valid" or "test") from its speakers, with noise
+        at ``snrs`` in turn (None: drawn), ``seconds`` long (None: the training length)."""
+        if split not in FIXED_SPLITS:
+            raise ConfigError(f"unknown split {split!r}; use one of {sorted(FIXED_SPLITS)}")
+        mixture = self.mixture
+        if seconds is not None:
+            mixture = dataclasses.replace(mixture, segment_seconds=seconds)
+        seed = self.cfg.split_seed * 1000 + FIXED_SPLITS[split]
+        return fixed_mixture_set(
+            mixture, self.splits[split], self.noises, self.rirs, size, seed, snrs
+        )
+
+    def valid_batches(self) -> list[dict[str, np.ndarray]]:
+        """The fixed validation set in global batches."""
+        return batch_examples(self.fixed_set("valid", self.cfg.valid_size), self.batch_size)

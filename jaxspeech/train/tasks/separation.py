@@ -18,9 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxspeech import dsp, masks, metrics
-from jaxspeech.data.corpus import audio_files, scan_corpus, split_speakers
-from jaxspeech.data.mixing import MixtureConfig
-from jaxspeech.data.pipeline import batch_examples, fixed_mixture_set, mixture_dataset
+from jaxspeech.data.pipeline import MixtureData, batch_examples
 from jaxspeech.errors import ConfigError
 from jaxspeech.losses import pairwise_neg_si_snr, pit, reorder, si_snr
 from jaxspeech.models.dpcl import (
@@ -31,9 +29,6 @@ from jaxspeech.models.dpcl import (
     silence_weights,
 )
 from jaxspeech.models.tasnet import ConvTasNet
-
-#: Seeds of the fixed sets, apart from the training stream's seed.
-_SPLIT_SEEDS = {"valid": 1, "test": 2}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,29 +70,6 @@ class DeepClusteringConfig:
     hop_ms: float = 8.0
     silence_db: float = -40.0
     kmeans_iters: int = 20
-
-
-@dataclasses.dataclass(frozen=True)
-class SeparationDataConfig:
-    """Where mixtures come from.
-
-    Attributes:
-      root: speech folders (LibriSpeech layout or flat ``{label}_{speaker}_{n}`` files).
-      noise_root: folder of real noise recordings, or None for clean mixtures.
-      rir_root: folder of room impulse responses (used with ``mixture.reverb_prob``).
-      mixture: how each mixture is made (rate, length, speakers, gains, SNR range).
-      split_fractions: train/valid/test shares of the speakers (speaker-disjoint).
-      split_seed: seed of the speaker split.
-      valid_size: mixtures in the fixed validation set (a multiple of ``train.batch_size``).
-    """
-
-    root: tuple[str, ...] = ()
-    noise_root: str | None = None
-    rir_root: str | None = None
-    mixture: MixtureConfig = dataclasses.field(default_factory=MixtureConfig)
-    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    split_seed: int = 0
-    valid_size: int = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,15 +192,8 @@ class Task:
 
     def __init__(self, config) -> None:
         self.config = config
-        data = config.data
-        if not data.root:
-            raise ConfigError("data.root is empty; give the speech folders to mix")
-        if data.valid_size % config.train.batch_size:
-            raise ConfigError(
-                f"data.valid_size={data.valid_size} must be a multiple of "
-                f"train.batch_size={config.train.batch_size}"
-            )
-        self.mixture = data.mixture
+        self.data = MixtureData(config.data, config.train.batch_size)
+        self.mixture = config.data.mixture
         n_src, dtype = self.mixture.n_src, config.train.dtype
         if isinstance(config.model, ConvTasNetConfig):
             self.separator = _ConvTasNet(config.model, n_src, dtype)
@@ -239,11 +204,6 @@ class Task:
                 f"model config {type(config.model).__name__} is not a separation model; use "
                 "ConvTasNetConfig or DeepClusteringConfig"
             )
-        self.splits = split_speakers(scan_corpus(data.root), data.split_fractions, data.split_seed)
-        self.noises = audio_files(data.noise_root) if data.noise_root else []
-        self.rirs = audio_files(data.rir_root) if data.rir_root else []
-        if self.mixture.reverb_prob > 0 and not self.rirs:
-            raise ConfigError("data.mixture.reverb_prob > 0 needs data.rir_root with RIR files")
 
     def init_model(self, rng: jax.Array):
         mixture = jnp.zeros((1, self.mixture.num_samples), jnp.float32)
@@ -261,29 +221,10 @@ class Task:
         return _pit_metrics(self.separate(params, batch["mixture"]), batch)
 
     def train_dataset(self, process_index: int, process_count: int, seed: int):
-        return mixture_dataset(
-            self.mixture,
-            self.splits["train"],
-            self.noises,
-            self.rirs,
-            seed,
-            self.config.train.batch_size,
-            process_index,
-            process_count,
-        )
-
-    def fixed_set(self, split: str, size: int) -> list[dict]:
-        """The deterministic mixtures of ``split`` ("valid" or "test"), drawn from its speakers."""
-        if split not in _SPLIT_SEEDS:
-            raise ConfigError(f"unknown split {split!r}; use one of {sorted(_SPLIT_SEEDS)}")
-        seed = self.config.data.split_seed * 1000 + _SPLIT_SEEDS[split]
-        return fixed_mixture_set(
-            self.mixture, self.splits[split], self.noises, self.rirs, size, seed
-        )
+        return self.data.train_dataset(process_index, process_count, seed)
 
     def valid_batches(self) -> list[dict]:
-        examples = self.fixed_set("valid", self.config.data.valid_size)
-        return batch_examples(examples, self.config.train.batch_size)
+        return self.data.valid_batches()
 
     def evaluate(self, params, model_state, split: str) -> list[dict]:
         """Table rows: system × input SI-SNR bucket, with SI-SNR(i) and SDR(i) in dB.
@@ -299,7 +240,7 @@ class Task:
         sources, mixtures = [], []
         model_fn = jax.jit(self.separate)
         oracle_fn = jax.jit(functools.partial(oracle_irm, n_fft=n_fft))
-        examples = self.fixed_set(split, cfg.size)
+        examples = self.data.fixed_set(split, cfg.size)
         for batch in batch_examples(examples, cfg.batch_size):
             mix, refs = batch["mixture"], batch["sources"]
             est = model_fn(params, mix)
