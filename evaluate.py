@@ -1,7 +1,8 @@
 """Evaluate a trained run: ``python evaluate.py --workdir DIR [--split test]
 [--checkpoint best|latest|STEP]``; writes ``DIR/eval/<split>.{md,csv,json}`` and prints the table.
 
-Everything is rebuilt from ``DIR/config.json`` and ``DIR/checkpoints``.
+Everything is rebuilt from ``DIR/config.json`` and ``DIR/checkpoints``; for a multi-stage
+recipe, every stage's table is evaluated and concatenated into ``DIR/eval``.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--process_id", type=int, help="multi-host: index of this process")
     args = parser.parse_args(argv)
     maybe_initialize_distributed(args.coordinator, args.num_processes, args.process_id)
-    from jaxspeech.train import loop  # after distributed initialisation
+    from jaxspeech.train import stages  # after distributed initialisation
 
-    _, markdown = loop.evaluate(args.workdir, args.split, args.checkpoint)
+    _, markdown = stages.evaluate(args.workdir, args.split, args.checkpoint)
     print(markdown, end="")
 
 

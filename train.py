@@ -1,7 +1,8 @@
 """Train a recipe: ``python train.py --config configs/<task>/<recipe>.py[:variant] --workdir DIR
 [--config.section.key=value ...] [--coordinator HOST:PORT --num_processes N --process_id I]``.
 
-Running the same command again resumes from the latest checkpoint in ``DIR``.
+Running the same command again resumes from the latest checkpoint in ``DIR``. A multi-stage
+recipe trains its stages in ``DIR/<stage>`` in order (``jaxspeech.train.stages``).
 """
 
 from __future__ import annotations
@@ -30,10 +31,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
 def main(argv: list[str] | None = None) -> None:
     args, overrides = parse_args(argv)
     maybe_initialize_distributed(args.coordinator, args.num_processes, args.process_id)
-    from jaxspeech.train import config, loop  # after distributed initialisation
+    from jaxspeech.train import stages  # after distributed initialisation
 
-    recipe = config.apply_overrides(config.load_recipe(args.config), overrides)
-    loop.run(recipe, args.workdir)
+    recipe = stages.apply_overrides(stages.load_recipe(args.config), overrides)
+    stages.run(recipe, args.workdir)
 
 
 if __name__ == "__main__":

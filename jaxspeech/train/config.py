@@ -118,6 +118,15 @@ def validate(config: Config) -> None:
 
 def load_recipe(spec: str) -> Config:
     """Loads ``"configs/x/y.py[:variant]"``: imports the file and calls ``get_config(variant)``."""
+    config = call_get_config(spec)
+    if not isinstance(config, Config):
+        raise ConfigError(f"{spec}: get_config returned {type(config).__name__}, not Config")
+    return config
+
+
+def call_get_config(spec: str) -> Any:
+    """What ``get_config(variant)`` of the recipe file ``"configs/x/y.py[:variant]"`` returns
+    (a :class:`Config`, or a multi-stage recipe of ``jaxspeech.train.stages``)."""
     path_str, _, variant = spec.partition(":")
     path = pathlib.Path(path_str)
     if not path.is_file():
@@ -127,10 +136,7 @@ def load_recipe(spec: str) -> Config:
     module_spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
         raise ConfigError(f"recipe {path} defines no get_config(variant: str = '')")
-    config = module.get_config(variant) if variant else module.get_config()
-    if not isinstance(config, Config):
-        raise ConfigError(f"{path}: get_config returned {type(config).__name__}, not Config")
-    return config
+    return module.get_config(variant) if variant else module.get_config()
 
 
 def _field_types(cls: type) -> dict[str, Any]:

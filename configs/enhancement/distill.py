@@ -1,0 +1,121 @@
+"""Mask-based enhancement with teacher→student distillation, three stages in one recipe.
+
+Stages (each in ``WORKDIR/<stage>``):
+  teacher   large non-causal estimator trained on (features, IRM) with mask MSE;
+  student   small causal estimator trained with mask_distillation(m_s, m_t, m_r), the
+            teacher restored frozen from ``WORKDIR/teacher``;
+  baseline  the same student trained on the IRM alone (mask MSE), for comparison.
+
+``evaluate.py --workdir WORKDIR`` tabulates teacher, distilled student, plain student, the
+noisy input and the oracle IRM (PESQ wb, STOI, SI-SDR(i) per SNR; params, MMAC/s, CPU RTF).
+
+Variants:
+  ""       BLSTM teacher (2 × 384 per direction) → causal LSTM student (2 × 128); noisy
+           LibriSpeech at 16 kHz, 4 s crops, SNR −5…20 dB over real noises, 20 % reverberant;
+           32 ms Hann window, 16 ms hop.
+  "tcn"    Conv-TasNet-style TCN teacher (B=256, H=512, X=8, R=3, gLN) → causal TCN student
+           (B=64, H=128, X=6, R=2, cLN).
+  "smoke"  tiny LSTM models, 1 s crops, 120 steps per stage: all stages train in a few
+           minutes on a 2-core CPU.
+"""
+
+import dataclasses
+
+from jaxspeech.data import MixtureConfig, MixtureDataConfig
+from jaxspeech.data.corpus import default_data_root
+from jaxspeech.errors import ConfigError
+from jaxspeech.train.config import Config, OptimConfig, ScheduleConfig, TrainConfig
+from jaxspeech.train.stages import MultiStage, Stage
+from jaxspeech.train.tasks.enhancement import (
+    EnhancementEvalConfig,
+    EnhancementModelConfig,
+    MaskNetConfig,
+)
+
+VARIANTS = ("", "tcn", "smoke")
+
+ESTIMATORS = {
+    "": (
+        MaskNetConfig(kind="lstm", hidden=384, layers=2, bidirectional=True),
+        MaskNetConfig(kind="lstm", hidden=128, layers=2),
+    ),
+    "tcn": (
+        MaskNetConfig(
+            kind="tcn", bottleneck_channels=256, hidden_channels=512, skip_channels=256,
+            blocks=8, repeats=3, norm="gLN",
+        ),
+        MaskNetConfig(
+            kind="tcn", bottleneck_channels=64, hidden_channels=128, skip_channels=64,
+            blocks=6, repeats=2, norm="cLN", causal=True,
+        ),
+    ),
+    "smoke": (
+        MaskNetConfig(kind="lstm", hidden=64, layers=2, bidirectional=True),
+        MaskNetConfig(kind="lstm", hidden=32, layers=1),
+    ),
+}  # fmt: skip
+
+
+def base_config(variant: str) -> Config:
+    """The settings every stage shares (the estimator is set per stage)."""
+    data_root = default_data_root()
+    config = Config(
+        task="enhancement",
+        model=EnhancementModelConfig(),
+        data=MixtureDataConfig(
+            root=(str(data_root / "librispeech"),),
+            noise_root=str(data_root / "noise"),
+            rir_root=str(data_root / "rir"),
+            mixture=MixtureConfig(
+                n_src=1,
+                sample_rate=16000,
+                segment_seconds=4.0,
+                noise_snr_db_range=(-5.0, 20.0),
+                reverb_prob=0.2,
+            ),
+            split_fractions=(0.6, 0.2, 0.2),
+            valid_size=32,
+        ),
+        eval=EnhancementEvalConfig(),
+        optim=OptimConfig(name="adam", learning_rate=1e-3, clip_norm=5.0),
+        schedule=ScheduleConfig(name="warmup_cosine", warmup_steps=500, final_factor=0.05),
+        train=TrainConfig(
+            steps=50_000, batch_size=16, checkpoint_every=2000, eval_every=2000, log_every=100
+        ),
+    )
+    if variant != "smoke":
+        return config
+    return dataclasses.replace(
+        config,
+        data=dataclasses.replace(
+            config.data,
+            mixture=dataclasses.replace(config.data.mixture, segment_seconds=1.0),
+            valid_size=16,
+        ),
+        eval=dataclasses.replace(config.eval, size=12, segment_seconds=3.0, rtf_repeats=2),
+        optim=OptimConfig(name="adam", learning_rate=3e-3, clip_norm=5.0),
+        schedule=ScheduleConfig(name="constant"),
+        train=TrainConfig(
+            steps=120, batch_size=8, checkpoint_every=60, eval_every=60, log_every=20
+        ),
+    )
+
+
+def get_config(variant: str = "") -> MultiStage:
+    if variant not in VARIANTS:
+        raise ConfigError(f"unknown variant {variant!r}; use one of {VARIANTS}")
+    config = base_config(variant)
+    teacher_net, student_net = ESTIMATORS[variant]
+
+    def stage(name: str, estimator: MaskNetConfig, references: bool, links=()) -> Stage:
+        model = dataclasses.replace(config.model, estimator=estimator)
+        evaluation = dataclasses.replace(config.eval, system=name, references=references)
+        return Stage(name, dataclasses.replace(config, model=model, eval=evaluation), links)
+
+    return MultiStage(
+        (
+            stage("teacher", teacher_net, references=True),
+            stage("student", student_net, False, (("model.teacher_workdir", "teacher"),)),
+            stage("baseline", student_net, references=False),
+        )
+    )

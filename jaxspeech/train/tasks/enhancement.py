@@ -1,0 +1,356 @@
+"""Speech enhancement by time-frequency masking, optionally distilled from a frozen teacher.
+
+Input: noisy speech (one speaker + real noise at an SNR drawn from a range, optionally
+reverberant; ``jaxspeech.data`` with ``mixture.n_src = 1``; the data section is the
+``jaxspeech.data.MixtureDataConfig``). Features: the log-magnitude STFT,
+normalised by a mean and std per frequency estimated on ``features.stats_batches`` training
+batches at initialisation and kept in the model state (so checkpoints carry them). The mask
+estimator (:mod:`jaxspeech.models.masknet`, LSTM or TCN) predicts one sigmoid value per bin
+and is trained towards the ideal mask ``m_r`` (IRM with exponent ``irm_beta`` by default, or
+IBM) by mask MSE. Enhanced speech is ``ISTFT(mask · noisy STFT)`` with the noisy phase, at the
+input length.
+
+Distillation: when ``model.teacher_workdir`` names a finished run of this task, its params
+are restored (frozen; they never enter the optimiser) and the loss is
+``losses.mask_distillation(m_s, m_t, m_r)``. ``configs/enhancement/distill.py`` chains the
+teacher, distilled-student and plain-student runs with ``jaxspeech.train.stages``.
+
+``evaluate`` scores a fixed test set on an SNR grid (PESQ, STOI, SI-SDR, SI-SDRi, per SNR and
+overall) for the model and, with ``eval.references``, the noisy input and the oracle mask.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxspeech import audio, dsp, masks, metrics
+from jaxspeech.data.pipeline import MixtureData, batch_examples
+from jaxspeech.errors import ConfigError, TooShortError
+from jaxspeech.losses import mask_distillation, mask_mse, si_snr
+from jaxspeech.models.masknet import LSTMMaskNet, TCNMaskNet, macs_per_frame, param_count
+
+#: Seed offset of the feature-statistics stream from the training stream's.
+_STATS_SEED_OFFSET = 7919
+TARGETS = ("irm", "ibm")
+ESTIMATORS = ("lstm", "tcn")
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureConfig:
+    """STFT (window and hop in ms, window name) and the feature normalisation: the log floor
+    and how many training batches estimate the per-frequency mean and std."""
+
+    window_ms: float = 32.0
+    hop_ms: float = 16.0
+    window: str = "hann"
+    log_floor: float = 1e-8
+    stats_batches: int = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskNetConfig:
+    """The mask estimator: ``kind`` "lstm" (``hidden``, ``layers``, ``bidirectional``) or
+    "tcn" (Conv-TasNet letters B, H, Sc, P, X, R; ``norm``, ``causal``)."""
+
+    kind: str = "lstm"
+    hidden: int = 256
+    layers: int = 2
+    bidirectional: bool = False
+    bottleneck_channels: int = 128
+    hidden_channels: int = 256
+    skip_channels: int = 128
+    kernel_size: int = 3
+    blocks: int = 6
+    repeats: int = 2
+    norm: str = "gLN"
+    causal: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class EnhancementModelConfig:
+    """Estimator, features, training target and (for distillation) the frozen teacher.
+
+    Attributes:
+      target: "irm" ((S²/(S²+N²))^irm_beta) or "ibm" (local SNR above ibm_lc_db).
+      teacher_workdir: a finished enhancement run whose masks the student distils, or None.
+      teacher_checkpoint: which of its checkpoints ("best", "latest" or a step).
+    """
+
+    estimator: MaskNetConfig = MaskNetConfig()
+    features: FeatureConfig = FeatureConfig()
+    target: str = "irm"
+    irm_beta: float = 0.5
+    ibm_lc_db: float = 0.0
+    teacher_workdir: str | None = None
+    teacher_checkpoint: str = "best"
+
+
+@dataclasses.dataclass(frozen=True)
+class EnhancementEvalConfig:
+    """The test table: ``size`` utterances (a multiple of ``batch_size``) of
+    ``segment_seconds`` at the SNRs ``snrs_db`` in turn; ``system`` labels this model's rows;
+    ``references`` adds the noisy input and the oracle mask; ``rtf_repeats`` timed CPU runs
+    on one test utterance."""
+
+    system: str = "model"
+    snrs_db: tuple[float, ...] = (-5.0, 0.0, 5.0, 10.0, 15.0, 20.0)
+    size: int = 60
+    segment_seconds: float = 4.0
+    batch_size: int = 6
+    references: bool = True
+    rtf_repeats: int = 3
+
+
+def build_mask_net(cfg: MaskNetConfig, n_freqs: int, dtype=jnp.float32):
+    """The Flax mask estimator of ``cfg`` for ``n_freqs`` bins."""
+    if cfg.kind == "lstm":
+        return LSTMMaskNet(n_freqs, cfg.hidden, cfg.layers, cfg.bidirectional, dtype)
+    if cfg.kind == "tcn":
+        return TCNMaskNet(
+            n_freqs,
+            cfg.bottleneck_channels,
+            cfg.hidden_channels,
+            cfg.skip_channels,
+            cfg.kernel_size,
+            cfg.blocks,
+            cfg.repeats,
+            cfg.norm,
+            cfg.causal,
+            dtype,
+        )
+    raise ConfigError(f"model.estimator.kind={cfg.kind!r}; use one of {ESTIMATORS}")
+
+
+class Task:
+    """Mask-based enhancement (see the module docstring)."""
+
+    valid_metric = "si_sdr"
+    valid_mode = "max"
+
+    def __init__(self, config) -> None:
+        self.config = config
+        data, model = config.data, config.model
+        if data.mixture.n_src != 1 or data.mixture.noise_snr_db_range is None:
+            raise ConfigError(
+                "enhancement needs data.mixture.n_src=1 and a noise_snr_db_range (noisy speech)"
+            )
+        if model.target not in TARGETS:
+            raise ConfigError(f"model.target={model.target!r}; use one of {TARGETS}")
+        self.mixture = data.mixture
+        self.sample_rate = data.mixture.sample_rate
+        feats = model.features
+        self.n_fft = round(feats.window_ms * self.sample_rate / 1000)
+        self.hop = round(feats.hop_ms * self.sample_rate / 1000)
+        if not 0 < self.hop <= self.n_fft:
+            raise ConfigError(f"model.features: hop {feats.hop_ms} ms must be in (0, window]")
+        dsp.check_nola(dsp.get_window(feats.window, self.n_fft), self.hop)
+        self.n_freqs = self.n_fft // 2 + 1
+        self.model = build_mask_net(model.estimator, self.n_freqs, config.train.dtype)
+        self.data = MixtureData(data, config.train.batch_size)
+        self.teacher = self._load_teacher()
+
+    # --- numerics (pure jnp) ---------------------------------------------------------------
+
+    def spectrum(self, wav: jax.Array) -> jax.Array:
+        """Complex STFT ``[..., frames, n_freqs]`` of ``wav [..., samples]``."""
+        window = self.config.model.features.window
+        return dsp.stft(wav, self.n_fft, self.hop, window=window)
+
+    def features(self, spec: jax.Array, model_state) -> jax.Array:
+        """Normalised log-magnitude features ``[..., frames, n_freqs]`` of a noisy STFT."""
+        log_mag = dsp.log_magnitude(spec, self.config.model.features.log_floor)
+        return dsp.normalize(log_mag, model_state["feature_mean"], model_state["feature_std"])
+
+    def ideal_mask(self, clean: jax.Array, noise: jax.Array) -> jax.Array:
+        """The training target ``m_r [..., frames, n_freqs]`` from clean speech and noise."""
+        cfg = self.config.model
+        clean_mag, noise_mag = jnp.abs(self.spectrum(clean)), jnp.abs(self.spectrum(noise))
+        if cfg.target == "ibm":
+            return masks.ibm(clean_mag, noise_mag, cfg.ibm_lc_db)
+        return masks.irm(clean_mag, noise_mag, cfg.irm_beta)
+
+    def resynthesise(self, spec: jax.Array, mask: jax.Array, length: int) -> jax.Array:
+        """``ISTFT(mask · spec)`` with the noisy phase, ``[..., length]``."""
+        window = self.config.model.features.window
+        masked = masks.apply_mask(spec, mask)
+        return dsp.istft(masked, self.n_fft, self.hop, window=window, length=length)
+
+    def mask(self, params, model_state, noisy: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """``(mask, noisy STFT)``, both ``[B, frames, n_freqs]``, for ``noisy [B, samples]``."""
+        spec = self.spectrum(noisy)
+        return self.model.apply({"params": params}, self.features(spec, model_state)), spec
+
+    def enhance(self, params, model_state, noisy: jax.Array) -> jax.Array:
+        """Enhanced speech ``[B, samples]`` for noisy speech ``[B, samples]``."""
+        mask, spec = self.mask(params, model_state, noisy)
+        return self.resynthesise(spec, mask, noisy.shape[-1])
+
+    # --- the Task protocol -----------------------------------------------------------------
+
+    def init_model(self, rng: jax.Array):
+        frames = 1 + self.mixture.num_samples // self.hop
+        features = jnp.zeros((1, frames, self.n_freqs), jnp.float32)
+        params = self.model.init(rng, features)["params"]
+        # A host callback: eval_shape (restoring a checkpoint) never reads the training data.
+        stats_shape = jax.ShapeDtypeStruct((self.n_freqs,), jnp.float32)
+        mean, std = jax.pure_callback(lambda: self.feature_stats, (stats_shape, stats_shape))
+        return params, {"feature_mean": mean, "feature_std": std}
+
+    @functools.cached_property
+    def feature_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-frequency mean and std ``[n_freqs]`` of the log-magnitude features of
+        ``features.stats_batches`` batches of noisy training speech (host, cached)."""
+        batches = self.data.train_dataset(seed=self.config.train.seed + _STATS_SEED_OFFSET)
+        floor = self.config.model.features.log_floor
+        log_mag = jax.jit(lambda wav: dsp.log_magnitude(self.spectrum(wav), floor))
+        stats = dsp.running_stats_init(self.n_freqs)
+        for _, batch in zip(range(self.config.model.features.stats_batches), batches, strict=False):
+            stats = dsp.running_stats_update(stats, np.asarray(log_mag(batch["mixture"])))
+        return dsp.running_stats_finalize(stats)
+
+    def _load_teacher(self):
+        """``(teacher task, params, model_state)`` of ``model.teacher_workdir`` (host arrays;
+        closed over by the jitted loss, so they are frozen), or None without a teacher."""
+        from jaxspeech.train.loop import restore_run  # the loop imports the task registry
+
+        cfg = self.config.model
+        if cfg.teacher_workdir is None:
+            return None
+        task, state, _ = restore_run(cfg.teacher_workdir, cfg.teacher_checkpoint)
+        if (task.n_fft, task.hop, task.sample_rate) != (self.n_fft, self.hop, self.sample_rate):
+            raise ConfigError(
+                f"the teacher in {cfg.teacher_workdir} uses a {task.n_fft}-point STFT with hop "
+                f"{task.hop} at {task.sample_rate} Hz; the student must use the same"
+            )
+        return task, jax.device_get(state.params), jax.device_get(state.model_state)
+
+    def _mask_metrics(self, params, model_state, batch):
+        noisy, clean = batch["mixture"], batch["sources"][:, 0]
+        m_r = self.ideal_mask(clean, batch["noise"])
+        m_s, spec = self.mask(params, model_state, noisy)
+        return m_s, m_r, spec, {"mask_mse": mask_mse(m_s, m_r).mean()}
+
+    def loss_fn(self, params, model_state, batch, rng):
+        del rng  # deterministic model
+        m_s, m_r, _, metrics_ = self._mask_metrics(params, model_state, batch)
+        if self.teacher is None:
+            return metrics_["mask_mse"], (metrics_, model_state)
+        teacher, teacher_params, teacher_state = self.teacher
+        m_t, _ = teacher.mask(teacher_params, teacher_state, batch["mixture"])
+        loss = mask_distillation(m_s, jax.lax.stop_gradient(m_t), m_r).mean()
+        metrics_["teacher_mask_mse"] = mask_mse(m_t, m_r).mean()
+        return loss, (metrics_, model_state)
+
+    def eval_fn(self, params, model_state, batch):
+        m_s, _, spec, metrics_ = self._mask_metrics(params, model_state, batch)
+        enhanced = self.resynthesise(spec, m_s, batch["mixture"].shape[-1])
+        metrics_["si_sdr"] = si_snr(enhanced, batch["sources"][:, 0]).mean()
+        return metrics_
+
+    def train_dataset(self, process_index: int, process_count: int, seed: int):
+        return self.data.train_dataset(process_index, process_count, seed)
+
+    def valid_batches(self) -> list[dict]:
+        return self.data.valid_batches()
+
+    def evaluate(self, params, model_state, split: str) -> list[dict]:
+        """Rows: system × input SNR ("all" first), with PESQ, STOI, SI-SDR, SI-SDRi means,
+        params, model MACs per second of audio (analytic, ``macs_per_frame``) and the CPU
+        real-time factor (batch of one test utterance, after compilation)."""
+        cfg = self.config.eval
+        if cfg.size % cfg.batch_size:
+            raise ConfigError(f"eval.size={cfg.size} must be a multiple of eval.batch_size")
+        enhance = jax.jit(self.enhance)
+        oracle = jax.jit(
+            lambda noisy, clean, noise: self.resynthesise(
+                self.spectrum(noisy), self.ideal_mask(clean, noise), noisy.shape[-1]
+            )
+        )
+        examples = self.data.fixed_set(split, cfg.size, cfg.snrs_db, cfg.segment_seconds)
+        outputs = {cfg.system: []}
+        if cfg.references:
+            outputs = {"noisy": [], f"oracle {self.config.model.target.upper()}": [], **outputs}
+        clean, noisy, snrs = [], [], []
+        for batch in batch_examples(examples, cfg.batch_size):
+            outputs[cfg.system].append(np.asarray(enhance(params, model_state, batch["mixture"])))
+            if cfg.references:
+                outputs["noisy"].append(batch["mixture"])
+                oracle_out = oracle(batch["mixture"], batch["sources"][:, 0], batch["noise"])
+                outputs[f"oracle {self.config.model.target.upper()}"].append(np.asarray(oracle_out))
+            clean.append(batch["sources"][:, 0])
+            noisy.append(batch["mixture"])
+            snrs.append(batch["snr_db"])
+        clean, noisy, snrs = map(np.concatenate, (clean, noisy, snrs))
+        costs = self.costs(params, model_state, examples[0]["mixture"])
+        rows = []
+        for name, parts in outputs.items():
+            scores = quality_scores(np.concatenate(parts), clean, noisy, self.sample_rate)
+            cost = costs if name == cfg.system else dict.fromkeys(costs)
+            for label, member in snr_groups(snrs):
+                row = {"system": name, "SNR (dB)": label, "utterances": int(member.sum())}
+                row.update({key: float(values[member].mean()) for key, values in scores.items()})
+                rows.append({**row, **cost})
+        return rows
+
+    def costs(self, params, model_state, utterance: np.ndarray) -> dict:
+        """Params, model MMAC per second of audio and CPU real-time factor on ``utterance``."""
+        frames_per_second = self.sample_rate / self.hop
+        cpu = jax.devices("cpu")[0]
+        on_cpu = jax.device_put((params, model_state, utterance[None]), cpu)
+        enhance = jax.jit(self.enhance)
+        enhance(*on_cpu).block_until_ready()  # compile
+        start = time.perf_counter()
+        for _ in range(self.config.eval.rtf_repeats):
+            enhance(*on_cpu).block_until_ready()
+        elapsed = (time.perf_counter() - start) / self.config.eval.rtf_repeats
+        return {
+            "params": param_count(params),
+            "MMAC/s": macs_per_frame(params) * frames_per_second / 1e6,
+            "RTF (CPU)": elapsed / (utterance.shape[-1] / self.sample_rate),
+        }
+
+    # --- files -----------------------------------------------------------------------------
+
+    def enhance_waveform(
+        self, params, model_state, wav: np.ndarray, sample_rate: int, source="audio"
+    ):
+        """Enhances one recording ``[samples]`` or ``[channels, samples]`` at any rate.
+
+        Multichannel input is downmixed (channel mean) and other rates are resampled to the
+        model's; the result is mono ``[samples']`` at the model's rate. All-zero input gives
+        all-zero output. Raises ``EmptyAudioError`` / ``NonFiniteAudioError`` (via
+        ``audio.validate``) and ``TooShortError`` (under half a window).
+        """
+        wav = audio.validate(np.asarray(wav, np.float32), source)
+        if wav.ndim == 2:
+            wav = wav.mean(axis=0)
+        wav = audio.require_mono(wav, source)
+        wav = audio.resample(wav, sample_rate, self.sample_rate)
+        if wav.shape[-1] <= self.n_fft // 2:
+            raise TooShortError(
+                f"{source}: {wav.shape[-1]} samples at {self.sample_rate} Hz; enhancement needs "
+                f"more than {self.n_fft // 2} (half an STFT window); pass a longer recording"
+            )
+        return np.asarray(jax.jit(self.enhance)(params, model_state, wav[None]))[0]
+
+
+def quality_scores(est, clean, noisy, sample_rate: int) -> dict[str, np.ndarray]:
+    """Per-utterance PESQ (wide-band at 16 kHz), STOI, SI-SDR and SI-SDRi of ``est [B, T]``."""
+    return {
+        "PESQ": metrics.pesq(clean, est, sample_rate),
+        "STOI": metrics.stoi(clean, est, sample_rate),
+        "SI-SDR": np.asarray(si_snr(est, clean)),
+        "SI-SDRi": np.asarray(metrics.si_snr_improvement(est, clean, noisy)),
+    }
+
+
+def snr_groups(snrs: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """``("all", everything)``, then one group per distinct SNR value, ascending."""
+    groups = [("all", np.ones(snrs.shape, bool))]
+    return groups + [(f"{value:g}", snrs == value) for value in np.unique(snrs)]

@@ -1,0 +1,234 @@
+"""Enhancement task and multi-stage recipes: stage mechanics on the toy task, the distill
+recipe end to end (train.py -> evaluate.py), distillation loss, stored feature statistics,
+bad input to the inference function."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+import toy_task
+
+from jaxspeech.errors import (
+    ConfigError,
+    EmptyAudioError,
+    NonFiniteAudioError,
+    TooShortError,
+)
+from jaxspeech.losses import mask_distillation
+from jaxspeech.models.masknet import param_count
+from jaxspeech.train import config as config_lib
+from jaxspeech.train import stages
+from jaxspeech.train.loop import restore_run
+from jaxspeech.train.tasks.enhancement import build_mask_net, snr_groups
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+RECIPE = REPO / "configs/enhancement/distill.py"
+
+
+def load_distill_module():
+    spec = importlib.util.spec_from_file_location("distill_recipe", RECIPE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("variant", ["", "tcn", "smoke"])
+def test_student_has_at_most_a_quarter_of_the_teacher_params(variant):
+    recipe = load_distill_module().get_config(variant)
+    assert recipe.names == ["teacher", "student", "baseline"]
+    counts = {}
+    for stage in recipe.stages:
+        net = build_mask_net(stage.config.model.estimator, 257)
+        shapes = jax.eval_shape(net.init, jax.random.PRNGKey(0), np.zeros((1, 8, 257), "f4"))
+        counts[stage.name] = param_count(shapes["params"])
+    assert counts["student"] <= counts["teacher"] / 4
+    assert counts["baseline"] == counts["student"]
+    student, baseline = recipe.stages[1], recipe.stages[2]
+    assert student.links == (("model.teacher_workdir", "teacher"),)
+    assert student.config.model.estimator == baseline.config.model.estimator
+
+
+def toy_config(steps=2):
+    return config_lib.Config(
+        task="toy_task:Task",
+        model=toy_task.ToyModelConfig(),
+        data=toy_task.ToyDataConfig(),
+        train=config_lib.TrainConfig(
+            steps=steps, batch_size=8, checkpoint_every=2, eval_every=2, log_every=1
+        ),
+    )
+
+
+def test_multistage_rejects_bad_stage_lists():
+    config = toy_config()
+    with pytest.raises(ConfigError, match="not an earlier stage"):
+        stages.MultiStage((stages.Stage("a", config, (("data.root", "b"),)),))
+    with pytest.raises(ConfigError, match="unique"):
+        stages.MultiStage((stages.Stage("a", config), stages.Stage("a", config)))
+    with pytest.raises(ConfigError, match="folder"):
+        stages.MultiStage((stages.Stage("../a", config),))
+    with pytest.raises(ConfigError, match="no stages"):
+        stages.MultiStage(())
+
+
+def test_overrides_apply_to_every_stage_or_one():
+    recipe = stages.MultiStage((stages.Stage("a", toy_config()), stages.Stage("b", toy_config())))
+    both = stages.apply_overrides(recipe, ["train.steps=7"])
+    assert [s.config.train.steps for s in both.stages] == [7, 7]
+    one = stages.apply_overrides(recipe, ["b.train.steps=9", "a.model.hidden=3"])
+    assert [s.config.train.steps for s in one.stages] == [2, 9]
+    assert [s.config.model.hidden for s in one.stages] == [3, 8]
+    with pytest.raises(ConfigError, match="unknown config key"):
+        stages.apply_overrides(recipe, ["c.train.steps=1"])
+
+
+def test_stages_train_in_order_with_links_and_one_table(tmp_path):
+    recipe = stages.MultiStage(
+        (
+            stages.Stage("first", toy_config()),
+            stages.Stage("second", toy_config(steps=4), (("data.root", "first"),)),
+        )
+    )
+    stages.run(recipe, tmp_path)
+    assert json.loads((tmp_path / "stages.json").read_text()) == {"stages": ["first", "second"]}
+    second = config_lib.from_json((tmp_path / "second" / "config.json").read_text())
+    assert second.data.root == str(tmp_path / "first")
+    for name, steps in (("first", 2), ("second", 4)):
+        _, state, step = restore_run(tmp_path / name, "latest")
+        assert step == steps and int(state.step) == steps
+    rows, markdown = stages.evaluate(tmp_path, "test", "latest")
+    assert [(r["stage"], r["checkpoint_step"]) for r in rows] == [("first", 2), ("second", 4)]
+    assert markdown.startswith("| stage |")
+    assert (tmp_path / "eval" / "test.json").is_file()
+
+
+def test_snr_groups():
+    groups = dict(snr_groups(np.array([5.0, -5.0, 5.0, 0.0])))
+    assert list(groups) == ["all", "-5", "0", "5"]
+    assert groups["5"].tolist() == [True, False, True, False]
+    assert groups["all"].all()
+
+
+@pytest.fixture(scope="module")
+def distill_run(shared_data, tmp_path_factory):
+    """The smoke distill recipe, two steps per stage, through train.py and evaluate.py."""
+    workdir = tmp_path_factory.mktemp("distill")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["JAXSPEECH_DATA"] = str(shared_data)
+    overrides = [
+        "--config.train.steps=2",
+        "--config.train.checkpoint_every=2",
+        "--config.train.eval_every=2",
+        "--config.data.valid_size=8",
+        "--config.model.features.stats_batches=2",
+        "--config.eval.size=6",
+        "--config.eval.segment_seconds=2.0",
+        "--config.eval.rtf_repeats=1",
+    ]
+    train = [sys.executable, str(REPO / "train.py"), "--config", f"{RECIPE}:smoke"]
+    subprocess.run([*train, "--workdir", str(workdir), *overrides], check=True, env=env)
+    subprocess.run(
+        [sys.executable, str(REPO / "evaluate.py"), "--workdir", str(workdir)],
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=600,
+    )
+    return workdir
+
+
+@pytest.mark.slow
+def test_distill_recipe_table(distill_run):
+    rows = json.loads((distill_run / "eval" / "test.json").read_text())
+    overall = {r["system"]: r for r in rows if r["SNR (dB)"] == "all"}
+    assert list(overall) == ["noisy", "oracle IRM", "teacher", "student", "baseline"]
+    per_snr = {r["SNR (dB)"] for r in rows if r["system"] == "student"}
+    assert per_snr == {"all", "-5", "0", "5", "10", "15", "20"}
+    assert overall["noisy"]["SI-SDRi"] == pytest.approx(0.0, abs=1e-4)
+    assert overall["oracle IRM"]["SI-SDRi"] > 5.0
+    assert overall["oracle IRM"]["PESQ"] > overall["noisy"]["PESQ"]
+    assert overall["student"]["params"] <= overall["teacher"]["params"] / 4
+    for name in ("teacher", "student", "baseline"):
+        row = overall[name]
+        assert row["MMAC/s"] > 0 and row["RTF (CPU)"] > 0
+        assert all(np.isfinite(row[k]) for k in ("PESQ", "STOI", "SI-SDR", "SI-SDRi"))
+
+
+@pytest.fixture(scope="module")
+def student(distill_run):
+    task, state, _ = restore_run(distill_run / "student", "latest")
+    return task, state.params, state.model_state
+
+
+@pytest.mark.slow
+def test_feature_stats_are_saved_and_restored(student):
+    task, _, model_state = student
+    mean, std = task.feature_stats
+    np.testing.assert_array_equal(np.asarray(model_state["feature_mean"]), mean)
+    np.testing.assert_array_equal(np.asarray(model_state["feature_std"]), std)
+    assert mean.shape == (257,) and np.all(std > 0) and np.all(mean < 0)
+
+
+@pytest.mark.slow
+def test_student_loss_is_distillation_from_frozen_teacher(student):
+    task, params, model_state = student
+    teacher_task, teacher_params, teacher_state = task.teacher
+    assert param_count(params) <= param_count(teacher_params) / 4
+    batch = task.valid_batches()[0]
+    value_and_grad = jax.jit(jax.value_and_grad(task.loss_fn, has_aux=True))
+    (loss, (metrics, _)), grads = value_and_grad(params, model_state, batch, None)
+    m_s, _ = jax.jit(task.mask)(params, model_state, batch["mixture"])
+    m_t, _ = jax.jit(teacher_task.mask)(teacher_params, teacher_state, batch["mixture"])
+    m_r = jax.jit(task.ideal_mask)(batch["sources"][:, 0], batch["noise"])
+    np.testing.assert_allclose(loss, mask_distillation(m_s, m_t, m_r).mean(), rtol=1e-5)
+    assert metrics["teacher_mask_mse"] > 0
+    assert jax.tree.structure(grads) == jax.tree.structure(params)
+    assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+
+
+@pytest.mark.slow
+def test_enhance_waveform_inputs(student):
+    task, params, model_state = student
+    rng = np.random.default_rng(0)
+    wav = (0.1 * rng.standard_normal(16001)).astype(np.float32)
+    enhance = lambda x, sr=16000: task.enhance_waveform(params, model_state, x, sr, "x.wav")
+    mono = enhance(wav)
+    assert mono.shape == wav.shape and np.all(np.isfinite(mono))
+    # a unit mask gives the input back: resynthesis is exact at the input length
+    spec = task.spectrum(wav[None])
+    np.testing.assert_allclose(task.resynthesise(spec, 1.0, wav.size)[0], wav, atol=1e-5)
+    np.testing.assert_allclose(enhance(np.stack([wav, wav])), mono, atol=1e-6)  # downmix
+    assert enhance(wav[:8000], 8000).shape == (16000,)  # resampled to the model rate
+    np.testing.assert_array_equal(enhance(np.zeros(4000, np.float32)), 0.0)  # silence
+    clipped = np.clip(wav * 30.0, -1.0, 1.0)
+    assert np.all(np.isfinite(enhance(clipped)))
+    with pytest.raises(NonFiniteAudioError, match=r"x\.wav"):
+        enhance(np.where(np.arange(wav.size) == 5, np.nan, wav))
+    with pytest.raises(EmptyAudioError, match=r"x\.wav"):
+        enhance(np.zeros(0, np.float32))
+    with pytest.raises(TooShortError, match=r"x\.wav"):
+        enhance(wav[:100])
+
+
+def test_enhancement_config_errors(shared_data):
+    recipe = load_distill_module().get_config("smoke")
+    config = recipe.stages[0].config
+    from jaxspeech.train.tasks.enhancement import Task
+
+    bad_target = dataclasses.replace(config.model, target="wiener")
+    with pytest.raises(ConfigError, match="target"):
+        Task(dataclasses.replace(config, model=bad_target))
+    two_speakers = dataclasses.replace(config.data.mixture, n_src=2)
+    with pytest.raises(ConfigError, match="n_src=1"):
+        Task(
+            dataclasses.replace(config, data=dataclasses.replace(config.data, mixture=two_speakers))
+        )
