@@ -1,0 +1,223 @@
+"""Long-file inference: chunked separation with source alignment and overlap-add.
+
+:func:`separate_long` runs any waveform model ``apply_fn(variables, chunks[B, C]) ->
+[B, S, C]`` (Conv-TasNet with S sources, an enhancer with S = 1) on a recording of any length
+in fixed-size chunks, so one compilation serves every file length and memory does not grow
+with it:
+
+* chunk ``i`` covers samples ``[i·hop, i·hop + chunk)`` with ``hop = chunk − overlap``; the
+  recording is zero-padded at the end to a whole number of hops;
+* the host loops over blocks of ``chunks_per_block`` chunks; each block is one jitted
+  ``lax.scan`` that runs the model on one chunk per step, so device memory holds one chunk's
+  activations and one block's output, whatever the file length. The last chunk's overlap
+  (and whether there is one) is carried from block to block;
+* a model's sources come out in arbitrary order, independently in every chunk, so each chunk's
+  sources are permuted to best match the previous chunk's on their shared ``overlap`` samples
+  (the SI-SNR permutation of :func:`jaxspeech.losses.pit`), then the two are cross-faded there
+  with complementary Hann ramps (``sin²`` in, ``cos²`` out, summing to one).
+
+Choosing ``chunk`` and ``overlap``: an output sample depends on input within the model's
+receptive field, so near a chunk's edges the model lacks context. Make ``overlap`` at least
+the receptive field: every sample is then produced with full context by at least one of the
+two chunks it falls in, and the cross-fade hides the edges of the other. A Conv-TasNet's
+receptive field is ``(L/2)·(1 + R·(P−1)·(2^X − 1))`` samples (1.53 s for the paper model at
+8 kHz, half on each side). Models with global normalisation (gLN) see the statistics of the
+whole chunk, so use chunks like the training segments (the 4 s default) rather than much
+shorter ones. ``overlap ≤ chunk / 2`` is required, so only neighbouring chunks overlap.
+
+A recording no longer than one chunk is separated in a single call of the model, exactly as
+the model would do it (this compiles once per such length).
+
+:func:`rescale_to_mixture` then gives each source the level it has in the mixture and keeps
+every sample within ``±peak`` so the result can be written to 16-bit audio without clipping.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxspeech import audio
+from jaxspeech.errors import ConfigError, ShapeError
+from jaxspeech.losses import pairwise_neg_si_snr, pit, reorder
+
+PyTree = Any
+ApplyFn = Callable[[PyTree, jax.Array], jax.Array]
+
+#: Defaults of the command line (seconds), fitting the paper Conv-TasNet (see the docstring).
+DEFAULT_CHUNK_SECONDS = 4.0
+DEFAULT_OVERLAP_SECONDS = 1.0
+
+
+def crossfade_ramp(overlap: int) -> jax.Array:
+    """Fade-in weights ``[overlap]``: ``sin²(π/2 · (n + ½) / overlap)``, rising from 0 to 1.
+
+    ``1 − ramp`` is the matching fade-out (``cos²``); the two sum to one at every sample.
+    """
+    position = (jnp.arange(overlap, dtype=jnp.float32) + 0.5) / overlap
+    return jnp.square(jnp.sin(0.5 * jnp.pi * position))
+
+
+def align_sources(sources: jax.Array, previous_tail: jax.Array) -> jax.Array:
+    """Permutes ``sources[..., S, C]`` so that their first ``O`` samples best match
+    ``previous_tail[..., S, O]`` (largest total SI-SNR); returns ``[..., S, C]``."""
+    overlap = previous_tail.shape[-1]
+    _, permutation = pit(pairwise_neg_si_snr, sources[..., :overlap], previous_tail)
+    return reorder(sources, permutation)
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "chunk", "overlap"))
+def _separate_block(
+    apply_fn: ApplyFn,
+    variables: PyTree,
+    block: jax.Array,
+    chunks_left: jax.Array,
+    carry: tuple[jax.Array, jax.Array],
+    *,
+    chunk: int,
+    overlap: int,
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    """Separates the K chunks of ``block[K·hop + overlap]``; returns ``(out[S, K·hop], carry)``.
+
+    ``carry = (tail[S, overlap], has_tail)``: the aligned last ``overlap`` samples of the
+    previous chunk, not yet emitted, and whether there was a previous chunk. Chunks at index
+    ``≥ chunks_left`` lie past the recording: the model is skipped and they only flush the
+    carried tail.
+    """
+    hop = chunk - overlap
+    n_chunks = (block.shape[0] - overlap) // hop
+    ramp = crossfade_ramp(overlap)
+    n_src = carry[0].shape[0]
+
+    def step(carry, index):
+        tail, has_tail = carry
+        valid = index < chunks_left
+        segment = lax.dynamic_slice_in_dim(block, index * hop, chunk)
+        sources = lax.cond(
+            valid,
+            lambda: apply_fn(variables, segment[None])[0].astype(jnp.float32),
+            lambda: jnp.zeros((n_src, chunk), jnp.float32),
+        )
+        sources = jnp.where(has_tail & valid, align_sources(sources, tail), sources)
+        weight = jnp.where(valid, jnp.where(has_tail, ramp, 1.0), 0.0)
+        head = weight * sources[:, :overlap] + (1.0 - weight) * tail
+        out = jnp.concatenate([head, sources[:, overlap:hop]], axis=-1)
+        return (sources[:, hop:], has_tail | valid), out
+
+    carry, outs = lax.scan(step, carry, jnp.arange(n_chunks))  # outs [K, S, hop]
+    return jnp.moveaxis(outs, 0, 1).reshape(n_src, n_chunks * hop), carry
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn",))
+def _separate_whole(apply_fn: ApplyFn, variables: PyTree, mixture: jax.Array) -> jax.Array:
+    return apply_fn(variables, mixture[None])[0].astype(jnp.float32)
+
+
+def _n_sources(apply_fn: ApplyFn, variables: PyTree, chunk: int) -> int:
+    shape = jax.eval_shape(apply_fn, variables, jax.ShapeDtypeStruct((1, chunk), jnp.float32))
+    shape = getattr(shape, "shape", None)
+    if shape is None or len(shape) != 3 or shape[0] != 1 or shape[2] != chunk:
+        raise ShapeError(
+            f"apply_fn maps chunks [1, {chunk}] to {shape}; it must return [B, S, C] "
+            "(B chunks, S sources, C samples), e.g. ConvTasNet(...).apply"
+        )
+    return shape[1]
+
+
+def separate_long(
+    apply_fn: ApplyFn,
+    variables: PyTree,
+    mixture: np.ndarray | jax.Array,
+    *,
+    chunk: int,
+    overlap: int,
+    chunks_per_block: int = 8,
+) -> np.ndarray:
+    """Separates a recording of any length in overlapping chunks (see the module docstring).
+
+    Args:
+      apply_fn: ``apply_fn(variables, chunks[B, C]) -> [B, S, C]``, e.g. ``model.apply``
+        of a Flax module; pass the same function object again to reuse its compilation.
+      variables: what ``apply_fn`` takes first, e.g. ``{"params": params}``.
+      mixture: ``[T]`` mono waveform (any float dtype; computed in float32).
+      chunk: samples per chunk (static: one compilation per value).
+      overlap: samples shared by neighbouring chunks, ``1 ≤ overlap ≤ chunk / 2``.
+      chunks_per_block: chunks per jitted scan; bounds device memory, not the result.
+
+    Returns:
+      ``[S, T]`` float32 numpy array of sources at the model's output level, in a source
+      order that stays the same through the whole recording.
+
+    Raises:
+      ConfigError: bad ``chunk``, ``overlap`` or ``chunks_per_block``. ChannelError: mixture is
+      not mono. EmptyAudioError, NonFiniteAudioError: empty or NaN/Inf mixture.
+      ShapeError: ``apply_fn`` does not return ``[B, S, C]``.
+    """
+    if chunk < 2 or not 1 <= overlap <= chunk // 2:
+        raise ConfigError(
+            f"chunk={chunk}, overlap={overlap} samples: need chunk ≥ 2 and "
+            "1 ≤ overlap ≤ chunk / 2; lengthen the chunk or shorten the overlap"
+        )
+    if chunks_per_block < 1:
+        raise ConfigError(f"chunks_per_block={chunks_per_block} must be ≥ 1")
+    mixture = np.asarray(mixture, np.float32)
+    mixture = audio.require_mono(audio.validate(mixture, "mixture"), "mixture")
+    n_src = _n_sources(apply_fn, variables, chunk)
+    length = mixture.shape[-1]
+    if length <= chunk:
+        return np.asarray(_separate_whole(apply_fn, variables, jnp.asarray(mixture)))
+
+    hop = chunk - overlap
+    n_chunks = math.ceil((length - overlap) / hop)
+    block_hops = chunks_per_block * hop
+    # Chunk i emits samples [i·hop, (i + 1)·hop); chunk n_chunks, past the recording, emits
+    # the last chunk's tail, so the blocks must reach sample `length`.
+    n_blocks = math.ceil(length / block_hops)
+    carry = (jnp.zeros((n_src, overlap), jnp.float32), jnp.zeros((), bool))
+    separated = np.empty((n_src, length), np.float32)
+    for index in range(n_blocks):
+        start = index * block_hops
+        block = np.zeros(block_hops + overlap, np.float32)
+        piece = mixture[start : start + block.shape[0]]
+        block[: piece.shape[0]] = piece
+        chunks_left = np.int32(n_chunks - index * chunks_per_block)
+        out, carry = _separate_block(
+            apply_fn, variables, block, chunks_left, carry, chunk=chunk, overlap=overlap
+        )
+        stop = min(length, start + block_hops)
+        separated[:, start:stop] = np.asarray(out)[:, : stop - start]
+    return separated
+
+
+def rescale_to_mixture(
+    sources: jax.Array, mixture: jax.Array, peak: float = 0.99, eps: float = 1e-8
+) -> jax.Array:
+    """Gives each source its level in the mixture, then keeps every sample within ``±peak``.
+
+    A separation model trained with SI-SNR returns each source at an arbitrary scale. Source
+    ``s`` is multiplied by ``g = ⟨mixture, s⟩ / ‖s‖²``, the least-squares gain that best
+    explains the mixture with it: for an estimate ``c·x₁`` of a source ``x₁`` uncorrelated with
+    the others, ``g·c·x₁ = x₁``, its true level (and polarity). If any scaled sample then
+    exceeds ``peak``, all sources of that mixture are scaled down by the same factor, keeping
+    their relative levels. A silent source (or mixture) stays silent.
+
+    Args:
+      sources: ``[..., S, T]`` estimates; mixture: ``[..., T]``; peak: largest magnitude
+        allowed (below 1 so that 16-bit PCM never clips).
+
+    Returns:
+      ``[..., S, T]`` float32.
+    """
+    sources = jnp.asarray(sources).astype(jnp.float32)
+    mixture = jnp.asarray(mixture).astype(jnp.float32)[..., None, :]
+    gain = jnp.sum(mixture * sources, axis=-1) / (jnp.sum(jnp.square(sources), axis=-1) + eps)
+    scaled = gain[..., None] * sources
+    top = jnp.max(jnp.abs(scaled), axis=(-2, -1), keepdims=True)
+    return scaled * jnp.minimum(1.0, peak / jnp.maximum(top, eps))

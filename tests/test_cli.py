@@ -1,0 +1,192 @@
+"""The `jaxspeech` command line, end to end on a briefly trained separation workdir."""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from jaxspeech import audio, cli, infer
+
+#: A 2-step run of the smoke recipe with an even smaller model, so the fixture is quick.
+TRAIN_OVERRIDES = (
+    "train.steps=2",
+    "train.checkpoint_every=2",
+    "train.eval_every=2",
+    "train.batch_size=8",
+    "data.valid_size=8",
+    "data.mixture.segment_seconds=0.25",
+    "model.n_filters=16",
+    "model.bottleneck_channels=8",
+    "model.hidden_channels=16",
+    "model.skip_channels=8",
+    "model.blocks=2",
+    "model.repeats=1",
+)
+RECIPE = pathlib.Path(__file__).resolve().parents[1] / "configs/separation/convtasnet.py"
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory, shared_data) -> pathlib.Path:
+    from jaxspeech.train import config, loop
+
+    del shared_data  # the recipe reads the recordings; skip without them
+    recipe = config.apply_overrides(config.load_recipe(f"{RECIPE}:smoke"), list(TRAIN_OVERRIDES))
+    path = tmp_path_factory.mktemp("separation_run")
+    loop.run(recipe, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained(workdir):
+    """`(task, params, sample_rate)` of the best checkpoint."""
+    return cli.load_trained_model(str(workdir), "best")
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    status = cli.main([str(arg) for arg in argv])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def expected_sources(trained, mixture, chunk_seconds=4.0, overlap_seconds=1.0):
+    task, params, rate = trained
+    sources = infer.separate_long(
+        task.separate,
+        params,
+        mixture,
+        chunk=round(chunk_seconds * rate),
+        overlap=round(overlap_seconds * rate),
+    )
+    return np.asarray(infer.rescale_to_mixture(sources, mixture))
+
+
+def read_outputs(paths: list[str], rate: int) -> np.ndarray:
+    outputs = []
+    for path in paths:
+        wav, file_rate = sf.read(path, dtype="float32")
+        assert file_rate == rate and sf.info(path).subtype == "PCM_16"
+        outputs.append(wav)
+    return np.stack(outputs)
+
+
+def test_separate_short_file_at_the_model_rate(shared_data, trained, workdir, tmp_path, capsys):
+    """An 8 kHz digit shorter than a chunk: one model call, written as 16-bit WAVs."""
+    source = shared_data / "fsdd/recordings/0_george_0.wav"
+    status, out, err = run_cli(
+        capsys, "separate", source, "--workdir", workdir, "-o", tmp_path / "out"
+    )
+    assert status == 0, err
+    paths = out.splitlines()
+    assert paths == [str(tmp_path / "out" / f"0_george_0_s{i}.wav") for i in (1, 2)]
+    task, params, rate = trained
+    mixture, _ = audio.load(source, sample_rate=rate)
+    written = read_outputs(paths, rate)
+    whole = task.separate(params, mixture[None])[0]
+    np.testing.assert_allclose(written, infer.rescale_to_mixture(whole, mixture), atol=1.5 / 2**15)
+    assert np.abs(written).max() <= 0.99 + 1 / 2**15
+
+
+def test_separate_long_resampled_stereo_file(shared_data, trained, workdir, tmp_path, capsys):
+    """A 16 kHz stereo file, longer than several chunks: downmixed, resampled, chunked."""
+    left, file_rate = audio.load(shared_data / "arctic/cmu_arctic_us_aew_a0001.wav")
+    right = np.roll(left, 800) * 0.5
+    stereo = tmp_path / "stereo mix.wav"
+    sf.write(stereo, np.stack([left, right], axis=1), file_rate)
+    status, out, err = run_cli(
+        capsys,
+        "separate",
+        stereo,
+        "--workdir",
+        workdir,
+        "--checkpoint",
+        "2",
+        "-o",
+        tmp_path,
+        "--chunk-seconds",
+        "0.5",
+        "--overlap-seconds",
+        "0.125",
+    )
+    assert status == 0, err
+    rate = trained[2]
+    mixture, _ = audio.load(stereo, sample_rate=rate)  # the downmix, resampled
+    np.testing.assert_allclose(
+        mixture, audio.resample((left + right) / 2, file_rate, rate), atol=1e-4
+    )
+    assert mixture.size > 4 * rate // 2  # several chunks
+    written = read_outputs(out.splitlines(), rate)
+    assert written.shape == (2, mixture.size)
+    np.testing.assert_allclose(
+        written, expected_sources(trained, mixture, 0.5, 0.125), atol=1.5 / 2**15
+    )
+
+
+@pytest.mark.parametrize(
+    "make_input, extra, message",
+    [
+        (lambda d: d / "missing.wav", (), "missing.wav: no such file"),
+        (lambda d: _write(d / "notes.wav", b"not audio"), (), "cannot read audio"),
+        (lambda d: _write_wav(d / "empty.wav", np.zeros(0)), (), "no samples"),
+        (lambda d: _write_wav(d / "nan.wav", np.array([0.1, np.nan])), (), "NaN/Inf"),
+        (lambda d: _write_wav(d / "ok.wav", np.ones(99) * 0.1), ("--checkpoint", "7"), "no chec"),
+        (lambda d: _write_wav(d / "ok.wav", np.ones(99) * 0.1), ("--checkpoint", "x"), "use best"),
+        (
+            lambda d: _write_wav(d / "ok.wav", np.ones(99) * 0.1),
+            ("--overlap-seconds", "3"),
+            "at most half of --chunk-seconds",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(workdir, tmp_path, capsys, make_input, extra, message):
+    path = make_input(tmp_path)
+    status, out, err = run_cli(
+        capsys, "separate", path, "--workdir", workdir, "-o", tmp_path / "out", *extra
+    )
+    assert status == 2 and out == ""
+    assert err.startswith("jaxspeech separate: error: ") and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_workdir_is_reported(tmp_path, capsys):
+    path = _write_wav(tmp_path / "ok.wav", np.ones(99) * 0.1)
+    status, _, err = run_cli(capsys, "separate", path, "--workdir", tmp_path / "nope", "-o", "x")
+    assert status == 2 and "config.json not found" in err
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["separate", "mix.wav"])  # no --workdir, no -o
+    assert exit_info.value.code == 2
+    assert "--workdir" in capsys.readouterr().err
+
+
+def test_python_dash_m_entry_point(tmp_path):
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "jaxspeech.cli", "separate", tmp_path / "gone.flac"),
+            *("--workdir", tmp_path, "-o", tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"jaxspeech separate: error: {tmp_path}/gone.flac: " + (
+        "no such file; check the path"
+    )
+
+
+def _write(path: pathlib.Path, data: bytes) -> pathlib.Path:
+    path.write_bytes(data)
+    return path
+
+
+def _write_wav(path: pathlib.Path, samples: np.ndarray) -> pathlib.Path:
+    sf.write(path, np.asarray(samples, np.float32), 8000, subtype="FLOAT")
+    return path
