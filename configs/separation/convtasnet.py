@@ -30,7 +30,7 @@ def get_config(variant: str = "") -> Config:
         task="separation",
         model=ConvTasNetConfig(),
         data=MixtureDataConfig(
-            root=(str(data_root / "librispeech"), str(data_root / "fsdd")),
+            root=(str(data_root / "librispeech"), str(data_root / "fsdd" / "recordings")),
             mixture=MixtureConfig(n_src=2, sample_rate=8000, segment_seconds=4.0),
             split_fractions=(0.6, 0.2, 0.2),
         ),
