@@ -16,7 +16,6 @@ from jaxspeech.dsp import cmvn, log_magnitude, stft
 from jaxspeech.errors import ConfigError, ShapeError
 from jaxspeech.losses import si_snr
 from jaxspeech.models.dpcl import (
-    BLSTM,
     DeepClustering,
     dpcl_loss,
     dpcl_targets,
@@ -24,6 +23,7 @@ from jaxspeech.models.dpcl import (
     silence_weights,
 )
 from jaxspeech.models.kmeans import kmeans, kmeans_plusplus, lloyd
+from jaxspeech.models.rnn import BLSTM
 
 SMALL = dict(embedding_dim=6, hidden=8, layers=2)
 FEATURE_SHAPE = (2, 12, 17)  # [B, T, F]

@@ -9,13 +9,12 @@ import pytest
 
 from jaxspeech.errors import ConfigError
 from jaxspeech.models.masknet import (
-    LSTM,
     LSTMMaskNet,
     TCNMaskNet,
-    lstm_gates,
     macs_per_frame,
     param_count,
 )
+from jaxspeech.models.rnn import BLSTM, LSTM, lstm_gates
 from jaxspeech.models.tcn import TemporalConvNet
 
 FREQS, FRAMES, FEATURES = 9, 12, 9
@@ -42,9 +41,8 @@ def features():
     return jax.random.normal(jax.random.PRNGKey(0), (2, FRAMES, FEATURES))
 
 
-@pytest.mark.parametrize("reverse", [False, True])
-def test_lstm_matches_numpy_loop(features, reverse):
-    layer = LSTM(5, reverse=reverse)
+def test_lstm_matches_numpy_loop(features):
+    layer = LSTM(5)
     params = layer.init(jax.random.PRNGKey(1), features)["params"]
     out, (cell, hidden) = layer.apply({"params": params}, features)
     expected = numpy_lstm(
@@ -52,14 +50,31 @@ def test_lstm_matches_numpy_loop(features, reverse):
         np.asarray(params["input"]["kernel"], np.float64),
         np.asarray(params["input"]["bias"], np.float64),
         np.asarray(params["recurrent"], np.float64),
-        reverse,
     )
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
-    last = 0 if reverse else -1
-    np.testing.assert_allclose(hidden, expected[:, last], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(hidden, expected[:, -1], rtol=1e-5, atol=1e-5)
     assert cell.shape == (2, 5)
     # forget-gate bias starts at one, the other gates at zero
     np.testing.assert_array_equal(params["input"]["bias"], np.repeat([0.0, 1.0, 0.0, 0.0], 5))
+
+
+def test_blstm_matches_numpy_loops_both_ways(features):
+    layer = BLSTM(5)
+    params = jax.tree.map(
+        lambda p: np.asarray(p, np.float64),
+        layer.init(jax.random.PRNGKey(2), features)["params"],
+    )
+    params["input"]["bias"] = np.random.default_rng(0).normal(size=params["input"]["bias"].shape)
+    out = layer.apply({"params": params}, features)
+    x = np.asarray(features, np.float64)
+    kernel, bias, recurrent = (
+        params["input"]["kernel"],
+        params["input"]["bias"],
+        params["recurrent"],
+    )
+    forward = numpy_lstm(x, kernel[:, 0], bias[0], recurrent[0])
+    backward = numpy_lstm(x, kernel[:, 1], bias[1], recurrent[1], reverse=True)
+    np.testing.assert_allclose(out, np.concatenate([forward, backward], -1), rtol=1e-5, atol=1e-5)
 
 
 def test_lstm_gates_saturate_as_expected():
@@ -103,10 +118,11 @@ def test_streaming_frame_by_frame_equals_offline(causal_lstm, features):
 def test_bidirectional_sees_the_future_and_has_no_carry(features):
     net = LSTMMaskNet(FREQS, hidden=4, layers=1, bidirectional=True)
     variables = net.init(jax.random.PRNGKey(3), features)
-    assert set(variables["params"]) == {"lstm_0", "lstm_0_reverse", "mask"}
+    assert set(variables["params"]) == {"blstm_0", "mask"}
     mask = net.apply(variables, features)
-    other = net.apply(variables, features.at[:, -1].add(5.0))
-    assert np.abs(np.asarray(other[:, 0] - mask[:, 0])).max() > 1e-4
+    # Changing one frame changes the mask of the frame before it (the backward direction).
+    other = net.apply(variables, features.at[:, FRAMES // 2].add(5.0))
+    assert np.abs(np.asarray(other[:, FRAMES // 2 - 1] - mask[:, FRAMES // 2 - 1])).max() > 1e-4
     with pytest.raises(ConfigError, match="bidirectional"):
         net.apply(variables, features, method="with_carry")
 

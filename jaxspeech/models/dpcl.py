@@ -2,14 +2,7 @@
 time-frequency bin of the mixture; the affinity loss ``‖VVᵀ − YYᵀ‖²`` pulls bins dominated by
 the same source together; at inference k-means on the embeddings gives binary masks.
 
-The bidirectional LSTM is written as one ``lax.scan`` per layer that runs both directions at
-once, with the input projection of every frame and both directions done as one matmul before
-the scan. On the 2-core CPU (batch 4 × 100 frames × 129 bins, 2 layers, forward + backward,
-medians of 20 interleaved runs on a shared machine) it was 1.4–1.6× faster than
-``nn.Bidirectional`` of two ``nn.RNN(nn.OptimizedLSTMCell)``: 16 vs 22 ms at 64 units, 579 vs
-935 ms at 300 units; two separate ``nn.RNN`` passes (one ``reverse=True``) time the same as
-``nn.Bidirectional``. The gates and cell state are those of ``nn.OptimizedLSTMCell`` (order
-i, f, g, o; same initialisers), which the tests check output for output.
+The BLSTM layers are ``jaxspeech.models.rnn.BLSTM``.
 """
 
 from __future__ import annotations
@@ -21,61 +14,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
-from jax import lax
 
 from jaxspeech import losses
 from jaxspeech.dsp import istft, log_magnitude, magnitude, stft
 from jaxspeech.errors import ConfigError, ShapeError
 from jaxspeech.masks import apply_mask
 from jaxspeech.models.kmeans import kmeans
+from jaxspeech.models.rnn import BLSTM
 
 ACTIVATIONS = ("tanh", None)
-
-
-def _orthogonal_per_gate(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32):
-    """Recurrent kernel ``[directions, H, 4H]``: an orthogonal ``H × H`` block per direction
-    and gate, as ``nn.OptimizedLSTMCell`` initialises its four recurrent kernels."""
-    directions, hidden, _ = shape
-    keys = jax.random.split(key, directions * 4)
-    blocks = jax.vmap(lambda k: nn.initializers.orthogonal()(k, (hidden, hidden), dtype))(keys)
-    return blocks.reshape(directions, 4, hidden, hidden).transpose(0, 2, 1, 3).reshape(shape)
-
-
-class BLSTM(nn.Module):
-    """One bidirectional LSTM layer ``[B, T, F_in] -> [B, T, 2·hidden]`` (forward, backward).
-
-    Parameters: ``input`` (kernel ``[F_in, 2, 4H]``, bias ``[2, 4H]``) and ``recurrent``
-    ``[2, H, 4H]``, direction 0 forward and 1 backward, gates i, f, g, o along the last axis.
-    Matmuls run in ``dtype``; gates and cell state in float32.
-    """
-
-    hidden: int
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        hidden, dtype = self.hidden, self.dtype
-        batch = x.shape[0]
-        gates_in = nn.DenseGeneral((2, 4 * hidden), dtype=dtype, name="input")(x)  # [B,T,2,4H]
-        recurrent = self.param("recurrent", _orthogonal_per_gate, (2, hidden, 4 * hidden))
-        recurrent = recurrent.astype(dtype)
-        # Time-major, the backward direction's frames reversed: [T, 2, B, 4H].
-        steps = jnp.stack([gates_in[:, :, 0], gates_in[:, ::-1, 1]]).transpose(2, 0, 1, 3)
-
-        def step(carry, gates_t):
-            cell, state = carry
-            gates = gates_t.astype(jnp.float32) + jnp.einsum(
-                "dbh,dhk->dbk", state.astype(dtype), recurrent
-            ).astype(jnp.float32)
-            i, f, g, o = jnp.split(gates, 4, axis=-1)
-            cell = jax.nn.sigmoid(f) * cell + jax.nn.sigmoid(i) * jnp.tanh(g)
-            state = jax.nn.sigmoid(o) * jnp.tanh(cell)
-            return (cell, state), state.astype(dtype)
-
-        zeros = jnp.zeros((2, batch, hidden), jnp.float32)
-        _, states = lax.scan(step, (zeros, zeros), steps)  # [T, 2, B, H]
-        both = jnp.concatenate([states[:, 0], states[::-1, 1]], axis=-1)  # [T, B, 2H]
-        return both.transpose(1, 0, 2)
 
 
 class DeepClustering(nn.Module):
