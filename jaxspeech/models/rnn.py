@@ -70,8 +70,11 @@ def _orthogonal_per_gate(key: jax.Array, shape: tuple[int, ...], dtype: Any = jn
     """Recurrent kernel ``[directions, H, 4H]``: an orthogonal ``H × H`` block per direction
     and gate, as ``nn.OptimizedLSTMCell`` initialises its four recurrent kernels."""
     directions, hidden, _ = shape
+    # One QR per block, not a vmapped (batched) QR: a batched QR inside a computation
+    # replicated over several CPU devices deadlocked XLA (jax 0.10.2, 8 simulated devices).
+    orthogonal = nn.initializers.orthogonal()
     keys = jax.random.split(key, directions * 4)
-    blocks = jax.vmap(lambda k: nn.initializers.orthogonal()(k, (hidden, hidden), dtype))(keys)
+    blocks = jnp.stack([orthogonal(k, (hidden, hidden), dtype) for k in keys])
     return blocks.reshape(directions, 4, hidden, hidden).transpose(0, 2, 1, 3).reshape(shape)
 
 
