@@ -1,7 +1,10 @@
-"""The `jaxspeech` command line, end to end on a briefly trained separation workdir."""
+"""The `jaxspeech` command line, end to end on briefly trained separation and enhancement
+workdirs."""
 
 from __future__ import annotations
 
+import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -28,6 +31,25 @@ TRAIN_OVERRIDES = (
     "model.repeats=1",
 )
 RECIPE = pathlib.Path(__file__).resolve().parents[1] / "configs/separation/convtasnet.py"
+ENHANCE_RECIPE = RECIPE.parents[1] / "enhancement/distill.py"
+#: The distill recipe's student stage (causal LSTM), 2 steps on 0.25 s crops, 8 hidden units.
+ENHANCE_OVERRIDES = (
+    "train.steps=2",
+    "train.checkpoint_every=2",
+    "train.eval_every=2",
+    "train.batch_size=8",
+    "data.valid_size=8",
+    "data.mixture.segment_seconds=0.25",
+    "model.features.stats_batches=1",
+    "model.estimator.hidden=8",
+)
+#: Trains one stage of a recipe: argv = recipe, stage index, workdir, overrides.
+TRAIN_STAGE = """
+import sys
+from jaxspeech.train import config, loop, stages
+stage = stages.load_recipe(sys.argv[1]).stages[int(sys.argv[2])].config
+loop.run(config.apply_overrides(stage, sys.argv[4:]), sys.argv[3])
+"""
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +66,41 @@ def workdir(tmp_path_factory, shared_data) -> pathlib.Path:
 @pytest.fixture(scope="session")
 def trained(workdir):
     """`(task, params, sample_rate)` of the best checkpoint."""
-    return cli.load_trained_model(str(workdir), "best")
+    task, params, _, rate = cli.load_trained_model(str(workdir), "best")
+    return task, params, rate
+
+
+@pytest.fixture(scope="session")
+def enhance_workdir(tmp_path_factory, shared_data) -> pathlib.Path:
+    """A distill-recipe workdir (``stages.json``: teacher, student, baseline) in which only
+    the student stage is trained, without a teacher. In a subprocess on one device, as
+    ``train.py`` runs by default."""
+    path = tmp_path_factory.mktemp("enhancement_run")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["JAXSPEECH_DATA"] = str(shared_data)
+    subprocess.run(
+        [
+            *(sys.executable, "-c", TRAIN_STAGE, f"{ENHANCE_RECIPE}:smoke", "1"),
+            *(path / "student", *ENHANCE_OVERRIDES),
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=300,
+    )
+    (path / "stages.json").write_text(json.dumps({"stages": ["teacher", "student", "baseline"]}))
+    return path
+
+
+@pytest.fixture(scope="session")
+def enhancer(enhance_workdir):
+    """`(task, params, model_state, sample_rate)` of the student's best checkpoint."""
+    return cli.load_trained_model(str(enhance_workdir / "student"), "best")
+
+
+def limit_peak(wav: np.ndarray) -> np.ndarray:
+    peak = np.abs(wav).max()
+    return wav * min(1.0, cli.OUTPUT_PEAK / peak)
 
 
 def run_cli(capsys, *argv) -> tuple[int, str, str]:
@@ -190,3 +246,102 @@ def _write(path: pathlib.Path, data: bytes) -> pathlib.Path:
 def _write_wav(path: pathlib.Path, samples: np.ndarray) -> pathlib.Path:
     sf.write(path, np.asarray(samples, np.float32), 8000, subtype="FLOAT")
     return path
+
+
+def test_enhance_long_file_in_chunks(shared_data, enhancer, enhance_workdir, tmp_path, capsys):
+    """A 16 kHz ARCTIC sentence in 1 s chunks, from the default stage (the student)."""
+    source = shared_data / "arctic/cmu_arctic_us_aew_a0001.wav"
+    output = tmp_path / "clean.wav"
+    status, out, err = run_cli(
+        capsys, "enhance", source, "--workdir", enhance_workdir, "-o", output,
+        "--chunk-seconds", "1", "--overlap-seconds", "0.25",
+    )  # fmt: skip
+    assert status == 0, err
+    assert out.splitlines() == [str(output)]
+    task, params, model_state, rate = enhancer
+    noisy, _ = audio.load(source)
+    assert noisy.size > 2 * rate  # several chunks
+    written = read_outputs([output], rate)[0]
+    chunked = infer.separate_long(
+        task.enhance_chunks, (params, model_state), noisy, chunk=rate, overlap=rate // 4
+    )[0]
+    np.testing.assert_allclose(written, limit_peak(chunked), atol=1.5 / 2**15)
+    # chunking changes little: close to the whole file enhanced in one call
+    whole = task.enhance_waveform(params, model_state, noisy, rate)
+    residual = np.sum((chunked - whole) ** 2) / np.sum(whole**2)
+    assert residual < 1e-2
+    assert np.abs(whole - noisy).max() > 1e-3  # the mask does something
+
+
+def test_enhance_resampled_stereo_file(shared_data, enhancer, enhance_workdir, tmp_path, capsys):
+    """An 8 kHz FSDD digit made stereo: downmixed, resampled to 16 kHz, one model call."""
+    digit, file_rate = audio.load(shared_data / "fsdd/recordings/3_jackson_5.wav")
+    stereo = np.stack([digit, 0.5 * np.roll(digit, 40)])
+    path = tmp_path / "digit.wav"
+    sf.write(path, stereo.T, file_rate)
+    output = tmp_path / "out" / "digit.flac"
+    status, _, err = run_cli(
+        capsys, "enhance", path, "--workdir", enhance_workdir, "--stage", "student", "-o", output
+    )
+    assert status == 0, err
+    task, params, model_state, rate = enhancer
+    assert file_rate == 8000 and rate == 16000
+    written, written_rate = sf.read(output, dtype="float32")
+    assert written_rate == rate and written.size == 2 * digit.size
+    stereo, _ = audio.load(path, mono=False)  # as written (16-bit)
+    expected = task.enhance_waveform(params, model_state, stereo, file_rate)
+    np.testing.assert_allclose(written, limit_peak(expected), atol=1.5 / 2**15)
+
+
+def test_enhance_silence_gives_silence(enhance_workdir, tmp_path, capsys):
+    path = _write_wav(tmp_path / "quiet.wav", np.zeros(4000))
+    status, _, err = run_cli(
+        capsys, "enhance", path, "--workdir", enhance_workdir / "student", "-o", tmp_path / "o.wav"
+    )
+    assert status == 0, err
+    np.testing.assert_array_equal(sf.read(tmp_path / "o.wav")[0], 0.0)
+
+
+def test_enhance_default_stage_is_the_last_without_a_student(enhance_workdir, tmp_path):
+    other = tmp_path / "recipe"
+    other.mkdir()
+    (other / "final").symlink_to(enhance_workdir / "student")
+    (other / "stages.json").write_text(json.dumps({"stages": ["first", "final"]}))
+    assert cli.stage_workdir(str(other), None) == other / "final"
+    assert cli.stage_workdir(str(enhance_workdir), None) == enhance_workdir / "student"
+
+
+@pytest.mark.parametrize(
+    "make_input, extra, message",
+    [
+        (lambda d: d / "missing.wav", (), "missing.wav: no such file"),
+        (lambda d: _write_wav(d / "empty.wav", np.zeros(0)), (), "no samples"),
+        (lambda d: _write_wav(d / "nan.wav", np.array([0.1, np.inf])), (), "NaN/Inf"),
+        (lambda d: _write_wav(d / "short.wav", np.ones(99) * 0.1), (), "short.wav: 198 samples"),
+        (lambda d: _write_wav(d / "ok.wav", np.ones(999)), ("--stage", "nope"), "use one of"),
+        (lambda d: _write_wav(d / "ok.wav", np.ones(999)), ("--stage", "teacher"), "not been"),
+        (lambda d: _write_wav(d / "ok.wav", np.ones(999)), ("--chunk-seconds", "0.01"), "half"),
+    ],
+)
+def test_enhance_bad_input_is_one_line_and_exit_2(
+    enhance_workdir, tmp_path, capsys, make_input, extra, message
+):
+    path = make_input(tmp_path)
+    status, out, err = run_cli(
+        capsys, "enhance", path, "--workdir", enhance_workdir, "-o", tmp_path / "o.wav", *extra
+    )
+    assert status == 2 and out == ""
+    assert err.startswith("jaxspeech enhance: error: ") and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "o.wav").exists()
+
+
+def test_enhance_needs_an_enhancement_run(workdir, enhance_workdir, tmp_path, capsys):
+    path = _write_wav(tmp_path / "ok.wav", np.ones(999) * 0.1)
+    status, _, err = run_cli(capsys, "enhance", path, "--workdir", workdir, "-o", tmp_path / "o")
+    assert status == 2 and "is a 'separation' run" in err
+    single = enhance_workdir / "student"
+    status, _, err = run_cli(
+        capsys, "enhance", path, "--workdir", single, "--stage", "student", "-o", tmp_path / "o"
+    )
+    assert status == 2 and "is a single run" in err

@@ -120,9 +120,10 @@ def test_snr_groups():
 
 @pytest.fixture(scope="module")
 def distill_run(shared_data, tmp_path_factory):
-    """The smoke distill recipe, two steps per stage, through train.py and evaluate.py."""
+    """The smoke distill recipe, two steps per stage, through train.py and evaluate.py, on the
+    eight simulated devices the test session's XLA_FLAGS give (the multi-device path)."""
     workdir = tmp_path_factory.mktemp("distill")
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = dict(os.environ)
     env["JAXSPEECH_DATA"] = str(shared_data)
     overrides = [
         "--config.train.steps=2",
@@ -172,9 +173,10 @@ def student(distill_run):
 @pytest.mark.slow
 def test_feature_stats_are_saved_and_restored(student):
     task, _, model_state = student
-    mean, std = task.feature_stats
-    np.testing.assert_array_equal(np.asarray(model_state["feature_mean"]), mean)
-    np.testing.assert_array_equal(np.asarray(model_state["feature_std"]), std)
+    mean, std = task.feature_stats  # recomputed in this process from the training data
+    # Equal up to float32 rounding: XLA's CPU reductions need not round alike in two processes.
+    np.testing.assert_allclose(np.asarray(model_state["feature_mean"]), mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(model_state["feature_std"]), std, rtol=1e-5, atol=1e-6)
     assert mean.shape == (257,) and np.all(std > 0) and np.all(mean < 0)
 
 

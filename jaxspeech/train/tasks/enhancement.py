@@ -157,10 +157,11 @@ class Task:
 
     # --- numerics (pure jnp) ---------------------------------------------------------------
 
-    def spectrum(self, wav: jax.Array) -> jax.Array:
-        """Complex STFT ``[..., frames, n_freqs]`` of ``wav [..., samples]``."""
+    def spectrum(self, wav: jax.Array, center: bool = True) -> jax.Array:
+        """Complex STFT ``[..., frames, n_freqs]`` of ``wav [..., samples]`` (``center``: as
+        ``dsp.stft``; False for the causal framing of ``jaxspeech.stream``)."""
         window = self.config.model.features.window
-        return dsp.stft(wav, self.n_fft, self.hop, window=window)
+        return dsp.stft(wav, self.n_fft, self.hop, window=window, center=center)
 
     def features(self, spec: jax.Array, model_state) -> jax.Array:
         """Normalised log-magnitude features ``[..., frames, n_freqs]`` of a noisy STFT."""
@@ -175,11 +176,13 @@ class Task:
             return masks.ibm(clean_mag, noise_mag, cfg.ibm_lc_db)
         return masks.irm(clean_mag, noise_mag, cfg.irm_beta)
 
-    def resynthesise(self, spec: jax.Array, mask: jax.Array, length: int) -> jax.Array:
+    def resynthesise(
+        self, spec: jax.Array, mask: jax.Array, length: int, center: bool = True
+    ) -> jax.Array:
         """``ISTFT(mask · spec)`` with the noisy phase, ``[..., length]``."""
         window = self.config.model.features.window
         masked = masks.apply_mask(spec, mask)
-        return dsp.istft(masked, self.n_fft, self.hop, window=window, length=length)
+        return dsp.istft(masked, self.n_fft, self.hop, window=window, center=center, length=length)
 
     def mask(self, params, model_state, noisy: jax.Array) -> tuple[jax.Array, jax.Array]:
         """``(mask, noisy STFT)``, both ``[B, frames, n_freqs]``, for ``noisy [B, samples]``."""
@@ -191,16 +194,24 @@ class Task:
         mask, spec = self.mask(params, model_state, noisy)
         return self.resynthesise(spec, mask, noisy.shape[-1])
 
+    def enhance_chunks(self, variables, chunks: jax.Array) -> jax.Array:
+        """``enhance`` as an ``infer.separate_long`` model: ``variables = (params,
+        model_state)``, ``chunks [B, C] -> [B, 1, C]`` (one source)."""
+        params, model_state = variables
+        return self.enhance(params, model_state, chunks)[:, None]
+
     # --- the Task protocol -----------------------------------------------------------------
 
     def init_model(self, rng: jax.Array):
         frames = 1 + self.mixture.num_samples // self.hop
         features = jnp.zeros((1, frames, self.n_freqs), jnp.float32)
         params = self.model.init(rng, features)["params"]
-        # A host callback: eval_shape (restoring a checkpoint) never reads the training data.
-        stats_shape = jax.ShapeDtypeStruct((self.n_freqs,), jnp.float32)
-        mean, std = jax.pure_callback(lambda: self.feature_stats, (stats_shape, stats_shape))
-        return params, {"feature_mean": mean, "feature_std": std}
+        # Computed eagerly while tracing (once; cached) and embedded as constants, so the
+        # statistics' own jitted computations never run inside the replicated init. Restoring
+        # a checkpoint recomputes them through eval_shape before loading the saved values.
+        with jax.ensure_compile_time_eval():
+            mean, std = self.feature_stats
+        return params, {"feature_mean": jnp.asarray(mean), "feature_std": jnp.asarray(std)}
 
     @functools.cached_property
     def feature_stats(self) -> tuple[np.ndarray, np.ndarray]:
@@ -317,15 +328,12 @@ class Task:
 
     # --- files -----------------------------------------------------------------------------
 
-    def enhance_waveform(
-        self, params, model_state, wav: np.ndarray, sample_rate: int, source="audio"
-    ):
-        """Enhances one recording ``[samples]`` or ``[channels, samples]`` at any rate.
+    def prepare_waveform(self, wav: np.ndarray, sample_rate: int, source="audio") -> np.ndarray:
+        """One recording ``[samples]`` or ``[channels, samples]`` at any rate as the model's
+        input: mono (channel mean) ``[samples']`` float32 at the model's rate.
 
-        Multichannel input is downmixed (channel mean) and other rates are resampled to the
-        model's; the result is mono ``[samples']`` at the model's rate. All-zero input gives
-        all-zero output. Raises ``EmptyAudioError`` / ``NonFiniteAudioError`` (via
-        ``audio.validate``) and ``TooShortError`` (under half a window).
+        Raises ``EmptyAudioError`` / ``NonFiniteAudioError`` (via ``audio.validate``) and
+        ``TooShortError`` (under half a window), naming ``source``.
         """
         wav = audio.validate(np.asarray(wav, np.float32), source)
         if wav.ndim == 2:
@@ -337,6 +345,15 @@ class Task:
                 f"{source}: {wav.shape[-1]} samples at {self.sample_rate} Hz; enhancement needs "
                 f"more than {self.n_fft // 2} (half an STFT window); pass a longer recording"
             )
+        return wav
+
+    def enhance_waveform(
+        self, params, model_state, wav: np.ndarray, sample_rate: int, source="audio"
+    ):
+        """Enhances one recording (``prepare_waveform``, then ``enhance`` in one call); the
+        result is mono ``[samples']`` at the model's rate. All-zero input gives all-zero
+        output."""
+        wav = self.prepare_waveform(wav, sample_rate, source)
         return np.asarray(jax.jit(self.enhance)(params, model_state, wav[None]))[0]
 
 
