@@ -303,12 +303,12 @@ def test_load_asteroid_layout(rng, tiny_params, causal):
 
 # ------------------------------------------------- parity with Asteroid (parity extra)
 
+PARITY_REASON = "torch + asteroid not installed: run bench/setup_parity.sh, then .venv-parity"
+
 
 def asteroid_model(**kwargs):
-    torch = pytest.importorskip("torch", reason="parity extra (torch + asteroid) not installed")
-    models = pytest.importorskip(
-        "asteroid.models", reason="parity extra (torch + asteroid) not installed"
-    )
+    torch = pytest.importorskip("torch", reason=PARITY_REASON)
+    models = pytest.importorskip("asteroid.models", reason=PARITY_REASON)
     torch.manual_seed(0)
     model = models.ConvTasNet(**kwargs).eval()
     with torch.no_grad():  # random gains, biases and slopes, so no layer is an identity
