@@ -8,6 +8,7 @@ import pkgutil
 from typing import Any
 
 from jaxspeech.errors import ConfigError
+from jaxspeech.train.task import Task
 
 
 def available() -> list[str]:
@@ -15,7 +16,7 @@ def available() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(__path__))
 
 
-def get_task_class(name: str) -> type:
+def get_task_class(name: str) -> type[Task]:
     """The ``Task`` class for ``name`` (registry name or ``"module:Class"``)."""
     module_name, _, class_name = name.partition(":")
     if not class_name:
@@ -31,6 +32,7 @@ def get_task_class(name: str) -> type:
         raise ConfigError(f"cannot load task {name!r}: {err}") from err
 
 
-def make_task(config: Any) -> Any:
-    """Builds the task named by ``config.task`` from the whole config."""
+def make_task(config: Any) -> Task:
+    """Builds the task named by ``config.task`` from the whole config; it follows the
+    :class:`jaxspeech.train.task.Task` protocol."""
     return get_task_class(config.task)(config)
