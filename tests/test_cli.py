@@ -182,6 +182,13 @@ def test_separate_long_resampled_stereo_file(shared_data, trained, workdir, tmp_
     )
 
 
+def assert_one_line_error(status: int, out: str, err: str, command: str, message: str) -> None:
+    """Bad input: exit status 2, nothing on stdout, one error line naming ``message``."""
+    assert status == 2 and out == ""
+    assert err.startswith(f"jaxspeech {command}: error: ") and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
 @pytest.mark.parametrize(
     "make_input, extra, message",
     [
@@ -203,9 +210,7 @@ def test_bad_input_is_one_line_and_exit_2(workdir, tmp_path, capsys, make_input,
     status, out, err = run_cli(
         capsys, "separate", path, "--workdir", workdir, "-o", tmp_path / "out", *extra
     )
-    assert status == 2 and out == ""
-    assert err.startswith("jaxspeech separate: error: ") and message in err
-    assert err.count("\n") == 1 and "Traceback" not in err
+    assert_one_line_error(status, out, err, "separate", message)
     assert not (tmp_path / "out").exists()
 
 
@@ -330,9 +335,7 @@ def test_enhance_bad_input_is_one_line_and_exit_2(
     status, out, err = run_cli(
         capsys, "enhance", path, "--workdir", enhance_workdir, "-o", tmp_path / "o.wav", *extra
     )
-    assert status == 2 and out == ""
-    assert err.startswith("jaxspeech enhance: error: ") and message in err
-    assert err.count("\n") == 1 and "Traceback" not in err
+    assert_one_line_error(status, out, err, "enhance", message)
     assert not (tmp_path / "o.wav").exists()
 
 
