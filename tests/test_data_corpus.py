@@ -11,6 +11,7 @@ from jaxspeech.data.corpus import (
     audio_files,
     group_by_speaker,
     scan_corpus,
+    speaker_genders,
     split_speakers,
 )
 from jaxspeech.errors import AudioFileError, ConfigError
@@ -91,6 +92,38 @@ def test_split_sizes_cover_all_speakers(n_speakers, fractions, sizes):
     assert sum(len(v) for v in splits.values()) == 2 * n_speakers  # utterances follow speakers
 
 
+def test_split_gives_every_split_its_share_of_each_gender():
+    genders = ["F"] * 5 + ["M"] * 5 + [None] * 6
+    utts = [
+        Utterance(f"/{s:03d}/0.wav", f"spk{s:03d}", None, 100, 8000, g)
+        for s, g in enumerate(genders)
+    ]
+    for seed in range(5):
+        splits = split_speakers(utts, (0.6, 0.2, 0.2), seed)
+        counts = {k: sorted(str(u.gender) for u in v) for k, v in splits.items()}
+        assert counts["valid"] == counts["test"] == ["F", "M", "None"]
+        assert counts["train"] == ["F"] * 3 + ["M"] * 3 + ["None"] * 4
+    shuffled = {
+        seed: {u.speaker for u in split_speakers(utts, (0.6, 0.2, 0.2), seed)["test"]}
+        for seed in range(5)
+    }
+    assert len({frozenset(v) for v in shuffled.values()}) > 1  # the seed still shuffles
+
+
+def test_speaker_genders_from_a_table_above_the_root(tmp_path):
+    (tmp_path / "LibriSpeech" / "dev" / "84" / "121").mkdir(parents=True)
+    (tmp_path / "LibriSpeech" / "SPEAKERS.TXT").write_text(
+        ";ID |SEX| SUBSET |MINUTES| NAME\n84   | F | dev-clean | 8.02 | Christie Nowak\n"
+        "174  | M | dev-clean | 8.04 | Peter Eastman\n"
+    )
+    sf.write(
+        tmp_path / "LibriSpeech" / "dev" / "84" / "121" / "84-121-0000.flac", np.zeros(800), 8000
+    )
+    assert speaker_genders(tmp_path / "LibriSpeech" / "dev") == {"84": "F", "174": "M"}
+    (utt,) = scan_corpus(tmp_path / "LibriSpeech" / "dev")
+    assert (utt.speaker, utt.gender) == ("84", "F")
+
+
 def test_split_errors():
     with pytest.raises(ConfigError, match="cannot fill 3"):
         split_speakers(_fake(2))
@@ -120,6 +153,9 @@ def test_real_scan(shared_data, real_corpus):
     assert first.num_samples == sf.info(first.path).frames
     assert all(u.path.split("/")[-2] == u.speaker for u in libri)
     assert real_corpus == sorted(real_corpus)
+    assert {u.speaker for u in libri if u.gender == "F"} == {*"1998 3080 3331 367 533".split()}
+    assert {u.speaker for u in libri if u.gender == "M"} == {*"1688 2033 2414 2609 3005".split()}
+    assert {u.gender for u in fsdd} == {None}
     assert scan_corpus(shared_data / "fsdd" / "recordings") == fsdd
 
 

@@ -179,6 +179,8 @@ def test_bad_pipeline_inputs(data, tmp_path):
         mixture_dataset(CFG, utts, noises, rirs, 0, 4, process_index=2, process_count=2)
     with pytest.raises(ConfigError, match="no utterances"):
         mixture_dataset(CFG, [], noises, rirs, 0, 4)
+    with pytest.raises(ConfigError, match="sampling='speakers'"):
+        mixture_dataset(CFG, utts, noises, rirs, 0, 4, sampling="speakers")
     with pytest.raises(ConfigError, match="seed"):
         mixture_dataset(CFG, utts, noises, rirs, -1, 4)
     with pytest.raises(ConfigError, match="n must be"):
@@ -233,3 +235,21 @@ def test_mixture_data_splits_sets_and_errors(shared_data):
 
 def _arrays_of(example):
     return {k: v for k, v in example.items() if k != "info"}
+
+
+@pytest.mark.parametrize(("sampling", "expected"), [("utterance", 48), ("speaker", None)])
+def test_sampling_weighs_speakers_or_utterances(shared_data, sampling, expected):
+    """12 files of one speaker and 1 of each of four others, 4 epochs of 16 mixtures."""
+    groups = group_by_speaker(scan_corpus(shared_data / "fsdd" / "recordings"))
+    heavy = groups["george"][:12]
+    utts = heavy + [groups[s][0] for s in ("jackson", "lucas", "nicolas", "theo")]
+    cfg = MixtureConfig(n_src=1, sample_rate=8000, segment_seconds=2.4)
+    ds = mixture_dataset(cfg, utts, [], [], 0, batch_size=4, num_epochs=4, sampling=sampling)
+    heavy_signatures = np.array([_signature(load(u.path)[0]) for u in heavy])
+    firsts = [src for batch in ds for src in batch["sources"][:, 0]]
+    assert len(firsts) == 64
+    n_heavy = sum(np.min(np.abs(heavy_signatures / _signature(x) - 1)) < 1e-4 for x in firsts)
+    if expected is not None:
+        assert n_heavy == expected
+    else:  # one speaker in five: 12.8 expected, far below the 48 of utterance sampling
+        assert 4 <= n_heavy <= 24

@@ -8,6 +8,10 @@ Supported layouts (detected per root folder):
   root one level up (``LibriSpeech/`` holding ``train-clean-100/``, ``dev-clean/``) works too.
 * flat, Free-Spoken-Digit style: ``root/<label>_<speaker>_<n>.wav`` (the label is the digit).
 
+Speaker genders come from LibriSpeech's ``SPEAKERS.TXT`` (``ID | SEX | ...``) when one lies in
+the root, below it or in a folder above it; ``split_speakers`` uses them to give every split
+the same mix of female and male voices.
+
 Only the file headers are read (``soundfile``), so scanning thousands of files takes well under
 a second.
 """
@@ -30,6 +34,7 @@ SPLITS = ("train", "valid", "test")
 
 _LIBRISPEECH_NAME = re.compile(r"^(?P<speaker>\d+)-(?P<chapter>\d+)-(?P<utterance>\d+)$")
 _FLAT_NAME = re.compile(r"^(?P<label>[^_]+)_(?P<speaker>[^_]+)_(?P<n>\d+)$")
+_SPEAKER_TABLE = "SPEAKERS.TXT"
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -42,6 +47,7 @@ class Utterance:
       label: what is said when the corpus names it (the digit for spoken digits), else None.
       num_samples: length at the file's own rate.
       sample_rate: the file's sample rate (Hz).
+      gender: "F" or "M" when the corpus metadata says, else None.
     """
 
     path: str
@@ -49,6 +55,7 @@ class Utterance:
     label: str | None
     num_samples: int
     sample_rate: int
+    gender: str | None = None
 
     @property
     def seconds(self) -> float:
@@ -106,6 +113,21 @@ def _speaker_and_label(root: pathlib.Path, path: str) -> tuple[str, str | None]:
     return rel.parts[0], None
 
 
+def speaker_genders(root: str | os.PathLike) -> dict[str, str]:
+    """``{speaker: "F" | "M"}`` from every LibriSpeech ``SPEAKERS.TXT`` in, below or above
+    ``root`` (lines ``ID | SEX | ...``; ``;`` starts a comment)."""
+    root = pathlib.Path(root).resolve()
+    tables = [d / _SPEAKER_TABLE for d in root.parents if (d / _SPEAKER_TABLE).is_file()]
+    tables += sorted(root.rglob(_SPEAKER_TABLE))
+    genders = {}
+    for table in tables:
+        for line in table.read_text(errors="replace").splitlines():
+            fields = [f.strip() for f in line.split("|")]
+            if len(fields) >= 2 and not line.startswith(";") and fields[1] in ("F", "M"):
+                genders[fields[0]] = fields[1]
+    return genders
+
+
 def scan_corpus(roots: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Utterance]:
     """Finds every utterance below one root or several (e.g. LibriSpeech and FSDD together).
 
@@ -123,10 +145,13 @@ def scan_corpus(roots: str | os.PathLike | Iterable[str | os.PathLike]) -> list[
         raise ConfigError("scan_corpus: no corpus folder given; pass at least one root")
     utterances = []
     for root in roots:
+        genders = speaker_genders(root)
         for path in audio_files(root):
             speaker, label = _speaker_and_label(root, path)
             num_samples, sample_rate = _header(path)
-            utterances.append(Utterance(path, speaker, label, num_samples, sample_rate))
+            utterances.append(
+                Utterance(path, speaker, label, num_samples, sample_rate, genders.get(speaker))
+            )
     return sorted(utterances)
 
 
@@ -138,6 +163,18 @@ def group_by_speaker(utterances: Iterable[Utterance]) -> dict[str, list[Utteranc
     return dict(sorted(groups.items()))
 
 
+def _stratified_order(strata: Sequence[str | None], rng: np.random.Generator) -> np.ndarray:
+    """A permutation of ``range(len(strata))`` in which each stratum is shuffled and spread
+    evenly: item ``i`` of a stratum of ``n`` sits at quantile ``(i + 0.5) / n``."""
+    keys = sorted(set(strata), key=lambda k: (k is None, k or ""))
+    positions = np.empty(len(strata))
+    for rank, key in enumerate(keys):
+        members = np.flatnonzero([s == key for s in strata])
+        shuffled = members[rng.permutation(len(members))]
+        positions[shuffled] = (np.arange(len(members)) + 0.5) / len(members) + rank * 1e-9
+    return np.argsort(positions, kind="stable")
+
+
 def split_speakers(
     utterances: Sequence[Utterance],
     fractions: Sequence[float] = (0.8, 0.1, 0.1),
@@ -145,10 +182,12 @@ def split_speakers(
 ) -> dict[str, list[Utterance]]:
     """Splits utterances into speaker-disjoint ``train`` / ``valid`` / ``test`` sets.
 
-    Speakers (not utterances) are shuffled with ``seed`` and dealt out: the valid and test
-    splits get ``fraction * n_speakers`` speakers each (rounded half up; at least one when
-    the fraction is positive), train gets the rest. The result depends only on the speaker
-    set and the seed.
+    Speakers (not utterances) are dealt out: the valid and test splits get
+    ``fraction * n_speakers`` speakers each (rounded half up; at least one when the fraction is
+    positive), train gets the rest. The deal is stratified by gender (F, M, unknown): each
+    gender's speakers are shuffled with ``seed`` and spread evenly over one common order, so
+    every split holds each gender in about its corpus share. The result depends only on the
+    speakers, their genders and the seed.
 
     Args:
       utterances: the corpus, e.g. from ``scan_corpus``.
@@ -175,7 +214,9 @@ def split_speakers(
             f"split_speakers: {len(speakers)} speaker(s) cannot fill {needed} speaker-disjoint "
             "splits; add speakers or set the fraction of a split to 0"
         )
-    order = np.random.default_rng(seed).permutation(len(speakers))
+    order = _stratified_order(
+        [groups[speaker][0].gender for speaker in speakers], np.random.default_rng(seed)
+    )
     counts = [max(int(f > 0), int(f * len(speakers) + 0.5)) for f in fractions[1:]]
     n_train = len(speakers) - sum(counts)
     if fractions[0] > 0 and n_train < 1:

@@ -6,11 +6,15 @@ Training stream (``mixture_dataset``)::
       -> map_with_index(make_mixture) -> [process_index::process_count]
       -> batch(drop_remainder) -> to_iter_dataset
 
-An epoch uses every utterance once, in a fresh order, as the first source of a mixture; the
-other speakers, crops, gains, noise and RIRs come from a generator seeded by
-``(seed, position in the stream)``. Every example is therefore a pure function of its position,
-the global stream does not depend on the number of processes (each process takes every
-``process_count``-th example), and restoring an iterator's state reproduces the next batch.
+An epoch has one mixture per utterance. With ``sampling="utterance"`` each utterance is, in a
+fresh order, the first source of one mixture, so speakers weigh by their utterance count. With
+``sampling="speaker"`` (the default of ``MixtureDataConfig``) every source's speaker is drawn
+uniformly, then one of their utterances, so a corpus of 500 short digits per speaker does not
+drown one of ten long read utterances per speaker. The other speakers, crops, gains, noise and
+RIRs come from a generator seeded by ``(seed, position in the stream)``. Every example is
+therefore a pure function of its position, the global stream does not depend on the number of
+processes (each process takes every ``process_count``-th example), and restoring an iterator's
+state reproduces the next batch.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ from jaxspeech.errors import AudioFileError, ConfigError, SampleRateError
 # Distinct generator streams for the training pipeline and for fixed sets made with one seed.
 _TRAIN_STREAM, _FIXED_STREAM = 0, 1
 MANIFEST_JSON, MANIFEST_CSV = "manifest.json", "manifest.csv"
+#: How the first source of a training mixture is chosen (see the module docstring).
+SAMPLINGS = ("speaker", "utterance")
 #: The fixed sets of ``MixtureData`` and the seed offset of each.
 FIXED_SPLITS = {"valid": 1, "test": 2}
 
@@ -53,8 +59,8 @@ def _arrays(example: dict) -> dict[str, np.ndarray]:
 class _MixtureMaker(grain.transforms.MapWithIndex):
     """grain transform: (stream position, first-utterance index) -> mixture arrays."""
 
-    def __init__(self, cfg, utterances, noises, rirs, seed):
-        self.cfg = cfg
+    def __init__(self, cfg, utterances, noises, rirs, seed, sampling):
+        self.cfg, self.sampling = cfg, sampling
         self.utterances = list(utterances)
         self.speakers = group_by_speaker(self.utterances)
         self.noises = [os.fspath(p) for p in noises]
@@ -71,7 +77,7 @@ class _MixtureMaker(grain.transforms.MapWithIndex):
             self.noises,
             self.rirs,
             self.audio,
-            first=self.utterances[element],
+            first=self.utterances[element] if self.sampling == "utterance" else None,
         )
         return _arrays(example)
 
@@ -92,12 +98,13 @@ def mixture_dataset(
     process_count: int = 1,
     num_epochs: int | None = None,
     read_options: grain.ReadOptions | None = None,
+    sampling: str = "utterance",
 ) -> grain.IterDataset:
     """This process's stream of training batches of on-the-fly mixtures.
 
     Args:
       cfg, noises, rirs: as for ``make_mixture``.
-      utterances: the training utterances (an epoch uses each once as first source).
+      utterances: the training utterances (an epoch has one mixture per utterance).
       seed: fixes the shuffles and every mixture.
       batch_size: the GLOBAL batch size; each process yields ``batch_size // process_count``.
       process_index, process_count: this process and the number of processes.
@@ -106,6 +113,8 @@ def mixture_dataset(
         ahead. Measured on 2 CPU cores: a batch of 8 two-speaker 4 s mixtures at 8 kHz with
         noise and 50% reverberation takes ~25 ms, far below a training step, and
         ``mp_prefetch`` with 2 workers was no faster, so no worker processes are used.
+      sampling: "utterance" (each utterance leads one mixture per epoch) or "speaker" (every
+        source's speaker drawn uniformly); see the module docstring.
 
     Returns:
       A ``grain.IterDataset`` of dicts: ``mixture`` [b, T], ``sources`` [b, n_src, T],
@@ -113,6 +122,8 @@ def mixture_dataset(
       support ``get_state()`` / ``set_state()``.
     """
     _check_seed(seed)
+    if sampling not in SAMPLINGS:
+        raise ConfigError(f"mixture_dataset: sampling={sampling!r}; use one of {SAMPLINGS}")
     if not utterances:
         raise ConfigError("mixture_dataset: no utterances; check the corpus path and split")
     if not 0 <= process_index < process_count:
@@ -124,7 +135,7 @@ def mixture_dataset(
             f"mixture_dataset: global batch_size {batch_size} must be a positive multiple of "
             f"process_count {process_count}"
         )
-    maker = _MixtureMaker(cfg, sorted(utterances), noises, rirs, seed)
+    maker = _MixtureMaker(cfg, sorted(utterances), noises, rirs, seed, sampling)
     ds = grain.MapDataset.range(len(maker.utterances)).seed(seed).shuffle()
     ds = ds.repeat(num_epochs).map_with_index(maker)
     ds = ds[process_index::process_count]
@@ -298,6 +309,8 @@ class MixtureDataConfig:
       split_fractions: train/valid/test shares of the speakers (speaker-disjoint).
       split_seed: seed of the speaker split (and of the fixed sets).
       valid_size: mixtures in the fixed validation set (a multiple of the batch size).
+      sampling: how training mixtures pick their speakers: "speaker" (uniform over speakers)
+        or "utterance" (weighted by utterance count); see the module docstring.
     """
 
     root: tuple[str, ...] = ()
@@ -307,6 +320,7 @@ class MixtureDataConfig:
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     split_seed: int = 0
     valid_size: int = 32
+    sampling: str = "speaker"
 
 
 class MixtureData:
@@ -346,6 +360,7 @@ class MixtureData:
             self.batch_size,
             process_index,
             process_count,
+            sampling=self.cfg.sampling,
         )
 
     def fixed_set(
