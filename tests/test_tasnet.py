@@ -11,9 +11,11 @@ from jaxspeech.errors import AudioError, ConfigError, TooShortError
 from jaxspeech.models.tasnet import ConvTasNet, decode, encode, load_asteroid_state_dict
 from jaxspeech.models.tcn import (
     SequenceNorm,
+    block_core,
     channel_layer_norm,
     cumulative_layer_norm,
     depthwise_conv1d,
+    gln_block_core,
     global_layer_norm,
 )
 
@@ -199,6 +201,37 @@ def test_grad_matches_finite_difference():
         - loss(flat_params - step * grad / norm, mixture)
     ) / (2 * step)
     np.testing.assert_allclose(finite_difference, norm, rtol=1e-2)
+
+
+@pytest.mark.parametrize("dilation", [1, 4, 16])
+def test_gln_block_backward_matches_autodiff(rng, dilation):
+    """The hand-written gLN block backward against XLA's derivative of `block_core`."""
+    batch, frames, hidden, out = 3, 29, 10, 7
+    normal = lambda *shape: jnp.asarray(rng.standard_normal(shape), jnp.float32)
+    params = (
+        {"negative_slope": jnp.float32(0.3)},
+        {"gamma": 1 + 0.3 * normal(hidden), "beta": 0.3 * normal(hidden)},
+        {"kernel": normal(3, hidden), "bias": 0.3 * normal(hidden)},
+        {"negative_slope": jnp.float32(-0.2)},
+        {"gamma": 1 + 0.3 * normal(hidden), "beta": 0.3 * normal(hidden)},
+        {"kernel": normal(hidden, out) / 3, "bias": normal(out)},
+    )
+    h = normal(batch, frames, hidden) + 0.5  # non-zero mean, both PReLU sides
+    grad_y = normal(batch, frames, out)
+
+    def reference(h, *params):
+        return block_core(
+            h, *params, dilation=dilation, norm="gLN", causal=False, dtype=jnp.float32
+        )
+
+    y_ref, vjp_ref = jax.vjp(reference, h, *params)
+    y, vjp = jax.vjp(lambda h, *params: gln_block_core(h, *params, dilation), h, *params)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+    grads, grads_ref = jax.tree.leaves(vjp(grad_y)), jax.tree.leaves(vjp_ref(grad_y))
+    assert len(grads) == len(grads_ref) == 11
+    for grad, grad_ref in zip(grads, grads_ref, strict=True):
+        assert grad.shape == grad_ref.shape
+        np.testing.assert_allclose(grad, grad_ref, atol=2e-5 * float(jnp.max(jnp.abs(grad_ref))))
 
 
 def test_bfloat16_compute_close_to_float32():
