@@ -107,6 +107,21 @@ def test_mixture_properties(corpus, audio, reverb):
         assert peak <= 0.9 + 1e-6
 
 
+def test_speed_perturbation_scales_pitch_and_tempo(corpus, audio):
+    fixed = _cfg(n_src=2, speed_range=(1.5, 1.5))
+    ex = _mix(0, corpus, audio, fixed)
+    for k, spk in enumerate(ex["info"]["speakers"]):
+        assert _dominant_hz(ex["sources"][k]) == pytest.approx(1.5 * TONES[spk], abs=3.0)
+    drawn = _cfg(n_src=1, speed_range=(0.8, 1.2))
+    ratios = set()
+    for seed in range(6):
+        ex = _mix(seed, corpus, audio, drawn)
+        ratio = _dominant_hz(ex["sources"][0]) / TONES[ex["info"]["speakers"][0]]
+        assert 0.8 - 0.01 <= ratio <= 1.2 + 0.01
+        ratios.add(round(ratio, 2))
+    assert len(ratios) > 1
+
+
 def test_crops_pads_and_reverb_match_reference(corpus, audio):
     """Each source is a scaled crop of the resampled file (convolved with the RIR)."""
     root, *_ = corpus
@@ -215,6 +230,8 @@ def test_audio_cache(corpus):
         {"reverb_prob": 1.5},
         {"max_peak": 0.0},
         {"crop_tries": 0},
+        {"speed_range": (1.2, 0.8)},
+        {"speed_range": (0.0, 1.1)},
     ],
 )
 def test_bad_config(kwargs):

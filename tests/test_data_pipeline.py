@@ -213,7 +213,10 @@ def test_mixture_data_splits_sets_and_errors(shared_data):
     test_set = data.fixed_set("test", 3, seconds=0.5)
     assert all(e["mixture"].shape == (4000,) for e in test_set)
     assert all(set(e["info"]["speakers"]) <= speakers["test"] for e in test_set)
-    again = MixtureData(cfg, batch_size=4).fixed_set("test", 3, seconds=0.5)
+    perturbed = dataclasses.replace(mixture, speed_range=(0.8, 1.2))  # training-only
+    again = MixtureData(dataclasses.replace(cfg, mixture=perturbed), 4).fixed_set(
+        "test", 3, seconds=0.5
+    )
     assert all(_equal(_arrays_of(a), _arrays_of(b)) for a, b in zip(test_set, again, strict=True))
     valid = data.valid_batches()
     assert len(valid) == cfg.valid_size // 4 and valid[0]["sources"].shape == (4, 2, 2000)

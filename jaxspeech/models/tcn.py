@@ -35,11 +35,19 @@ CAUSAL_NORMS = ("cLN", "chanLN")
 
 
 def global_statistics(x: jax.Array, eps: float = EPS) -> tuple[jax.Array, jax.Array]:
-    """Mean and 1/sqrt(variance + eps) of `x[..., T, C]` over T and C, each `[..., 1, 1]`."""
+    """Mean and 1/sqrt(variance + eps) of `x[..., T, C]` over T and C, each `[..., 1, 1]`.
+
+    One pass over `x` (float32): the sums of `x − s` and `(x − s)²`, shifted by `s`, the mean of
+    the first frame, so that `E[(x−s)²] − E[x−s]²` does not cancel when |mean| ≫ std. A second
+    pass for the centred variance costs a whole extra `[..., T, C]` write on CPU.
+    """
     x = x.astype(jnp.float32)
-    mean = jnp.mean(x, axis=(-2, -1), keepdims=True)
-    var = jnp.mean(jnp.square(x - mean), axis=(-2, -1), keepdims=True)
-    return mean, jax.lax.rsqrt(var + eps)
+    shift = jax.lax.stop_gradient(jnp.mean(x[..., :1, :], axis=(-2, -1), keepdims=True))
+    shifted = x - shift
+    shifted_mean = jnp.mean(shifted, axis=(-2, -1), keepdims=True)
+    power = jnp.mean(jnp.square(shifted), axis=(-2, -1), keepdims=True)
+    var = jnp.maximum(power - jnp.square(shifted_mean), 0.0)
+    return shift + shifted_mean, jax.lax.rsqrt(var + eps)
 
 
 def global_layer_norm(x: jax.Array, eps: float = EPS) -> jax.Array:
@@ -94,13 +102,22 @@ def check_tcn_config(norm: str, causal: bool, kernel_size: int) -> None:
         )
 
 
-def shifted_taps(x: jax.Array, taps: int, dilation: int, causal: bool = False) -> list[jax.Array]:
+def shifted_taps(
+    x: jax.Array, taps: int, dilation: int, causal: bool = False, materialize: bool = False
+) -> list[jax.Array]:
     """The P views `x[..., t + k·d − p, :]` (k = 0..P−1, zeros outside) of `x[..., T, H]` that a
-    dilated convolution weighs; `p` as in `depthwise_conv1d`."""
+    dilated convolution weighs; `p` as in `depthwise_conv1d`.
+
+    `materialize` writes the padded `x` once (an optimisation barrier) so that the views are
+    slices read by their consumer; otherwise XLA on CPU may write each view separately.
+    Not differentiable with it (for hand-written backward passes).
+    """
     frames, total_pad = x.shape[-2], (taps - 1) * dilation
     left_pad = total_pad if causal else total_pad // 2
     pad_width = [(0, 0)] * (x.ndim - 2) + [(left_pad, total_pad - left_pad), (0, 0)]
     padded = jnp.pad(x, pad_width)
+    if materialize:
+        padded = jax.lax.optimization_barrier(padded)
     return [padded[..., k * dilation : k * dilation + frames, :] for k in range(taps)]
 
 
@@ -113,7 +130,10 @@ def depthwise_conv1d(
     with zero padding `p = (P−1)·d / 2` on both sides, or `p = (P−1)·d` on the left only when
     `causal` (then `y[t]` depends on `x[..t]` only). Written as P shifted multiply-adds.
     """
-    views = shifted_taps(x, kernel.shape[0], dilation, causal)
+    return _weighted_taps(shifted_taps(x, kernel.shape[0], dilation, causal), kernel)
+
+
+def _weighted_taps(views: list[jax.Array], kernel: jax.Array) -> jax.Array:
     return functools.reduce(jnp.add, (view * kernel[k] for k, view in enumerate(views)))
 
 
@@ -219,7 +239,8 @@ def _gln_core_forward(
     activated = prelu(h, in_prelu["negative_slope"])
     in_stats = global_statistics(activated)
     normalized = (activated - in_stats[0]) * in_stats[1] * in_norm["gamma"] + in_norm["beta"]
-    c = depthwise_conv1d(normalized, depthwise["kernel"], dilation) + depthwise["bias"]
+    views = shifted_taps(normalized, depthwise["kernel"].shape[0], dilation, materialize=True)
+    c = _weighted_taps(views, depthwise["kernel"]) + depthwise["bias"]
     activated = prelu(c, depthwise_prelu["negative_slope"])
     out_stats = global_statistics(activated)
     normalized = (activated - out_stats[0]) * out_stats[1] * out_norm["gamma"] + out_norm["beta"]
@@ -265,9 +286,10 @@ def _gln_core_backward(dilation, residuals, grad_y):
         grad_out_input, out_normalized, out_stats[1], out_norm["gamma"]
     )
     grad_c, grad_slope2 = _prelu_backward(grad_act, c, depthwise_prelu["negative_slope"])
-    views = shifted_taps(conv_input, taps, dilation)
+    views = shifted_taps(conv_input, taps, dilation, materialize=True)
     grad_kernel = jnp.stack([jnp.sum(grad_c * view, axis=(0, 1)) for view in views])
-    grad_conv_input = depthwise_conv1d(grad_c, kernel[::-1], dilation)
+    grad_views = shifted_taps(grad_c, taps, dilation, materialize=True)
+    grad_conv_input = _weighted_taps(grad_views, kernel[::-1])
     # First norm and PReLU.
     grad_act, grad_in_gamma, grad_in_beta = _global_norm_backward(
         grad_conv_input, in_normalized, in_stats[1], in_norm["gamma"]
