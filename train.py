@@ -1,7 +1,8 @@
 """Train a recipe: ``python train.py --config configs/<task>/<recipe>.py[:variant] --workdir DIR
 [--config.section.key=value ...] [--coordinator HOST:PORT --num_processes N --process_id I]``.
 
-Running the same command again resumes from the latest checkpoint in ``DIR``. A multi-stage
+Running the same command again resumes from the latest checkpoint in ``DIR``. The process
+restarts itself once under a faster memory allocator (``jaxspeech.allocator``). A multi-stage
 recipe trains its stages in ``DIR/<stage>`` in order (``jaxspeech.train.stages``).
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 
+from jaxspeech.allocator import restart_with_fast_allocator
 from jaxspeech.parallel import maybe_initialize_distributed
 
 
@@ -38,4 +40,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    restart_with_fast_allocator()  # see jaxspeech.allocator; JAXSPEECH_MALLOC=system skips it
     main()
