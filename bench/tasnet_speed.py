@@ -1,9 +1,16 @@
 """Conv-TasNet speed: our JAX training step and inference against Asteroid's, in one process.
 
 Usage (torch + asteroid installed, e.g. the parity venv):
-    python bench/tasnet_speed.py [--steps 5] [--warmup 2] [--threads 2]
+    python bench/tasnet_speed.py [--steps 5] [--warmup 2] [--threads 2] [--malloc MALLOC]
 Without torch:
     python bench/tasnet_speed.py --jax-only
+
+`--malloc` picks the allocator of the whole process (both frameworks): `glibc` (default),
+`glibc-hugetlb` (glibc with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`: transparent huge pages for
+its mmapped blocks) or `tcmalloc` (gperftools, Debian package libtcmalloc-minimal4, preloaded);
+the script restarts itself with the setting. With plain glibc malloc every large buffer is a
+fresh `mmap`, so each step first-touches (page-faults) its whole working set; tcmalloc keeps
+freed pages for reuse.
 
 Paper configuration (N=512, L=16, B=128, H=512, Sc=128, P=3, X=8, R=3, 2 sources, gLN).
 Training step: forward + backward + Adam on a batch of 4 × 4 s at 8 kHz with negative SI-SNR
@@ -16,9 +23,11 @@ a 4096³ float32 matmul measured in the same run, and minor page faults per step
 """
 
 import argparse
+import ctypes.util
 import os
 import resource
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
@@ -53,6 +62,38 @@ def train_step_flops(c: dict, batch: int, samples: int) -> float:
     """Forward + backward (input and weight gradients: 2× forward) of one training step."""
     frames = (samples - c["L"]) // (c["L"] // 2) + 1
     return 3.0 * batch * frames * forward_flops_per_frame(c)
+
+
+TCMALLOC = "tcmalloc_minimal"
+HUGETLB = "glibc.malloc.hugetlb=1"
+
+
+def current_allocator() -> str:
+    """ "tcmalloc" when it is mapped into this process, "glibc-hugetlb" or "glibc"."""
+    with open("/proc/self/maps") as maps:
+        if TCMALLOC in maps.read():
+            return "tcmalloc"
+    return "glibc-hugetlb" if HUGETLB in os.environ.get("GLIBC_TUNABLES", "") else "glibc"
+
+
+def restart_with(allocator: str) -> None:
+    """Re-executes this script under `allocator` (no return); exits if that cannot be done."""
+    if os.environ.get("TASNET_SPEED_RESTARTED"):
+        sys.exit(f"--malloc {allocator}: still {current_allocator()} after a restart")
+    env = dict(os.environ, TASNET_SPEED_RESTARTED="1")
+    preload = [lib for lib in env.get("LD_PRELOAD", "").split() if TCMALLOC not in lib]
+    tunables = [t for t in env.get("GLIBC_TUNABLES", "").split(":") if t and t != HUGETLB]
+    if allocator == "tcmalloc":
+        name = ctypes.util.find_library(TCMALLOC)
+        if name is None:
+            sys.exit(
+                "--malloc tcmalloc: libtcmalloc_minimal not found; install libtcmalloc-minimal4"
+            )
+        preload.append(name)
+    elif allocator == "glibc-hugetlb":
+        tunables.append(HUGETLB)
+    env["LD_PRELOAD"], env["GLIBC_TUNABLES"] = " ".join(preload), ":".join(tunables)
+    os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
 
 def minor_faults() -> int:
@@ -169,7 +210,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=4.0, help="training example length")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
+    parser.add_argument("--malloc", choices=("glibc", "glibc-hugetlb", "tcmalloc"), default="glibc")
     args = parser.parse_args()
+    if current_allocator() != args.malloc:
+        restart_with(args.malloc)
 
     rng = np.random.default_rng(0)
     samples = int(args.seconds * SAMPLE_RATE)
@@ -177,6 +221,7 @@ def main() -> None:
     mixture = sources.sum(axis=1)
 
     print(f"jax {jax.__version__} on {jax.device_count()} {jax.devices()[0].platform} device(s)")
+    print(f"allocator: {current_allocator()}")
     print(f"load average before: {os.getloadavg()}")
     runners = [JaxRunner(mixture, sources)]
     if not args.jax_only:

@@ -2,10 +2,12 @@
 
 Variants:
   ""        paper configuration (N=512, L=16, B=128, H=512, Sc=128, P=3, X=8, R=3, gLN),
-            4 s crops at 8 kHz, Adam 1e-3, clipping at 5, halve the rate after 3 validations
-            without improvement.
+            4 s crops at 8 kHz, every training source played at a speed drawn from 0.8–1.2
+            (more voices from few speakers), Adam 1e-3, clipping at 5, halve the rate after 3
+            validations without improvement.
   "causal"  the same with causal convolutions and cumulative layer norm.
-  "smoke"   a small model that trains in minutes on a 2-core CPU.
+  "smoke"   a small model (8 blocks of 64 channels in one repeat: 0.5 s receptive field) on
+            1 s crops, 1,500 steps: about 4 minutes on a 2-core CPU.
 """
 
 import dataclasses
@@ -31,7 +33,9 @@ def get_config(variant: str = "") -> Config:
         model=ConvTasNetConfig(),
         data=MixtureDataConfig(
             root=(str(data_root / "librispeech"), str(data_root / "fsdd" / "recordings")),
-            mixture=MixtureConfig(n_src=2, sample_rate=8000, segment_seconds=4.0),
+            mixture=MixtureConfig(
+                n_src=2, sample_rate=8000, segment_seconds=4.0, speed_range=(0.8, 1.2)
+            ),
             split_fractions=(0.6, 0.2, 0.2),
         ),
         eval=SeparationEvalConfig(),
@@ -53,8 +57,8 @@ def get_config(variant: str = "") -> Config:
                 bottleneck_channels=32,
                 hidden_channels=64,
                 skip_channels=32,
-                blocks=4,
-                repeats=2,
+                blocks=8,
+                repeats=1,
             ),
             data=dataclasses.replace(
                 config.data,
@@ -64,7 +68,7 @@ def get_config(variant: str = "") -> Config:
             eval=dataclasses.replace(config.eval, size=32),
             schedule=ScheduleConfig(name="constant"),
             train=TrainConfig(
-                steps=400, batch_size=8, checkpoint_every=100, eval_every=100, log_every=20
+                steps=1500, batch_size=8, checkpoint_every=100, eval_every=100, log_every=20
             ),
         )
     return config
