@@ -17,6 +17,7 @@ from jaxspeech.models.tcn import (
     depthwise_conv1d,
     gln_block_core,
     global_layer_norm,
+    pointwise_conv,
 )
 
 TINY = dict(
@@ -203,12 +204,29 @@ def test_grad_matches_finite_difference():
     np.testing.assert_allclose(finite_difference, norm, rtol=1e-2)
 
 
-@pytest.mark.parametrize("dilation", [1, 4, 16])
+@pytest.mark.parametrize("in_channels, out_channels", [(3, 8), (8, 3)])
+def test_pointwise_conv_gradients_match_dense(rng, in_channels, out_channels):
+    """Both branches (x or the gradient transposed) against XLA's derivative of x @ W + b."""
+    x = jnp.asarray(rng.standard_normal((2, 5, in_channels)), jnp.float32)
+    kernel = jnp.asarray(rng.standard_normal((in_channels, out_channels)), jnp.float32)
+    bias = jnp.asarray(rng.standard_normal(out_channels), jnp.float32)
+    grad = jnp.asarray(rng.standard_normal((2, 5, out_channels)), jnp.float32)
+    y, vjp = jax.vjp(pointwise_conv, x, kernel, bias)
+    y_ref, vjp_ref = jax.vjp(lambda x, w, b: x @ w + b, x, kernel, bias)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-6)
+    for ours, reference in zip(vjp(grad), vjp_ref(grad), strict=True):
+        assert ours.shape == reference.shape
+        np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dilation", [1, 4, 16, 32])
 def test_gln_block_backward_matches_autodiff(rng, dilation):
-    """The hand-written gLN block backward against XLA's derivative of `block_core`."""
-    batch, frames, hidden, out = 3, 29, 10, 7
+    """The hand-written gLN block backward against XLA's derivative of `block_core`; at
+    dilation 32 the outer taps see no frame of the 29."""
+    batch, frames, channels, hidden, out = 3, 29, 6, 10, 7
     normal = lambda *shape: jnp.asarray(rng.standard_normal(shape), jnp.float32)
     params = (
+        {"kernel": normal(channels, hidden), "bias": 0.5 + 0.3 * normal(hidden)},
         {"negative_slope": jnp.float32(0.3)},
         {"gamma": 1 + 0.3 * normal(hidden), "beta": 0.3 * normal(hidden)},
         {"kernel": normal(3, hidden), "bias": 0.3 * normal(hidden)},
@@ -216,19 +234,20 @@ def test_gln_block_backward_matches_autodiff(rng, dilation):
         {"gamma": 1 + 0.3 * normal(hidden), "beta": 0.3 * normal(hidden)},
         {"kernel": normal(hidden, out) / 3, "bias": normal(out)},
     )
-    h = normal(batch, frames, hidden) + 0.5  # non-zero mean, both PReLU sides
+    x = normal(batch, frames, channels)  # h = in_conv(x): non-zero mean, both PReLU sides
     grad_y = normal(batch, frames, out)
 
-    def reference(h, *params):
+    def reference(x, in_conv, *params):
+        h = x @ in_conv["kernel"] + in_conv["bias"]
         return block_core(
             h, *params, dilation=dilation, norm="gLN", causal=False, dtype=jnp.float32
         )
 
-    y_ref, vjp_ref = jax.vjp(reference, h, *params)
-    y, vjp = jax.vjp(lambda h, *params: gln_block_core(h, *params, dilation), h, *params)
+    y_ref, vjp_ref = jax.vjp(reference, x, *params)
+    y, vjp = jax.vjp(lambda x, *params: gln_block_core(x, *params, dilation), x, *params)
     np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
     grads, grads_ref = jax.tree.leaves(vjp(grad_y)), jax.tree.leaves(vjp_ref(grad_y))
-    assert len(grads) == len(grads_ref) == 11
+    assert len(grads) == len(grads_ref) == 13
     for grad, grad_ref in zip(grads, grads_ref, strict=True):
         assert grad.shape == grad_ref.shape
         np.testing.assert_allclose(grad, grad_ref, atol=2e-5 * float(jnp.max(jnp.abs(grad_ref))))

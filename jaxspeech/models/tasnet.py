@@ -16,7 +16,7 @@ from flax import linen as nn
 from flax import traverse_util
 
 from jaxspeech.errors import AudioError, ConfigError, TooShortError
-from jaxspeech.models.tcn import TemporalConvNet
+from jaxspeech.models.tcn import PointwiseConv, TemporalConvNet
 
 MASK_ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "sigmoid": jax.nn.sigmoid,
@@ -124,7 +124,7 @@ class ConvTasNet(nn.Module):
             name="tcn",
         )(rep)
         features = nn.PReLU(negative_slope_init=0.25, name="mask_prelu")(features)
-        scores = nn.Dense(self.n_src * n_filters, dtype=self.dtype, name="mask_conv")(features)
+        scores = PointwiseConv(self.n_src * n_filters, self.dtype, name="mask_conv")(features)
         scores = scores.reshape(*scores.shape[:-1], self.n_src, n_filters)
         masks = MASK_ACTIVATIONS[self.mask_activation](scores.astype(jnp.float32))
         masked = (masks * rep[..., None, :]).astype(self.dtype)  # [..., K, n_src, N]

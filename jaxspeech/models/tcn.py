@@ -183,6 +183,56 @@ def recompute_in_backward(fn: Callable[..., jax.Array]) -> Callable[..., jax.Arr
     return wrapped
 
 
+def _pointwise_conv_grads(
+    x: jax.Array, kernel: jax.Array, grad: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Gradients of `y = x @ kernel + bias` (`x[..., C_in]`, `y[..., C_out]`) for `x`, `kernel`
+    and `bias`, given `grad = dL/dy`.
+
+    The weight gradient `Σ x ⊗ grad` contracts the frames, the major axis of both, so one
+    operand must be transposed in memory; left to itself XLA on CPU may transpose the wider
+    one. Here the narrower is transposed and written out (an optimisation barrier keeps XLA
+    from folding the transpose back into the product).
+    """
+    rows_x, rows_grad = x.reshape(-1, x.shape[-1]), grad.reshape(-1, grad.shape[-1])
+    if x.shape[-1] <= grad.shape[-1]:
+        grad_kernel = jax.lax.optimization_barrier(rows_x.T) @ rows_grad
+    else:
+        grad_kernel = (jax.lax.optimization_barrier(rows_grad.T) @ rows_x).T
+    return grad @ kernel.T, grad_kernel, jnp.sum(rows_grad, axis=0)
+
+
+@jax.custom_vjp
+def pointwise_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+    """1×1 convolution `x[..., C_in] @ kernel[C_in, C_out] + bias[C_out]`, whose weight gradient
+    transposes the narrower operand (`_pointwise_conv_grads`)."""
+    return x @ kernel + bias
+
+
+pointwise_conv.defvjp(
+    lambda x, kernel, bias: (x @ kernel + bias, (x, kernel)),
+    lambda saved, grad: _pointwise_conv_grads(*saved, grad),
+)
+
+
+class PointwiseConv(nn.Module):
+    """`nn.Dense` over the channel axis (same params and initialisation) with `pointwise_conv`'s
+    weight gradient; computed in `dtype`."""
+
+    features: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param(
+            "kernel", nn.initializers.lecun_normal(), (x.shape[-1], self.features), jnp.float32
+        )
+        bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+        return pointwise_conv(
+            x.astype(self.dtype), kernel.astype(self.dtype), bias.astype(self.dtype)
+        )
+
+
 def block_core(
     h: jax.Array,
     in_prelu: dict,
@@ -211,18 +261,21 @@ def block_core(
     return h @ out_convs["kernel"].astype(dtype) + out_convs["bias"].astype(dtype)
 
 
-def _global_norm_backward(
-    grad: jax.Array, normalized: jax.Array, inv_std: jax.Array, gamma: jax.Array
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Gradients of `y = normalized · gamma + beta` (gLN of some `x`, all `[B, T, C]`) for `x`,
-    `gamma` and `beta`, given `grad = dL/dy`. One reduction pass: per-(batch, channel) sums."""
+def _global_norm_input_grad(
+    grad: jax.Array,
+    normalized: jax.Array,
+    inv_std: jax.Array,
+    gamma: jax.Array,
+    sum_grad: jax.Array,
+    sum_grad_normalized: jax.Array,
+) -> jax.Array:
+    """Gradient for `x` of `y = normalized · gamma + beta` (gLN of `x`, all `[B, T, C]`), given
+    `grad = dL/dy` and its per-(batch, channel) sums over T, plain and times `normalized`
+    (`[B, C]` each)."""
     count = normalized.shape[-2] * normalized.shape[-1]
-    sum_grad = jnp.sum(grad, axis=-2)  # [B, C]
-    sum_grad_normalized = jnp.sum(grad * normalized, axis=-2)
     mean_grad = (sum_grad @ gamma)[..., None, None] / count  # mean of grad · gamma
     mean_grad_normalized = (sum_grad_normalized @ gamma)[..., None, None] / count
-    grad_x = inv_std * (grad * gamma - mean_grad - normalized * mean_grad_normalized)
-    return grad_x, jnp.sum(sum_grad_normalized, axis=0), jnp.sum(sum_grad, axis=0)
+    return inv_std * (grad * gamma - mean_grad - normalized * mean_grad_normalized)
 
 
 def _prelu_backward(grad: jax.Array, x: jax.Array, slope: jax.Array):
@@ -231,11 +284,29 @@ def _prelu_backward(grad: jax.Array, x: jax.Array, slope: jax.Array):
     return jnp.where(negative, slope * grad, grad), jnp.sum(jnp.where(negative, grad * x, 0.0))
 
 
+def _tap_offsets(taps: int, dilation: int) -> list[int]:
+    """Offsets `o_k = k·d − p` of the non-causal depthwise conv: `c[t] = Σ_k K[k] · x[t + o_k]`."""
+    return [k * dilation - (taps - 1) * dilation // 2 for k in range(taps)]
+
+
+def _valid_sums(grad: jax.Array, total: jax.Array, offset: int) -> jax.Array:
+    """`Σ_t grad[b, t, c]` over the frames t with `0 ≤ t + offset < T`, given the sum over all
+    frames `total[B, C]`: the excluded edge frames are summed and subtracted."""
+    frames = grad.shape[-2]
+    if offset > 0:
+        return total - jnp.sum(grad[:, max(frames - offset, 0) :], axis=1)
+    if offset < 0:
+        return total - jnp.sum(grad[:, : min(-offset, frames)], axis=1)
+    return total
+
+
 def _gln_core_forward(
-    h, in_prelu, in_norm, depthwise, depthwise_prelu, out_norm, out_convs, dilation
+    x, in_conv, in_prelu, in_norm, depthwise, depthwise_prelu, out_norm, out_convs, dilation
 ):
-    """`block_core` for gLN in float32 (non-causal), with what its backward needs:
-    `(y, (depthwise output c [B, T, H], gLN statistics of both norms))`."""
+    """The 1×1 conv `in_conv` and `block_core` for gLN in float32 (non-causal), with what the
+    backward pass needs: `(y, (h = in_conv(x) [B, T, H], depthwise output c [B, T, H],
+    gLN statistics of both norms))`."""
+    h = x @ in_conv["kernel"] + in_conv["bias"]
     activated = prelu(h, in_prelu["negative_slope"])
     in_stats = global_statistics(activated)
     normalized = (activated - in_stats[0]) * in_stats[1] * in_norm["gamma"] + in_norm["beta"]
@@ -244,66 +315,90 @@ def _gln_core_forward(
     activated = prelu(c, depthwise_prelu["negative_slope"])
     out_stats = global_statistics(activated)
     normalized = (activated - out_stats[0]) * out_stats[1] * out_norm["gamma"] + out_norm["beta"]
-    return normalized @ out_convs["kernel"] + out_convs["bias"], (c, in_stats, out_stats)
+    return normalized @ out_convs["kernel"] + out_convs["bias"], (h, c, in_stats, out_stats)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
-def gln_block_core(h, in_prelu, in_norm, depthwise, depthwise_prelu, out_norm, out_convs, dilation):
-    """`block_core(..., norm="gLN", causal=False, dtype=float32)` of `h[B, T, H]` with a
-    hand-written backward pass.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(8,))
+def gln_block_core(
+    x, in_conv, in_prelu, in_norm, depthwise, depthwise_prelu, out_norm, out_convs, dilation
+):
+    """`block_core(x @ in_conv["kernel"] + in_conv["bias"], ..., norm="gLN", causal=False,
+    dtype=float32)` of `x[B, T, C_in]` with a hand-written backward pass.
 
-    The forward pass keeps its input, the depthwise output `c` and the two norms' statistics;
-    the backward pass recomputes the elementwise rest from them and applies the chain rule in
-    as few passes over `[B, T, H]` as it can (`_global_norm_backward` needs one reduction).
-    Against XLA's own derivative of `block_core` with everything recomputed, the backward
-    pass of a paper-size block (`[4, 3999, 512]`) fell from about 175 to 110 ms on the 2-core
-    CPU, and the paper-config training step by about a fifth (`bench/RESULTS.md`).
+    The forward pass keeps its input, the 1×1 conv's output `h`, the depthwise output `c` and
+    the two norms' statistics; the backward pass recomputes the elementwise rest from them and
+    gets the norms' sums over T from the weight-gradient products (linearity of the convs) so
+    that it makes few passes over `[B, T, H]`. Against XLA's own derivative of `block_core`
+    with everything recomputed, the paper-config training step is about a third faster on the
+    2-core CPU (`bench/RESULTS.md`).
     """
     return _gln_core_forward(
-        h, in_prelu, in_norm, depthwise, depthwise_prelu, out_norm, out_convs, dilation
+        x, in_conv, in_prelu, in_norm, depthwise, depthwise_prelu, out_norm, out_convs, dilation
     )[0]
 
 
-def _gln_core_forward_with_residuals(h, *params_and_dilation):
-    y, saved = _gln_core_forward(h, *params_and_dilation)
-    return y, (h, params_and_dilation[:-1], saved)
+def _gln_core_forward_with_residuals(x, *params_and_dilation):
+    y, saved = _gln_core_forward(x, *params_and_dilation)
+    return y, (x, params_and_dilation[:-1], saved)
 
 
 def _gln_core_backward(dilation, residuals, grad_y):
-    h, params, (c, in_stats, out_stats) = residuals
-    in_prelu, in_norm, depthwise, depthwise_prelu, out_norm, out_convs = params
+    x, params, (h, c, in_stats, out_stats) = residuals
+    in_conv, in_prelu, in_norm, depthwise, depthwise_prelu, out_norm, out_convs = params
     kernel, taps = depthwise["kernel"], depthwise["kernel"].shape[0]
     # Recompute the elementwise forward from the saved input, depthwise output and statistics.
-    in_activated = prelu(h, in_prelu["negative_slope"])
-    in_normalized = (in_activated - in_stats[0]) * in_stats[1]
-    conv_input = in_normalized * in_norm["gamma"] + in_norm["beta"]
+    in_normalized = (prelu(h, in_prelu["negative_slope"]) - in_stats[0]) * in_stats[1]
     out_normalized = (prelu(c, depthwise_prelu["negative_slope"]) - out_stats[0]) * out_stats[1]
-    out_input = out_normalized * out_norm["gamma"] + out_norm["beta"]
-    # Output 1×1 convs; the weight gradient contracts the narrower grad_y on the left.
-    grad_out_kernel = jnp.einsum("bto,btc->oc", grad_y, out_input).T
-    grad_out_input = grad_y @ out_convs["kernel"].T
-    # Second norm and PReLU, then the depthwise conv (its transpose: flipped kernel).
-    grad_act, grad_out_gamma, grad_out_beta = _global_norm_backward(
-        grad_out_input, out_normalized, out_stats[1], out_norm["gamma"]
+    # Output 1×1 convs, y = (n·gamma + beta) @ W + b with n the second norm's output. The
+    # per-batch products grad_y_bᵀ n_b [B, C_out, H] give W's gradient and, because the conv
+    # is linear, the sums over T that the norm's backward needs: Σ_t dL/dn·n = Σ_o Wᵀ ⊙ grad_yᵀn
+    # and Σ_t dL/dn = (Σ_t grad_y) @ Wᵀ (two fewer passes over [B, T, H]). With the narrow
+    # grad_yᵀ written out, XLA runs the batched product in its fast matmul (32 vs 51 ms alone).
+    weight, gamma, beta = out_convs["kernel"], out_norm["gamma"], out_norm["beta"]
+    sum_grad_y = jnp.sum(grad_y, axis=1)  # [B, C_out]
+    products = jax.lax.optimization_barrier(jnp.swapaxes(grad_y, 1, 2)) @ out_normalized
+    grad_out_kernel = gamma[:, None] * jnp.sum(products, axis=0).T + jnp.outer(
+        beta, jnp.sum(sum_grad_y, axis=0)
     )
+    sum_grad = sum_grad_y @ weight.T  # [B, H]
+    sum_grad_normalized = jnp.sum(products * weight.T, axis=-2)
+    grad_act = _global_norm_input_grad(
+        grad_y @ weight.T, out_normalized, out_stats[1], gamma, sum_grad, sum_grad_normalized
+    )
+    grad_out_norm = {"gamma": jnp.sum(sum_grad_normalized, 0), "beta": jnp.sum(sum_grad, 0)}
     grad_c, grad_slope2 = _prelu_backward(grad_act, c, depthwise_prelu["negative_slope"])
-    views = shifted_taps(conv_input, taps, dilation, materialize=True)
-    grad_kernel = jnp.stack([jnp.sum(grad_c * view, axis=(0, 1)) for view in views])
+    # Depthwise conv c[t] = Σ_k K[k]·x[t + o_k] + bias on x = n·gamma + beta (n: the first
+    # norm's output, zero outside [0, T)). Per batch, S_k = Σ_t dL/dc[t]·n[t + o_k] and the
+    # sums of dL/dc over the frames each tap sees give the kernel gradient and, again by
+    # linearity, the first norm's sums: Σ_t dL/dx = Σ_k K[k]·valid_k, Σ_t dL/dx·n = Σ_k K[k]·S_k.
+    gamma, beta = in_norm["gamma"], in_norm["beta"]
+    sum_grad_c = jnp.sum(grad_c, axis=1)  # [B, H]
+    views = shifted_taps(in_normalized, taps, dilation, materialize=True)
+    tap_products = jnp.stack([jnp.sum(grad_c * view, axis=1) for view in views])  # [P, B, H]
+    valid = jnp.stack([_valid_sums(grad_c, sum_grad_c, o) for o in _tap_offsets(taps, dilation)])
+    grad_kernel = gamma * jnp.sum(tap_products, axis=1) + beta * jnp.sum(valid, axis=1)
+    sum_grad = jnp.einsum("kbh,kh->bh", valid, kernel)
+    sum_grad_normalized = jnp.einsum("kbh,kh->bh", tap_products, kernel)
     grad_views = shifted_taps(grad_c, taps, dilation, materialize=True)
-    grad_conv_input = _weighted_taps(grad_views, kernel[::-1])
-    # First norm and PReLU.
-    grad_act, grad_in_gamma, grad_in_beta = _global_norm_backward(
-        grad_conv_input, in_normalized, in_stats[1], in_norm["gamma"]
+    grad_act = _global_norm_input_grad(
+        _weighted_taps(grad_views, kernel[::-1]),
+        in_normalized,
+        in_stats[1],
+        gamma,
+        sum_grad,
+        sum_grad_normalized,
     )
     grad_h, grad_slope1 = _prelu_backward(grad_act, h, in_prelu["negative_slope"])
+    grad_x, grad_in_kernel, grad_in_bias = _pointwise_conv_grads(x, in_conv["kernel"], grad_h)
     return (
-        grad_h,
+        grad_x,
+        {"kernel": grad_in_kernel, "bias": grad_in_bias},
         {"negative_slope": grad_slope1},
-        {"gamma": grad_in_gamma, "beta": grad_in_beta},
-        {"kernel": grad_kernel, "bias": jnp.sum(grad_c, axis=(0, 1))},
+        {"gamma": jnp.sum(sum_grad_normalized, 0), "beta": jnp.sum(sum_grad, 0)},
+        {"kernel": grad_kernel, "bias": jnp.sum(sum_grad_c, axis=0)},
         {"negative_slope": grad_slope2},
-        {"gamma": grad_out_gamma, "beta": grad_out_beta},
-        {"kernel": grad_out_kernel, "bias": jnp.sum(grad_y, axis=(0, 1))},
+        grad_out_norm,
+        {"kernel": grad_out_kernel, "bias": jnp.sum(sum_grad_y, axis=0)},
     )
 
 
@@ -364,8 +459,8 @@ class TCNBlock(nn.Module):
         out_convs = [conv1x1("residual_conv", bottleneck)]
         if self.skip_channels:
             out_convs.append(conv1x1("skip_conv", self.skip_channels))
-        h = nn.Dense(hidden, dtype=self.dtype, name="in_conv")(x)
         params = (
+            group("in_conv", kernel=(lecun, (bottleneck, hidden)), bias=(zeros, (hidden,))),
             slope("in_prelu"),
             gain_bias("in_norm"),
             group("depthwise", kernel=(lecun, (self.kernel_size, hidden)), bias=(zeros, (hidden,))),
@@ -374,10 +469,13 @@ class TCNBlock(nn.Module):
             jax.tree.map(lambda *parts: jnp.concatenate(parts, axis=-1), *out_convs),
         )
         if self.norm == "gLN" and jnp.dtype(self.dtype) == jnp.float32:
-            flat = h.reshape(-1, *h.shape[-2:])
+            flat = x.reshape(-1, *x.shape[-2:])
             out = gln_block_core(flat, *params, self.dilation)
-            out = out.reshape(*h.shape[:-1], out.shape[-1])
+            out = out.reshape(*x.shape[:-1], out.shape[-1])
         else:
+            in_conv, *params = params
+            in_conv = (x, in_conv["kernel"], in_conv["bias"])
+            h = pointwise_conv(*(part.astype(self.dtype) for part in in_conv))
             core = functools.partial(
                 block_core,
                 dilation=self.dilation,
