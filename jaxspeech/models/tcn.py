@@ -346,7 +346,11 @@ def _gln_core_backward(dilation, residuals, grad_y):
     x, params, (h, c, in_stats, out_stats) = residuals
     in_conv, in_prelu, in_norm, depthwise, depthwise_prelu, out_norm, out_convs = params
     kernel, taps = depthwise["kernel"], depthwise["kernel"].shape[0]
-    # Recompute the elementwise forward from the saved input, depthwise output and statistics.
+    # Recompute the elementwise forward from the saved input, depthwise output and statistics,
+    # offset by a zero XLA cannot fold (as in `recompute_in_backward`): otherwise it merges the
+    # recomputation with the forward pass and keeps those [B, T, H] values alive in between.
+    zero = 0 * grad_y[0, 0, 0]
+    h, c = h + zero, c + zero
     in_normalized = (prelu(h, in_prelu["negative_slope"]) - in_stats[0]) * in_stats[1]
     out_normalized = (prelu(c, depthwise_prelu["negative_slope"]) - out_stats[0]) * out_stats[1]
     # Output 1×1 convs, y = (n·gamma + beta) @ W + b with n the second norm's output. The
