@@ -2,10 +2,11 @@
 
 With glibc's malloc, every allocation above 32 MB is a fresh ``mmap`` that is unmapped when
 freed, so on CPU each training step page-faults its whole working set in again (XLA's buffers
-for a paper-size Conv-TasNet step: about 2 million faults, 13.2 s per step instead of 5.4 s;
-``bench/RESULTS.md``). An allocator that keeps freed pages (gperftools' tcmalloc), or glibc
-with transparent huge pages for its mmapped blocks, avoids most of that. Both must be chosen
-before the process starts, so ``restart_with_fast_allocator`` re-executes the program once.
+for a paper-size Conv-TasNet step: about 0.8 million faults, 7.8 s per step instead of 4.0–4.2 s
+under tcmalloc; ``bench/RESULTS.md``). An allocator that keeps freed pages (gperftools'
+tcmalloc), or glibc with transparent huge pages for its mmapped blocks, avoids most of that.
+Both must be chosen before the process starts, so ``restart_with_fast_allocator`` re-executes
+the program once.
 
 ``JAXSPEECH_MALLOC`` picks: ``auto`` (default: tcmalloc when its library is installed, e.g.
 Debian's libtcmalloc-minimal4, else glibc huge pages), ``tcmalloc``, ``hugetlb`` or ``system``

@@ -329,7 +329,7 @@ def gln_block_core(
     the two norms' statistics; the backward pass recomputes the elementwise rest from them and
     gets the norms' sums over T from the weight-gradient products (linearity of the convs) so
     that it makes few passes over `[B, T, H]`. Against XLA's own derivative of `block_core`
-    with everything recomputed, the paper-config training step is about a third faster on the
+    with everything recomputed, the paper-config training step takes about a third less time on the
     2-core CPU (`bench/RESULTS.md`).
     """
     return _gln_core_forward(
