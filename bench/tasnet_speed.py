@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxspeech.allocator import HUGETLB, TCMALLOC
 from jaxspeech.losses import pairwise_neg_si_snr, pit
 from jaxspeech.models.tasnet import ConvTasNet
 
@@ -62,10 +63,6 @@ def train_step_flops(c: dict, batch: int, samples: int) -> float:
     """Forward + backward (input and weight gradients: 2× forward) of one training step."""
     frames = (samples - c["L"]) // (c["L"] // 2) + 1
     return 3.0 * batch * frames * forward_flops_per_frame(c)
-
-
-TCMALLOC = "tcmalloc_minimal"
-HUGETLB = "glibc.malloc.hugetlb=1"
 
 
 def current_allocator() -> str:

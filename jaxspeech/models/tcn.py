@@ -102,6 +102,12 @@ def check_tcn_config(norm: str, causal: bool, kernel_size: int) -> None:
         )
 
 
+def _left_pad(taps: int, dilation: int, causal: bool) -> int:
+    """Zero frames before `x` in a dilated convolution (all `(P−1)·d` when causal, else half)."""
+    total_pad = (taps - 1) * dilation
+    return total_pad if causal else total_pad // 2
+
+
 def shifted_taps(
     x: jax.Array, taps: int, dilation: int, causal: bool = False, materialize: bool = False
 ) -> list[jax.Array]:
@@ -113,7 +119,7 @@ def shifted_taps(
     Not differentiable with it (for hand-written backward passes).
     """
     frames, total_pad = x.shape[-2], (taps - 1) * dilation
-    left_pad = total_pad if causal else total_pad // 2
+    left_pad = _left_pad(taps, dilation, causal)
     pad_width = [(0, 0)] * (x.ndim - 2) + [(left_pad, total_pad - left_pad), (0, 0)]
     padded = jnp.pad(x, pad_width)
     if materialize:
@@ -286,7 +292,7 @@ def _prelu_backward(grad: jax.Array, x: jax.Array, slope: jax.Array):
 
 def _tap_offsets(taps: int, dilation: int) -> list[int]:
     """Offsets `o_k = k·d − p` of the non-causal depthwise conv: `c[t] = Σ_k K[k] · x[t + o_k]`."""
-    return [k * dilation - (taps - 1) * dilation // 2 for k in range(taps)]
+    return [k * dilation - _left_pad(taps, dilation, causal=False) for k in range(taps)]
 
 
 def _valid_sums(grad: jax.Array, total: jax.Array, offset: int) -> jax.Array:
@@ -478,8 +484,8 @@ class TCNBlock(nn.Module):
             out = out.reshape(*x.shape[:-1], out.shape[-1])
         else:
             in_conv, *params = params
-            in_conv = (x, in_conv["kernel"], in_conv["bias"])
-            h = pointwise_conv(*(part.astype(self.dtype) for part in in_conv))
+            kernel, bias = in_conv["kernel"].astype(self.dtype), in_conv["bias"].astype(self.dtype)
+            h = pointwise_conv(x.astype(self.dtype), kernel, bias)
             core = functools.partial(
                 block_core,
                 dilation=self.dilation,
