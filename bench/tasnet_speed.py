@@ -18,8 +18,9 @@ under utterance-level PIT (ours: `jaxspeech.losses.pit(pairwise_neg_si_snr)`; As
 `PITLossWrapper(pairwise_neg_sisdr, pit_from="pw_mtx")`). Inference: one 10 s and one 60 s
 mixture, real-time factor = wall time / audio duration. The two implementations alternate
 (ours, Asteroid, ours, …) so that machine load hits both alike; medians after warm-up.
-Also prints the step's FLOPs (analytic and XLA's cost analysis), the achieved GFLOP/s against
-a 4096³ float32 matmul measured in the same run, and minor page faults per step.
+Also prints the step's FLOPs (analytic and XLA's cost analysis) and temporary memory (XLA's
+memory analysis), the achieved GFLOP/s against a 4096³ float32 matmul measured in the same
+run, and minor page faults per step.
 """
 
 import argparse
@@ -135,14 +136,15 @@ class JaxRunner:
         updates, opt_state = self.optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
-    def compiled_flops(self) -> float:
+    def compiled_cost(self) -> tuple[float, float]:
+        """The training step's (FLOPs by XLA's cost analysis, temporary memory in bytes)."""
         compiled = self.step_fn.lower(
             self.params, self.opt_state, self.mixture, self.sources
         ).compile()
         analysis = compiled.cost_analysis()
         if isinstance(analysis, list):  # older jax: one dict per computation
             analysis = analysis[0]
-        return float(analysis["flops"])
+        return float(analysis["flops"]), float(compiled.memory_analysis().temp_size_in_bytes)
 
     def train_step(self) -> None:
         self.params, self.opt_state, loss = self.step_fn(
@@ -230,7 +232,7 @@ def main() -> None:
 
     ours = runners[0]
     start = time.perf_counter()
-    xla_flops = ours.compiled_flops()
+    xla_flops, temp_bytes = ours.compiled_cost()
     print(f"compiled our training step in {time.perf_counter() - start:.1f} s")
     analytic_flops = train_step_flops(PAPER, args.batch, samples)
     peak = matmul_gflops()
@@ -247,7 +249,8 @@ def main() -> None:
     print(
         f"\nTraining step: {analytic_flops / 1e9:.0f} GFLOP analytic, "
         f"{xla_flops / 1e9:.0f} GFLOP by XLA cost analysis; 4096³ float32 matmul "
-        f"{peak:.0f} GFLOP/s, so the floor is {analytic_flops / peak / 1e9:.2f} s.\n"
+        f"{peak:.0f} GFLOP/s, so the floor is {analytic_flops / peak / 1e9:.2f} s. "
+        f"Our step's temporary memory: {temp_bytes / 2**30:.2f} GiB.\n"
     )
     print(
         "| implementation | train step (s) | GFLOP/s (% of matmul) | minor faults / step "
