@@ -204,13 +204,15 @@ def test_grad_matches_finite_difference():
     np.testing.assert_allclose(finite_difference, norm, rtol=1e-2)
 
 
-@pytest.mark.parametrize("in_channels, out_channels", [(3, 8), (8, 3)])
-def test_pointwise_conv_gradients_match_dense(rng, in_channels, out_channels):
-    """Both branches (x or the gradient transposed) against XLA's derivative of x @ W + b."""
-    x = jnp.asarray(rng.standard_normal((2, 5, in_channels)), jnp.float32)
+@pytest.mark.parametrize("leading", [(), (2,), (2, 3)])
+def test_pointwise_conv_gradients_match_dense(rng, leading):
+    """Per-batch-element weight gradients, for inputs of rank 2 to 4, against XLA's derivative
+    of x @ W + b."""
+    in_channels, out_channels = 3, 8
+    x = jnp.asarray(rng.standard_normal((*leading, 5, in_channels)), jnp.float32)
     kernel = jnp.asarray(rng.standard_normal((in_channels, out_channels)), jnp.float32)
     bias = jnp.asarray(rng.standard_normal(out_channels), jnp.float32)
-    grad = jnp.asarray(rng.standard_normal((2, 5, out_channels)), jnp.float32)
+    grad = jnp.asarray(rng.standard_normal((*leading, 5, out_channels)), jnp.float32)
     y, vjp = jax.vjp(pointwise_conv, x, kernel, bias)
     y_ref, vjp_ref = jax.vjp(lambda x, w, b: x @ w + b, x, kernel, bias)
     np.testing.assert_allclose(y, y_ref, rtol=1e-6)

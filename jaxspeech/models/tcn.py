@@ -34,15 +34,24 @@ NORMS = ("gLN", "cLN", "chanLN")
 CAUSAL_NORMS = ("cLN", "chanLN")
 
 
-def global_statistics(x: jax.Array, eps: float = EPS) -> tuple[jax.Array, jax.Array]:
+def first_frame_mean(x: jax.Array) -> jax.Array:
+    """Mean of the first frame of `x[..., T, C]`, `[..., 1, 1]` (float32)."""
+    return jnp.mean(x[..., :1, :].astype(jnp.float32), axis=(-2, -1), keepdims=True)
+
+
+def global_statistics(
+    x: jax.Array, eps: float = EPS, shift: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
     """Mean and 1/sqrt(variance + eps) of `x[..., T, C]` over T and C, each `[..., 1, 1]`.
 
-    One pass over `x` (float32): the sums of `x − s` and `(x − s)²`, shifted by `s`, the mean of
-    the first frame, so that `E[(x−s)²] − E[x−s]²` does not cancel when |mean| ≫ std. A second
-    pass for the centred variance costs a whole extra `[..., T, C]` write on CPU.
+    One pass over `x` (float32): the sums of `x − s` and `(x − s)²`, shifted by `s`, by default
+    `first_frame_mean(x)`, so that `E[(x−s)²] − E[x−s]²` does not cancel when |mean| ≫ std. A
+    second pass for the centred variance costs a whole extra `[..., T, C]` write on CPU. A caller
+    that computes the same shift from `x`'s inputs lets XLA fuse `x − s` into `x`'s producer;
+    otherwise XLA on CPU writes `x` and then `x − s`.
     """
     x = x.astype(jnp.float32)
-    shift = jax.lax.stop_gradient(jnp.mean(x[..., :1, :], axis=(-2, -1), keepdims=True))
+    shift = jax.lax.stop_gradient(first_frame_mean(x) if shift is None else shift)
     shifted = x - shift
     shifted_mean = jnp.mean(shifted, axis=(-2, -1), keepdims=True)
     power = jnp.mean(jnp.square(shifted), axis=(-2, -1), keepdims=True)
@@ -195,23 +204,23 @@ def _pointwise_conv_grads(
     """Gradients of `y = x @ kernel + bias` (`x[..., C_in]`, `y[..., C_out]`) for `x`, `kernel`
     and `bias`, given `grad = dL/dy`.
 
-    The weight gradient `Σ x ⊗ grad` contracts the frames, the major axis of both, so one
-    operand must be transposed in memory; left to itself XLA on CPU may transpose the wider
-    one. Here the narrower is transposed and written out (an optimisation barrier keeps XLA
-    from folding the transpose back into the product).
+    The weight gradient `Σ x ⊗ grad` contracts the frames, the major axis of both operands.
+    Taken per element of the leading (batch) axis, XLA on CPU runs that product without
+    transposing either operand in memory, faster than one product over all rows with one
+    operand transposed (`bench/RESULTS.md`); the per-element products are then added.
     """
-    rows_x, rows_grad = x.reshape(-1, x.shape[-1]), grad.reshape(-1, grad.shape[-1])
-    if x.shape[-1] <= grad.shape[-1]:
-        grad_kernel = jax.lax.optimization_barrier(rows_x.T) @ rows_grad
-    else:
-        grad_kernel = (jax.lax.optimization_barrier(rows_grad.T) @ rows_x).T
-    return grad @ kernel.T, grad_kernel, jnp.sum(rows_grad, axis=0)
+    lead = x.shape[0] if x.ndim > 2 else 1
+    per_element = jnp.einsum(
+        "btc,bth->bch", x.reshape(lead, -1, x.shape[-1]), grad.reshape(lead, -1, grad.shape[-1])
+    )
+    grad_kernel = functools.reduce(jnp.add, list(per_element))
+    return grad @ kernel.T, grad_kernel, jnp.sum(grad.reshape(-1, grad.shape[-1]), axis=0)
 
 
 @jax.custom_vjp
 def pointwise_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
-    """1×1 convolution `x[..., C_in] @ kernel[C_in, C_out] + bias[C_out]`, whose weight gradient
-    transposes the narrower operand (`_pointwise_conv_grads`)."""
+    """1×1 convolution `x[..., C_in] @ kernel[C_in, C_out] + bias[C_out]` with the weight
+    gradient of `_pointwise_conv_grads`."""
     return x @ kernel + bias
 
 
@@ -306,6 +315,22 @@ def _valid_sums(grad: jax.Array, total: jax.Array, offset: int) -> jax.Array:
     return total
 
 
+def _shifted_global_norm(
+    activated: jax.Array, first_frame: jax.Array, norm: dict
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    """gLN `n·gamma + beta` of `activated[B, T, H]` and its statistics, given its first frame
+    `first_frame[B, 1, H]` computed from its producer's inputs.
+
+    The norm is taken of `activated − s` (s: `first_frame_mean`), the very array that
+    `global_statistics` sums, so that XLA on CPU writes only that one array, fused with
+    `activated`'s producer, for the statistics' reductions and the normalisation.
+    """
+    shift = first_frame_mean(first_frame)
+    stats = global_statistics(activated, shift=shift)
+    centred = (activated - shift) - (stats[0] - shift)
+    return centred * stats[1] * norm["gamma"] + norm["beta"], stats
+
+
 def _gln_core_forward(
     x, in_conv, in_prelu, in_norm, depthwise, depthwise_prelu, out_norm, out_convs, dilation
 ):
@@ -313,14 +338,17 @@ def _gln_core_forward(
     backward pass needs: `(y, (h = in_conv(x) [B, T, H], depthwise output c [B, T, H],
     gLN statistics of both norms))`."""
     h = x @ in_conv["kernel"] + in_conv["bias"]
-    activated = prelu(h, in_prelu["negative_slope"])
-    in_stats = global_statistics(activated)
-    normalized = (activated - in_stats[0]) * in_stats[1] * in_norm["gamma"] + in_norm["beta"]
+    slope = in_prelu["negative_slope"]
+    normalized, in_stats = _shifted_global_norm(
+        prelu(h, slope), prelu(h[:, :1], slope), in_norm
+    )
     views = shifted_taps(normalized, depthwise["kernel"].shape[0], dilation, materialize=True)
-    c = _weighted_taps(views, depthwise["kernel"]) + depthwise["bias"]
-    activated = prelu(c, depthwise_prelu["negative_slope"])
-    out_stats = global_statistics(activated)
-    normalized = (activated - out_stats[0]) * out_stats[1] * out_norm["gamma"] + out_norm["beta"]
+    kernel, bias, slope = depthwise["kernel"], depthwise["bias"], depthwise_prelu["negative_slope"]
+    c = _weighted_taps(views, kernel) + bias
+    first_c = _weighted_taps([view[:, :1] for view in views], kernel) + bias
+    normalized, out_stats = _shifted_global_norm(
+        prelu(c, slope), prelu(first_c, slope), out_norm
+    )
     return normalized @ out_convs["kernel"] + out_convs["bias"], (h, c, in_stats, out_stats)
 
 
@@ -362,12 +390,14 @@ def _gln_core_backward(dilation, residuals, grad_y):
     # Output 1×1 convs, y = (n·gamma + beta) @ W + b with n the second norm's output. The
     # per-batch products grad_y_bᵀ n_b [B, C_out, H] give W's gradient and, because the conv
     # is linear, the sums over T that the norm's backward needs: Σ_t dL/dn·n = Σ_o Wᵀ ⊙ grad_yᵀn
-    # and Σ_t dL/dn = (Σ_t grad_y) @ Wᵀ (two fewer passes over [B, T, H]). With the narrow
-    # grad_yᵀ written out, XLA runs the batched product in its fast matmul (32 vs 51 ms alone).
+    # and Σ_t dL/dn = (Σ_t grad_y) @ Wᵀ (two fewer passes over [B, T, H]). XLA on CPU runs this
+    # batched product, which contracts the frames, without transposing either operand.
     weight, gamma, beta = out_convs["kernel"], out_norm["gamma"], out_norm["beta"]
-    sum_grad_y = jnp.sum(grad_y, axis=1)  # [B, C_out]
-    products = jax.lax.optimization_barrier(jnp.swapaxes(grad_y, 1, 2)) @ out_normalized
-    grad_out_kernel = gamma[:, None] * jnp.sum(products, axis=0).T + jnp.outer(
+    # The partial sums stay behind barriers: XLA would otherwise sum the whole [B, T, C] array
+    # again for each bias gradient.
+    sum_grad_y = jax.lax.optimization_barrier(jnp.sum(grad_y, axis=1))  # [B, C_out]
+    products = jnp.einsum("btc,bth->bch", grad_y, out_normalized)
+    grad_out_kernel = gamma[:, None] * functools.reduce(jnp.add, list(products)).T + jnp.outer(
         beta, jnp.sum(sum_grad_y, axis=0)
     )
     sum_grad = sum_grad_y @ weight.T  # [B, H]
@@ -382,7 +412,7 @@ def _gln_core_backward(dilation, residuals, grad_y):
     # sums of dL/dc over the frames each tap sees give the kernel gradient and, again by
     # linearity, the first norm's sums: Σ_t dL/dx = Σ_k K[k]·valid_k, Σ_t dL/dx·n = Σ_k K[k]·S_k.
     gamma, beta = in_norm["gamma"], in_norm["beta"]
-    sum_grad_c = jnp.sum(grad_c, axis=1)  # [B, H]
+    sum_grad_c = jax.lax.optimization_barrier(jnp.sum(grad_c, axis=1))  # [B, H]
     views = shifted_taps(in_normalized, taps, dilation, materialize=True)
     tap_products = jnp.stack([jnp.sum(grad_c * view, axis=1) for view in views])  # [P, B, H]
     valid = jnp.stack([_valid_sums(grad_c, sum_grad_c, o) for o in _tap_offsets(taps, dilation)])
