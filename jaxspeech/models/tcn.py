@@ -201,8 +201,8 @@ def recompute_in_backward(fn: Callable[..., jax.Array]) -> Callable[..., jax.Arr
 def _pointwise_conv_grads(
     x: jax.Array, kernel: jax.Array, grad: jax.Array
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Gradients of `y = x @ kernel + bias` (`x[..., C_in]`, `y[..., C_out]`) for `x`, `kernel`
-    and `bias`, given `grad = dL/dy`.
+    """Gradients of `y = x @ kernel + bias` (`x[..., C_in]`, `y[..., C_out]`) for `x` and
+    `kernel`, given `grad = dL/dy`.
 
     The weight gradient `Σ x ⊗ grad` contracts the frames, the major axis of both operands.
     Taken per element of the leading (batch) axis, XLA on CPU runs that product without
@@ -213,8 +213,7 @@ def _pointwise_conv_grads(
     per_element = jnp.einsum(
         "btc,bth->bch", x.reshape(lead, -1, x.shape[-1]), grad.reshape(lead, -1, grad.shape[-1])
     )
-    grad_kernel = functools.reduce(jnp.add, list(per_element))
-    return grad @ kernel.T, grad_kernel, jnp.sum(grad.reshape(-1, grad.shape[-1]), axis=0)
+    return grad @ kernel.T, functools.reduce(jnp.add, list(per_element))
 
 
 @jax.custom_vjp
@@ -226,7 +225,10 @@ def pointwise_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Arra
 
 pointwise_conv.defvjp(
     lambda x, kernel, bias: (x @ kernel + bias, (x, kernel)),
-    lambda saved, grad: _pointwise_conv_grads(*saved, grad),
+    lambda saved, grad: (
+        *_pointwise_conv_grads(*saved, grad),
+        jnp.sum(grad.reshape(-1, grad.shape[-1]), axis=0),
+    ),
 )
 
 
@@ -294,9 +296,34 @@ def _global_norm_input_grad(
 
 
 def _prelu_backward(grad: jax.Array, x: jax.Array, slope: jax.Array):
-    """Gradients of `prelu(x, slope)` for `x` and `slope`, given `grad = dL/dy`."""
+    """`(dL/dx, dL/dy · dy/dslope)` of `y = prelu(x, slope)`, given `grad = dL/dy`; the sum of
+    the second is the slope's gradient."""
     negative = x < 0
-    return jnp.where(negative, slope * grad, grad), jnp.sum(jnp.where(negative, grad * x, 0.0))
+    return jnp.where(negative, slope * grad, grad), jnp.where(negative, grad * x, 0.0)
+
+
+def frame_sums(arrays: list[jax.Array], chunk: int = 8) -> list[jax.Array]:
+    """`Σ_t a[b, t, h]` of each `a[B, T, H]` in `arrays`, `[B, H]` each, from one pass.
+
+    XLA on CPU hands a plain sum to a library kernel that needs its operand written out, so
+    a sum of a product of shifted views costs a write and a read per view. A variadic
+    reduction stays with XLA, which fuses the operands' producers (products, slices) into it;
+    its fast form is a reduction over a few adjacent frames, `chunk` at a time, whose small
+    result the library kernel then sums. Frames past the last whole chunk are summed apart.
+    """
+    batch, frames, channels = arrays[0].shape
+    whole = frames // chunk * chunk
+    chunked = tuple(a[:, :whole].reshape(batch, whole // chunk, chunk, channels) for a in arrays)
+    partial = jax.lax.reduce(
+        chunked,
+        (jnp.zeros((), arrays[0].dtype),) * len(arrays),
+        lambda left, right: tuple(x + y for x, y in zip(left, right, strict=True)),
+        (2,),
+    )
+    return [
+        jnp.sum(part, axis=1) + jnp.sum(a[:, whole:], axis=1)
+        for part, a in zip(partial, arrays, strict=True)
+    ]
 
 
 def _tap_offsets(taps: int, dilation: int) -> list[int]:
@@ -406,20 +433,26 @@ def _gln_core_backward(dilation, residuals, grad_y):
         grad_y @ weight.T, out_normalized, out_stats[1], gamma, sum_grad, sum_grad_normalized
     )
     grad_out_norm = {"gamma": jnp.sum(sum_grad_normalized, 0), "beta": jnp.sum(sum_grad, 0)}
-    grad_c, grad_slope2 = _prelu_backward(grad_act, c, depthwise_prelu["negative_slope"])
+    grad_c, slope_terms = _prelu_backward(grad_act, c, depthwise_prelu["negative_slope"])
+    grad_slope2 = jnp.sum(slope_terms)
     # Depthwise conv c[t] = Σ_k K[k]·x[t + o_k] + bias on x = n·gamma + beta (n: the first
     # norm's output, zero outside [0, T)). Per batch, S_k = Σ_t dL/dc[t]·n[t + o_k] and the
     # sums of dL/dc over the frames each tap sees give the kernel gradient and, again by
     # linearity, the first norm's sums: Σ_t dL/dx = Σ_k K[k]·valid_k, Σ_t dL/dx·n = Σ_k K[k]·S_k.
     gamma, beta = in_norm["gamma"], in_norm["beta"]
-    sum_grad_c = jax.lax.optimization_barrier(jnp.sum(grad_c, axis=1))  # [B, H]
-    views = shifted_taps(in_normalized, taps, dilation, materialize=True)
-    tap_products = jnp.stack([jnp.sum(grad_c * view, axis=1) for view in views])  # [P, B, H]
+    # grad_views[k][t] = dL/dc[t + o_k]; with o_{P−1−k} = −o_k, S_k = Σ_t grad_views[P−1−k]·n.
+    # Reading the padded dL/dc that the transposed conv below needs anyway, XLA fuses the
+    # products into `frame_sums` rather than recomputing dL/dc in it.
+    grad_views = shifted_taps(grad_c, taps, dilation, materialize=True)
+    *tap_products, sum_grad_c = frame_sums(
+        [view * in_normalized for view in grad_views[::-1]] + [grad_views[taps // 2]]
+    )
+    tap_products = jnp.stack(tap_products)  # [P, B, H]
+    sum_grad_c = jax.lax.optimization_barrier(sum_grad_c)  # [B, H]
     valid = jnp.stack([_valid_sums(grad_c, sum_grad_c, o) for o in _tap_offsets(taps, dilation)])
     grad_kernel = gamma * jnp.sum(tap_products, axis=1) + beta * jnp.sum(valid, axis=1)
     sum_grad = jnp.einsum("kbh,kh->bh", valid, kernel)
     sum_grad_normalized = jnp.einsum("kbh,kh->bh", tap_products, kernel)
-    grad_views = shifted_taps(grad_c, taps, dilation, materialize=True)
     grad_act = _global_norm_input_grad(
         _weighted_taps(grad_views, kernel[::-1]),
         in_normalized,
@@ -428,12 +461,13 @@ def _gln_core_backward(dilation, residuals, grad_y):
         sum_grad,
         sum_grad_normalized,
     )
-    grad_h, grad_slope1 = _prelu_backward(grad_act, h, in_prelu["negative_slope"])
-    grad_x, grad_in_kernel, grad_in_bias = _pointwise_conv_grads(x, in_conv["kernel"], grad_h)
+    grad_h, slope_terms = _prelu_backward(grad_act, h, in_prelu["negative_slope"])
+    grad_x, grad_in_kernel = _pointwise_conv_grads(x, in_conv["kernel"], grad_h)
+    sum_grad_h, slope_sums = frame_sums([grad_h, slope_terms])
     return (
         grad_x,
-        {"kernel": grad_in_kernel, "bias": grad_in_bias},
-        {"negative_slope": grad_slope1},
+        {"kernel": grad_in_kernel, "bias": jnp.sum(sum_grad_h, axis=0)},
+        {"negative_slope": jnp.sum(slope_sums)},
         {"gamma": jnp.sum(sum_grad_normalized, 0), "beta": jnp.sum(sum_grad, 0)},
         {"kernel": grad_kernel, "bias": jnp.sum(sum_grad_c, axis=0)},
         {"negative_slope": grad_slope2},
