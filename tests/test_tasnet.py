@@ -15,6 +15,7 @@ from jaxspeech.models.tcn import (
     channel_layer_norm,
     cumulative_layer_norm,
     depthwise_conv1d,
+    frame_sums,
     gln_block_core,
     global_layer_norm,
     pointwise_conv,
@@ -202,6 +203,19 @@ def test_grad_matches_finite_difference():
         - loss(flat_params - step * grad / norm, mixture)
     ) / (2 * step)
     np.testing.assert_allclose(finite_difference, norm, rtol=1e-2)
+
+
+@pytest.mark.parametrize("frames", [5, 16, 29])
+def test_frame_sums_match_numpy(rng, frames):
+    """Chunked variadic sums over frames (fewer frames than a chunk, whole chunks, a remainder)
+    of fused products against float64 numpy."""
+    a, b = (rng.standard_normal((3, frames, 4)).astype(np.float32) for _ in range(2))
+    sums = jax.jit(lambda a, b: frame_sums([a * b, a, jnp.roll(b, 2, axis=1)]))(a, b)
+    for ours, reference in zip(sums, [a * b, a, np.roll(b, 2, axis=1)], strict=True):
+        assert ours.shape == (3, 4)
+        np.testing.assert_allclose(
+            ours, reference.astype(np.float64).sum(axis=1), rtol=1e-5, atol=1e-5
+        )
 
 
 @pytest.mark.parametrize("leading", [(), (2,), (2, 3)])

@@ -366,16 +366,12 @@ def _gln_core_forward(
     gLN statistics of both norms))`."""
     h = x @ in_conv["kernel"] + in_conv["bias"]
     slope = in_prelu["negative_slope"]
-    normalized, in_stats = _shifted_global_norm(
-        prelu(h, slope), prelu(h[:, :1], slope), in_norm
-    )
+    normalized, in_stats = _shifted_global_norm(prelu(h, slope), prelu(h[:, :1], slope), in_norm)
     views = shifted_taps(normalized, depthwise["kernel"].shape[0], dilation, materialize=True)
     kernel, bias, slope = depthwise["kernel"], depthwise["bias"], depthwise_prelu["negative_slope"]
     c = _weighted_taps(views, kernel) + bias
     first_c = _weighted_taps([view[:, :1] for view in views], kernel) + bias
-    normalized, out_stats = _shifted_global_norm(
-        prelu(c, slope), prelu(first_c, slope), out_norm
-    )
+    normalized, out_stats = _shifted_global_norm(prelu(c, slope), prelu(first_c, slope), out_norm)
     return normalized @ out_convs["kernel"] + out_convs["bias"], (h, c, in_stats, out_stats)
 
 
