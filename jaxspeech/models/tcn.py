@@ -39,24 +39,30 @@ def first_frame_mean(x: jax.Array) -> jax.Array:
     return jnp.mean(x[..., :1, :].astype(jnp.float32), axis=(-2, -1), keepdims=True)
 
 
-def global_statistics(
-    x: jax.Array, eps: float = EPS, shift: jax.Array | None = None
+def _shifted_moments_to_statistics(
+    shift: jax.Array, shifted_mean: jax.Array, shifted_power: jax.Array, eps: float
 ) -> tuple[jax.Array, jax.Array]:
+    """Mean and 1/sqrt(variance + eps) from `s`, `E[x − s]` and `E[(x − s)²]`."""
+    var = jnp.maximum(shifted_power - jnp.square(shifted_mean), 0.0)
+    return shift + shifted_mean, jax.lax.rsqrt(var + eps)
+
+
+def global_statistics(x: jax.Array, eps: float = EPS) -> tuple[jax.Array, jax.Array]:
     """Mean and 1/sqrt(variance + eps) of `x[..., T, C]` over T and C, each `[..., 1, 1]`.
 
-    One pass over `x` (float32): the sums of `x − s` and `(x − s)²`, shifted by `s`, by default
-    `first_frame_mean(x)`, so that `E[(x−s)²] − E[x−s]²` does not cancel when |mean| ≫ std. A
-    second pass for the centred variance costs a whole extra `[..., T, C]` write on CPU. A caller
-    that computes the same shift from `x`'s inputs lets XLA fuse `x − s` into `x`'s producer;
-    otherwise XLA on CPU writes `x` and then `x − s`.
+    One pass over `x` (float32): the sums of `x − s` and `(x − s)²`, shifted by
+    `s = first_frame_mean(x)` so that `E[(x−s)²] − E[x−s]²` does not cancel when |mean| ≫ std.
+    A second pass for the centred variance costs a whole extra `[..., T, C]` write on CPU.
     """
     x = x.astype(jnp.float32)
-    shift = jax.lax.stop_gradient(first_frame_mean(x) if shift is None else shift)
+    shift = jax.lax.stop_gradient(first_frame_mean(x))
     shifted = x - shift
-    shifted_mean = jnp.mean(shifted, axis=(-2, -1), keepdims=True)
-    power = jnp.mean(jnp.square(shifted), axis=(-2, -1), keepdims=True)
-    var = jnp.maximum(power - jnp.square(shifted_mean), 0.0)
-    return shift + shifted_mean, jax.lax.rsqrt(var + eps)
+    return _shifted_moments_to_statistics(
+        shift,
+        jnp.mean(shifted, axis=(-2, -1), keepdims=True),
+        jnp.mean(jnp.square(shifted), axis=(-2, -1), keepdims=True),
+        eps,
+    )
 
 
 def global_layer_norm(x: jax.Array, eps: float = EPS) -> jax.Array:
@@ -348,14 +354,19 @@ def _shifted_global_norm(
     """gLN `n·gamma + beta` of `activated[B, T, H]` and its statistics, given its first frame
     `first_frame[B, 1, H]` computed from its producer's inputs.
 
-    The norm is taken of `activated − s` (s: `first_frame_mean`), the very array that
-    `global_statistics` sums, so that XLA on CPU writes only that one array, fused with
-    `activated`'s producer, for the statistics' reductions and the normalisation.
+    As `global_statistics`, with the same shift `s` (`first_frame_mean`), but the sums of
+    `activated − s` and its square come from `frame_sums`, fused with `activated`'s producer:
+    XLA on CPU would otherwise write `activated − s` out for its library reductions. The
+    normalisation recomputes `activated − s` from the producer.
     """
     shift = first_frame_mean(first_frame)
-    stats = global_statistics(activated, shift=shift)
-    centred = (activated - shift) - (stats[0] - shift)
-    return centred * stats[1] * norm["gamma"] + norm["beta"], stats
+    shifted = activated - shift
+    sums, squares = frame_sums([shifted, jnp.square(shifted)])  # [B, H] each
+    count = shifted.shape[-2] * shifted.shape[-1]
+    shifted_mean = (jnp.sum(sums, axis=-1) / count)[:, None, None]
+    shifted_power = (jnp.sum(squares, axis=-1) / count)[:, None, None]
+    stats = _shifted_moments_to_statistics(shift, shifted_mean, shifted_power, EPS)
+    return (shifted - shifted_mean) * stats[1] * norm["gamma"] + norm["beta"], stats
 
 
 def _gln_core_forward(
