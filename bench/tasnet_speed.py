@@ -20,7 +20,8 @@ mixture, real-time factor = wall time / audio duration. The two implementations 
 (ours, Asteroid, ours, …) so that machine load hits both alike; medians after warm-up.
 Also prints the step's FLOPs (analytic and XLA's cost analysis) and temporary memory (XLA's
 memory analysis), the achieved GFLOP/s against a 4096³ float32 matmul measured in the same
-run, and minor page faults per step.
+run, and minor page faults per step; for inference, the forward FLOPs per second of audio,
+the real-time factor that the matmul rate allows, and each implementation's share of it.
 """
 
 import argparse
@@ -64,6 +65,11 @@ def train_step_flops(c: dict, batch: int, samples: int) -> float:
     """Forward + backward (input and weight gradients: 2× forward) of one training step."""
     frames = (samples - c["L"]) // (c["L"] // 2) + 1
     return 3.0 * batch * frames * forward_flops_per_frame(c)
+
+
+def inference_flops_per_second(c: dict) -> float:
+    """Forward FLOPs of one second of audio (encoder frames every L/2 samples)."""
+    return SAMPLE_RATE / (c["L"] // 2) * forward_flops_per_frame(c)
 
 
 def current_allocator() -> str:
@@ -271,6 +277,13 @@ def main() -> None:
             f"| {infer[10][theirs] / infer[10][ours.name]:.2f}× "
             f"| {infer[60][theirs] / infer[60][ours.name]:.2f}× |"
         )
+    audio_flops = inference_flops_per_second(PAPER)
+    floor = audio_flops / peak / 1e9
+    shares = ", ".join(f"{r.name} {100 * floor / infer[10][r.name]:.0f} %" for r in runners)
+    print(
+        f"\nInference: {audio_flops / 1e9:.1f} GFLOP per second of audio, so the RTF floor at the "
+        f"matmul rate is {floor:.4f}; share of the matmul rate at 10 s: {shares}."
+    )
 
 
 if __name__ == "__main__":
