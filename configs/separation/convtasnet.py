@@ -7,7 +7,7 @@ Variants:
             validations without improvement.
   "causal"  the same with causal convolutions and cumulative layer norm.
   "smoke"   a small model (8 blocks of 64 channels in one repeat: 0.5 s receptive field) on
-            1 s crops, 1,500 steps: about 4 minutes on a 2-core CPU.
+            1 s crops, 1,500 steps: 1–2 minutes of training on a 2-core CPU.
 """
 
 import dataclasses
