@@ -30,11 +30,10 @@ OUTPUT_PEAK = 0.99
 def load_trained_model(workdir: str, checkpoint: str):
     """``(task, params, model_state, sample_rate)`` of a training run's checkpoint, the
     arrays on one device."""
-    from jaxspeech.train.loop import restore_run  # imports the trainer only when needed
+    from jaxspeech.train.restore import restore_run  # imports the trainer only when needed
 
-    task, state, _ = restore_run(workdir, checkpoint)
-    params, model_state = jax.device_put((state.params, state.model_state), jax.devices()[0])
-    return task, params, model_state, task.config.data.mixture.sample_rate
+    run = restore_run(workdir, checkpoint, devices=jax.devices()[:1])
+    return run.task, run.params, run.model_state, run.task.config.data.mixture.sample_rate
 
 
 def stage_workdir(workdir: str, stage: str | None) -> pathlib.Path:

@@ -1,6 +1,6 @@
-"""Enhancement task and multi-stage recipes: stage mechanics on the toy task, the distill
-recipe end to end (train.py -> evaluate.py), distillation loss, stored feature statistics,
-bad input to the inference function."""
+"""Enhancement task: the distill recipe end to end (train.py -> evaluate.py), distillation
+loss from the frozen teacher, stored feature statistics, restoring without the corpus, bad
+input to the inference function."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ import sys
 import jax
 import numpy as np
 import pytest
-import toy_task
 
 from jaxspeech.errors import (
     ConfigError,
@@ -25,9 +24,7 @@ from jaxspeech.errors import (
 )
 from jaxspeech.losses import mask_distillation
 from jaxspeech.models.masknet import param_count
-from jaxspeech.train import config as config_lib
-from jaxspeech.train import stages
-from jaxspeech.train.loop import restore_run
+from jaxspeech.train.restore import restore_run
 from jaxspeech.train.tasks.enhancement import build_mask_net, snr_groups
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -53,62 +50,9 @@ def test_student_has_at_most_a_quarter_of_the_teacher_params(variant):
     assert counts["student"] <= counts["teacher"] / 4
     assert counts["baseline"] == counts["student"]
     student, baseline = recipe.stages[1], recipe.stages[2]
-    assert student.links == (("model.teacher_workdir", "teacher"),)
+    assert student.reads == ("teacher",) and student.config.model.teacher == "teacher"
+    assert recipe.stages[0].reads == baseline.reads == ()
     assert student.config.model.estimator == baseline.config.model.estimator
-
-
-def toy_config(steps=2):
-    return config_lib.Config(
-        task="toy_task:Task",
-        model=toy_task.ToyModelConfig(),
-        data=toy_task.ToyDataConfig(),
-        train=config_lib.TrainConfig(
-            steps=steps, batch_size=8, checkpoint_every=2, eval_every=2, log_every=1
-        ),
-    )
-
-
-def test_multistage_rejects_bad_stage_lists():
-    config = toy_config()
-    with pytest.raises(ConfigError, match="not an earlier stage"):
-        stages.MultiStage((stages.Stage("a", config, (("data.root", "b"),)),))
-    with pytest.raises(ConfigError, match="unique"):
-        stages.MultiStage((stages.Stage("a", config), stages.Stage("a", config)))
-    with pytest.raises(ConfigError, match="folder"):
-        stages.MultiStage((stages.Stage("../a", config),))
-    with pytest.raises(ConfigError, match="no stages"):
-        stages.MultiStage(())
-
-
-def test_overrides_apply_to_every_stage_or_one():
-    recipe = stages.MultiStage((stages.Stage("a", toy_config()), stages.Stage("b", toy_config())))
-    both = stages.apply_overrides(recipe, ["train.steps=7"])
-    assert [s.config.train.steps for s in both.stages] == [7, 7]
-    one = stages.apply_overrides(recipe, ["b.train.steps=9", "a.model.hidden=3"])
-    assert [s.config.train.steps for s in one.stages] == [2, 9]
-    assert [s.config.model.hidden for s in one.stages] == [3, 8]
-    with pytest.raises(ConfigError, match="unknown config key"):
-        stages.apply_overrides(recipe, ["c.train.steps=1"])
-
-
-def test_stages_train_in_order_with_links_and_one_table(tmp_path):
-    recipe = stages.MultiStage(
-        (
-            stages.Stage("first", toy_config()),
-            stages.Stage("second", toy_config(steps=4), (("data.root", "first"),)),
-        )
-    )
-    stages.run(recipe, tmp_path)
-    assert json.loads((tmp_path / "stages.json").read_text()) == {"stages": ["first", "second"]}
-    second = config_lib.from_json((tmp_path / "second" / "config.json").read_text())
-    assert second.data.root == str(tmp_path / "first")
-    for name, steps in (("first", 2), ("second", 4)):
-        _, state, step = restore_run(tmp_path / name, "latest")
-        assert step == steps and int(state.step) == steps
-    rows, markdown = stages.evaluate(tmp_path, "test", "latest")
-    assert [(r["stage"], r["checkpoint_step"]) for r in rows] == [("first", 2), ("second", 4)]
-    assert markdown.startswith("| stage |")
-    assert (tmp_path / "eval" / "test.json").is_file()
 
 
 def test_snr_groups():
@@ -166,8 +110,8 @@ def test_distill_recipe_table(distill_run):
 
 @pytest.fixture(scope="module")
 def student(distill_run):
-    task, state, _ = restore_run(distill_run / "student", "latest")
-    return task, state.params, state.model_state
+    run = restore_run(distill_run / "student", "latest")
+    return run.task, run.params, run.model_state
 
 
 @pytest.mark.slow
@@ -234,3 +178,20 @@ def test_enhancement_config_errors(shared_data):
         Task(
             dataclasses.replace(config, data=dataclasses.replace(config.data, mixture=two_speakers))
         )
+
+
+@pytest.mark.slow
+def test_restoring_reads_no_training_data(distill_run, monkeypatch):
+    from jaxspeech.train.tasks import enhancement
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("restoring a run read the corpus")
+
+    monkeypatch.setattr(enhancement, "MixtureData", refuse)
+    run = restore_run(distill_run / "student", "best")
+    teacher_task, teacher_params, _ = run.task.teacher  # restored through frozen.json
+    assert teacher_task.config.model.teacher is None and teacher_params
+    assert np.all(np.asarray(run.model_state["feature_std"]) != 1.0)  # saved, not the default
+    wav = (0.1 * np.random.default_rng(1).standard_normal(8000)).astype(np.float32)
+    out = run.task.enhance_waveform(run.params, run.model_state, wav, 16000)
+    assert out.shape == wav.shape and np.all(np.isfinite(out))

@@ -20,7 +20,8 @@ import toy_task
 from jaxspeech.errors import JaxspeechError
 from jaxspeech.train import config as config_lib
 from jaxspeech.train.logging import read_metrics
-from jaxspeech.train.loop import restore_run, run
+from jaxspeech.train.loop import run
+from jaxspeech.train.restore import restore_run
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TESTS = pathlib.Path(__file__).resolve().parent
@@ -61,8 +62,8 @@ def test_run_writes_config_metrics_and_checkpoints(reference):
     assert int(state.step) == 6 and int(state.nonfinite_total) == 0
     # batch norm ran and its running statistics were updated (synchronised over replicas)
     assert np.abs(np.asarray(state.model_state["batch_stats"]["BatchNorm_0"]["mean"])).max() > 0
-    _, restored, step = restore_run(workdir, "latest")
-    assert step == 6
+    restored = restore_run(workdir, "latest")
+    assert restored.step == 6
     assert_trees_close(restored.params, state.params, rtol=0, atol=0)
 
 
@@ -103,7 +104,7 @@ def test_nonfinite_steps_are_skipped_then_stop_the_run(tmp_path):
     assert [r["nonfinite_total"] for r in records] == [0, 0, 1, 1, 2]
 
     def params_at(step):
-        return restore_run(tmp_path, str(step))[1].params
+        return restore_run(tmp_path, str(step)).params
 
     assert_trees_close(params_at(3), params_at(2), rtol=0, atol=0)  # skipped step
     assert_trees_close(params_at(5), params_at(4), rtol=0, atol=0)
@@ -185,7 +186,7 @@ def test_two_processes_train_and_evaluate_through_the_clis(reference, tmp_path):
 
     config = config_lib.from_json((workdir / "config.json").read_text())
     assert config == toy_config()
-    _, distributed, _ = restore_run(workdir, "latest")
+    distributed = restore_run(workdir, "latest")
     assert_trees_close(distributed.params, ref_state.params)
     assert_trees_close(distributed.model_state, ref_state.model_state)
     losses = [[r["loss"] for r in read_metrics(d)] for d in (workdir, ref_workdir)]
@@ -204,7 +205,7 @@ def test_two_processes_train_and_evaluate_through_the_clis(reference, tmp_path):
     rows = json.loads((workdir / "eval" / "test.json").read_text())
     valid = [(r["valid_mse"], r["step"]) for r in read_metrics(workdir) if "valid_mse" in r]
     assert rows[0]["checkpoint_step"] == min(valid)[1] and rows[0]["split"] == "test"
-    _, best, _ = restore_run(workdir, "best")
+    best = restore_run(workdir, "best")
     assert rows[0]["mse"] == pytest.approx(numpy_test_mse(best), rel=1e-4)
     markdown = (workdir / "eval" / "test.md").read_text()
     assert markdown in evaluation.stdout

@@ -1,9 +1,14 @@
-"""A tiny regression task (MLP with batch norm) to test the generic trainer.
+"""Tiny tasks to test the generic trainer and the stage machinery.
 
-Targets are ``sin(x @ w)`` for Gaussian ``x``; example ``i`` of the training stream is drawn
-from ``default_rng([seed, i])``. Global batch ``k`` holds stream examples ``k·B … k·B+B-1``
-and process ``p`` of ``n`` supplies rows ``p·B/n … (p+1)·B/n-1`` of it, so any number of
-processes sees the same global batches. ``data.nan_batches`` poisons global batches with NaN.
+``Task``: a regression (MLP with batch norm). Targets are ``sin(x @ w)`` for Gaussian ``x``;
+example ``i`` of the training stream is drawn from ``default_rng([seed, i])``. Global batch
+``k`` holds stream examples ``k·B … k·B+B-1`` and process ``p`` of ``n`` supplies rows
+``p·B/n … (p+1)·B/n-1`` of it, so any number of processes sees the same global batches.
+``data.nan_batches`` poisons global batches with NaN. With ``model.normalizer`` naming a frozen
+``StatisticsTask`` stage, inputs are standardised by its mean and variance.
+
+``StatisticsTask``: an estimation-kind task on the same stream (scaled and shifted by
+``SHIFT``/``SCALE``): the running mean and variance of ``x`` over every batch seen.
 """
 
 from __future__ import annotations
@@ -20,9 +25,18 @@ FEATURES = 4
 VALID_SEED, TEST_SEED = 10**6, 10**7
 
 
+SHIFT, SCALE = 3.0, 2.0
+
+
 @dataclasses.dataclass(frozen=True)
 class ToyModelConfig:
     hidden: int = 8
+    normalizer: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ToyStatisticsConfig:
+    batches_per_step: int = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,14 +65,40 @@ def examples(seed: int, indices: np.ndarray) -> dict[str, np.ndarray]:
     return {"x": x.astype(np.float32), "y": np.sin(x @ w).astype(np.float32)}
 
 
+def train_stream(config, process_index: int, process_count: int, seed: int, transform=None):
+    """The training batches of this process (see the module docstring)."""
+    batch_size = config.train.batch_size
+    local = batch_size // process_count
+    nan_batches = set(getattr(config.data, "nan_batches", ()))
+
+    def make_batch(k: int, indices: np.ndarray) -> dict[str, np.ndarray]:
+        batch = examples(seed, indices[process_index * local : (process_index + 1) * local])
+        if k in nan_batches:
+            batch["x"][0, 0] = np.nan
+        return transform(batch) if transform else batch
+
+    stream = grain.MapDataset.range(1 << 30).batch(batch_size)
+    return stream.map_with_index(make_batch).to_iter_dataset()
+
+
 class Task:
     valid_metric = "mse"
     valid_mode = "min"
 
-    def __init__(self, config) -> None:
+    def __init__(self, config, frozen=None) -> None:
         """Follows ``config.train.dtype`` (bfloat16 compute, float32 params and loss)."""
         self.config = config
         self.model = MLP(config.model.hidden, dtype=config.train.dtype)
+        self.normalizer = None
+        if config.model.normalizer is not None:
+            stats = (frozen or {})[config.model.normalizer]
+            self.normalizer = jax.device_get(stats.params)
+
+    def inputs(self, x):
+        """``x`` standardised by the frozen statistics, if any."""
+        if self.normalizer is None:
+            return x
+        return (x - self.normalizer["mean"]) / jnp.sqrt(self.normalizer["var"])
 
     def init_model(self, rng):
         variables = self.model.init(rng, jnp.zeros((2, FEATURES)), train=False)
@@ -67,28 +107,21 @@ class Task:
     def loss_fn(self, params, model_state, batch, rng):
         del rng
         pred, updates = self.model.apply(
-            {"params": params, **model_state}, batch["x"], train=True, mutable=["batch_stats"]
+            {"params": params, **model_state},
+            self.inputs(batch["x"]),
+            train=True,
+            mutable=["batch_stats"],
         )
         loss = jnp.mean((pred - batch["y"]) ** 2)
         return loss, ({"mae": jnp.mean(jnp.abs(pred - batch["y"]))}, updates)
 
     def eval_fn(self, params, model_state, batch):
-        pred = self.model.apply({"params": params, **model_state}, batch["x"], train=False)
+        x = self.inputs(batch["x"])
+        pred = self.model.apply({"params": params, **model_state}, x, train=False)
         return {"mse": jnp.mean((pred - batch["y"]) ** 2)}
 
     def train_dataset(self, process_index: int, process_count: int, seed: int):
-        batch_size = self.config.train.batch_size
-        local = batch_size // process_count
-        nan_batches = set(self.config.data.nan_batches)
-
-        def make_batch(k: int, indices: np.ndarray) -> dict[str, np.ndarray]:
-            batch = examples(seed, indices[process_index * local : (process_index + 1) * local])
-            if k in nan_batches:
-                batch["x"][0, 0] = np.nan
-            return batch
-
-        stream = grain.MapDataset.range(1 << 30).batch(batch_size)
-        return stream.map_with_index(make_batch).to_iter_dataset()
+        return train_stream(self.config, process_index, process_count, seed)
 
     def valid_batches(self):
         batch_size = self.config.train.batch_size
@@ -103,3 +136,53 @@ class Task:
         batch = examples(seed, np.arange(self.config.data.test_examples))
         mse = float(jax.jit(self.eval_fn)(params, model_state, batch)["mse"])
         return [{"split": split, "examples": self.config.data.test_examples, "mse": mse}]
+
+
+def shifted(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {"x": SHIFT + SCALE * batch["x"]}
+
+
+class StatisticsTask:
+    """Running mean and variance of ``x`` (an estimation-kind task)."""
+
+    kind = "estimation"
+    valid_metric = "mean_error"
+    valid_mode = "min"
+
+    def __init__(self, config, frozen=None) -> None:
+        assert not frozen
+        self.config = config
+        self.batches_per_step = config.model.batches_per_step
+
+    def init_model(self, rng):
+        del rng
+        zeros = jnp.zeros(FEATURES)
+        params = {"mean": zeros, "var": jnp.ones(FEATURES)}
+        return params, {"count": jnp.zeros(()), "sum": zeros, "sum_squares": zeros}
+
+    def statistics(self, params, model_state, batch, rng):
+        del params, model_state, rng
+        x = batch["x"]
+        count = jnp.asarray(x.shape[0], jnp.float32)
+        return {"count": count, "sum": x.sum(0), "sum_squares": jnp.square(x).sum(0)}
+
+    def update(self, params, model_state, statistics):
+        del params
+        state = jax.tree.map(jnp.add, model_state, statistics)
+        mean = state["sum"] / state["count"]
+        var = state["sum_squares"] / state["count"] - jnp.square(mean)
+        return {"mean": mean, "var": var}, state, {"examples": state["count"]}
+
+    def eval_fn(self, params, model_state, batch):
+        del model_state
+        return {"mean_error": jnp.abs(params["mean"] - batch["x"].mean(0)).max()}
+
+    def train_dataset(self, process_index: int, process_count: int, seed: int):
+        return train_stream(self.config, process_index, process_count, seed, shifted)
+
+    def valid_batches(self):
+        return [shifted(examples(VALID_SEED, np.arange(64)))]
+
+    def evaluate(self, params, model_state, split):
+        del split
+        return [{"examples": float(model_state["count"]), "mean": float(params["mean"][0])}]

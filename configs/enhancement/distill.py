@@ -107,15 +107,16 @@ def get_config(variant: str = "") -> MultiStage:
     config = base_config(variant)
     teacher_net, student_net = ESTIMATORS[variant]
 
-    def stage(name: str, estimator: MaskNetConfig, references: bool, links=()) -> Stage:
-        model = dataclasses.replace(config.model, estimator=estimator)
+    def stage(name: str, estimator: MaskNetConfig, references: bool, teacher=None) -> Stage:
+        model = dataclasses.replace(config.model, estimator=estimator, teacher=teacher)
         evaluation = dataclasses.replace(config.eval, system=name, references=references)
-        return Stage(name, dataclasses.replace(config, model=model, eval=evaluation), links)
+        reads = () if teacher is None else (teacher,)
+        return Stage(name, dataclasses.replace(config, model=model, eval=evaluation), reads)
 
     return MultiStage(
         (
             stage("teacher", teacher_net, references=True),
-            stage("student", student_net, False, (("model.teacher_workdir", "teacher"),)),
+            stage("student", student_net, False, teacher="teacher"),
             stage("baseline", student_net, references=False),
         )
     )

@@ -1,11 +1,15 @@
 """Complete checkpoints with orbax: train state, grain iterator state and the config.
 
-Layout: ``WORKDIR/checkpoints/<step>/{state,data,config}``. The last ``keep`` checkpoints are
-kept, plus the best one by the task's validation metric.
+Layout: ``WORKDIR/checkpoints/<step>/{model,train,data,config}``: ``model`` holds what running
+the model needs (``params`` and ``model_state``, e.g. batch-norm or feature-normalisation
+statistics), ``train`` the rest of the train state (step, optimiser state, RNG, ...), so that
+evaluation and inference restore ``model`` alone, without building an optimiser. The last
+``keep`` checkpoints are kept, plus the best one by the task's validation metric.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 from typing import Any
@@ -21,6 +25,17 @@ from jaxspeech.errors import JaxspeechError
 def abstract_like(tree: Any) -> Any:
     """``ShapeDtypeStruct`` (with sharding) for every array of ``tree``: a restore target."""
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+
+
+MODEL_FIELDS = ("params", "model_state")
+
+
+def _split(state: Any) -> tuple[dict, dict]:
+    """A train state (a dataclass with ``params`` and ``model_state``) as ``(model, train)``
+    dicts of its fields."""
+    fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
+    model = {name: fields.pop(name) for name in MODEL_FIELDS}
+    return model, fields
 
 
 class Checkpointer:
@@ -50,7 +65,17 @@ class Checkpointer:
         )
         self.directory = pathlib.Path(directory).absolute()
         self.manager = ocp.CheckpointManager(
-            self.directory, options=options, item_names=("state", "data", "config")
+            self.directory, options=options, item_names=("model", "train", "data", "config")
+        )
+
+    @classmethod
+    def for_run(cls, workdir: pathlib.Path, config: Any, task: Any) -> Checkpointer:
+        """The checkpointer of the run in ``workdir`` (``workdir/checkpoints``)."""
+        return cls(
+            workdir / "checkpoints",
+            keep=config.train.keep_checkpoints,
+            valid_metric=task.valid_metric,
+            valid_mode=task.valid_mode,
         )
 
     def latest_step(self) -> int | None:
@@ -82,10 +107,12 @@ class Checkpointer:
         metrics: dict[str, float] | None = None,
     ) -> None:
         """Saves asynchronously; ``metrics`` (validation) rank the checkpoint for "best"."""
+        model, train = _split(state)
         self.manager.save(
             step,
             args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state),
+                model=ocp.args.StandardSave(model),
+                train=ocp.args.StandardSave(train),
                 data=grain.checkpoint.CheckpointSave(data_iterator),
                 config=ocp.args.JsonSave(json.loads(config_json)),
             ),
@@ -95,10 +122,21 @@ class Checkpointer:
     def restore(self, step: int, state: Any, data_iterator: Any | None = None) -> Any:
         """Restores the state (with ``state``'s shapes and shardings, which may be abstract) and,
         when given, the iterator in place; returns the restored state."""
-        items = {"state": ocp.args.StandardRestore(abstract_like(state))}
+        model, train = _split(state)
+        items = {
+            "model": ocp.args.StandardRestore(abstract_like(model)),
+            "train": ocp.args.StandardRestore(abstract_like(train)),
+        }
         if data_iterator is not None:
             items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
-        return self.manager.restore(step, args=ocp.args.Composite(**items)).state
+        restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+        return state.replace(**restored.model, **restored.train)
+
+    def restore_model(self, step: int, model: dict) -> dict:
+        """``{"params", "model_state"}`` of checkpoint ``step`` with the shapes and shardings of
+        ``model`` (which may be abstract); nothing else of the checkpoint is read."""
+        items = {"model": ocp.args.StandardRestore(abstract_like(model))}
+        return self.manager.restore(step, args=ocp.args.Composite(**items)).model
 
     def close(self) -> None:
         """Waits for pending saves and releases the manager."""

@@ -64,13 +64,19 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def table_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Every key of ``rows``, in the order first seen (stages of a recipe may differ)."""
+    return list(dict.fromkeys(key for row in rows for key in row))
+
+
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
-    """Rows (dicts sharing their keys) as a Markdown table; floats with 4 decimals."""
-    columns = list(rows[0]) if rows else []
+    """Rows as a Markdown table (a column per key of any row, empty where a row lacks it);
+    floats with 4 decimals."""
+    columns = table_columns(rows)
     lines = [
         "| " + " | ".join(columns) + " |",
         "|" + "|".join("---" for _ in columns) + "|",
-        *("| " + " | ".join(_cell(row[c]) for c in columns) + " |" for row in rows),
+        *("| " + " | ".join(_cell(row.get(c, "")) for c in columns) + " |" for row in rows),
     ]
     return "\n".join(lines) + "\n"
 
@@ -81,7 +87,7 @@ def write_table(rows: Sequence[dict[str, Any]], stem: pathlib.Path) -> str:
     markdown = markdown_table(rows)
     stem.with_suffix(".md").write_text(markdown)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else [])
+    writer = csv.DictWriter(buffer, fieldnames=table_columns(rows))
     writer.writeheader()
     writer.writerows(rows)
     stem.with_suffix(".csv").write_text(buffer.getvalue())

@@ -1,10 +1,13 @@
 """The generic training loop: one jit-compiled data-parallel step for every task.
 
-``run(config, workdir)`` builds the task (``jaxspeech.train.tasks``), restores the latest
-checkpoint in ``workdir/checkpoints`` if there is one, and trains to ``config.train.steps``:
-metrics every ``log_every`` steps to ``workdir/metrics.jsonl``, validation every
-``eval_every`` steps, checkpoints every ``checkpoint_every`` steps and at the end.
-``evaluate(workdir, split, checkpoint)`` rebuilds everything from ``workdir/config.json``.
+``run(config, workdir, frozen=...)`` builds the task (``jaxspeech.train.tasks``) with the
+frozen earlier stages it reads, restores the latest checkpoint in ``workdir/checkpoints`` if
+there is one (else calls the task's ``prepare_model_state``, if it has one), and trains to
+``config.train.steps``: metrics every ``log_every`` steps to ``workdir/metrics.jsonl``,
+validation every ``eval_every`` steps, checkpoints every ``checkpoint_every`` steps and at the
+end. A gradient task's step is one optimiser update; an estimation task's step sums its
+statistics over ``batches_per_step`` batches and updates (``jaxspeech.train.task``).
+Restoring a run for evaluation or inference is ``jaxspeech.train.restore``.
 
 A step whose loss or gradient norm is not finite is skipped inside jit (params, optimiser
 and model state unchanged) and counted; after ``max_nonfinite_steps`` in a row the state
@@ -17,6 +20,7 @@ from __future__ import annotations
 import functools
 import pathlib
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import flax.struct
@@ -29,8 +33,10 @@ from jaxspeech import parallel
 from jaxspeech.errors import ConfigError, JaxspeechError
 from jaxspeech.train import config as config_lib
 from jaxspeech.train.checkpoint import Checkpointer
-from jaxspeech.train.logging import MetricsLog, Progress, mean_metrics, write_table
+from jaxspeech.train.logging import MetricsLog, Progress, mean_metrics
 from jaxspeech.train.optim import Plateau, make_optimizer, make_schedule, plateau_update
+from jaxspeech.train.restore import CONFIG_FILE, write_frozen_record
+from jaxspeech.train.task import GRADIENT, TrainedRun, task_kind
 from jaxspeech.train.tasks import make_task
 
 PyTree = Any
@@ -142,38 +148,120 @@ def validate_on(eval_step, mesh, state: TrainState, batches: list[dict]) -> dict
 
 
 class _Setup:
-    """What ``run`` and ``evaluate`` both build from a config."""
+    """What ``run`` builds from a config: the task, the mesh and the checkpointer."""
 
-    def __init__(self, config: config_lib.Config, workdir: pathlib.Path, devices=None) -> None:
+    def __init__(self, config, workdir: pathlib.Path, devices, frozen) -> None:
         config_lib.validate(config)
         self.config = config
-        self.task = make_task(config)
+        self.task = make_task(config, frozen)
+        self.kind = task_kind(self.task)
         self.mesh = parallel.make_mesh(devices)
         if config.train.batch_size % self.mesh.size:
             raise ConfigError(
                 f"train.batch_size={config.train.batch_size} must be a multiple of the "
                 f"{self.mesh.size} devices"
             )
+        self.checkpointer = Checkpointer.for_run(workdir, config, self.task)
+
+    def replicated_init(self, init):
+        """``init()`` (a pure function returning a state) replicated over the mesh."""
+        replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
+        return jax.jit(init, out_shardings=replicated)()
+
+
+class _GradientDescent:
+    """Steps of a gradient task: one batch, the optimiser's update, the non-finite guard and
+    reduce-on-plateau."""
+
+    def __init__(self, setup: _Setup) -> None:
+        config = setup.config
+        self.setup = setup
         self.optimizer = make_optimizer(config.optim)
         self.schedule = make_schedule(
             config.schedule, config.optim.learning_rate, config.train.steps
         )
-        self.checkpointer = Checkpointer(
-            workdir / "checkpoints",
-            keep=config.train.keep_checkpoints,
-            valid_metric=self.task.valid_metric,
-            valid_mode=self.task.valid_mode,
+        self.train_step = make_train_step(
+            setup.task, self.optimizer, self.schedule, config.train.max_nonfinite_steps, setup.mesh
+        )
+        self.samples_per_step = config.train.batch_size
+
+    def new_state(self) -> TrainState:
+        seed = self.setup.config.train.seed
+        return self.setup.replicated_init(
+            functools.partial(init_state, self.setup.task, self.optimizer, seed)
         )
 
-    def new_state(self, abstract: bool = False) -> TrainState:
-        init = functools.partial(init_state, self.task, self.optimizer, self.config.train.seed)
-        replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
-        if abstract:
-            shapes = jax.eval_shape(init)
-            return jax.tree.map(
-                lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), shapes
-            )
-        return jax.jit(init, out_shardings=replicated)()
+    def step(self, state: TrainState, batches) -> tuple[TrainState, dict]:
+        return self.train_step(state, parallel.shard_batch(self.setup.mesh, next(batches)))
+
+    def check(self, state: TrainState, step: int) -> None:
+        _check_finite(state, step, self.setup)
+
+    def validated(self, state: TrainState, value: float) -> TrainState:
+        return _update_plateau(state, value, self.setup)
+
+
+@flax.struct.dataclass
+class EstimationState:
+    """The state of an estimation task (replicated): step ``s`` draws from
+    ``fold_in(rng, s)``."""
+
+    step: jax.Array
+    params: PyTree
+    model_state: PyTree
+    rng: jax.Array
+
+
+class _Estimation:
+    """Steps of an estimation task: statistics of ``task.batches_per_step`` batches, summed
+    over the ``data`` axis and the batches, then ``task.update``."""
+
+    def __init__(self, setup: _Setup) -> None:
+        task, mesh = setup.task, setup.mesh
+        self.setup, self.batches_per_step = setup, task.batches_per_step
+        if self.batches_per_step < 1:
+            raise ConfigError(f"{type(task).__name__}.batches_per_step must be >= 1")
+
+        def per_replica(state: EstimationState, batch: dict, index: jax.Array):
+            key = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), index)
+            key = jax.random.fold_in(key, jax.lax.axis_index(parallel.DATA_AXIS))
+            stats = task.statistics(state.params, state.model_state, batch, key)
+            return jax.lax.psum(stats, parallel.DATA_AXIS)
+
+        def update(state: EstimationState, stats) -> tuple[EstimationState, dict]:
+            params, model_state, metrics = task.update(state.params, state.model_state, stats)
+            new = state.replace(step=state.step + 1, params=params, model_state=model_state)
+            return new, metrics
+
+        self.statistics = parallel.data_parallel(
+            per_replica, mesh, sharded_argnums=(1,), num_args=3
+        )
+        self.add = jax.jit(lambda a, b: jax.tree.map(jnp.add, a, b), donate_argnums=(0,))
+        self.update = jax.jit(update, donate_argnums=(0,))
+        self.samples_per_step = setup.config.train.batch_size * self.batches_per_step
+
+    def new_state(self) -> EstimationState:
+        def init() -> EstimationState:
+            init_key, key = jax.random.split(jax.random.PRNGKey(self.setup.config.train.seed))
+            params, model_state = self.setup.task.init_model(init_key)
+            return EstimationState(jnp.zeros((), jnp.int32), params, model_state, key)
+
+        return self.setup.replicated_init(init)
+
+    def step(self, state: EstimationState, batches) -> tuple[EstimationState, dict]:
+        total = None
+        for index in range(self.batches_per_step):
+            batch = parallel.shard_batch(self.setup.mesh, next(batches))
+            stats = self.statistics(state, batch, np.int32(index))
+            total = stats if total is None else self.add(total, stats)
+        return self.update(state, total)
+
+    def check(self, state: EstimationState, step: int) -> None:
+        del state, step  # no non-finite guard: the task's update decides
+
+    def validated(self, state: EstimationState, value: float) -> EstimationState:
+        del value  # no learning rate to reduce
+        return state
 
 
 def _check_finite(state: TrainState, step: int, setup: _Setup) -> None:
@@ -199,44 +287,58 @@ def _update_plateau(state: TrainState, value: float, setup: _Setup) -> TrainStat
     return state.replace(plateau=parallel.replicate(setup.mesh, plateau))
 
 
-def run(config: config_lib.Config, workdir: str | pathlib.Path, *, devices=None) -> TrainState:
+def _next_batches(iterator, task_name: str):
+    """The training batches, with an error when the dataset ends."""
+    yield from iterator
+    raise JaxspeechError(
+        f"task {task_name!r}: the training dataset ended; train_dataset must repeat forever "
+        "(grain: .repeat() before batching)"
+    )
+
+
+def run(
+    config: config_lib.Config,
+    workdir: str | pathlib.Path,
+    *,
+    devices=None,
+    frozen: Mapping[str, TrainedRun] | None = None,
+):
     """Trains (or resumes training) in ``workdir``; returns the final state.
 
     ``devices``: the devices of the data mesh (default: all devices of all processes).
+    ``frozen``: the earlier stages the task reads (``{name: TrainedRun}``); recorded in
+    ``workdir/frozen.json`` so that the run can be restored from its workdir alone.
     """
     workdir = pathlib.Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
-    setup = _Setup(config, workdir, devices)
+    frozen = dict(frozen or {})
+    setup = _Setup(config, workdir, devices, frozen)
     train, task, mesh = config.train, setup.task, setup.mesh
+    stepper = _GradientDescent(setup) if setup.kind == GRADIENT else _Estimation(setup)
     config_json = config_lib.to_json(config)
     is_main = jax.process_index() == 0
     if is_main:
-        (workdir / "config.json").write_text(config_json)
+        (workdir / CONFIG_FILE).write_text(config_json)
+        write_frozen_record(workdir, frozen)
 
-    state = setup.new_state()
+    state = stepper.new_state()
     data_iterator = iter(task.train_dataset(jax.process_index(), jax.process_count(), train.seed))
     latest = setup.checkpointer.latest_step()
     if latest is not None:
         state = setup.checkpointer.restore(latest, state, data_iterator)
-    train_step = make_train_step(
-        task, setup.optimizer, setup.schedule, train.max_nonfinite_steps, mesh
-    )
+    elif hasattr(task, "prepare_model_state"):
+        model_state = jax.device_get(task.prepare_model_state(jax.device_get(state.model_state)))
+        state = state.replace(model_state=parallel.replicate(mesh, model_state))
     eval_step = make_eval_step(task, mesh)
     valid_batches = task.valid_batches()
+    batches = _next_batches(data_iterator, config.task)
 
     log = MetricsLog(workdir, enabled=is_main)
     start = int(state.step)
     progress = Progress(train.steps, start, enabled=is_main)
     pending, window_start, window_steps = [], time.perf_counter(), 0
     for step in range(start + 1, train.steps + 1):
-        try:
-            local_batch = next(data_iterator)
-        except StopIteration:
-            raise JaxspeechError(
-                f"task {config.task!r}: the training dataset ended at step {step}; "
-                "train_dataset must repeat forever (grain: .repeat() before batching)"
-            ) from None
-        state, metrics = train_step(state, parallel.shard_batch(mesh, local_batch))
+        state, metrics = stepper.step(state, batches)
         pending.append(metrics)
         window_steps += 1
         last = step == train.steps
@@ -247,19 +349,20 @@ def run(config: config_lib.Config, workdir: str | pathlib.Path, *, devices=None)
             progress.update()
             continue
         record = mean_metrics(pending)  # the only device -> host transfer of the step
-        _check_finite(state, step, setup)
+        stepper.check(state, step)
         elapsed = time.perf_counter() - window_start
         record.update(
             step=step,
             steps_per_s=window_steps / elapsed,
-            samples_per_s=window_steps * train.batch_size / elapsed,
-            nonfinite_total=int(state.nonfinite_total),
+            samples_per_s=window_steps * stepper.samples_per_step / elapsed,
         )
+        if setup.kind == GRADIENT:
+            record["nonfinite_total"] = int(state.nonfinite_total)
         valid = None
         if is_eval:
             valid = validate_on(eval_step, mesh, state, valid_batches)
             record.update({f"valid_{k}": v for k, v in valid.items()})
-            state = _update_plateau(state, valid[task.valid_metric], setup)
+            state = stepper.validated(state, valid[task.valid_metric])
         log.write(record)
         if is_checkpoint:
             setup.checkpointer.save(step, state, data_iterator, config_json, valid)
@@ -268,31 +371,3 @@ def run(config: config_lib.Config, workdir: str | pathlib.Path, *, devices=None)
     progress.close()
     setup.checkpointer.close()
     return state
-
-
-def restore_run(workdir: str | pathlib.Path, checkpoint: str = "latest"):
-    """Rebuilds a finished or running training run from ``workdir`` alone.
-
-    ``checkpoint``: "best", "latest" or a step number. Returns ``(task, state, step)``; later
-    stages of a multi-stage recipe use it to load frozen params from an earlier stage.
-    """
-    workdir = pathlib.Path(workdir).absolute()
-    config_path = workdir / "config.json"
-    if not config_path.is_file():
-        raise JaxspeechError(f"{config_path} not found; is {workdir} a training workdir?")
-    setup = _Setup(config_lib.from_json(config_path.read_text()), workdir)
-    step = setup.checkpointer.resolve(checkpoint)
-    state = setup.checkpointer.restore(step, setup.new_state(abstract=True))
-    setup.checkpointer.close()
-    return setup.task, state, step
-
-
-def evaluate(workdir: str | pathlib.Path, split: str = "test", checkpoint: str = "best"):
-    """Calls ``task.evaluate`` on ``split`` with the params of ``checkpoint`` and writes
-    ``workdir/eval/<split>.{md,csv,json}`` (process 0). Returns ``(rows, markdown)``."""
-    task, state, step = restore_run(workdir, checkpoint)
-    rows = task.evaluate(state.params, state.model_state, split)
-    rows = [{"checkpoint_step": step, **row} for row in rows]
-    stem = pathlib.Path(workdir).absolute() / "eval" / split
-    markdown = write_table(rows, stem) if jax.process_index() == 0 else ""
-    return rows, markdown

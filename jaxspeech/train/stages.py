@@ -1,12 +1,15 @@
-"""Multi-stage recipes: training runs in order, later ones reading earlier ones' checkpoints.
+"""Multi-stage recipes: training runs in order, later ones reading earlier ones' frozen params.
 
 A recipe's ``get_config(variant)`` may return a :class:`MultiStage` instead of a single
 :class:`~jaxspeech.train.config.Config`. Stage ``name`` trains in ``WORKDIR/<name>`` with the
-ordinary loop (so every stage resumes, evaluates and is inspected like a single run), and
-before it starts each ``(config key, earlier stage)`` pair of its ``links`` sets that key
-to the earlier stage's workdir: e.g. ``("model.teacher_workdir", "teacher")`` lets the
-student's task restore the frozen teacher with ``loop.restore_run``. The resolved path is
-part of the stage's ``config.json``, so ``WORKDIR/<name>`` is evaluable on its own.
+ordinary loop (so every stage resumes, evaluates and is inspected like a single run). A stage
+declares the earlier stages it ``reads``; before it starts, the machinery restores each of
+them (params and model state of its ``read_checkpoint``, with ``restore.restore_run``) and
+hands them to the stage's task as ``frozen={name: TrainedRun}``: the student of a distillation
+recipe gets its teacher this way, and no task loads a checkpoint itself. Which checkpoint of
+which stage was read is recorded in ``WORKDIR/<name>/frozen.json``, so ``WORKDIR/<name>`` is
+evaluable on its own. A stage may be of either task kind (gradient descent or estimation, e.g.
+EM); see ``jaxspeech.train.task``.
 
 ``WORKDIR/stages.json`` lists the stages; :func:`evaluate` concatenates their tables (a
 ``stage`` column first) into ``WORKDIR/eval/<split>.{md,csv,json}``.
@@ -24,6 +27,7 @@ import jax
 
 from jaxspeech.errors import ConfigError, JaxspeechError
 from jaxspeech.train import config as config_lib
+from jaxspeech.train import restore
 
 STAGES_FILE = "stages.json"
 
@@ -35,13 +39,15 @@ class Stage:
     Attributes:
       name: the stage's sub-folder of the recipe's workdir (letters, digits, ``_``, ``-``).
       config: its complete config.
-      links: ``(dotted config key, earlier stage name)`` pairs; the key is set to that
-        stage's workdir (a ``str`` field of the config) before this stage runs.
+      reads: names of earlier stages whose frozen params and model state this stage's task
+        receives.
+      read_checkpoint: which checkpoint of each read stage: "best", "latest" or a step.
     """
 
     name: str
     config: config_lib.Config
-    links: tuple[tuple[str, str], ...] = ()
+    reads: tuple[str, ...] = ()
+    read_checkpoint: str = "best"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,11 +68,11 @@ class MultiStage:
                 )
             if stage.name in seen:
                 raise ConfigError(f"two stages are named {stage.name!r}; names must be unique")
-            for key, source in stage.links:
+            for source in stage.reads:
                 if source not in seen:
                     raise ConfigError(
-                        f"stage {stage.name!r} links {key} to {source!r}, which is not an "
-                        f"earlier stage (earlier: {seen or 'none'})"
+                        f"stage {stage.name!r} reads {source!r}, which is not an earlier "
+                        f"stage (earlier: {seen or 'none'})"
                     )
             seen.append(stage.name)
 
@@ -103,23 +109,10 @@ def apply_overrides(recipe: Recipe, overrides: list[str]) -> Recipe:
     return MultiStage(tuple(stages))
 
 
-def resolved_stages(
-    recipe: MultiStage, workdir: str | pathlib.Path
-) -> list[tuple[str, config_lib.Config, pathlib.Path]]:
-    """``(name, config with its links set, stage workdir)`` for every stage, in order."""
-    workdir = pathlib.Path(workdir).absolute()
-    out = []
-    for stage in recipe.stages:
-        links = [f"{key}={workdir / source}" for key, source in stage.links]
-        out.append(
-            (stage.name, config_lib.apply_overrides(stage.config, links), workdir / stage.name)
-        )
-    return out
-
-
 def run(recipe: Recipe, workdir: str | pathlib.Path) -> None:
     """Trains a single config in ``workdir``, or every stage in ``workdir/<stage>`` in order
-    (each resumes from its latest checkpoint, so a finished stage is not trained again)."""
+    (each resumes from its latest checkpoint, so a finished stage is not trained again), each
+    with the frozen stages it reads."""
     from jaxspeech.train import loop  # after jax.distributed initialisation (see train.py)
 
     if isinstance(recipe, config_lib.Config):
@@ -129,9 +122,12 @@ def run(recipe: Recipe, workdir: str | pathlib.Path) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     if jax.process_index() == 0:
         (workdir / STAGES_FILE).write_text(json.dumps({"stages": recipe.names}, indent=2))
-    for name, config, stage_dir in resolved_stages(recipe, workdir):
-        print(f"stage {name}: training in {stage_dir}", flush=True)
-        loop.run(config, stage_dir)
+    for stage in recipe.stages:
+        frozen = {
+            name: restore.restore_run(workdir / name, stage.read_checkpoint) for name in stage.reads
+        }
+        print(f"stage {stage.name}: training in {workdir / stage.name}", flush=True)
+        loop.run(stage.config, workdir / stage.name, frozen=frozen)
 
 
 def stage_names(workdir: str | pathlib.Path) -> list[str] | None:
@@ -141,17 +137,16 @@ def stage_names(workdir: str | pathlib.Path) -> list[str] | None:
 
 
 def evaluate(workdir: str | pathlib.Path, split: str = "test", checkpoint: str = "best"):
-    """``loop.evaluate`` of a single run, or of every stage with its rows concatenated (a
+    """``restore.evaluate`` of a single run, or of every stage with its rows concatenated (a
     ``stage`` column first) and written to ``workdir/eval/<split>.{md,csv,json}``.
 
     Returns ``(rows, markdown)``.
     """
-    from jaxspeech.train import loop
     from jaxspeech.train.logging import write_table
 
     names = stage_names(workdir)
     if names is None:
-        return loop.evaluate(workdir, split, checkpoint)
+        return restore.evaluate(workdir, split, checkpoint)
     workdir = pathlib.Path(workdir).absolute()
     rows = []
     for name in names:
@@ -160,7 +155,7 @@ def evaluate(workdir: str | pathlib.Path, split: str = "test", checkpoint: str =
                 f"stage {name!r} has not been trained in {workdir / name}; run train.py with "
                 "the same --workdir to finish the recipe"
             )
-        stage_rows, _ = loop.evaluate(workdir / name, split, checkpoint)
+        stage_rows, _ = restore.evaluate(workdir / name, split, checkpoint)
         rows.extend({"stage": name, **row} for row in stage_rows)
     markdown = write_table(rows, workdir / "eval" / split) if jax.process_index() == 0 else ""
     return rows, markdown

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Mapping
 from typing import Any
 
 from jaxspeech.errors import ConfigError
-from jaxspeech.train.task import Task
+from jaxspeech.train.task import Task, TrainedRun
 
 
 def available() -> list[str]:
@@ -32,7 +33,8 @@ def get_task_class(name: str) -> type[Task]:
         raise ConfigError(f"cannot load task {name!r}: {err}") from err
 
 
-def make_task(config: Any) -> Task:
-    """Builds the task named by ``config.task`` from the whole config; it follows the
+def make_task(config: Any, frozen: Mapping[str, TrainedRun] | None = None) -> Task:
+    """Builds the task named by ``config.task`` from the whole config and the frozen earlier
+    stages it reads (``{stage name: TrainedRun}``); it follows the
     :class:`jaxspeech.train.task.Task` protocol."""
-    return get_task_class(config.task)(config)
+    return get_task_class(config.task)(config, dict(frozen or {}))

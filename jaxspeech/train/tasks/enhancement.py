@@ -4,16 +4,18 @@ Input: noisy speech (one speaker + real noise at an SNR drawn from a range, opti
 reverberant; ``jaxspeech.data`` with ``mixture.n_src = 1``; the data section is the
 ``jaxspeech.data.MixtureDataConfig``). Features: the log-magnitude STFT,
 normalised by a mean and std per frequency estimated on ``features.stats_batches`` training
-batches at initialisation and kept in the model state (so checkpoints carry them). The mask
+batches before the first step (``prepare_model_state``) and kept in the model state, so
+checkpoints carry them and restoring a run never reads training data. The mask
 estimator (:mod:`jaxspeech.models.masknet`, LSTM or TCN) predicts one sigmoid value per bin
 and is trained towards the ideal mask ``m_r`` (IRM with exponent ``irm_beta`` by default, or
 IBM) by mask MSE. Enhanced speech is ``ISTFT(mask · noisy STFT)`` with the noisy phase, at the
 input length.
 
-Distillation: when ``model.teacher_workdir`` names a finished run of this task, its params
-are restored (frozen; they never enter the optimiser) and the loss is
-``losses.mask_distillation(m_s, m_t, m_r)``. ``configs/enhancement/distill.py`` chains the
-teacher, distilled-student and plain-student runs with ``jaxspeech.train.stages``.
+Distillation: when ``model.teacher`` names an earlier stage of this task that the stage reads
+(``jaxspeech.train.stages``), the stage machinery hands over its restored params (frozen;
+they never enter the optimiser) and the loss is ``losses.mask_distillation(m_s, m_t, m_r)``.
+``configs/enhancement/distill.py`` chains the teacher, distilled-student and plain-student
+stages.
 
 ``evaluate`` scores a fixed test set on an SNR grid (PESQ, STOI, SI-SDR, SI-SDRi, per SNR and
 overall) for the model and, with ``eval.references``, the noisy input and the oracle mask.
@@ -24,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +37,7 @@ from jaxspeech.data.pipeline import MixtureData, batch_examples
 from jaxspeech.errors import ConfigError, TooShortError
 from jaxspeech.losses import mask_distillation, mask_mse, si_snr
 from jaxspeech.models.masknet import LSTMMaskNet, TCNMaskNet, macs_per_frame, param_count
+from jaxspeech.train.task import TrainedRun, frozen_run, refuse_frozen
 
 #: Seed offset of the feature-statistics stream from the training stream's.
 _STATS_SEED_OFFSET = 7919
@@ -78,8 +82,8 @@ class EnhancementModelConfig:
 
     Attributes:
       target: "irm" ((S²/(S²+N²))^irm_beta) or "ibm" (local SNR above ibm_lc_db).
-      teacher_workdir: a finished enhancement run whose masks the student distils, or None.
-      teacher_checkpoint: which of its checkpoints ("best", "latest" or a step).
+      teacher: the earlier stage (an enhancement run the stage reads) whose masks the student
+        distils, or None to train on the ideal mask alone.
     """
 
     estimator: MaskNetConfig = MaskNetConfig()
@@ -87,8 +91,7 @@ class EnhancementModelConfig:
     target: str = "irm"
     irm_beta: float = 0.5
     ibm_lc_db: float = 0.0
-    teacher_workdir: str | None = None
-    teacher_checkpoint: str = "best"
+    teacher: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,7 +136,7 @@ class Task:
     valid_metric = "si_sdr"
     valid_mode = "max"
 
-    def __init__(self, config) -> None:
+    def __init__(self, config, frozen: Mapping[str, TrainedRun] | None = None) -> None:
         self.config = config
         data, model = config.data, config.model
         if data.mixture.n_src != 1 or data.mixture.noise_snr_db_range is None:
@@ -152,8 +155,12 @@ class Task:
         dsp.check_nola(dsp.get_window(feats.window, self.n_fft), self.hop)
         self.n_freqs = self.n_fft // 2 + 1
         self.model = build_mask_net(model.estimator, self.n_freqs, config.train.dtype)
-        self.data = MixtureData(data, config.train.batch_size)
-        self.teacher = self._load_teacher()
+        self.teacher = self._teacher(frozen or {})
+
+    @functools.cached_property
+    def data(self) -> MixtureData:
+        """The corpus splits and mixture sets, read on first use."""
+        return MixtureData(self.config.data, self.config.train.batch_size)
 
     # --- numerics (pure jnp) ---------------------------------------------------------------
 
@@ -206,12 +213,15 @@ class Task:
         frames = 1 + self.mixture.num_samples // self.hop
         features = jnp.zeros((1, frames, self.n_freqs), jnp.float32)
         params = self.model.init(rng, features)["params"]
-        # Computed eagerly while tracing (once; cached) and embedded as constants, so the
-        # statistics' own jitted computations never run inside the replicated init. Restoring
-        # a checkpoint recomputes them through eval_shape before loading the saved values.
-        with jax.ensure_compile_time_eval():
-            mean, std = self.feature_stats
-        return params, {"feature_mean": jnp.asarray(mean), "feature_std": jnp.asarray(std)}
+        # Identity normalisation until prepare_model_state estimates it from the data.
+        shape = (self.n_freqs,)
+        return params, {"feature_mean": jnp.zeros(shape), "feature_std": jnp.ones(shape)}
+
+    def prepare_model_state(self, model_state) -> dict:
+        """The model state with the feature statistics of the training data (see
+        ``feature_stats``); called once before the first training step."""
+        mean, std = self.feature_stats
+        return {**model_state, "feature_mean": mean, "feature_std": std}
 
     @functools.cached_property
     def feature_stats(self) -> tuple[np.ndarray, np.ndarray]:
@@ -225,21 +235,21 @@ class Task:
             stats = dsp.running_stats_update(stats, np.asarray(log_mag(batch["mixture"])))
         return dsp.running_stats_finalize(stats)
 
-    def _load_teacher(self):
-        """``(teacher task, params, model_state)`` of ``model.teacher_workdir`` (host arrays;
-        closed over by the jitted loss, so they are frozen), or None without a teacher."""
-        from jaxspeech.train.loop import restore_run  # the loop imports the task registry
-
-        cfg = self.config.model
-        if cfg.teacher_workdir is None:
+    def _teacher(self, frozen: Mapping[str, TrainedRun]):
+        """``(teacher task, params, model_state)`` of the frozen stage ``model.teacher`` (host
+        arrays; closed over by the jitted loss, so they are frozen), or None without one."""
+        name = self.config.model.teacher
+        if name is None:
+            refuse_frozen(frozen, "enhancement without a teacher")
             return None
-        task, state, _ = restore_run(cfg.teacher_workdir, cfg.teacher_checkpoint)
+        teacher = frozen_run(frozen, name, f"model.teacher={name!r}")
+        task = teacher.task
         if (task.n_fft, task.hop, task.sample_rate) != (self.n_fft, self.hop, self.sample_rate):
             raise ConfigError(
-                f"the teacher in {cfg.teacher_workdir} uses a {task.n_fft}-point STFT with hop "
+                f"the teacher in {teacher.workdir} uses a {task.n_fft}-point STFT with hop "
                 f"{task.hop} at {task.sample_rate} Hz; the student must use the same"
             )
-        return task, jax.device_get(state.params), jax.device_get(state.model_state)
+        return task, jax.device_get(teacher.params), jax.device_get(teacher.model_state)
 
     def _mask_metrics(self, params, model_state, batch):
         noisy, clean = batch["mixture"], batch["sources"][:, 0]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +30,7 @@ from jaxspeech.models.dpcl import (
     silence_weights,
 )
 from jaxspeech.models.tasnet import ConvTasNet
+from jaxspeech.train.task import TrainedRun, refuse_frozen
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,9 +192,9 @@ class Task:
     valid_metric = "si_snr_i"
     valid_mode = "max"
 
-    def __init__(self, config) -> None:
+    def __init__(self, config, frozen: Mapping[str, TrainedRun] | None = None) -> None:
+        refuse_frozen(frozen or {}, "separation")
         self.config = config
-        self.data = MixtureData(config.data, config.train.batch_size)
         self.mixture = config.data.mixture
         n_src, dtype = self.mixture.n_src, config.train.dtype
         if isinstance(config.model, ConvTasNetConfig):
@@ -204,6 +206,11 @@ class Task:
                 f"model config {type(config.model).__name__} is not a separation model; use "
                 "ConvTasNetConfig or DeepClusteringConfig"
             )
+
+    @functools.cached_property
+    def data(self) -> MixtureData:
+        """The corpus splits and mixture sets, read on first use."""
+        return MixtureData(self.config.data, self.config.train.batch_size)
 
     def init_model(self, rng: jax.Array):
         mixture = jnp.zeros((1, self.mixture.num_samples), jnp.float32)

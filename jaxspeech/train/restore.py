@@ -1,0 +1,100 @@
+"""Runs restored from their workdir alone, for evaluation, inference and later stages.
+
+Everything comes from ``WORKDIR/config.json``, the ``model`` item of a checkpoint (params and
+model state; ``jaxspeech.train.checkpoint``) and ``WORKDIR/frozen.json``, which names the
+earlier stages a stage read (relative path and checkpoint step), so that a stage whose model
+runs on top of frozen ones (a gate over two frozen nets) is restored with them. No optimiser
+is built, no training data is read (a task reads a split's data only when it evaluates it),
+and any number of devices will do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from collections.abc import Mapping, Sequence
+
+import jax
+
+from jaxspeech import parallel
+from jaxspeech.errors import JaxspeechError
+from jaxspeech.train import config as config_lib
+from jaxspeech.train.checkpoint import Checkpointer
+from jaxspeech.train.logging import write_table
+from jaxspeech.train.task import TrainedRun
+from jaxspeech.train.tasks import make_task
+
+CONFIG_FILE, FROZEN_FILE = "config.json", "frozen.json"
+
+
+def read_config(workdir: pathlib.Path) -> config_lib.Config:
+    """The config of the run in ``workdir``; JaxspeechError when there is none."""
+    path = workdir / CONFIG_FILE
+    if not path.is_file():
+        raise JaxspeechError(f"{path} not found; is {workdir} a training workdir?")
+    return config_lib.from_json(path.read_text())
+
+
+def write_frozen_record(workdir: pathlib.Path, frozen: Mapping[str, TrainedRun]) -> None:
+    """Records in ``workdir/frozen.json`` which checkpoint of which run each read stage is
+    (paths relative to ``workdir``, so a recipe's workdir can be moved whole)."""
+    record = {
+        name: {"workdir": os.path.relpath(run.workdir, workdir), "step": run.step}
+        for name, run in frozen.items()
+    }
+    (workdir / FROZEN_FILE).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def restore_frozen(workdir: pathlib.Path, devices: Sequence | None = None) -> dict[str, TrainedRun]:
+    """The frozen stages the run in ``workdir`` was trained with (``{}`` for none)."""
+    path = workdir / FROZEN_FILE
+    if not path.is_file():
+        return {}
+    frozen = {}
+    for name, entry in json.loads(path.read_text()).items():
+        source = (workdir / entry["workdir"]).resolve()
+        if not (source / CONFIG_FILE).is_file():
+            raise JaxspeechError(
+                f"{path} says stage {name!r} is in {source}, which holds no training run; "
+                "keep a multi-stage workdir's stage folders together"
+            )
+        frozen[name] = restore_run(source, str(entry["step"]), devices)
+    return frozen
+
+
+def restore_run(
+    workdir: str | pathlib.Path, checkpoint: str = "latest", devices: Sequence | None = None
+) -> TrainedRun:
+    """The run in ``workdir`` at ``checkpoint`` ("best", "latest" or a step number), with the
+    frozen stages it reads; params and model state replicated over ``devices`` (default:
+    all devices of all processes)."""
+    workdir = pathlib.Path(workdir).absolute()
+    config = read_config(workdir)
+    config_lib.validate(config)
+    task = make_task(config, restore_frozen(workdir, devices))
+    checkpointer = Checkpointer.for_run(workdir, config, task)
+    try:
+        step = checkpointer.resolve(checkpoint)
+        replicated = jax.sharding.NamedSharding(
+            parallel.make_mesh(devices), jax.sharding.PartitionSpec()
+        )
+        params, model_state = jax.eval_shape(task.init_model, jax.random.PRNGKey(0))
+        abstract = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+            {"params": params, "model_state": model_state},
+        )
+        model = checkpointer.restore_model(step, abstract)
+    finally:
+        checkpointer.close()
+    return TrainedRun(workdir, task, model["params"], model["model_state"], step)
+
+
+def evaluate(workdir: str | pathlib.Path, split: str = "test", checkpoint: str = "best"):
+    """Calls ``task.evaluate`` on ``split`` with the params of ``checkpoint`` and writes
+    ``workdir/eval/<split>.{md,csv,json}`` (process 0). Returns ``(rows, markdown)``."""
+    run = restore_run(workdir, checkpoint)
+    rows = run.task.evaluate(run.params, run.model_state, split)
+    rows = [{"checkpoint_step": run.step, **row} for row in rows]
+    markdown = write_table(rows, run.workdir / "eval" / split) if jax.process_index() == 0 else ""
+    return rows, markdown
