@@ -1,9 +1,12 @@
-"""Input pipelines: corpora on disk, on-the-fly mixtures, grain datasets, fixed mixture sets."""
+"""Input pipelines: corpora on disk, on-the-fly mixtures, labelled utterance crops, grain
+datasets, fixed evaluation sets."""
 
 from jaxspeech.data.corpus import (
     Utterance,
     audio_files,
+    data_path,
     group_by_speaker,
+    resolve_data_root,
     scan_corpus,
     split_speakers,
 )
@@ -17,6 +20,12 @@ from jaxspeech.data.pipeline import (
     read_mixture_set,
     write_mixture_set,
 )
+from jaxspeech.data.utterances import (
+    UtteranceData,
+    UtteranceDataConfig,
+    make_crop,
+    utterance_dataset,
+)
 
 __all__ = [
     "AudioCache",
@@ -24,14 +33,20 @@ __all__ = [
     "MixtureData",
     "MixtureDataConfig",
     "Utterance",
+    "UtteranceData",
+    "UtteranceDataConfig",
     "audio_files",
     "batch_examples",
+    "data_path",
     "fixed_mixture_set",
     "group_by_speaker",
+    "make_crop",
     "make_mixture",
     "mixture_dataset",
     "read_mixture_set",
+    "resolve_data_root",
     "scan_corpus",
     "split_speakers",
+    "utterance_dataset",
     "write_mixture_set",
 ]
