@@ -1,5 +1,5 @@
-"""Input pipelines: corpora on disk, on-the-fly mixtures, labelled utterance crops, grain
-datasets, fixed evaluation sets."""
+"""Input pipelines: corpora on disk, on-the-fly mixtures, labelled utterance crops, labelled
+pairs from a CSV, grain datasets, fixed evaluation sets."""
 
 from jaxspeech.data.corpus import (
     Utterance,
@@ -11,6 +11,7 @@ from jaxspeech.data.corpus import (
     split_speakers,
 )
 from jaxspeech.data.mixing import AudioCache, MixtureConfig, make_mixture
+from jaxspeech.data.pairs import Pair, PairData, PairDataConfig, read_pairs, split_pairs
 from jaxspeech.data.pipeline import (
     MixtureData,
     MixtureDataConfig,
@@ -32,6 +33,9 @@ __all__ = [
     "MixtureConfig",
     "MixtureData",
     "MixtureDataConfig",
+    "Pair",
+    "PairData",
+    "PairDataConfig",
     "Utterance",
     "UtteranceData",
     "UtteranceDataConfig",
@@ -44,8 +48,10 @@ __all__ = [
     "make_mixture",
     "mixture_dataset",
     "read_mixture_set",
+    "read_pairs",
     "resolve_data_root",
     "scan_corpus",
+    "split_pairs",
     "split_speakers",
     "utterance_dataset",
     "write_mixture_set",
