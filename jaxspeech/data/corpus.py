@@ -229,14 +229,19 @@ def _stratified_order(strata: Sequence[Hashable], rng: np.random.Generator) -> n
 
 
 def split_sizes(n: int, fractions: Sequence[float], what: str, items: str) -> tuple[int, int, int]:
-    """``(train, valid, test)`` counts of ``n`` ``items`` (speakers, pair groups) to deal out.
+    """``(train, valid, test)`` numbers of ``n`` items (speakers, groups of pairs) to deal out.
 
-    The valid and test splits get ``fraction * n`` groups each (rounded half up; at least one
+    The valid and test splits get ``fraction * n`` items each (rounded half up; at least one
     when the fraction is positive), train gets the rest (at least one when its share is
     positive).
 
+    Args:
+      n: how many items there are.
+      fractions: ``(train, valid, test)`` shares, non-negative, summing to 1.
+      what, items: the caller and the kind of item, named in errors.
+
     Raises:
-      ConfigError: bad fractions, or too few groups for every split with a positive share.
+      ConfigError: bad fractions, or too few items for every split with a positive share.
     """
     fractions = tuple(float(f) for f in fractions)
     if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
