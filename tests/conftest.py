@@ -14,17 +14,18 @@ os.environ["XLA_FLAGS"] = (
 import numpy as np
 import pytest
 
-from jaxspeech.data.corpus import default_data_root
-
-SHARED_DATA = default_data_root()
+from jaxspeech.data.corpus import resolve_data_root
+from jaxspeech.errors import ConfigError
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> pathlib.Path:
-    """The real-recordings folder (``../shared/data``); skips the test when it is absent."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"real recordings not found at {SHARED_DATA}; set JAXSPEECH_DATA")
-    return SHARED_DATA
+    """The real-recordings folder (``$JAXSPEECH_DATA``, else ``../shared/data``); skips the
+    test when it is absent."""
+    try:
+        return resolve_data_root()
+    except ConfigError as err:
+        pytest.skip(f"real recordings not found: {err}")
 
 
 @pytest.fixture

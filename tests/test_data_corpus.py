@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import importlib.util
+import pathlib
+
 import numpy as np
 import pytest
 import soundfile as sf
 
 from jaxspeech.data.corpus import (
+    SpeakerInfo,
     Utterance,
+    age_group,
     audio_files,
+    data_path,
     group_by_speaker,
+    resolve_data_root,
     scan_corpus,
-    speaker_genders,
+    speaker_metadata,
     split_speakers,
 )
 from jaxspeech.errors import AudioFileError, ConfigError
+from jaxspeech.train.config import call_get_config
+
+CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 
 
 def _write(path, seconds=0.1, sample_rate=8000):
@@ -119,7 +129,10 @@ def test_speaker_genders_from_a_table_above_the_root(tmp_path):
     sf.write(
         tmp_path / "LibriSpeech" / "dev" / "84" / "121" / "84-121-0000.flac", np.zeros(800), 8000
     )
-    assert speaker_genders(tmp_path / "LibriSpeech" / "dev") == {"84": "F", "174": "M"}
+    assert speaker_metadata(tmp_path / "LibriSpeech" / "dev") == {
+        "84": SpeakerInfo("F", None),
+        "174": SpeakerInfo("M", None),
+    }
     (utt,) = scan_corpus(tmp_path / "LibriSpeech" / "dev")
     assert (utt.speaker, utt.gender) == ("84", "F")
 
@@ -169,3 +182,155 @@ def test_real_split_disjoint_and_deterministic(real_corpus):
     assert sorted(u for v in splits.values() for u in v) == real_corpus
     assert split_speakers(list(reversed(real_corpus)), seed=0) == splits
     assert split_speakers(real_corpus, seed=1) != splits
+
+
+def test_speechocean_table_gives_genders_and_ages(tmp_path):
+    root = tmp_path / "speechocean762"
+    for speaker in ("SPEAKER0001", "SPEAKER0002", "SPEAKER0003"):
+        _write(root / speaker / "000010011.flac", 0.1, 16000)
+    (root / "SPEAKERS.tsv").write_text(
+        "speaker\tgender\tage\nSPEAKER0001\tm\t6\nSPEAKER0002\tf\t21\nSPEAKER0003\tF\t15\n"
+    )
+    utts = scan_corpus(root)
+    assert [(u.speaker, u.gender, u.age) for u in utts] == [
+        ("SPEAKER0001", "M", 6),
+        ("SPEAKER0002", "F", 21),
+        ("SPEAKER0003", "F", 15),
+    ]
+    (root / "SPEAKERS.tsv").write_text("speaker\tsex\tage\nSPEAKER0001\tm\t6\n")
+    with pytest.raises(ConfigError, match=r"SPEAKERS\.tsv: no gender column"):
+        scan_corpus(root)
+    (root / "SPEAKERS.tsv").write_text(
+        "speaker\tgender\tage\nSPEAKER0001\tm\t6\nSPEAKER0002\tx\t7\n"
+    )
+    with pytest.raises(ConfigError, match=r"SPEAKERS\.tsv line 3: gender 'x'.*m or f"):
+        scan_corpus(root)
+    (root / "SPEAKERS.tsv").write_text("speaker\tgender\tage\nSPEAKER0001\tm\tsix\n")
+    with pytest.raises(ConfigError, match=r"line 2.*whole years"):
+        scan_corpus(root)
+
+
+def test_age_groups():
+    assert [age_group(a) for a in (None, 0, 12, 13, 17, 18, 80)] == [
+        None, "child", "child", "teen", "teen", "adult", "adult",
+    ]  # fmt: skip
+
+
+def test_split_gives_every_split_its_share_of_each_age_group():
+    """Ages stratify within genders: 10 F children, 10 M children, 10 F adults, 10 M adults."""
+    ages = [8] * 10 + [30] * 10
+    utts = [
+        Utterance(f"/{g}{s:03d}/0.wav", f"{g}{s:03d}", None, 100, 8000, g, age)
+        for g in "FM"
+        for s, age in enumerate(ages)
+    ]
+    for seed in range(4):
+        splits = split_speakers(utts, (0.5, 0.25, 0.25), seed)
+        for name, share in {"train": 5.0, "valid": 2.5, "test": 2.5}.items():  # of 10 each
+            counts = {
+                (g, group): sum(u.gender == g and age_group(u.age) == group for u in splits[name])
+                for g in "FM"
+                for group in ("child", "adult")
+            }
+            assert all(abs(c - share) <= 0.5 for c in counts.values()), (name, counts)
+
+
+def test_split_of_corpora_without_ages_is_unchanged():
+    """Splits of gender-only corpora are those stratified by gender alone (reference order)."""
+    genders = ["F"] * 7 + ["M"] * 4 + [None] * 3
+    utts = [
+        Utterance(f"/{s:03d}/0.wav", f"spk{s:03d}", None, 100, 8000, g)
+        for s, g in enumerate(genders)
+    ]
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        positions = np.empty(len(genders))
+        for rank, key in enumerate(("F", "M", None)):
+            members = np.flatnonzero([g == key for g in genders])
+            shuffled = members[rng.permutation(len(members))]
+            positions[shuffled] = (np.arange(len(members)) + 0.5) / len(members) + rank * 1e-9
+        order = np.argsort(positions, kind="stable")
+        splits = split_speakers(utts, (0.6, 0.2, 0.2), seed)
+        assert [u.speaker for u in splits["test"]] == sorted(f"spk{i:03d}" for i in order[-3:])
+
+
+def test_resolve_data_root_order_and_errors(tmp_path, monkeypatch):
+    explicit, env_root = tmp_path / "explicit", tmp_path / "env"
+    explicit.mkdir()
+    env_root.mkdir()
+    workdir = tmp_path / "project" / "checkout"
+    workdir.mkdir(parents=True)
+    monkeypatch.chdir(workdir)
+    monkeypatch.setenv("JAXSPEECH_DATA", str(env_root))
+    assert resolve_data_root(str(explicit)) == explicit
+    assert resolve_data_root() == env_root
+    monkeypatch.delenv("JAXSPEECH_DATA")
+    with pytest.raises(ConfigError) as err:
+        resolve_data_root()
+    message = str(err.value)
+    for hint in ("--config.data.root=DIR", "export JAXSPEECH_DATA=DIR", "../shared/data"):
+        assert hint in message
+    assert str(workdir) in message and "not set" in message
+    (tmp_path / "project" / "shared" / "data").mkdir(parents=True)
+    assert resolve_data_root() == tmp_path / "project" / "checkout" / ".." / "shared" / "data"
+    assert resolve_data_root().resolve() == tmp_path / "project" / "shared" / "data"
+    with pytest.raises(ConfigError, match=r"missing is not a folder.*data\.root="):
+        resolve_data_root(str(tmp_path / "missing"))  # a given root is never skipped
+    monkeypatch.setenv("JAXSPEECH_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match=r"nowhere is not a folder.*JAXSPEECH_DATA="):
+        resolve_data_root()
+
+
+def test_data_path_needs_the_root_only_for_relative_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("JAXSPEECH_DATA", str(tmp_path / "nowhere"))
+    assert data_path(tmp_path / "noise", None) == tmp_path / "noise"
+    assert data_path("noise", str(tmp_path)) == tmp_path / "noise"
+    with pytest.raises(ConfigError, match="no data root"):
+        data_path("noise", None)
+
+
+@pytest.mark.parametrize(
+    "recipe", ["separation/convtasnet.py", "separation/dpcl.py", "enhancement/distill.py"]
+)
+def test_recipes_never_touch_the_file_system(recipe, tmp_path, monkeypatch):
+    """Configs load with no data root anywhere and hold only root-relative folders."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("JAXSPEECH_DATA", str(tmp_path / "nowhere"))
+    path = CONFIGS / recipe
+    spec = importlib.util.spec_from_file_location(f"_variants_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for variant in module.VARIANTS:
+        config = call_get_config(f"{path}:{variant}")
+        for stage_config in (
+            [s.config for s in config.stages] if hasattr(config, "stages") else [config]
+        ):
+            data = stage_config.data
+            assert data.root is None
+            folders = [*data.speech, data.noise, data.rir]
+            assert all(not pathlib.Path(f).is_absolute() for f in folders if f), folders
+
+
+def test_real_speechocean_genders_ages_and_stratified_split(shared_data):
+    utts = scan_corpus(shared_data / "speechocean762")
+    speakers = {u.speaker: (u.gender, u.age) for u in utts}
+    assert len(utts) == 1200 and len(speakers) == 200
+    assert all(len(v) == 6 for v in group_by_speaker(utts).values())
+    with open(shared_data / "speechocean762" / "SPEAKERS.tsv") as f:
+        rows = [line.rstrip("\n").split("\t") for line in f][1:]
+    assert speakers == {spk: (g.upper(), int(age)) for spk, g, age in rows}
+    assert sum(g == "F" for g, _ in speakers.values()) == 100
+    assert sum(age < 13 for _, age in speakers.values()) == 85
+    assert sum(age >= 18 for _, age in speakers.values()) == 100
+    splits = split_speakers(utts, (0.6, 0.2, 0.2), seed=0)
+    for name, share in {"train": 0.6, "valid": 0.2, "test": 0.2}.items():
+        split_speakers_of = {u.speaker for u in splits[name]}
+        for stratum in {(g, age_group(a)) for g, a in speakers.values()}:
+            in_corpus = sum((g, age_group(a)) == stratum for g, a in speakers.values())
+            in_split = sum(
+                (g, age_group(a)) == stratum
+                for s, (g, a) in speakers.items()
+                if s in split_speakers_of
+            )
+            assert abs(in_split - share * in_corpus) <= 1, (name, stratum)

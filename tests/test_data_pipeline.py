@@ -204,9 +204,11 @@ def _arrays(example):
 
 
 def test_mixture_data_splits_sets_and_errors(shared_data):
-    roots = (str(shared_data / "librispeech" / "test-other"), str(shared_data / "fsdd"))
+    speech = ("librispeech/test-other", str(shared_data / "fsdd"))  # relative and absolute
     mixture = MixtureConfig(n_src=2, sample_rate=8000, segment_seconds=0.25)
-    cfg = MixtureDataConfig(root=roots, mixture=mixture, split_fractions=(0.6, 0.2, 0.2))
+    cfg = MixtureDataConfig(
+        root=str(shared_data), speech=speech, mixture=mixture, split_fractions=(0.6, 0.2, 0.2)
+    )
     data = MixtureData(cfg, batch_size=4)
     speakers = {k: {u.speaker for u in v} for k, v in data.splits.items()}
     assert not (speakers["train"] & speakers["test"]) and not (speakers["valid"] & speakers["test"])
@@ -226,13 +228,13 @@ def test_mixture_data_splits_sets_and_errors(shared_data):
         data.fixed_set("train", 2)
     with pytest.raises(ConfigError, match="multiple of"):
         MixtureData(cfg, batch_size=5)
-    with pytest.raises(ConfigError, match=r"data\.root is empty"):
+    with pytest.raises(ConfigError, match=r"data\.speech is empty"):
         MixtureData(MixtureDataConfig(), batch_size=4)
     noisy = dataclasses.replace(mixture, noise_snr_db_range=(0.0, 5.0))
-    with pytest.raises(ConfigError, match="noise_root"):
+    with pytest.raises(ConfigError, match=r"data\.noise is not"):
         MixtureData(dataclasses.replace(cfg, mixture=noisy), batch_size=4)
     reverberant = dataclasses.replace(mixture, reverb_prob=0.5)
-    with pytest.raises(ConfigError, match="rir_root"):
+    with pytest.raises(ConfigError, match=r"data\.rir with"):
         MixtureData(dataclasses.replace(cfg, mixture=reverberant), batch_size=4)
 
 

@@ -22,7 +22,6 @@ Variants:
 import dataclasses
 
 from jaxspeech.data import MixtureConfig, MixtureDataConfig
-from jaxspeech.data.corpus import default_data_root
 from jaxspeech.errors import ConfigError
 from jaxspeech.train.config import Config, OptimConfig, ScheduleConfig, TrainConfig
 from jaxspeech.train.stages import MultiStage, Stage
@@ -58,14 +57,13 @@ ESTIMATORS = {
 
 def base_config(variant: str) -> Config:
     """The settings every stage shares (the estimator is set per stage)."""
-    data_root = default_data_root()
     config = Config(
         task="enhancement",
         model=EnhancementModelConfig(),
         data=MixtureDataConfig(
-            root=(str(data_root / "librispeech"),),
-            noise_root=str(data_root / "noise"),
-            rir_root=str(data_root / "rir"),
+            speech=("librispeech",),
+            noise="noise",
+            rir="rir",
             mixture=MixtureConfig(
                 n_src=1,
                 sample_rate=16000,

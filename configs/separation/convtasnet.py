@@ -13,7 +13,6 @@ Variants:
 import dataclasses
 
 from jaxspeech.data import MixtureConfig, MixtureDataConfig
-from jaxspeech.data.corpus import default_data_root
 from jaxspeech.errors import ConfigError
 from jaxspeech.train.config import Config, OptimConfig, ScheduleConfig, TrainConfig
 from jaxspeech.train.tasks.separation import (
@@ -27,12 +26,11 @@ VARIANTS = ("", "causal", "smoke")
 def get_config(variant: str = "") -> Config:
     if variant not in VARIANTS:
         raise ConfigError(f"unknown variant {variant!r}; use one of {VARIANTS}")
-    data_root = default_data_root()
     config = Config(
         task="separation",
         model=ConvTasNetConfig(),
         data=MixtureDataConfig(
-            root=(str(data_root / "librispeech"), str(data_root / "fsdd" / "recordings")),
+            speech=("librispeech", "fsdd/recordings"),
             mixture=MixtureConfig(
                 n_src=2, sample_rate=8000, segment_seconds=4.0, speed_range=(0.8, 1.2)
             ),

@@ -8,9 +8,14 @@ Supported layouts (detected per root folder):
   root one level up (``LibriSpeech/`` holding ``train-clean-100/``, ``dev-clean/``) works too.
 * flat, Free-Spoken-Digit style: ``root/<label>_<speaker>_<n>.wav`` (the label is the digit).
 
-Speaker genders come from LibriSpeech's ``SPEAKERS.TXT`` (``ID | SEX | ...``) when one lies in
-the root, below it or in a folder above it; ``split_speakers`` uses them to give every split
-the same mix of female and male voices.
+Speaker metadata come from a speaker table in the root, below it or in a folder above it:
+LibriSpeech's ``SPEAKERS.TXT`` (``ID | SEX | ...``: genders) or speechocean762's
+``SPEAKERS.tsv`` (tab-separated ``speaker``, ``gender`` m/f, ``age`` columns with a header:
+genders and ages). ``split_speakers`` uses them to give every split the same mix of female and
+male voices, and of children, teenagers and adults.
+
+Corpus folders in configs are relative to the data root (``resolve_data_root``), which is
+looked up when data are read, never when a config is made, so configs stay portable.
 
 Only the file headers are read (``soundfile``), so scanning thousands of files takes well under
 a second.
@@ -18,11 +23,14 @@ a second.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import math
 import os
 import pathlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import soundfile as sf
@@ -34,7 +42,12 @@ SPLITS = ("train", "valid", "test")
 
 _LIBRISPEECH_NAME = re.compile(r"^(?P<speaker>\d+)-(?P<chapter>\d+)-(?P<utterance>\d+)$")
 _FLAT_NAME = re.compile(r"^(?P<label>[^_]+)_(?P<speaker>[^_]+)_(?P<n>\d+)$")
-_SPEAKER_TABLE = "SPEAKERS.TXT"
+_LIBRISPEECH_TABLE, _TSV_TABLE = "SPEAKERS.TXT", "SPEAKERS.tsv"
+_TSV_COLUMNS = ("speaker", "gender", "age")
+#: Age groups of the speaker split: under 13, 13 to 17, 18 and over (upper bounds, exclusive).
+AGE_GROUPS = {"child": 13, "teen": 18, "adult": math.inf}
+#: Where the data root comes from when a config leaves ``data.root`` unset.
+DATA_ROOT_ENV, DATA_ROOT_DEFAULT = "JAXSPEECH_DATA", pathlib.Path("../shared/data")
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -48,6 +61,7 @@ class Utterance:
       num_samples: length at the file's own rate.
       sample_rate: the file's sample rate (Hz).
       gender: "F" or "M" when the corpus metadata says, else None.
+      age: age in years when the corpus metadata says, else None.
     """
 
     path: str
@@ -56,6 +70,7 @@ class Utterance:
     num_samples: int
     sample_rate: int
     gender: str | None = None
+    age: int | None = None
 
     @property
     def seconds(self) -> float:
@@ -113,19 +128,56 @@ def _speaker_and_label(root: pathlib.Path, path: str) -> tuple[str, str | None]:
     return rel.parts[0], None
 
 
-def speaker_genders(root: str | os.PathLike) -> dict[str, str]:
-    """``{speaker: "F" | "M"}`` from every LibriSpeech ``SPEAKERS.TXT`` in, below or above
-    ``root`` (lines ``ID | SEX | ...``; ``;`` starts a comment)."""
+class SpeakerInfo(NamedTuple):
+    """What a speaker table says of one speaker (None where it is silent)."""
+
+    gender: str | None
+    age: int | None
+
+
+def _librispeech_table(table: pathlib.Path) -> dict[str, SpeakerInfo]:
+    """Genders of a LibriSpeech ``SPEAKERS.TXT`` (``ID | SEX | ...``; ``;`` starts a comment)."""
+    speakers = {}
+    for line in table.read_text(errors="replace").splitlines():
+        fields = [f.strip() for f in line.split("|")]
+        if len(fields) >= 2 and not line.startswith(";") and fields[1] in ("F", "M"):
+            speakers[fields[0]] = SpeakerInfo(fields[1], None)
+    return speakers
+
+
+def _tsv_table(table: pathlib.Path) -> dict[str, SpeakerInfo]:
+    """Genders and ages of a speechocean762-style ``SPEAKERS.tsv`` (speaker, gender m/f, age)."""
+    with open(table, newline="", errors="replace") as f:
+        reader = csv.DictReader(f, delimiter="\t")
+        missing = [c for c in _TSV_COLUMNS if c not in (reader.fieldnames or ())]
+        if missing:
+            raise ConfigError(
+                f"{table}: no {', '.join(missing)} column(s) in the header; the first line must "
+                f"name the tab-separated columns {', '.join(_TSV_COLUMNS)}"
+            )
+        speakers = {}
+        for row in reader:
+            gender, age = row["gender"].strip().upper(), row["age"].strip()
+            if gender not in ("F", "M") or not age.isdigit():
+                raise ConfigError(
+                    f"{table} line {reader.line_num}: gender {row['gender']!r}, age "
+                    f"{row['age']!r}; write the gender as m or f and the age in whole years"
+                )
+            speakers[row["speaker"].strip()] = SpeakerInfo(gender, int(age))
+    return speakers
+
+
+def speaker_metadata(root: str | os.PathLike) -> dict[str, SpeakerInfo]:
+    """``{speaker: SpeakerInfo}`` from every speaker table (LibriSpeech ``SPEAKERS.TXT``,
+    speechocean762 ``SPEAKERS.tsv``) in, below or above ``root``; genders are "F" / "M"."""
     root = pathlib.Path(root).resolve()
-    tables = [d / _SPEAKER_TABLE for d in root.parents if (d / _SPEAKER_TABLE).is_file()]
-    tables += sorted(root.rglob(_SPEAKER_TABLE))
-    genders = {}
-    for table in tables:
-        for line in table.read_text(errors="replace").splitlines():
-            fields = [f.strip() for f in line.split("|")]
-            if len(fields) >= 2 and not line.startswith(";") and fields[1] in ("F", "M"):
-                genders[fields[0]] = fields[1]
-    return genders
+    readers = {_LIBRISPEECH_TABLE: _librispeech_table, _TSV_TABLE: _tsv_table}
+    speakers = {}
+    for name, read in readers.items():
+        tables = [d / name for d in root.parents if (d / name).is_file()]
+        for table in tables + sorted(root.rglob(name)):
+            speakers.update(read(table))
+    return speakers
 
 
 def scan_corpus(roots: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Utterance]:
@@ -145,12 +197,13 @@ def scan_corpus(roots: str | os.PathLike | Iterable[str | os.PathLike]) -> list[
         raise ConfigError("scan_corpus: no corpus folder given; pass at least one root")
     utterances = []
     for root in roots:
-        genders = speaker_genders(root)
+        metadata = speaker_metadata(root)
         for path in audio_files(root):
             speaker, label = _speaker_and_label(root, path)
             num_samples, sample_rate = _header(path)
+            info = metadata.get(speaker, SpeakerInfo(None, None))
             utterances.append(
-                Utterance(path, speaker, label, num_samples, sample_rate, genders.get(speaker))
+                Utterance(path, speaker, label, num_samples, sample_rate, info.gender, info.age)
             )
     return sorted(utterances)
 
@@ -163,16 +216,58 @@ def group_by_speaker(utterances: Iterable[Utterance]) -> dict[str, list[Utteranc
     return dict(sorted(groups.items()))
 
 
-def _stratified_order(strata: Sequence[str | None], rng: np.random.Generator) -> np.ndarray:
+def _stratified_order(strata: Sequence[Hashable], rng: np.random.Generator) -> np.ndarray:
     """A permutation of ``range(len(strata))`` in which each stratum is shuffled and spread
     evenly: item ``i`` of a stratum of ``n`` sits at quantile ``(i + 0.5) / n``."""
-    keys = sorted(set(strata), key=lambda k: (k is None, k or ""))
+    keys = sorted(set(strata), key=repr)
     positions = np.empty(len(strata))
     for rank, key in enumerate(keys):
         members = np.flatnonzero([s == key for s in strata])
         shuffled = members[rng.permutation(len(members))]
         positions[shuffled] = (np.arange(len(members)) + 0.5) / len(members) + rank * 1e-9
     return np.argsort(positions, kind="stable")
+
+
+def split_sizes(n: int, fractions: Sequence[float], what: str, items: str) -> tuple[int, int, int]:
+    """``(train, valid, test)`` numbers of ``n`` items (speakers, groups of pairs) to deal out.
+
+    The valid and test splits get ``fraction * n`` items each (rounded half up; at least one
+    when the fraction is positive), train gets the rest (at least one when its share is
+    positive).
+
+    Args:
+      n: how many items there are.
+      fractions: ``(train, valid, test)`` shares, non-negative, summing to 1.
+      what, items: the caller and the kind of item, named in errors.
+
+    Raises:
+      ConfigError: bad fractions, or too few items for every split with a positive share.
+    """
+    fractions = tuple(float(f) for f in fractions)
+    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
+        raise ConfigError(
+            f"{what}: fractions must be three non-negative numbers (train, valid, test) "
+            f"summing to 1, got {fractions}"
+        )
+    needed = sum(f > 0 for f in fractions)
+    if n < needed:
+        raise ConfigError(
+            f"{what}: {n} {items} cannot fill {needed} disjoint splits; add {items} or set the "
+            "fraction of a split to 0"
+        )
+    counts = [max(int(f > 0), int(f * n + 0.5)) for f in fractions[1:]]
+    n_train = n - sum(counts)
+    if fractions[0] > 0 and n_train < 1:
+        counts[int(np.argmax(counts))] -= 1 - n_train
+        n_train = 1
+    return n_train, counts[0], counts[1]
+
+
+def age_group(age: int | None) -> str | None:
+    """The ``AGE_GROUPS`` name of ``age`` (None when unknown)."""
+    if age is None:
+        return None
+    return next(name for name, bound in AGE_GROUPS.items() if age < bound)
 
 
 def split_speakers(
@@ -182,12 +277,11 @@ def split_speakers(
 ) -> dict[str, list[Utterance]]:
     """Splits utterances into speaker-disjoint ``train`` / ``valid`` / ``test`` sets.
 
-    Speakers (not utterances) are dealt out: the valid and test splits get
-    ``fraction * n_speakers`` speakers each (rounded half up; at least one when the fraction is
-    positive), train gets the rest. The deal is stratified by gender (F, M, unknown): each
-    gender's speakers are shuffled with ``seed`` and spread evenly over one common order, so
-    every split holds each gender in about its corpus share. The result depends only on the
-    speakers, their genders and the seed.
+    Speakers (not utterances) are dealt out in the numbers of ``split_sizes``. The deal is
+    stratified by gender (F, M, unknown) and age group (``AGE_GROUPS``, unknown): each
+    stratum's speakers are shuffled with ``seed`` and spread evenly over one common order, so
+    every split holds each stratum in about its corpus share. The result depends only on the
+    speakers, their genders and ages, and the seed.
 
     Args:
       utterances: the corpus, e.g. from ``scan_corpus``.
@@ -200,36 +294,52 @@ def split_speakers(
     Raises:
       ConfigError: bad fractions, or too few speakers for every split with a positive share.
     """
-    fractions = tuple(float(f) for f in fractions)
-    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
-        raise ConfigError(
-            f"split_speakers: fractions must be three non-negative numbers (train, valid, test) "
-            f"summing to 1, got {fractions}"
-        )
     groups = group_by_speaker(utterances)
     speakers = list(groups)
-    needed = sum(f > 0 for f in fractions)
-    if len(speakers) < needed:
-        raise ConfigError(
-            f"split_speakers: {len(speakers)} speaker(s) cannot fill {needed} speaker-disjoint "
-            "splits; add speakers or set the fraction of a split to 0"
-        )
-    order = _stratified_order(
-        [groups[speaker][0].gender for speaker in speakers], np.random.default_rng(seed)
-    )
-    counts = [max(int(f > 0), int(f * len(speakers) + 0.5)) for f in fractions[1:]]
-    n_train = len(speakers) - sum(counts)
-    if fractions[0] > 0 and n_train < 1:
-        counts[int(np.argmax(counts))] -= 1 - n_train
-        n_train = 1
-    bounds = np.cumsum([0, n_train, *counts])
+    sizes = split_sizes(len(speakers), fractions, "split_speakers", "speakers")
+    strata = [(groups[s][0].gender, age_group(groups[s][0].age)) for s in speakers]
+    order = _stratified_order(strata, np.random.default_rng(seed))
+    bounds = np.cumsum([0, *sizes])
     return {
         name: sorted(u for i in order[bounds[k] : bounds[k + 1]] for u in groups[speakers[i]])
         for k, name in enumerate(SPLITS)
     }
 
 
-def default_data_root() -> pathlib.Path:
-    """The real recordings: ``$JAXSPEECH_DATA``, else ``../shared/data`` beside the checkout."""
-    env = os.environ.get("JAXSPEECH_DATA")
-    return pathlib.Path(env) if env else pathlib.Path(__file__).resolve().parents[3] / "shared/data"
+def resolve_data_root(root: str | os.PathLike | None = None) -> pathlib.Path:
+    """The data root, as an absolute path: ``root`` (``--config.data.root``) if given, else
+    ``$JAXSPEECH_DATA`` if set, else ``../shared/data`` relative to the working directory.
+
+    Raises:
+      ConfigError: the first of the three that is given is not a folder; the message names
+        all three and how to set each.
+    """
+    env = os.environ.get(DATA_ROOT_ENV) or None
+    candidates = [
+        ("data.root", root, "set it with --config.data.root=DIR"),
+        (f"${DATA_ROOT_ENV}", env, f"set it with export {DATA_ROOT_ENV}=DIR"),
+        (
+            f"{DATA_ROOT_DEFAULT} relative to the working directory {os.getcwd()}",
+            DATA_ROOT_DEFAULT,
+            "used when neither is set: run from the folder beside shared/data",
+        ),
+    ]
+    chosen = next(value for _, value, _ in candidates if value is not None)
+    folder = pathlib.Path(chosen).expanduser()
+    if folder.is_dir():
+        return folder.absolute()
+    tried = "; ".join(
+        f"{name}{'' if value is None or value is DATA_ROOT_DEFAULT else f'={value}'}"
+        f"{' (not set)' if value is None else ''}, {how}"
+        for name, value, how in candidates
+    )
+    raise ConfigError(
+        f"no data root: {os.fspath(chosen)} is not a folder. The first of these that is set is "
+        f"used: {tried}. Point it at the folder of recordings."
+    )
+
+
+def data_path(path: str | os.PathLike, root: str | os.PathLike | None) -> pathlib.Path:
+    """``path`` if absolute, else ``path`` below the data root (``resolve_data_root(root)``)."""
+    path = pathlib.Path(path).expanduser()
+    return path if path.is_absolute() else resolve_data_root(root) / path

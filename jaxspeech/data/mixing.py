@@ -159,7 +159,7 @@ def _rms(x: np.ndarray) -> float:
 
 
 def _window(wav: np.ndarray, start: int, length: int) -> np.ndarray:
-    """``wav[start : start + length]`` with zeros where the range leaves ``wav``."""
+    """``wav[start : start + length]`` (float64) with zeros where the range leaves ``wav``."""
     out = np.zeros(length, np.float64)
     lo, hi = max(start, 0), min(start + length, len(wav))
     if hi > lo:
@@ -167,22 +167,71 @@ def _window(wav: np.ndarray, start: int, length: int) -> np.ndarray:
     return out
 
 
-def _draw_start(rng: np.random.Generator, wav: np.ndarray, cfg: MixtureConfig, path: str) -> int:
-    """Start (in ``wav`` samples, negative = zero-padding) of a crop that is not silent.
+def draw_start(
+    rng: np.random.Generator,
+    wav: np.ndarray,
+    length: int,
+    path: str,
+    silent_crop_db: float,
+    crop_tries: int,
+) -> int:
+    """Start (in ``wav`` samples, negative = zero-padding) of a ``length`` crop of ``wav`` that
+    is not silent (not ``silent_crop_db`` below the RMS of ``wav``).
 
-    After ``crop_tries`` silent draws, the crop centred on the loudest sample is used.
+    A recording shorter than ``length`` is placed at a random offset. After ``crop_tries``
+    silent draws, the crop centred on the loudest sample is used.
+
+    Raises:
+      SilentAudioError: ``wav`` (read from ``path``) is all zeros.
     """
-    length = cfg.num_samples
-    threshold = _rms(wav) * 10.0 ** (-cfg.silent_crop_db / 20.0)
+    threshold = _rms(wav) * 10.0 ** (-silent_crop_db / 20.0)
     if threshold <= 0.0:
         raise SilentAudioError(f"{path}: the recording is all zeros; remove it from the corpus")
     if len(wav) < length:
         return -int(rng.integers(0, length - len(wav) + 1))
-    for _ in range(cfg.crop_tries):
+    for _ in range(crop_tries):
         start = int(rng.integers(0, len(wav) - length + 1))
         if _rms(wav[start : start + length]) >= threshold:
             return start
     return int(np.clip(np.argmax(np.abs(wav)) - length // 2, 0, len(wav) - length))
+
+
+def crop_image(
+    wav: np.ndarray, start: int, length: int, rir: np.ndarray | None = None
+) -> np.ndarray:
+    """The crop ``wav[start : start + length]`` ``[length]`` (float64, zero-padded outside
+    ``wav``), convolved with ``rir`` when given; the reverberation tail of the samples before
+    the crop is kept (the crop is convolved with its full history)."""
+    if rir is None:
+        return _window(wav, start, length)
+    history = _window(wav, start - len(rir) + 1, length + len(rir) - 1)
+    return scipy.signal.fftconvolve(history, rir.astype(np.float64), mode="valid")
+
+
+def noise_crop(
+    rng: np.random.Generator,
+    wav: np.ndarray,
+    length: int,
+    path: str,
+    silent_crop_db: float,
+    crop_tries: int,
+) -> tuple[np.ndarray, int]:
+    """A non-silent ``[length]`` crop of the noise ``wav`` (looped when shorter) and its start
+    sample (see ``draw_start``)."""
+    period = len(wav)
+    if period < length:
+        wav = np.tile(wav, -(-length // period) + 1)
+    start = draw_start(rng, wav, length, path, silent_crop_db, crop_tries)
+    return _window(wav, start, length), start % period
+
+
+def noise_gain(speech: np.ndarray, noise: np.ndarray, snr_db: float) -> float:
+    """The factor that puts ``noise`` at ``snr_db`` below ``speech`` (energies over the
+    arrays)."""
+    speech_energy = np.sum(np.square(speech, dtype=np.float64))
+    return math.sqrt(
+        speech_energy / (np.sum(np.square(noise, dtype=np.float64)) * 10.0 ** (snr_db / 10.0))
+    )
 
 
 def _draw_speakers(
@@ -217,30 +266,13 @@ def _source_image(
         speed = rng.uniform(*cfg.speed_range)  # x(speed · t): read at speed · rate, resampled
         wav = soxr.resample(wav, cfg.sample_rate * speed, cfg.sample_rate, quality="HQ")
     length = cfg.num_samples
-    start = _draw_start(rng, wav, cfg, utt.path)
-    if rir_path is None:
-        image = _window(wav, start, length)
-    else:
-        rir = audio(rir_path)
-        history = _window(wav, start - len(rir) + 1, length + len(rir) - 1)
-        image = scipy.signal.fftconvolve(history, rir.astype(np.float64), mode="valid")
+    start = draw_start(rng, wav, length, utt.path, cfg.silent_crop_db, cfg.crop_tries)
+    image = crop_image(wav, start, length, None if rir_path is None else audio(rir_path))
     active = image[max(0, -start) : min(length, len(wav) - start)]
     level = _rms(active)
     if level <= 0.0:  # only a zero impulse response silences a non-silent crop
         raise SilentAudioError(f"{rir_path}: the impulse response is all zeros; remove it")
     return image, start, level
-
-
-def _noise_crop(
-    rng: np.random.Generator, path: str, cfg: MixtureConfig, audio: AudioCache
-) -> tuple[np.ndarray, int]:
-    """A ``[T]`` crop of the noise file (looped when shorter) and its start sample."""
-    wav = audio(path)
-    period = len(wav)
-    if period < cfg.num_samples:
-        wav = np.tile(wav, -(-cfg.num_samples // period) + 1)
-    start = _draw_start(rng, wav, cfg, path)
-    return _window(wav, start, cfg.num_samples), start % period
 
 
 def make_mixture(
@@ -304,9 +336,10 @@ def make_mixture(
     if with_noise:
         noise_file = os.fspath(noises[int(rng.integers(len(noises)))])
         snr = float(snr_db) if snr_db is not None else float(rng.uniform(*cfg.noise_snr_db_range))
-        noise, noise_start = _noise_crop(rng, noise_file, cfg, audio)
-        speech_energy = np.sum(np.square(sources.sum(axis=0)))
-        noise *= math.sqrt(speech_energy / (np.sum(np.square(noise)) * 10.0 ** (snr / 10.0)))
+        noise, noise_start = noise_crop(
+            rng, audio(noise_file), cfg.num_samples, noise_file, cfg.silent_crop_db, cfg.crop_tries
+        )
+        noise *= noise_gain(sources.sum(axis=0), noise, snr)
 
     mixture = sources.sum(axis=0) + noise
     peak = max(np.abs(mixture).max(), np.abs(sources).max(), np.abs(noise).max())

@@ -35,6 +35,7 @@ from jaxspeech.audio import load
 from jaxspeech.data.corpus import (
     Utterance,
     audio_files,
+    data_path,
     group_by_speaker,
     scan_corpus,
     split_speakers,
@@ -121,23 +122,63 @@ def mixture_dataset(
       ``noise`` [b, T], ``snr_db`` [b], ``gains_db`` [b, n_src] (float32). Its iterators
       support ``get_state()`` / ``set_state()``.
     """
-    _check_seed(seed)
     if sampling not in SAMPLINGS:
         raise ConfigError(f"mixture_dataset: sampling={sampling!r}; use one of {SAMPLINGS}")
     if not utterances:
         raise ConfigError("mixture_dataset: no utterances; check the corpus path and split")
+    maker = _MixtureMaker(cfg, sorted(utterances), noises, rirs, seed, sampling)
+    return training_stream(
+        len(maker.utterances),
+        maker,
+        seed,
+        batch_size,
+        process_index,
+        process_count,
+        num_epochs,
+        read_options,
+        "mixture_dataset",
+    )
+
+
+def training_stream(
+    n_items: int,
+    transform: grain.transforms.MapWithIndex,
+    seed: int,
+    batch_size: int,
+    process_index: int,
+    process_count: int,
+    num_epochs: int | None,
+    read_options: grain.ReadOptions | None,
+    what: str,
+) -> grain.IterDataset:
+    """The shuffled, repeated, per-process batched stream of ``transform`` applied to
+    ``(stream position, item index)`` for items ``range(n_items)``.
+
+    Args:
+      transform: makes one example (a dict of arrays) from its position in the global stream
+        and the item index; seed its randomness from ``(seed, position)``.
+      seed: fixes the shuffles.
+      batch_size: the GLOBAL batch size; each process yields ``batch_size // process_count``.
+      process_index, process_count: this process and the number of processes.
+      num_epochs: None repeats forever.
+      read_options: grain threading/prefetch; default one background thread, two batches
+        ahead.
+      what: the caller, named in errors.
+
+    Returns:
+      A ``grain.IterDataset`` of batched dicts whose iterators support ``get_state()`` /
+      ``set_state()``.
+    """
+    _check_seed(seed)
     if not 0 <= process_index < process_count:
-        raise ConfigError(
-            f"mixture_dataset: process_index {process_index} not in [0, {process_count})"
-        )
+        raise ConfigError(f"{what}: process_index {process_index} not in [0, {process_count})")
     if batch_size < process_count or batch_size % process_count:
         raise ConfigError(
-            f"mixture_dataset: global batch_size {batch_size} must be a positive multiple of "
+            f"{what}: global batch_size {batch_size} must be a positive multiple of "
             f"process_count {process_count}"
         )
-    maker = _MixtureMaker(cfg, sorted(utterances), noises, rirs, seed, sampling)
-    ds = grain.MapDataset.range(len(maker.utterances)).seed(seed).shuffle()
-    ds = ds.repeat(num_epochs).map_with_index(maker)
+    ds = grain.MapDataset.range(n_items).seed(seed).shuffle()
+    ds = ds.repeat(num_epochs).map_with_index(transform)
     ds = ds[process_index::process_count]
     ds = ds.batch(batch_size // process_count, drop_remainder=True)
     return ds.to_iter_dataset(
@@ -301,10 +342,14 @@ def read_mixture_set(out_dir: str | os.PathLike) -> list[dict]:
 class MixtureDataConfig:
     """The data section of a task trained on mixtures (separation, enhancement).
 
+    Folders are relative to the data root (absolute paths are taken as they are).
+
     Attributes:
-      root: speech folders (LibriSpeech layout or flat ``{label}_{speaker}_{n}`` files).
-      noise_root: folder of real noise recordings, or None for clean mixtures.
-      rir_root: folder of room impulse responses (used with ``mixture.reverb_prob``).
+      root: the data root, or None to look it up when the data are read
+        (``corpus.resolve_data_root``: ``$JAXSPEECH_DATA``, else ``../shared/data``).
+      speech: speech folders (LibriSpeech layout or flat ``{label}_{speaker}_{n}`` files).
+      noise: folder of real noise recordings, or None for clean mixtures.
+      rir: folder of room impulse responses (used with ``mixture.reverb_prob``).
       mixture: how each mixture is made (rate, length, speakers, gains, SNR range).
       split_fractions: train/valid/test shares of the speakers (speaker-disjoint).
       split_seed: seed of the speaker split (and of the fixed sets).
@@ -313,9 +358,10 @@ class MixtureDataConfig:
         or "utterance" (weighted by utterance count); see the module docstring.
     """
 
-    root: tuple[str, ...] = ()
-    noise_root: str | None = None
-    rir_root: str | None = None
+    root: str | None = None
+    speech: tuple[str, ...] = ()
+    noise: str | None = None
+    rir: str | None = None
     mixture: MixtureConfig = dataclasses.field(default_factory=MixtureConfig)
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     split_seed: int = 0
@@ -324,8 +370,8 @@ class MixtureDataConfig:
 
 
 class MixtureData:
-    """A mixing task's data: the speaker-disjoint splits of ``root`` with the noise and RIR
-    files, the training stream, and the fixed validation and test sets.
+    """A mixing task's data: the speaker-disjoint splits of the speech folders with the noise
+    and RIR files, the training stream, and the fixed validation and test sets.
 
     Args:
       cfg: the data section.
@@ -333,21 +379,22 @@ class MixtureData:
     """
 
     def __init__(self, cfg: MixtureDataConfig, batch_size: int) -> None:
-        if not cfg.root:
-            raise ConfigError("data.root is empty; give the speech folders to mix")
+        if not cfg.speech:
+            raise ConfigError("data.speech is empty; give the speech folders to mix")
         if cfg.valid_size % batch_size:
             raise ConfigError(
                 f"data.valid_size={cfg.valid_size} must be a multiple of "
                 f"train.batch_size={batch_size}"
             )
         self.cfg, self.batch_size, self.mixture = cfg, batch_size, cfg.mixture
-        self.splits = split_speakers(scan_corpus(cfg.root), cfg.split_fractions, cfg.split_seed)
-        self.noises = audio_files(cfg.noise_root) if cfg.noise_root else []
-        self.rirs = audio_files(cfg.rir_root) if cfg.rir_root else []
+        corpus = scan_corpus([data_path(p, cfg.root) for p in cfg.speech])
+        self.splits = split_speakers(corpus, cfg.split_fractions, cfg.split_seed)
+        self.noises = audio_files(data_path(cfg.noise, cfg.root)) if cfg.noise else []
+        self.rirs = audio_files(data_path(cfg.rir, cfg.root)) if cfg.rir else []
         if cfg.mixture.noise_snr_db_range is not None and not self.noises:
-            raise ConfigError("data.mixture.noise_snr_db_range is set but data.noise_root is not")
+            raise ConfigError("data.mixture.noise_snr_db_range is set but data.noise is not")
         if cfg.mixture.reverb_prob > 0 and not self.rirs:
-            raise ConfigError("data.mixture.reverb_prob > 0 needs data.rir_root with RIR files")
+            raise ConfigError("data.mixture.reverb_prob > 0 needs data.rir with RIR files")
 
     def train_dataset(self, process_index: int = 0, process_count: int = 1, seed: int = 0):
         """The endless training stream of this process (see ``mixture_dataset``)."""
