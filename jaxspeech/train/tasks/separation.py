@@ -3,8 +3,9 @@ clustering (low-rank affinity loss, k-means at inference), chosen by the model c
 
 Mixtures are made on the fly from speaker-disjoint splits of the speech folders
 ``data.speech`` below the data root (``jaxspeech.data``); validation and test sets are fixed
-mixture sets drawn from the valid and test speakers. ``evaluate`` reports SI-SNR(i) and SDR(i) for the model,
-the unprocessed mixture and an oracle ideal-ratio mask, overall and per input-SNR bucket.
+mixture sets drawn from the valid and test speakers. ``evaluate`` reports SI-SNR(i) and
+SDR(i) for the model, the unprocessed mixture and an oracle ideal-ratio mask, overall and per
+input-SNR bucket.
 """
 
 from __future__ import annotations
