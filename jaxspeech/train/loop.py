@@ -7,9 +7,11 @@ metrics every ``log_every`` steps to ``workdir/metrics.jsonl``, validation every
 ``evaluate(workdir, split, checkpoint)`` rebuilds everything from ``workdir/config.json``.
 
 A step whose loss or gradient norm is not finite is skipped inside jit (params, optimiser
-and model state unchanged) and counted; after ``max_nonfinite_steps`` in a row the state
-freezes and the host stops the run with a :class:`JaxspeechError` at its next check (log,
-validation or checkpoint step), before saving anything.
+and model state unchanged) and counted, by ``optax.apply_if_finite``; after
+``max_nonfinite_steps`` in a row every later step is skipped too, so the state freezes, and the
+host stops the run with a :class:`JaxspeechError` at its next check (log, validation or
+checkpoint step), before saving anything. Reduce-on-plateau (``optax.contrib``) sees the
+validation metric after each validation.
 """
 
 from __future__ import annotations
@@ -22,15 +24,14 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from jaxspeech import parallel
 from jaxspeech.errors import ConfigError, JaxspeechError
 from jaxspeech.train import config as config_lib
+from jaxspeech.train import optim
 from jaxspeech.train.checkpoint import Checkpointer
 from jaxspeech.train.logging import MetricsLog, Progress, mean_metrics, write_table
-from jaxspeech.train.optim import Plateau, make_optimizer, make_schedule, plateau_update
 from jaxspeech.train.tasks import make_task
 
 PyTree = Any
@@ -41,8 +42,9 @@ class TrainState:
     """Everything that changes during training (replicated over the mesh).
 
     ``rng`` is the base key; step ``s`` uses ``fold_in(rng, s)`` (and the replica index), so a
-    resumed run draws the same numbers. ``plateau`` holds reduce-on-plateau bookkeeping
-    (``best``, ``bad``, ``scale``); ``scale`` multiplies the scheduled learning rate.
+    resumed run draws the same numbers. ``opt_state`` is the state of
+    :func:`jaxspeech.train.optim.make_optimizer` (schedule, plateau scale, non-finite counts);
+    ``plateau`` is the reduce-on-plateau state, whose ``scale`` the optimiser applies.
     """
 
     step: jax.Array
@@ -50,9 +52,17 @@ class TrainState:
     opt_state: PyTree
     model_state: PyTree
     rng: jax.Array
-    plateau: dict[str, jax.Array]
-    nonfinite_run: jax.Array
-    nonfinite_total: jax.Array
+    plateau: optax.contrib.ReduceLROnPlateauState
+
+    @property
+    def nonfinite_run(self) -> jax.Array:
+        """Steps in a row skipped for a non-finite loss or gradient, ``()``."""
+        return optim.finite_guard(self.opt_state).notfinite_count
+
+    @property
+    def nonfinite_total(self) -> jax.Array:
+        """Steps skipped since the start of training, ``()``."""
+        return optim.finite_guard(self.opt_state).total_notfinite
 
 
 def init_state(task: Any, optimizer: optax.GradientTransformation, seed: int) -> TrainState:
@@ -65,24 +75,15 @@ def init_state(task: Any, optimizer: optax.GradientTransformation, seed: int) ->
         opt_state=optimizer.init(params),
         model_state=model_state,
         rng=train_key,
-        plateau={
-            "best": jnp.full((), jnp.nan, jnp.float32),
-            "bad": jnp.zeros((), jnp.int32),
-            "scale": jnp.ones((), jnp.float32),
-        },
-        nonfinite_run=jnp.zeros((), jnp.int32),
-        nonfinite_total=jnp.zeros((), jnp.int32),
+        plateau=optim.init_plateau(),
     )
 
 
-def _keep_if(ok: jax.Array, new: PyTree, old: PyTree) -> PyTree:
-    return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
-
-
-def make_train_step(task, optimizer, schedule, max_nonfinite: int, mesh):
+def make_train_step(task, optimizer, max_nonfinite: int, mesh):
     """``step(state, batch) -> (state, metrics)``, jitted, data-parallel, state donated.
 
-    ``metrics``: the task's metrics plus ``loss``, ``grad_norm``, ``lr`` and ``skipped``.
+    ``metrics``: the task's metrics plus ``loss``, ``grad_norm``, ``lr`` (the learning rate
+    applied) and ``skipped``.
     """
 
     def per_replica(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
@@ -94,27 +95,27 @@ def make_train_step(task, optimizer, schedule, max_nonfinite: int, mesh):
             (loss, metrics, model_state, grads)
         )
         grad_norm = optax.tree.norm(grads)
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        # apply_if_finite looks at the gradients alone: hand it NaN ones to skip a step whose
+        # loss or norm is not finite, and every step once the run has halted (the count then
+        # stays at the limit until the host stops the run).
         halted = state.nonfinite_run >= max_nonfinite
-        ok = finite & ~halted
+        usable = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & ~halted
+        grads = jax.tree.map(lambda g: jnp.where(usable, g, jnp.nan), grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        lr = schedule(state.step) * state.plateau["scale"]
-        params = optax.apply_updates(state.params, jax.tree.map(lambda u: -lr * u, updates))
+        applied = optim.finite_guard(opt_state).last_finite
         new_state = state.replace(
             step=state.step + 1,
-            params=_keep_if(ok, params, state.params),
-            opt_state=_keep_if(ok, opt_state, state.opt_state),
-            model_state=_keep_if(ok, model_state, state.model_state),
-            nonfinite_run=jnp.where(
-                halted, state.nonfinite_run, jnp.where(finite, 0, state.nonfinite_run + 1)
+            params=optax.apply_updates(state.params, updates),
+            opt_state=opt_state,
+            model_state=jax.tree.map(
+                lambda new, old: jnp.where(applied, new, old), model_state, state.model_state
             ),
-            nonfinite_total=state.nonfinite_total + (~finite).astype(jnp.int32),
         )
         extra = {
             "loss": loss,
             "grad_norm": grad_norm,
-            "lr": lr,
-            "skipped": (~ok).astype(jnp.float32),
+            "lr": optim.applied_learning_rate(opt_state),
+            "skipped": (~applied).astype(jnp.float32),
         }
         return new_state, {**metrics, **extra}
 
@@ -154,10 +155,11 @@ class _Setup:
                 f"train.batch_size={config.train.batch_size} must be a multiple of the "
                 f"{self.mesh.size} devices"
             )
-        self.optimizer = make_optimizer(config.optim)
-        self.schedule = make_schedule(
+        schedule = optim.make_schedule(
             config.schedule, config.optim.learning_rate, config.train.steps
         )
+        self.optimizer = optim.make_optimizer(config.optim, schedule)
+        self.plateau = optim.make_plateau(config.schedule)
         self.checkpointer = Checkpointer(
             workdir / "checkpoints",
             keep=config.train.keep_checkpoints,
@@ -189,14 +191,15 @@ def _check_finite(state: TrainState, step: int, setup: _Setup) -> None:
 
 
 def _update_plateau(state: TrainState, value: float, setup: _Setup) -> TrainState:
-    current = Plateau(*(float(state.plateau[k]) for k in ("best", "bad", "scale")))
-    new = plateau_update(current, value, setup.task.valid_mode, setup.config.schedule)
-    plateau = {
-        "best": np.float32(new.best),
-        "bad": np.int32(new.bad),
-        "scale": np.float32(new.scale),
-    }
-    return state.replace(plateau=parallel.replicate(setup.mesh, plateau))
+    if setup.plateau is None:
+        return state
+    plateau = optim.plateau_update(
+        setup.plateau, jax.device_get(state.plateau), value, setup.task.valid_mode
+    )
+    plateau = parallel.replicate(setup.mesh, plateau)
+    return state.replace(
+        plateau=plateau, opt_state=optim.with_plateau_scale(state.opt_state, plateau.scale)
+    )
 
 
 def run(config: config_lib.Config, workdir: str | pathlib.Path, *, devices=None) -> TrainState:
@@ -218,9 +221,7 @@ def run(config: config_lib.Config, workdir: str | pathlib.Path, *, devices=None)
     latest = setup.checkpointer.latest_step()
     if latest is not None:
         state = setup.checkpointer.restore(latest, state, data_iterator)
-    train_step = make_train_step(
-        task, setup.optimizer, setup.schedule, train.max_nonfinite_steps, mesh
-    )
+    train_step = make_train_step(task, setup.optimizer, train.max_nonfinite_steps, mesh)
     eval_step = make_eval_step(task, mesh)
     valid_batches = task.valid_batches()
 
