@@ -196,9 +196,10 @@ def _update_plateau(state: TrainState, value: float, setup: _Setup) -> TrainStat
     plateau = optim.plateau_update(
         setup.plateau, jax.device_get(state.plateau), value, setup.task.valid_mode
     )
-    plateau = parallel.replicate(setup.mesh, plateau)
+    # two copies of the scale: the train step donates the state, so no buffer may appear twice
+    plateau, scale = parallel.replicate(setup.mesh, (plateau, plateau.scale))
     return state.replace(
-        plateau=plateau, opt_state=optim.with_plateau_scale(state.opt_state, plateau.scale)
+        plateau=plateau, opt_state=optim.with_plateau_scale(state.opt_state, scale)
     )
 
 
