@@ -151,7 +151,8 @@ def test_plateau_scales_the_learning_rate_after_validations(tmp_path):
         else:
             bad += 1
         scales.append(scale)
-    np.testing.assert_allclose([r["lr"] for r in records], np.multiply(1e-3, scales[:-1]), rtol=1e-6)
+    lrs = [r["lr"] for r in records]
+    np.testing.assert_allclose(lrs, np.multiply(1e-3, scales[:-1]), rtol=1e-6)
     assert scales[-1] < 1  # the run did reach a plateau
     assert float(state.plateau.scale) == scales[-1]
     assert float(state.opt_state.hyperparams["plateau_scale"]) == scales[-1]
