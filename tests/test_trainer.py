@@ -19,6 +19,7 @@ import toy_task
 
 from jaxspeech.errors import JaxspeechError
 from jaxspeech.train import config as config_lib
+from jaxspeech.train import optim
 from jaxspeech.train.logging import read_metrics
 from jaxspeech.train.loop import run
 from jaxspeech.train.restore import restore_run
@@ -108,10 +109,54 @@ def test_nonfinite_steps_are_skipped_then_stop_the_run(tmp_path):
 
     assert_trees_close(params_at(3), params_at(2), rtol=0, atol=0)  # skipped step
     assert_trees_close(params_at(5), params_at(4), rtol=0, atol=0)
+    # ... and so were the batch-norm statistics and the optimiser's moments
+    state_at = {step: restore_run(tmp_path, str(step))[1] for step in (2, 3)}
+    assert_trees_close(state_at[3].model_state, state_at[2].model_state, rtol=0, atol=0)
+    moments = [optim.finite_guard(state_at[s].opt_state).inner_state for s in (3, 2)]
+    assert_trees_close(*moments, rtol=0, atol=0)
     changed = jax.tree.leaves(jax.tree.map(lambda a, b: np.any(a != b), params_at(4), params_at(3)))
     assert any(changed)
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(params_at(5)))
     assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == [1, 2, 3, 4, 5]
+
+
+def test_halted_run_stays_frozen_until_the_next_check(tmp_path):
+    # steps 2 and 3 are not finite; steps 4.. are, but the run halted at step 3 and the host
+    # first looks at step 4: it must still see the halt and stop before saving step 4
+    config = toy_config(steps=6, checkpoint_every=2, log_every=2, eval_every=10)
+    config = dataclasses.replace(
+        config,
+        data=toy_task.ToyDataConfig(nan_batches=(1, 2)),
+        train=dataclasses.replace(config.train, max_nonfinite_steps=2),
+    )
+    with pytest.raises(JaxspeechError, match=r"stopped at step 4: 2 steps in a row .*step 2"):
+        run(config, tmp_path)
+    assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == [2]
+
+
+def test_plateau_scales_the_learning_rate_after_validations(tmp_path):
+    """The logged ``lr`` of step s is 1e-3 times the scale that the strict plateau rule gives
+    for the validations of steps 1 … s-1 (patience 2, factor 0.5)."""
+    config = dataclasses.replace(
+        toy_config(steps=8, eval_every=1, log_every=1, checkpoint_every=8),
+        schedule=config_lib.ScheduleConfig(plateau_patience=2, plateau_factor=0.5),
+    )
+    state = jax.device_get(run(config, tmp_path))
+    records = read_metrics(tmp_path)
+    best, bad, scale, scales = np.inf, 0, 1.0, [1.0]
+    for record in records:
+        if record["valid_mse"] < best:
+            best, bad = record["valid_mse"], 0
+        elif bad + 1 == 2:
+            bad, scale = 0, scale * 0.5
+        else:
+            bad += 1
+        scales.append(scale)
+    lrs = [r["lr"] for r in records]
+    np.testing.assert_allclose(lrs, np.multiply(1e-3, scales[:-1]), rtol=1e-6)
+    assert scales[-1] < 1  # the run did reach a plateau
+    assert float(state.plateau.scale) == scales[-1]
+    assert float(state.opt_state.hyperparams["plateau_scale"]) == scales[-1]
 
 
 def test_bfloat16_compute_keeps_float32_params(reference, tmp_path):

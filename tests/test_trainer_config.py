@@ -127,9 +127,10 @@ def test_task_registry():
 
 
 def _one_update(name, grads, params, **kwargs):
-    tx = optim.make_optimizer(config_lib.OptimConfig(name=name, **kwargs))
+    """The first descent direction (minus the update at learning rate 1)."""
+    tx = optim.make_optimizer(config_lib.OptimConfig(name=name, **kwargs), 1.0)
     updates, _ = tx.update(grads, tx.init(params), params)
-    return np.asarray(updates)
+    return -np.asarray(updates)
 
 
 def test_optimizers_against_hand_written_first_step():
@@ -151,7 +152,34 @@ def test_optimizers_against_hand_written_first_step():
     clipped = _one_update("sgd-nesterov", g, w, momentum=0.0, clip_norm=1.0)
     np.testing.assert_allclose(clipped, gn / np.linalg.norm(gn), rtol=1e-6)
     with pytest.raises(ConfigError, match=r"optim\.name='sgd'"):
-        optim.make_optimizer(config_lib.OptimConfig(name="sgd"))
+        optim.make_optimizer(config_lib.OptimConfig(name="sgd"), 1.0)
+
+
+def test_optimizer_applies_schedule_times_plateau_scale_and_skips_non_finite():
+    # momentum 0: the unit-rate direction is the gradient itself
+    schedule = lambda step: 0.1 / (1 + step)
+    tx = optim.make_optimizer(config_lib.OptimConfig("sgd-nesterov", momentum=0.0), schedule)
+    g, w = jnp.array([0.5, -2.0]), jnp.array([1.0, 2.0])
+    state = tx.init(w)
+    updates, state = tx.update(g, state, w)
+    np.testing.assert_allclose(updates, -0.1 * g, rtol=1e-6)
+    assert float(optim.applied_learning_rate(state)) == pytest.approx(0.1)
+    state = optim.with_plateau_scale(state, jnp.float32(0.5))
+    updates, state = tx.update(g, state, w)
+    np.testing.assert_allclose(updates, -0.05 / 2 * g, rtol=1e-6)
+    assert float(optim.applied_learning_rate(state)) == pytest.approx(0.05 / 2)
+    inner = optim.finite_guard(state).inner_state
+    updates, state = tx.update(jnp.array([jnp.nan, 1.0]), state, w)
+    np.testing.assert_array_equal(updates, [0.0, 0.0])
+    guard = optim.finite_guard(state)
+    assert (int(guard.notfinite_count), int(guard.total_notfinite)) == (1, 1)
+    assert not bool(guard.last_finite)
+    jax.tree.map(np.testing.assert_array_equal, guard.inner_state, inner)
+    # the schedule advanced on the skipped update: the next one is step 3's
+    updates, state = tx.update(g, state, w)
+    np.testing.assert_allclose(updates, -0.1 / 4 / 2 * g, rtol=1e-6)
+    guard = optim.finite_guard(state)
+    assert (int(guard.notfinite_count), int(guard.total_notfinite)) == (0, 1)
 
 
 def test_schedules_against_closed_forms():
@@ -175,18 +203,59 @@ def test_schedules_against_closed_forms():
         optim.make_schedule(config_lib.ScheduleConfig("linear"), lr, total)
 
 
+def _plateau_scales(values, mode, schedule):
+    """Scales after each validation of ``values`` through optim.plateau_update, and the state."""
+    plateau, state, scales = optim.make_plateau(schedule), optim.init_plateau(), []
+    for value in values:
+        state = optim.plateau_update(plateau, state, value, mode)
+        scales.append(float(state.scale))
+    return scales, state
+
+
 def test_plateau_halves_after_patience_validations():
     schedule = config_lib.ScheduleConfig(plateau_patience=2, plateau_factor=0.5)
-    plateau, scales = optim.Plateau(), []
-    for value in (3.0, 2.0, 2.5, 2.1, 2.2, 2.3, 1.0, 1.5):
-        plateau = optim.plateau_update(plateau, value, "min", schedule)
-        scales.append(plateau.scale)
+    scales, plateau = _plateau_scales((3.0, 2.0, 2.5, 2.1, 2.2, 2.3, 1.0, 1.5), "min", schedule)
     assert scales == [1, 1, 1, 0.5, 0.5, 0.25, 0.25, 0.25]
-    assert plateau.best == 1.0 and plateau.bad == 1
-    maximise = optim.plateau_update(optim.Plateau(best=5.0), 4.0, "max", schedule)
-    assert maximise.bad == 1
-    off = config_lib.ScheduleConfig()
-    assert optim.plateau_update(optim.Plateau(), 1.0, "min", off) == optim.Plateau()
+    assert plateau.best_value == 1.0 and plateau.plateau_count == 1
+    _, maximise = _plateau_scales((5.0, 4.0), "max", schedule)
+    assert maximise.plateau_count == 1
+    assert optim.make_plateau(config_lib.ScheduleConfig()) is None  # patience 0: off
+    for bad in (dict(plateau_patience=-1), dict(plateau_patience=1, plateau_factor=1.0)):
+        with pytest.raises(ConfigError, match=r"schedule\.plateau_"):
+            optim.make_plateau(config_lib.ScheduleConfig(**bad))
+
+
+def _strict_plateau_rule(values, mode, patience, factor):
+    """Reference: the best value improves only strictly; after ``patience`` validations in a row
+    without improvement the scale is multiplied by ``factor`` and the count restarts."""
+    best, bad, scale, scales = None, 0, 1.0, []
+    for value in values:
+        if best is None or (value < best if mode == "min" else value > best):
+            best, bad = value, 0
+        elif bad + 1 >= patience:
+            bad, scale = 0, scale * factor
+        else:
+            bad += 1
+        scales.append(scale)
+    return scales, best, bad
+
+
+@pytest.mark.parametrize("mode", ["min", "max"])
+@pytest.mark.parametrize("patience", [1, 2, 3])
+def test_plateau_matches_the_strict_improvement_rule(mode, patience, rng):
+    # coarse float32 values, so that ties are common, and neighbours one float32 step apart
+    coarse = np.round(rng.normal(size=40), 1).astype(np.float32)
+    eps = np.finfo(np.float32).eps
+    near = (np.float32(1.0) + eps * rng.integers(-2, 3, 40)).astype(np.float32)
+    for values in (coarse, near):
+        values = [float(v) for v in values]
+        schedule = config_lib.ScheduleConfig(plateau_patience=patience, plateau_factor=0.7)
+        scales, state = _plateau_scales(values, mode, schedule)
+        ref_scales, ref_best, ref_bad = _strict_plateau_rule(values, mode, patience, 0.7)
+        np.testing.assert_allclose(scales, ref_scales, rtol=1e-6)
+        assert float(state.best_value) == (ref_best if mode == "min" else -ref_best)
+        assert int(state.plateau_count) == ref_bad
+        assert min(ref_scales) < 1  # the sequence did reach a plateau
 
 
 def test_tables_and_metric_means(tmp_path):

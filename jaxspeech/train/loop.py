@@ -10,9 +10,11 @@ statistics over ``batches_per_step`` batches and updates (``jaxspeech.train.task
 Restoring a run for evaluation or inference is ``jaxspeech.train.restore``.
 
 A step whose loss or gradient norm is not finite is skipped inside jit (params, optimiser
-and model state unchanged) and counted; after ``max_nonfinite_steps`` in a row the state
-freezes and the host stops the run with a :class:`JaxspeechError` at its next check (log,
-validation or checkpoint step), before saving anything.
+and model state unchanged) and counted, by ``optax.apply_if_finite``; after
+``max_nonfinite_steps`` in a row every later step is skipped too, so the state freezes, and the
+host stops the run with a :class:`JaxspeechError` at its next check (log, validation or
+checkpoint step), before saving anything. Reduce-on-plateau (``optax.contrib``) sees the
+validation metric after each validation.
 """
 
 from __future__ import annotations
@@ -32,9 +34,9 @@ import optax
 from jaxspeech import parallel
 from jaxspeech.errors import ConfigError, JaxspeechError
 from jaxspeech.train import config as config_lib
+from jaxspeech.train import optim
 from jaxspeech.train.checkpoint import Checkpointer
 from jaxspeech.train.logging import MetricsLog, Progress, mean_metrics
-from jaxspeech.train.optim import Plateau, make_optimizer, make_schedule, plateau_update
 from jaxspeech.train.restore import CONFIG_FILE, write_frozen_record
 from jaxspeech.train.task import GRADIENT, TrainedRun, task_kind
 from jaxspeech.train.tasks import make_task
@@ -47,8 +49,9 @@ class TrainState:
     """Everything that changes during training (replicated over the mesh).
 
     ``rng`` is the base key; step ``s`` uses ``fold_in(rng, s)`` (and the replica index), so a
-    resumed run draws the same numbers. ``plateau`` holds reduce-on-plateau bookkeeping
-    (``best``, ``bad``, ``scale``); ``scale`` multiplies the scheduled learning rate.
+    resumed run draws the same numbers. ``opt_state`` is the state of
+    :func:`jaxspeech.train.optim.make_optimizer` (schedule, plateau scale, non-finite counts);
+    ``plateau`` is the reduce-on-plateau state, whose ``scale`` the optimiser applies.
     """
 
     step: jax.Array
@@ -56,9 +59,17 @@ class TrainState:
     opt_state: PyTree
     model_state: PyTree
     rng: jax.Array
-    plateau: dict[str, jax.Array]
-    nonfinite_run: jax.Array
-    nonfinite_total: jax.Array
+    plateau: optax.contrib.ReduceLROnPlateauState
+
+    @property
+    def nonfinite_run(self) -> jax.Array:
+        """Steps in a row skipped for a non-finite loss or gradient, ``()``."""
+        return optim.finite_guard(self.opt_state).notfinite_count
+
+    @property
+    def nonfinite_total(self) -> jax.Array:
+        """Steps skipped since the start of training, ``()``."""
+        return optim.finite_guard(self.opt_state).total_notfinite
 
 
 def init_state(task: Any, optimizer: optax.GradientTransformation, seed: int) -> TrainState:
@@ -71,24 +82,15 @@ def init_state(task: Any, optimizer: optax.GradientTransformation, seed: int) ->
         opt_state=optimizer.init(params),
         model_state=model_state,
         rng=train_key,
-        plateau={
-            "best": jnp.full((), jnp.nan, jnp.float32),
-            "bad": jnp.zeros((), jnp.int32),
-            "scale": jnp.ones((), jnp.float32),
-        },
-        nonfinite_run=jnp.zeros((), jnp.int32),
-        nonfinite_total=jnp.zeros((), jnp.int32),
+        plateau=optim.init_plateau(),
     )
 
 
-def _keep_if(ok: jax.Array, new: PyTree, old: PyTree) -> PyTree:
-    return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
-
-
-def make_train_step(task, optimizer, schedule, max_nonfinite: int, mesh):
+def make_train_step(task, optimizer, max_nonfinite: int, mesh):
     """``step(state, batch) -> (state, metrics)``, jitted, data-parallel, state donated.
 
-    ``metrics``: the task's metrics plus ``loss``, ``grad_norm``, ``lr`` and ``skipped``.
+    ``metrics``: the task's metrics plus ``loss``, ``grad_norm``, ``lr`` (the learning rate
+    applied) and ``skipped``.
     """
 
     def per_replica(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
@@ -100,27 +102,27 @@ def make_train_step(task, optimizer, schedule, max_nonfinite: int, mesh):
             (loss, metrics, model_state, grads)
         )
         grad_norm = optax.tree.norm(grads)
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        # apply_if_finite looks at the gradients alone: hand it NaN ones to skip a step whose
+        # loss or norm is not finite, and every step once the run has halted (the count then
+        # stays at the limit until the host stops the run).
         halted = state.nonfinite_run >= max_nonfinite
-        ok = finite & ~halted
+        usable = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & ~halted
+        grads = jax.tree.map(lambda g: jnp.where(usable, g, jnp.nan), grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        lr = schedule(state.step) * state.plateau["scale"]
-        params = optax.apply_updates(state.params, jax.tree.map(lambda u: -lr * u, updates))
+        applied = optim.finite_guard(opt_state).last_finite
         new_state = state.replace(
             step=state.step + 1,
-            params=_keep_if(ok, params, state.params),
-            opt_state=_keep_if(ok, opt_state, state.opt_state),
-            model_state=_keep_if(ok, model_state, state.model_state),
-            nonfinite_run=jnp.where(
-                halted, state.nonfinite_run, jnp.where(finite, 0, state.nonfinite_run + 1)
+            params=optax.apply_updates(state.params, updates),
+            opt_state=opt_state,
+            model_state=jax.tree.map(
+                lambda new, old: jnp.where(applied, new, old), model_state, state.model_state
             ),
-            nonfinite_total=state.nonfinite_total + (~finite).astype(jnp.int32),
         )
         extra = {
             "loss": loss,
             "grad_norm": grad_norm,
-            "lr": lr,
-            "skipped": (~ok).astype(jnp.float32),
+            "lr": optim.applied_learning_rate(opt_state),
+            "skipped": (~applied).astype(jnp.float32),
         }
         return new_state, {**metrics, **extra}
 
@@ -176,12 +178,13 @@ class _GradientDescent:
     def __init__(self, setup: _Setup) -> None:
         config = setup.config
         self.setup = setup
-        self.optimizer = make_optimizer(config.optim)
-        self.schedule = make_schedule(
+        schedule = optim.make_schedule(
             config.schedule, config.optim.learning_rate, config.train.steps
         )
+        self.optimizer = optim.make_optimizer(config.optim, schedule)
+        self.plateau = optim.make_plateau(config.schedule)
         self.train_step = make_train_step(
-            setup.task, self.optimizer, self.schedule, config.train.max_nonfinite_steps, setup.mesh
+            setup.task, self.optimizer, config.train.max_nonfinite_steps, setup.mesh
         )
         self.samples_per_step = config.train.batch_size
 
@@ -195,10 +198,31 @@ class _GradientDescent:
         return self.train_step(state, parallel.shard_batch(self.setup.mesh, next(batches)))
 
     def check(self, state: TrainState, step: int) -> None:
-        _check_finite(state, step, self.setup)
+        """Stops the run when ``max_nonfinite_steps`` steps in a row were skipped."""
+        limit = self.setup.config.train.max_nonfinite_steps
+        if int(state.nonfinite_run) >= limit:
+            checkpointer = self.setup.checkpointer
+            checkpointer.close()
+            raise JaxspeechError(
+                f"training stopped at step {step}: {limit} steps in a row had a non-finite "
+                f"loss or gradient ({int(state.nonfinite_total)} skipped in all); the last good "
+                f"checkpoint is step {checkpointer.latest_step()} in {checkpointer.directory}. "
+                "Lower optim.learning_rate, set optim.clip_norm, or check the data for NaN/Inf."
+            )
 
     def validated(self, state: TrainState, value: float) -> TrainState:
-        return _update_plateau(state, value, self.setup)
+        """Reduce-on-plateau after a validation with metric ``value``."""
+        if self.plateau is None:
+            return state
+        plateau = optim.plateau_update(
+            self.plateau, jax.device_get(state.plateau), value, self.setup.task.valid_mode
+        )
+        # two copies of the scale: the train step donates the state, so no buffer may appear
+        # twice
+        plateau, scale = parallel.replicate(self.setup.mesh, (plateau, plateau.scale))
+        return state.replace(
+            plateau=plateau, opt_state=optim.with_plateau_scale(state.opt_state, scale)
+        )
 
 
 @flax.struct.dataclass
@@ -262,29 +286,6 @@ class _Estimation:
     def validated(self, state: EstimationState, value: float) -> EstimationState:
         del value  # no learning rate to reduce
         return state
-
-
-def _check_finite(state: TrainState, step: int, setup: _Setup) -> None:
-    limit = setup.config.train.max_nonfinite_steps
-    if int(state.nonfinite_run) >= limit:
-        setup.checkpointer.close()
-        raise JaxspeechError(
-            f"training stopped at step {step}: {limit} steps in a row had a non-finite loss or "
-            f"gradient ({int(state.nonfinite_total)} skipped in all); the last good checkpoint "
-            f"is step {setup.checkpointer.latest_step()} in {setup.checkpointer.directory}. "
-            "Lower optim.learning_rate, set optim.clip_norm, or check the data for NaN/Inf."
-        )
-
-
-def _update_plateau(state: TrainState, value: float, setup: _Setup) -> TrainState:
-    current = Plateau(*(float(state.plateau[k]) for k in ("best", "bad", "scale")))
-    new = plateau_update(current, value, setup.task.valid_mode, setup.config.schedule)
-    plateau = {
-        "best": np.float32(new.best),
-        "bad": np.int32(new.bad),
-        "scale": np.float32(new.scale),
-    }
-    return state.replace(plateau=parallel.replicate(setup.mesh, plateau))
 
 
 def _next_batches(iterator, task_name: str):

@@ -1,18 +1,30 @@
-"""Optimisers (optax) and learning-rate schedules, including reduce-on-plateau halving.
+"""Optimisers, learning-rate schedules and reduce-on-plateau, all from optax.
 
-The optimiser built here returns *unit-learning-rate* descent directions; the train step
-multiplies them by ``-learning_rate(step) * lr_scale`` so that one number, logged as ``lr``,
-is the learning rate actually applied. ``lr_scale`` lives in the train state and is changed
-only by :func:`plateau_update` after a validation.
+:func:`make_optimizer` returns the one optax transformation that owns the update::
+
+    inject_hyperparams(learning_rate=schedule, plateau_scale=1.0)
+      apply_if_finite
+        chain(clip_by_global_norm, update rule,
+              scale_by_learning_rate(learning_rate * plateau_scale))
+
+The injected schedule is evaluated at its own count, which advances on every update, skipped
+or not, so step ``s`` of training uses ``schedule(s)``. ``apply_if_finite`` turns an update
+whose gradient holds a NaN or Inf into a zero update that leaves the optimiser state as it was,
+and counts it (``notfinite_count`` in a row, ``total_notfinite`` in all). Its own limit, after
+which it would apply such updates anyway, is never reached: the train loop decides when to
+stop (see :mod:`jaxspeech.train.loop`). ``plateau_scale`` is written by
+:func:`with_plateau_scale` from the reduce-on-plateau state after each validation.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+import optax.contrib
 
 from jaxspeech.errors import ConfigError
 from jaxspeech.train.config import OptimConfig, ScheduleConfig
@@ -20,9 +32,17 @@ from jaxspeech.train.config import OptimConfig, ScheduleConfig
 OPTIMIZERS = ("adam", "adamw", "sgd-nesterov")
 SCHEDULES = ("constant", "warmup_cosine", "warmup_exponential")
 
+# apply_if_finite gives up (applies non-finite updates) after more than this many in a row;
+# its int32 count saturates at this value, so it never does.
+_NEVER_GIVE_UP = int(np.iinfo(np.int32).max)
+# optax counts an improvement when value < (1 - rtol) * best - atol and refuses rtol = atol = 0.
+# The bookkeeping is float32, where (1 - 1e-10) rounds to exactly 1: improvement is then the
+# strict value < best.
+_STRICT_RTOL = 1e-10
 
-def make_optimizer(optim: OptimConfig) -> optax.GradientTransformation:
-    """Gradient clipping (by global norm) followed by the update rule at learning rate 1."""
+
+def _update_rule(optim: OptimConfig) -> list[optax.GradientTransformation]:
+    """Gradient clipping (by global norm) and the update rule at learning rate 1."""
     decay = [optax.add_decayed_weights(optim.weight_decay)] if optim.weight_decay else []
     if optim.name == "adam":
         rule = [*decay, optax.scale_by_adam(optim.b1, optim.b2, optim.eps)]
@@ -33,7 +53,41 @@ def make_optimizer(optim: OptimConfig) -> optax.GradientTransformation:
     else:
         raise ConfigError(f"optim.name={optim.name!r}; use one of {', '.join(OPTIMIZERS)}")
     clip = [optax.clip_by_global_norm(optim.clip_norm)] if optim.clip_norm else []
-    return optax.chain(*clip, *rule)
+    return [*clip, *rule]
+
+
+def make_optimizer(
+    optim: OptimConfig, learning_rate: float | optax.Schedule
+) -> optax.GradientTransformationExtraArgs:
+    """The whole update (see the module docstring); ``learning_rate``: a number or a
+    ``step -> learning rate`` schedule (before the plateau scale)."""
+    rule = _update_rule(optim)
+
+    def skipping_non_finite(learning_rate, plateau_scale):
+        chain = optax.chain(*rule, optax.scale_by_learning_rate(learning_rate * plateau_scale))
+        return optax.apply_if_finite(chain, max_consecutive_errors=_NEVER_GIVE_UP)
+
+    return optax.inject_hyperparams(skipping_non_finite)(
+        learning_rate=learning_rate, plateau_scale=1.0
+    )
+
+
+def applied_learning_rate(opt_state: optax.InjectStatefulHyperparamsState) -> jax.Array:
+    """The learning rate (schedule × plateau scale) of the last update, ``()``."""
+    hyperparams = opt_state.hyperparams
+    return hyperparams["learning_rate"] * hyperparams["plateau_scale"]
+
+
+def finite_guard(opt_state: optax.InjectStatefulHyperparamsState) -> optax.ApplyIfFiniteState:
+    """The ``apply_if_finite`` state: ``notfinite_count``, ``last_finite``, ``total_notfinite``."""
+    return opt_state.inner_state
+
+
+def with_plateau_scale(
+    opt_state: optax.InjectStatefulHyperparamsState, scale: jax.Array
+) -> optax.InjectStatefulHyperparamsState:
+    """``opt_state`` whose later updates multiply the scheduled learning rate by ``scale``."""
+    return opt_state._replace(hyperparams={**opt_state.hyperparams, "plateau_scale": scale})
 
 
 def make_schedule(
@@ -62,28 +116,38 @@ def make_schedule(
     return optax.join_schedules([ramp, main], boundaries=[warmup])
 
 
-@dataclasses.dataclass(frozen=True)
-class Plateau:
-    """Reduce-on-plateau bookkeeping: best validation value, validations without improvement,
-    and the current learning-rate scale."""
-
-    best: float = float("nan")
-    bad: int = 0
-    scale: float = 1.0
+PlateauUpdate = Callable[
+    [optax.contrib.ReduceLROnPlateauState, jax.Array], optax.contrib.ReduceLROnPlateauState
+]
 
 
-def plateau_update(plateau: Plateau, value: float, mode: str, schedule: ScheduleConfig) -> Plateau:
-    """Returns the bookkeeping after one validation with metric ``value`` (``mode`` "min" or
-    "max"); the scale is multiplied by ``plateau_factor`` after ``plateau_patience`` validations
-    in a row without improvement. No-op when ``plateau_patience`` is 0."""
-    if schedule.plateau_patience <= 0:
-        return plateau
-    improved = (
-        plateau.best != plateau.best  # first validation (best is NaN)
-        or (value < plateau.best if mode == "min" else value > plateau.best)
+def make_plateau(schedule: ScheduleConfig) -> PlateauUpdate | None:
+    """``optax.contrib.reduce_on_plateau`` as a jitted ``(state, value) -> state``, fed one
+    validation value at a time: after ``plateau_patience`` values in a row without a strict
+    improvement on the best one, the scale is multiplied by ``plateau_factor`` and the count
+    restarts (no cooldown, no averaging). ``None`` when ``plateau_patience`` is 0 (off)."""
+    patience, factor = schedule.plateau_patience, schedule.plateau_factor
+    if patience < 0:
+        raise ConfigError(f"schedule.plateau_patience={patience}; use 0 (off) or more")
+    if patience == 0:
+        return None
+    if not 0 < factor < 1:
+        raise ConfigError(f"schedule.plateau_factor={factor}; it must be between 0 and 1")
+    plateau = optax.contrib.reduce_on_plateau(
+        factor=factor, patience=patience, rtol=_STRICT_RTOL, atol=0.0, cooldown=0
     )
-    if improved:
-        return Plateau(best=value, bad=0, scale=plateau.scale)
-    if plateau.bad + 1 >= schedule.plateau_patience:
-        return Plateau(plateau.best, 0, plateau.scale * schedule.plateau_factor)
-    return Plateau(plateau.best, plateau.bad + 1, plateau.scale)
+    return jax.jit(lambda state, value: plateau.update((), state, value=value)[1])
+
+
+def init_plateau() -> optax.contrib.ReduceLROnPlateauState:
+    """Fresh reduce-on-plateau state (scale 1, best +inf), float32 whatever the params; its
+    initial value does not depend on the settings."""
+    return optax.contrib.reduce_on_plateau().init(jnp.zeros((), jnp.float32))
+
+
+def plateau_update(
+    plateau: PlateauUpdate, state: optax.contrib.ReduceLROnPlateauState, value: float, mode: str
+) -> optax.contrib.ReduceLROnPlateauState:
+    """``state`` after one validation with metric ``value``; ``mode`` "min" or "max" (the
+    state then holds the negated metric, as optax minimises)."""
+    return plateau(state, jnp.float32(value if mode == "min" else -value))
