@@ -21,7 +21,7 @@ from jaxspeech.errors import JaxspeechError
 from jaxspeech.train import config as config_lib
 from jaxspeech.train import optim
 from jaxspeech.train.logging import read_metrics
-from jaxspeech.train.loop import run
+from jaxspeech.train.loop import restore_train_state, run
 from jaxspeech.train.restore import restore_run
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -110,7 +110,7 @@ def test_nonfinite_steps_are_skipped_then_stop_the_run(tmp_path):
     assert_trees_close(params_at(3), params_at(2), rtol=0, atol=0)  # skipped step
     assert_trees_close(params_at(5), params_at(4), rtol=0, atol=0)
     # ... and so were the batch-norm statistics and the optimiser's moments
-    state_at = {step: restore_run(tmp_path, str(step))[1] for step in (2, 3)}
+    state_at = {step: restore_train_state(tmp_path, str(step)) for step in (2, 3)}
     assert_trees_close(state_at[3].model_state, state_at[2].model_state, rtol=0, atol=0)
     moments = [optim.finite_guard(state_at[s].opt_state).inner_state for s in (3, 2)]
     assert_trees_close(*moments, rtol=0, atol=0)

@@ -37,7 +37,7 @@ from jaxspeech.train import config as config_lib
 from jaxspeech.train import optim
 from jaxspeech.train.checkpoint import Checkpointer
 from jaxspeech.train.logging import MetricsLog, Progress, mean_metrics
-from jaxspeech.train.restore import CONFIG_FILE, write_frozen_record
+from jaxspeech.train.restore import CONFIG_FILE, read_config, restore_frozen, write_frozen_record
 from jaxspeech.train.task import GRADIENT, TrainedRun, task_kind
 from jaxspeech.train.tasks import make_task
 
@@ -288,6 +288,10 @@ class _Estimation:
         return state
 
 
+def _stepper(setup: _Setup) -> _GradientDescent | _Estimation:
+    return _GradientDescent(setup) if setup.kind == GRADIENT else _Estimation(setup)
+
+
 def _next_batches(iterator, task_name: str):
     """The training batches, with an error when the dataset ends."""
     yield from iterator
@@ -315,7 +319,7 @@ def run(
     frozen = dict(frozen or {})
     setup = _Setup(config, workdir, devices, frozen)
     train, task, mesh = config.train, setup.task, setup.mesh
-    stepper = _GradientDescent(setup) if setup.kind == GRADIENT else _Estimation(setup)
+    stepper = _stepper(setup)
     config_json = config_lib.to_json(config)
     is_main = jax.process_index() == 0
     if is_main:
@@ -372,3 +376,19 @@ def run(
     progress.close()
     setup.checkpointer.close()
     return state
+
+
+def restore_train_state(
+    workdir: str | pathlib.Path, checkpoint: str = "latest", devices=None
+) -> TrainState | EstimationState:
+    """The whole train state of a checkpoint, optimiser state included (to inspect a run;
+    evaluation and inference need only ``restore.restore_run``)."""
+    workdir = pathlib.Path(workdir).absolute()
+    setup = _Setup(read_config(workdir), workdir, devices, restore_frozen(workdir, devices))
+    stepper = _stepper(setup)
+    try:
+        return setup.checkpointer.restore(
+            setup.checkpointer.resolve(checkpoint), stepper.new_state()
+        )
+    finally:
+        setup.checkpointer.close()
