@@ -8,25 +8,50 @@ recipe, every stage's table is evaluated and concatenated into ``DIR/eval``.
 from __future__ import annotations
 
 import argparse
+import pathlib
+import sys
 
+from jaxspeech.errors import DEBUG_FLAG, DEBUG_HELP, run_command
 from jaxspeech.parallel import maybe_initialize_distributed
 
+SPLITS = ("test", "valid")
 
-def main(argv: list[str] | None = None) -> None:
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", required=True)
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--checkpoint", default="best", help="best, latest or a step number")
+    parser.add_argument(
+        "--workdir", required=True, help="a training workdir (config.json, checkpoints/)"
+    )
+    parser.add_argument(
+        "--split",
+        default="test",
+        choices=SPLITS,
+        help="which held-out speakers to evaluate on (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        default="best",
+        help="best (by the validation metric), latest, or a step number (default: %(default)s)",
+    )
     parser.add_argument("--coordinator", help="multi-host: address HOST:PORT of process 0")
     parser.add_argument("--num_processes", type=int, help="multi-host: number of processes")
     parser.add_argument("--process_id", type=int, help="multi-host: index of this process")
-    args = parser.parse_args(argv)
+    parser.add_argument(DEBUG_FLAG, action="store_true", help=DEBUG_HELP)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     maybe_initialize_distributed(args.coordinator, args.num_processes, args.process_id)
     from jaxspeech.train import stages  # after distributed initialisation
+    from jaxspeech.train.logging import TABLE_SUFFIXES
 
     _, markdown = stages.evaluate(args.workdir, args.split, args.checkpoint)
     print(markdown, end="")
+    stem = pathlib.Path(args.workdir).absolute() / "eval" / args.split
+    for suffix in TABLE_SUFFIXES:
+        print(f"wrote {stem.with_suffix(suffix)}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command("evaluate.py", main, None))

@@ -67,3 +67,12 @@ def restart_with_fast_allocator() -> None:
     if env is not None:
         sys.stdout.flush()
         os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+
+
+def allocator_in_use(env: Mapping[str, str] = os.environ) -> str:
+    """What allocator this process runs under, in words (for a log line)."""
+    if TCMALLOC in env.get("LD_PRELOAD", ""):
+        return "tcmalloc"
+    if HUGETLB in env.get("GLIBC_TUNABLES", ""):
+        return "glibc malloc with huge pages"
+    return "glibc malloc"

@@ -1,4 +1,15 @@
-"""Exceptions raised for bad input. Every message names the offending input and the fix."""
+"""Exceptions raised for bad input, and how the entry points report them.
+
+Every message names the offending input and the fix. ``train.py``, ``evaluate.py`` and the
+``jaxspeech`` command run their ``main`` through :func:`run_command`: a
+:class:`JaxspeechError` is one line on stderr and exit status 2 (a traceback only with
+``--debug``); an interrupted training run exits with its own status.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
 
 
 class JaxspeechError(Exception):
@@ -47,3 +58,34 @@ class TrialError(JaxspeechError, ValueError):
 
 class ShapeError(JaxspeechError, ValueError):
     """Arrays whose shapes, dtypes or sizes do not fit the function."""
+
+
+class TrainingInterrupted(JaxspeechError):
+    """Training stopped on SIGINT/SIGTERM after saving a checkpoint; ``exit_status`` is
+    ``128 + signal number``, as a shell reports a process ended by that signal."""
+
+    def __init__(self, message: str, exit_status: int) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status
+
+
+DEBUG_FLAG = "--debug"
+DEBUG_HELP = "show the traceback of an error instead of its one-line message"
+
+
+def run_command(prog: str, main: Callable[[list[str]], object], argv: Sequence[str] | None) -> int:
+    """Runs ``main(argv)`` and returns the exit status: 0, 2 after printing a
+    :class:`JaxspeechError` as ``prog: error: message`` on stderr, or an interrupted run's
+    status after printing its message. With ``--debug`` in ``argv`` errors propagate."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        main(argv)
+    except TrainingInterrupted as err:
+        print(f"{prog}: {err}", file=sys.stderr, flush=True)
+        return err.exit_status
+    except JaxspeechError as err:
+        if DEBUG_FLAG in argv:
+            raise
+        print(f"{prog}: error: {err}", file=sys.stderr, flush=True)
+        return 2
+    return 0

@@ -1,6 +1,7 @@
-"""The generic trainer: configs, the loop, checkpoints, logging, optimisers, task registry.
+"""The generic trainer: configs, stages, the loop, restoring runs, checkpoints, logging,
+optimisers, task registry.
 
-Import ``jaxspeech.train.loop`` for :func:`~jaxspeech.train.loop.run` and
-:func:`~jaxspeech.train.loop.evaluate`; it is not imported here so that ``jax.distributed``
-can be initialised before anything touches the devices.
+Import ``jaxspeech.train.stages`` or ``jaxspeech.train.loop`` for training and
+``jaxspeech.train.restore`` for evaluation and inference; none is imported here so that
+``jax.distributed`` can be initialised before anything touches the devices.
 """

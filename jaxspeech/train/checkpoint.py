@@ -9,9 +9,11 @@ evaluation and inference restore ``model`` alone, without building an optimiser.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import pathlib
+import sys
 from typing import Any
 
 import grain
@@ -20,6 +22,10 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policy
 
 from jaxspeech.errors import JaxspeechError
+
+
+class UnreadableCheckpointError(JaxspeechError):
+    """A checkpoint that is damaged or does not fit the run restoring it."""
 
 
 def abstract_like(tree: Any) -> Any:
@@ -106,18 +112,33 @@ class Checkpointer:
         config_json: str,
         metrics: dict[str, float] | None = None,
     ) -> None:
-        """Saves asynchronously; ``metrics`` (validation) rank the checkpoint for "best"."""
+        """Saves asynchronously (orbax writes to a temporary folder and renames it when the
+        save is complete, so a killed save leaves no readable half checkpoint); ``metrics``
+        (validation) rank the checkpoint for "best". A failed write (a full disk) raises a
+        JaxspeechError here or at the next save or ``close``; earlier checkpoints stay."""
         model, train = _split(state)
-        self.manager.save(
-            step,
-            args=ocp.args.Composite(
-                model=ocp.args.StandardSave(model),
-                train=ocp.args.StandardSave(train),
-                data=grain.checkpoint.CheckpointSave(data_iterator),
-                config=ocp.args.JsonSave(json.loads(config_json)),
-            ),
-            metrics=metrics,
-        )
+        with self._writing(step):
+            self.manager.save(
+                step,
+                args=ocp.args.Composite(
+                    model=ocp.args.StandardSave(model),
+                    train=ocp.args.StandardSave(train),
+                    data=grain.checkpoint.CheckpointSave(data_iterator),
+                    config=ocp.args.JsonSave(json.loads(config_json)),
+                ),
+                metrics=metrics,
+            )
+
+    @contextlib.contextmanager
+    def _writing(self, step: int):
+        try:
+            yield
+        except OSError as err:
+            raise JaxspeechError(
+                f"could not write checkpoint {step} in {self.directory}: {err}; the earlier "
+                f"checkpoints are intact (latest: {self.manager.latest_step()}); free disk space "
+                "and rerun the same command to resume"
+            ) from err
 
     def restore(self, step: int, state: Any, data_iterator: Any | None = None) -> Any:
         """Restores the state (with ``state``'s shapes and shardings, which may be abstract) and,
@@ -129,16 +150,42 @@ class Checkpointer:
         }
         if data_iterator is not None:
             items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
-        restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+        with self._reading(step):
+            restored = self.manager.restore(step, args=ocp.args.Composite(**items))
         return state.replace(**restored.model, **restored.train)
+
+    def restore_latest_readable(self, state: Any, data_iterator: Any) -> tuple[Any, int | None]:
+        """``(restored state, step)`` of the newest checkpoint that can be read, or
+        ``(state, None)`` when there is none; an unreadable newer one is reported in one line
+        and skipped (kept on disk for inspection)."""
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            try:
+                return self.restore(step, state, data_iterator), step
+            except UnreadableCheckpointError as err:
+                print(f"warning: {err}; trying the one before", file=sys.stderr, flush=True)
+        return state, None
 
     def restore_model(self, step: int, model: dict) -> dict:
         """``{"params", "model_state"}`` of checkpoint ``step`` with the shapes and shardings of
         ``model`` (which may be abstract); nothing else of the checkpoint is read."""
         items = {"model": ocp.args.StandardRestore(abstract_like(model))}
-        return self.manager.restore(step, args=ocp.args.Composite(**items)).model
+        with self._reading(step):
+            return self.manager.restore(step, args=ocp.args.Composite(**items)).model
+
+    @contextlib.contextmanager
+    def _reading(self, step: int):
+        try:
+            yield
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            detail = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+            raise UnreadableCheckpointError(
+                f"checkpoint {self.directory / str(step)} cannot be read into this run "
+                f"({type(err).__name__}: {detail}); it is damaged, or was written by another "
+                "model or version of jaxspeech"
+            ) from err
 
     def close(self) -> None:
         """Waits for pending saves and releases the manager."""
-        self.manager.wait_until_finished()
+        with self._writing(self.manager.latest_step()):
+            self.manager.wait_until_finished()
         self.manager.close()

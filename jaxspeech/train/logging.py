@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import tqdm
 
+from jaxspeech import files
+
 
 def mean_metrics(records: Sequence[dict[str, Any]]) -> dict[str, float]:
     """Fetches a list of per-step metric dicts (device scalars) and averages each key."""
@@ -32,6 +34,23 @@ class MetricsLog:
         if self.enabled:
             with self.path.open("a") as f:
                 f.write(json.dumps({"time": time.time(), **record}) + "\n")
+
+    def drop_after(self, step: int) -> None:
+        """Keeps only the records up to ``step`` (a resumed run writes the later ones again;
+        a run killed mid-write may also have left a partial last line)."""
+        if not (self.enabled and self.path.is_file()):
+            return
+        lines = self.path.read_text().splitlines()
+        kept = []
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if record.get("step", 0) <= step:
+                kept.append(line)
+        if kept != lines:
+            files.write_text(self.path, "".join(f"{line}\n" for line in kept))
 
 
 def read_metrics(workdir: str | pathlib.Path) -> list[dict[str, Any]]:
@@ -81,15 +100,19 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+TABLE_SUFFIXES = (".md", ".csv", ".json")
+
+
 def write_table(rows: Sequence[dict[str, Any]], stem: pathlib.Path) -> str:
-    """Writes ``stem.md``, ``stem.csv`` and ``stem.json``; returns the Markdown text."""
+    """Writes ``stem.md``, ``stem.csv`` and ``stem.json`` (each atomically); returns the
+    Markdown text."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     markdown = markdown_table(rows)
-    stem.with_suffix(".md").write_text(markdown)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=table_columns(rows))
     writer.writeheader()
     writer.writerows(rows)
-    stem.with_suffix(".csv").write_text(buffer.getvalue())
-    stem.with_suffix(".json").write_text(json.dumps(list(rows), indent=2) + "\n")
+    texts = (markdown, buffer.getvalue(), json.dumps(list(rows), indent=2) + "\n")
+    for suffix, text in zip(TABLE_SUFFIXES, texts, strict=True):
+        files.write_text(stem.with_suffix(suffix), text)
     return markdown

@@ -20,7 +20,11 @@ validation metric after each validation.
 from __future__ import annotations
 
 import functools
+import os
 import pathlib
+import signal
+import sys
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -30,11 +34,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 
-from jaxspeech import parallel
-from jaxspeech.errors import ConfigError, JaxspeechError
+from jaxspeech import files, parallel
+from jaxspeech.errors import ConfigError, JaxspeechError, TrainingInterrupted
 from jaxspeech.train import config as config_lib
 from jaxspeech.train import optim
+from jaxspeech.train import workdir as workdir_lib
 from jaxspeech.train.checkpoint import Checkpointer
 from jaxspeech.train.logging import MetricsLog, Progress, mean_metrics
 from jaxspeech.train.restore import CONFIG_FILE, read_config, restore_frozen, write_frozen_record
@@ -301,78 +307,136 @@ def _next_batches(iterator, task_name: str):
     )
 
 
+class _StopRequests:
+    """SIGINT and SIGTERM while training: the first asks the loop to finish its step, save a
+    checkpoint and stop; a second exits at once. In a multi-process job every process learns
+    of a request on any of them at the same step (an all-gather per step), so all save the
+    same step. Handlers are installed only in the main thread, for the ``with`` block."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self) -> _StopRequests:
+        self.signum, self.previous = 0, {}
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, frame) -> None:
+        del frame
+        if self.signum:
+            print("\nsecond signal: exiting now without saving", file=sys.stderr, flush=True)
+            os._exit(128 + signum)
+        self.signum = signum
+        name = signal.Signals(signum).name
+        print(f"\n{name}: saving a checkpoint after this step", file=sys.stderr, flush=True)
+
+    def requested(self) -> int:
+        """The signal number asked for on any process, or 0."""
+        if jax.process_count() == 1:
+            return self.signum
+        return int(np.max(multihost_utils.process_allgather(np.int32(self.signum))))
+
+
 def run(
     config: config_lib.Config,
     workdir: str | pathlib.Path,
     *,
     devices=None,
     frozen: Mapping[str, TrainedRun] | None = None,
+    allow_changes: bool = False,
 ):
     """Trains (or resumes training) in ``workdir``; returns the final state.
 
     ``devices``: the devices of the data mesh (default: all devices of all processes).
     ``frozen``: the earlier stages the task reads (``{name: TrainedRun}``); recorded in
     ``workdir/frozen.json`` so that the run can be restored from its workdir alone.
+    ``allow_changes``: resume a workdir whose config differs in more than
+    ``workdir.RESUMABLE_KEYS`` (otherwise a ConfigError, before anything is written).
+
+    Raises ``TrainingInterrupted`` after saving a checkpoint on SIGINT/SIGTERM.
     """
     workdir = pathlib.Path(workdir).absolute()
+    config_json = config_lib.to_json(config)
+    workdir_lib.check_resumable(workdir, config_json, allow_changes)
     workdir.mkdir(parents=True, exist_ok=True)
     frozen = dict(frozen or {})
     setup = _Setup(config, workdir, devices, frozen)
     train, task, mesh = config.train, setup.task, setup.mesh
     stepper = _stepper(setup)
-    config_json = config_lib.to_json(config)
     is_main = jax.process_index() == 0
     if is_main:
-        (workdir / CONFIG_FILE).write_text(config_json)
+        files.write_text(workdir / CONFIG_FILE, config_json)
         write_frozen_record(workdir, frozen)
 
     state = stepper.new_state()
     data_iterator = iter(task.train_dataset(jax.process_index(), jax.process_count(), train.seed))
-    latest = setup.checkpointer.latest_step()
-    if latest is not None:
-        state = setup.checkpointer.restore(latest, state, data_iterator)
-    elif hasattr(task, "prepare_model_state"):
+    state, latest = setup.checkpointer.restore_latest_readable(state, data_iterator)
+    if latest is None and hasattr(task, "prepare_model_state"):
         model_state = jax.device_get(task.prepare_model_state(jax.device_get(state.model_state)))
         state = state.replace(model_state=parallel.replicate(mesh, model_state))
+    start = int(state.step)
+    log = MetricsLog(workdir, enabled=is_main)
+    log.drop_after(start)  # records a killed run wrote after its last checkpoint
+    if start >= train.steps:
+        setup.checkpointer.close()
+        if is_main:
+            print(f"{workdir}: already complete at step {start}", flush=True)
+        return state
+    if latest is not None and is_main:
+        print(f"{workdir}: resuming from the checkpoint of step {start}", flush=True)
     eval_step = make_eval_step(task, mesh)
     valid_batches = task.valid_batches()
     batches = _next_batches(data_iterator, config.task)
 
-    log = MetricsLog(workdir, enabled=is_main)
-    start = int(state.step)
     progress = Progress(train.steps, start, enabled=is_main)
     pending, window_start, window_steps = [], time.perf_counter(), 0
-    for step in range(start + 1, train.steps + 1):
-        state, metrics = stepper.step(state, batches)
-        pending.append(metrics)
-        window_steps += 1
-        last = step == train.steps
-        is_log = step % train.log_every == 0 or last
-        is_eval = step % train.eval_every == 0 or last
-        is_checkpoint = step % train.checkpoint_every == 0 or last
-        if not (is_log or is_eval or is_checkpoint):
-            progress.update()
-            continue
-        record = mean_metrics(pending)  # the only device -> host transfer of the step
-        stepper.check(state, step)
-        elapsed = time.perf_counter() - window_start
-        record.update(
-            step=step,
-            steps_per_s=window_steps / elapsed,
-            samples_per_s=window_steps * stepper.samples_per_step / elapsed,
-        )
-        if setup.kind == GRADIENT:
-            record["nonfinite_total"] = int(state.nonfinite_total)
-        valid = None
-        if is_eval:
-            valid = validate_on(eval_step, mesh, state, valid_batches)
-            record.update({f"valid_{k}": v for k, v in valid.items()})
-            state = stepper.validated(state, valid[task.valid_metric])
-        log.write(record)
-        if is_checkpoint:
-            setup.checkpointer.save(step, state, data_iterator, config_json, valid)
-        progress.update(record)
-        pending, window_start, window_steps = [], time.perf_counter(), 0
+    with _StopRequests() as stop:
+        for step in range(start + 1, train.steps + 1):
+            state, metrics = stepper.step(state, batches)
+            pending.append(metrics)
+            window_steps += 1
+            last = step == train.steps
+            is_log = step % train.log_every == 0 or last
+            is_eval = step % train.eval_every == 0 or last
+            is_checkpoint = step % train.checkpoint_every == 0 or last
+            signum = stop.requested()
+            if is_log or is_eval or is_checkpoint:
+                record = mean_metrics(pending)  # the only device -> host transfer of the step
+                stepper.check(state, step)
+                elapsed = time.perf_counter() - window_start
+                record.update(
+                    step=step,
+                    steps_per_s=window_steps / elapsed,
+                    samples_per_s=window_steps * stepper.samples_per_step / elapsed,
+                )
+                if setup.kind == GRADIENT:
+                    record["nonfinite_total"] = int(state.nonfinite_total)
+                valid = None
+                if is_eval:
+                    valid = validate_on(eval_step, mesh, state, valid_batches)
+                    record.update({f"valid_{k}": v for k, v in valid.items()})
+                    state = stepper.validated(state, valid[task.valid_metric])
+                log.write(record)
+                if is_checkpoint:
+                    setup.checkpointer.save(step, state, data_iterator, config_json, valid)
+                progress.update(record)
+                pending, window_start, window_steps = [], time.perf_counter(), 0
+            else:
+                progress.update()
+            if signum:
+                if not is_checkpoint:
+                    stepper.check(state, step)
+                    setup.checkpointer.save(step, state, data_iterator, config_json)
+                progress.close()
+                setup.checkpointer.close()
+                raise TrainingInterrupted(
+                    f"stopped at step {step}, checkpoint saved; rerun the same command to resume",
+                    128 + signum,
+                )
     progress.close()
     setup.checkpointer.close()
     return state

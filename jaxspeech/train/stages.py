@@ -25,9 +25,11 @@ import pathlib
 
 import jax
 
+from jaxspeech import files
 from jaxspeech.errors import ConfigError, JaxspeechError
 from jaxspeech.train import config as config_lib
 from jaxspeech.train import restore
+from jaxspeech.train.workdir import check_stages
 
 STAGES_FILE = "stages.json"
 
@@ -109,25 +111,26 @@ def apply_overrides(recipe: Recipe, overrides: list[str]) -> Recipe:
     return MultiStage(tuple(stages))
 
 
-def run(recipe: Recipe, workdir: str | pathlib.Path) -> None:
+def run(recipe: Recipe, workdir: str | pathlib.Path, allow_changes: bool = False) -> None:
     """Trains a single config in ``workdir``, or every stage in ``workdir/<stage>`` in order
     (each resumes from its latest checkpoint, so a finished stage is not trained again), each
-    with the frozen stages it reads."""
+    with the frozen stages it reads. ``allow_changes``: see ``loop.run``."""
     from jaxspeech.train import loop  # after jax.distributed initialisation (see train.py)
 
     if isinstance(recipe, config_lib.Config):
-        loop.run(recipe, workdir)
+        loop.run(recipe, workdir, allow_changes=allow_changes)
         return
     workdir = pathlib.Path(workdir).absolute()
+    check_stages(workdir, recipe.names)
     workdir.mkdir(parents=True, exist_ok=True)
     if jax.process_index() == 0:
-        (workdir / STAGES_FILE).write_text(json.dumps({"stages": recipe.names}, indent=2))
+        files.write_text(workdir / STAGES_FILE, json.dumps({"stages": recipe.names}, indent=2))
     for stage in recipe.stages:
         frozen = {
             name: restore.restore_run(workdir / name, stage.read_checkpoint) for name in stage.reads
         }
         print(f"stage {stage.name}: training in {workdir / stage.name}", flush=True)
-        loop.run(stage.config, workdir / stage.name, frozen=frozen)
+        loop.run(stage.config, workdir / stage.name, frozen=frozen, allow_changes=allow_changes)
 
 
 def stage_names(workdir: str | pathlib.Path) -> list[str] | None:

@@ -1,0 +1,100 @@
+"""A workdir belongs to one run: what may change when a run is resumed, and what may not.
+
+``train.py`` on an existing workdir resumes it. Before anything is written, the requested
+config is compared with the workdir's ``config.json``; they may differ only in
+:data:`RESUMABLE_KEYS` (how long to train, how often to log, validate and checkpoint, how many
+checkpoints to keep, where the data root is, and the ``eval`` section, which only
+``evaluate.py`` reads). Anything else would train a different run on top of this one's
+checkpoints, so it is refused with the differing keys, unless the caller continues on purpose.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any
+
+from jaxspeech.errors import ConfigError, JaxspeechError
+
+RESUMABLE_KEYS = (
+    "train.steps",
+    "train.log_every",
+    "train.eval_every",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "data.root",
+    "eval",
+)
+CONTINUE_FLAG = "--continue-with-changes"
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out = {}
+        for key, value in tree.items():
+            out.update(_flatten(value, f"{prefix}.{key}" if prefix else key))
+        return out
+    return {prefix: tree}
+
+
+def _resumable(key: str) -> bool:
+    return any(key == k or key.startswith(f"{k}.") for k in RESUMABLE_KEYS)
+
+
+def read_json(path: pathlib.Path) -> Any:
+    """The JSON in ``path``; a one-line JaxspeechError naming it when it is not JSON."""
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise JaxspeechError(
+            f"{path} is damaged (not JSON: {err}); restore it from a copy, or start a new run "
+            "in another --workdir"
+        ) from err
+
+
+def check_resumable(workdir: pathlib.Path, config_json: str, allow_changes: bool) -> None:
+    """Raises ConfigError when ``workdir/config.json`` holds another run than ``config_json``
+    (see the module docstring); nothing when the workdir is new."""
+    if (workdir / "stages.json").is_file():
+        raise ConfigError(
+            f"{workdir} holds a multi-stage recipe; train this single run in another --workdir"
+        )
+    path = workdir / "config.json"
+    if not path.is_file():
+        return
+    old, new = read_json(path), json.loads(config_json)
+    if old.get("task") != new.get("task"):
+        raise ConfigError(
+            f"{workdir} holds a {old.get('task')!r} run, not a {new.get('task')!r} one; "
+            "train this recipe in another --workdir"
+        )
+    old_keys, new_keys = _flatten(old), _flatten(new)
+    changed = sorted(
+        key
+        for key in set(old_keys) | set(new_keys)
+        if old_keys.get(key) != new_keys.get(key) and not _resumable(key)
+    )
+    if changed and not allow_changes:
+        shown = ", ".join(f"{k} ({old_keys.get(k)!r} -> {new_keys.get(k)!r})" for k in changed[:6])
+        more = f" and {len(changed) - 6} more" if len(changed) > 6 else ""
+        raise ConfigError(
+            f"{workdir} holds a run with other settings: {shown}{more}. Start a new run in "
+            f"another --workdir, or pass {CONTINUE_FLAG} to continue this one with the new "
+            "settings on purpose"
+        )
+
+
+def check_stages(workdir: pathlib.Path, names: list[str]) -> None:
+    """Raises ConfigError when ``workdir`` holds a single run, or other stages than ``names``."""
+    stages_file = workdir / "stages.json"
+    if (workdir / "config.json").is_file():
+        raise ConfigError(
+            f"{workdir} holds a single run; train this multi-stage recipe in another --workdir"
+        )
+    if stages_file.is_file():
+        old = read_json(stages_file).get("stages")
+        if old != names:
+            raise ConfigError(
+                f"{workdir} holds a recipe with the stages {old}, not {names}; train this "
+                "recipe in another --workdir"
+            )
