@@ -13,18 +13,34 @@ import os
 import pathlib
 from collections.abc import Iterator
 
+from jaxspeech.errors import JaxspeechError
+
 
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[pathlib.Path]:
     """Yields a temporary path beside ``path``; on success it is renamed to ``path``, on an
-    exception it is removed and ``path`` is left as it was."""
+    exception it is removed and ``path`` is left as it was. An ``OSError`` (a full disk, no
+    permission) becomes a one-line :class:`JaxspeechError` naming ``path``."""
     path = pathlib.Path(path)
     temporary = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
     try:
-        yield temporary
-        os.replace(temporary, path)
+        with reported_write_errors(path):
+            yield temporary
+            os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def reported_write_errors(path: str | os.PathLike) -> Iterator[None]:
+    """Turns an ``OSError`` while writing ``path`` into a one-line JaxspeechError."""
+    try:
+        yield
+    except OSError as err:
+        raise JaxspeechError(
+            f"could not write {path}: {err.strerror or err}; the earlier file, if any, is "
+            "unchanged (free disk space or fix the permissions, then rerun)"
+        ) from err
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -14,6 +14,7 @@ example ``i`` of the training stream is drawn from ``default_rng([seed, i])``. G
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import flax.linen as nn
 import grain
@@ -45,6 +46,7 @@ class ToyDataConfig:
     nan_batches: tuple[int, ...] = ()
     valid_batches: int = 2
     test_examples: int = 32
+    delay_seconds: float = 0.0  # per training batch: a slow run to interrupt
 
 
 class MLP(nn.Module):
@@ -75,6 +77,7 @@ def train_stream(config, process_index: int, process_count: int, seed: int, tran
         batch = examples(seed, indices[process_index * local : (process_index + 1) * local])
         if k in nan_batches:
             batch["x"][0, 0] = np.nan
+        time.sleep(getattr(config.data, "delay_seconds", 0.0))
         return transform(batch) if transform else batch
 
     stream = grain.MapDataset.range(1 << 30).batch(batch_size)

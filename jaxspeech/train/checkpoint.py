@@ -184,6 +184,18 @@ class Checkpointer:
                 "model or version of jaxspeech"
             ) from err
 
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        """Closes; when an error is already on its way out, a second one from finishing the
+        pending saves is dropped (the first is the one to report)."""
+        if exc_type is None:
+            self.close()
+            return
+        with contextlib.suppress(JaxspeechError):
+            self.close()
+
     def close(self) -> None:
         """Waits for pending saves and releases the manager."""
         with self._writing(self.manager.latest_step()):

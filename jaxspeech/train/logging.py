@@ -32,7 +32,7 @@ class MetricsLog:
 
     def write(self, record: dict[str, Any]) -> None:
         if self.enabled:
-            with self.path.open("a") as f:
+            with files.reported_write_errors(self.path), self.path.open("a") as f:
                 f.write(json.dumps({"time": time.time(), **record}) + "\n")
 
     def drop_after(self, step: int) -> None:

@@ -208,7 +208,6 @@ class _GradientDescent:
         limit = self.setup.config.train.max_nonfinite_steps
         if int(state.nonfinite_run) >= limit:
             checkpointer = self.setup.checkpointer
-            checkpointer.close()
             raise JaxspeechError(
                 f"training stopped at step {step}: {limit} steps in a row had a non-finite "
                 f"loss or gradient ({int(state.nonfinite_total)} skipped in all); the last good "
@@ -365,80 +364,86 @@ def run(
     workdir.mkdir(parents=True, exist_ok=True)
     frozen = dict(frozen or {})
     setup = _Setup(config, workdir, devices, frozen)
-    train, task, mesh = config.train, setup.task, setup.mesh
+    task, mesh = setup.task, setup.mesh
     stepper = _stepper(setup)
     is_main = jax.process_index() == 0
     if is_main:
         files.write_text(workdir / CONFIG_FILE, config_json)
         write_frozen_record(workdir, frozen)
 
-    state = stepper.new_state()
-    data_iterator = iter(task.train_dataset(jax.process_index(), jax.process_count(), train.seed))
-    state, latest = setup.checkpointer.restore_latest_readable(state, data_iterator)
-    if latest is None and hasattr(task, "prepare_model_state"):
-        model_state = jax.device_get(task.prepare_model_state(jax.device_get(state.model_state)))
-        state = state.replace(model_state=parallel.replicate(mesh, model_state))
-    start = int(state.step)
-    log = MetricsLog(workdir, enabled=is_main)
-    log.drop_after(start)  # records a killed run wrote after its last checkpoint
-    if start >= train.steps:
-        setup.checkpointer.close()
-        if is_main:
-            print(f"{workdir}: already complete at step {start}", flush=True)
-        return state
-    if latest is not None and is_main:
-        print(f"{workdir}: resuming from the checkpoint of step {start}", flush=True)
+    with setup.checkpointer:  # finishes pending saves, also when training stops on an error
+        state = stepper.new_state()
+        seed = config.train.seed
+        data_iterator = iter(task.train_dataset(jax.process_index(), jax.process_count(), seed))
+        state, latest = setup.checkpointer.restore_latest_readable(state, data_iterator)
+        if latest is None and hasattr(task, "prepare_model_state"):
+            prepared = task.prepare_model_state(jax.device_get(state.model_state))
+            state = state.replace(model_state=parallel.replicate(mesh, jax.device_get(prepared)))
+        start = int(state.step)
+        log = MetricsLog(workdir, enabled=is_main)
+        log.drop_after(start)  # records a killed run wrote after its last checkpoint
+        if start >= config.train.steps:
+            if is_main:
+                print(f"{workdir}: already complete at step {start}", flush=True)
+            return state
+        if latest is not None and is_main:
+            print(f"{workdir}: resuming from the checkpoint of step {start}", flush=True)
+        with _StopRequests() as stop:
+            return _train(setup, stepper, state, data_iterator, log, stop, config_json)
+
+
+def _train(setup, stepper, state, data_iterator, log, stop, config_json):
+    """Steps from ``state.step + 1`` to ``train.steps``: logs, validations, checkpoints, and a
+    checkpoint then ``TrainingInterrupted`` when ``stop`` was requested."""
+    train, task, mesh = setup.config.train, setup.task, setup.mesh
     eval_step = make_eval_step(task, mesh)
     valid_batches = task.valid_batches()
-    batches = _next_batches(data_iterator, config.task)
-
-    progress = Progress(train.steps, start, enabled=is_main)
+    batches = _next_batches(data_iterator, setup.config.task)
+    start = int(state.step)
+    progress = Progress(train.steps, start, enabled=log.enabled)
     pending, window_start, window_steps = [], time.perf_counter(), 0
-    with _StopRequests() as stop:
-        for step in range(start + 1, train.steps + 1):
-            state, metrics = stepper.step(state, batches)
-            pending.append(metrics)
-            window_steps += 1
-            last = step == train.steps
-            is_log = step % train.log_every == 0 or last
-            is_eval = step % train.eval_every == 0 or last
-            is_checkpoint = step % train.checkpoint_every == 0 or last
-            signum = stop.requested()
-            if is_log or is_eval or is_checkpoint:
-                record = mean_metrics(pending)  # the only device -> host transfer of the step
+    for step in range(start + 1, train.steps + 1):
+        state, metrics = stepper.step(state, batches)
+        pending.append(metrics)
+        window_steps += 1
+        last = step == train.steps
+        is_log = step % train.log_every == 0 or last
+        is_eval = step % train.eval_every == 0 or last
+        is_checkpoint = step % train.checkpoint_every == 0 or last
+        signum = stop.requested()
+        if not (is_log or is_eval or is_checkpoint):
+            progress.update()
+        else:
+            record = mean_metrics(pending)  # the only device -> host transfer of the step
+            stepper.check(state, step)
+            elapsed = time.perf_counter() - window_start
+            record.update(
+                step=step,
+                steps_per_s=window_steps / elapsed,
+                samples_per_s=window_steps * stepper.samples_per_step / elapsed,
+            )
+            if setup.kind == GRADIENT:
+                record["nonfinite_total"] = int(state.nonfinite_total)
+            valid = None
+            if is_eval:
+                valid = validate_on(eval_step, mesh, state, valid_batches)
+                record.update({f"valid_{k}": v for k, v in valid.items()})
+                state = stepper.validated(state, valid[task.valid_metric])
+            log.write(record)
+            if is_checkpoint:
+                setup.checkpointer.save(step, state, data_iterator, config_json, valid)
+            progress.update(record)
+            pending, window_start, window_steps = [], time.perf_counter(), 0
+        if signum:
+            if not is_checkpoint:
                 stepper.check(state, step)
-                elapsed = time.perf_counter() - window_start
-                record.update(
-                    step=step,
-                    steps_per_s=window_steps / elapsed,
-                    samples_per_s=window_steps * stepper.samples_per_step / elapsed,
-                )
-                if setup.kind == GRADIENT:
-                    record["nonfinite_total"] = int(state.nonfinite_total)
-                valid = None
-                if is_eval:
-                    valid = validate_on(eval_step, mesh, state, valid_batches)
-                    record.update({f"valid_{k}": v for k, v in valid.items()})
-                    state = stepper.validated(state, valid[task.valid_metric])
-                log.write(record)
-                if is_checkpoint:
-                    setup.checkpointer.save(step, state, data_iterator, config_json, valid)
-                progress.update(record)
-                pending, window_start, window_steps = [], time.perf_counter(), 0
-            else:
-                progress.update()
-            if signum:
-                if not is_checkpoint:
-                    stepper.check(state, step)
-                    setup.checkpointer.save(step, state, data_iterator, config_json)
-                progress.close()
-                setup.checkpointer.close()
-                raise TrainingInterrupted(
-                    f"stopped at step {step}, checkpoint saved; rerun the same command to resume",
-                    128 + signum,
-                )
+                setup.checkpointer.save(step, state, data_iterator, config_json)
+            progress.close()
+            raise TrainingInterrupted(
+                f"stopped at step {step}, checkpoint saved; rerun the same command to resume",
+                128 + signum,
+            )
     progress.close()
-    setup.checkpointer.close()
     return state
 
 
