@@ -58,7 +58,7 @@ def test_student_has_at_most_a_quarter_of_the_teacher_params(variant):
 
 
 def toy_config(steps=2):
-    return config_lib.Config(
+    return toy_task.ToyConfig(
         task="toy_task:Task",
         model=toy_task.ToyModelConfig(),
         data=toy_task.ToyDataConfig(),
@@ -229,8 +229,6 @@ def test_enhancement_config_errors(shared_data):
     bad_target = dataclasses.replace(config.model, target="wiener")
     with pytest.raises(ConfigError, match="target"):
         Task(dataclasses.replace(config, model=bad_target))
-    two_speakers = dataclasses.replace(config.data.mixture, n_src=2)
-    with pytest.raises(ConfigError, match="n_src=1"):
-        Task(
-            dataclasses.replace(config, data=dataclasses.replace(config.data, mixture=two_speakers))
-        )
+    clean = dataclasses.replace(config.data.mixture, noise_snr_db_range=None)
+    with pytest.raises(ConfigError, match="noise_snr_db_range"):
+        Task(dataclasses.replace(config, data=dataclasses.replace(config.data, mixture=clean)))

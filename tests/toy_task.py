@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxspeech.train.config import Config
+
 FEATURES = 4
 VALID_SEED, TEST_SEED = 10**6, 10**7
 
@@ -31,6 +33,15 @@ class ToyDataConfig:
     nan_batches: tuple[int, ...] = ()
     valid_batches: int = 2
     test_examples: int = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class ToyConfig(Config):
+    """The toy task's recipe: its model and data sections."""
+
+    task: str = "toy_task:Task"
+    model: ToyModelConfig = ToyModelConfig()
+    data: ToyDataConfig = ToyDataConfig()
 
 
 class MLP(nn.Module):
