@@ -337,6 +337,7 @@ def test_bfloat16_compute_close_to_float32():
         (dict(kernel_size=4), "odd kernel size"),
         (dict(filter_length=5), "must be even"),
         (dict(mask_activation="tanh"), "mask_activation='tanh'"),
+        (dict(n_src=0), "n_src=0 must be"),
     ],
 )
 def test_bad_config_raises(overrides, match):
