@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxspeech.models.tcn import depthwise_conv1d
+from jaxspeech.models.tcn_layers import depthwise_conv1d
 
 
 def grouped_conv1d(x: jax.Array, kernel: jax.Array, dilation: int) -> jax.Array:

@@ -5,7 +5,7 @@ Usage: python bench/tasnet_block.py [--frames 10000] [--dilation 4] [--repeats 1
 (run it with the allocator of `bench/tasnet_speed.py --malloc tcmalloc`:
 `LD_PRELOAD=libtcmalloc_minimal.so.4`).
 
-The block is `jaxspeech.models.tcn.gln_block_core` in the paper configuration (B=128, H=512,
+The block is `jaxspeech.models.tcn_gln.gln_block_core` in the paper configuration (B=128, H=512,
 Sc=128) on one utterance of `--frames` encoder frames (10,000 = 10 s at 8 kHz), forward only,
 with random params. Its 1×1 convs (B→H, then H→B+Sc) are timed alone on inputs of the same
 shapes; the rest of the block's time is its norms, PReLUs and depthwise conv. The matmul
@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxspeech.models.tcn import gln_block_core
+from jaxspeech.models.tcn_gln import gln_block_core
 
 BOTTLENECK, HIDDEN, SKIP = 128, 512, 128
 

@@ -59,11 +59,11 @@ class StreamState(NamedTuple):
 
 def _check_causal_lstm(task) -> LSTMMaskNet:
     model = task.model
-    if not isinstance(model, LSTMMaskNet) or model.bidirectional:
+    if not isinstance(model, LSTMMaskNet) or model.config.bidirectional:
         raise ConfigError(
             f"streaming needs a causal LSTM mask net; this run's estimator is "
-            f"{type(model).__name__}(bidirectional={getattr(model, 'bidirectional', None)}); "
-            "use a unidirectional LSTM model (e.g. the student of configs/enhancement/distill.py)"
+            f"{type(model).__name__}({model.config}); use a unidirectional LSTM model "
+            "(e.g. the student of configs/enhancement/distill.py)"
         )
     return model
 
@@ -99,8 +99,8 @@ class StreamingEnhancer:
     def init_state(self, batch_shape: tuple[int, ...] = ()) -> StreamState:
         """The state before the first hop: zero history, nothing pending, zero LSTM state."""
         zeros = jnp.zeros((*batch_shape, self.delay), jnp.float32)
-        cell = jnp.zeros((*batch_shape, self.model.hidden), jnp.float32)
-        return StreamState(zeros, zeros, ((cell, cell),) * self.model.layers)
+        cell = jnp.zeros((*batch_shape, self.model.config.hidden), jnp.float32)
+        return StreamState(zeros, zeros, ((cell, cell),) * self.model.config.layers)
 
     def process_hop(self, state: StreamState, samples: jax.Array) -> tuple[StreamState, jax.Array]:
         """Consumes ``samples [..., hop]`` (any float dtype); returns ``(state, out [..., hop])``

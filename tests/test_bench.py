@@ -6,7 +6,8 @@ import pathlib
 import jax
 import jax.numpy as jnp
 
-from jaxspeech.models.tasnet import ConvTasNet
+from jaxspeech.models.tasnet import ConvTasNet, ConvTasNetConfig
+from jaxspeech.models.tcn import TCNConfig
 
 BENCH = pathlib.Path(__file__).parent.parent / "bench" / "tasnet_speed.py"
 
@@ -23,16 +24,18 @@ def test_forward_flops_match_xla_cost_analysis():
     masks), so its count is at or a little above the analytic one, which has the matmuls only."""
     bench = load_bench()
     config = dict(N=128, L=16, B=64, H=256, Sc=64, P=3, X=3, R=2, n_src=2)
-    model = ConvTasNet(
-        n_filters=config["N"],
-        filter_length=config["L"],
+    tcn = TCNConfig(
         bottleneck_channels=config["B"],
         hidden_channels=config["H"],
         skip_channels=config["Sc"],
         kernel_size=config["P"],
         blocks=config["X"],
         repeats=config["R"],
-        n_src=config["n_src"],
+    )
+    model = ConvTasNet(
+        ConvTasNetConfig(
+            n_src=config["n_src"], n_filters=config["N"], filter_length=config["L"], tcn=tcn
+        )
     )
     mixture = jnp.zeros((1, bench.SAMPLE_RATE))  # one second
     params = jax.eval_shape(model.init, jax.random.key(0), mixture)

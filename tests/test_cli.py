@@ -24,11 +24,11 @@ TRAIN_OVERRIDES = (
     "data.valid_size=8",
     "data.mixture.segment_seconds=0.25",
     "model.n_filters=16",
-    "model.bottleneck_channels=8",
-    "model.hidden_channels=16",
-    "model.skip_channels=8",
-    "model.blocks=2",
-    "model.repeats=1",
+    "model.tcn.bottleneck_channels=8",
+    "model.tcn.hidden_channels=16",
+    "model.tcn.skip_channels=8",
+    "model.tcn.blocks=2",
+    "model.tcn.repeats=1",
 )
 RECIPE = pathlib.Path(__file__).resolve().parents[1] / "configs/separation/convtasnet.py"
 ENHANCE_RECIPE = RECIPE.parents[1] / "enhancement/distill.py"

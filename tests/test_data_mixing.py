@@ -53,12 +53,13 @@ def audio():
 
 
 def _cfg(**kw):
-    return MixtureConfig(**{"n_src": 2, "sample_rate": RATE, "segment_seconds": 0.5, **kw})
+    return MixtureConfig(**{"sample_rate": RATE, "segment_seconds": 0.5, **kw})
 
 
-def _mix(seed, corpus, audio, cfg, **kw):
+def _mix(seed, corpus, audio, cfg, n_src=2, **kw):
     _, speakers, noises, rirs = corpus
-    return make_mixture(np.random.default_rng(seed), cfg, speakers, noises, rirs, audio, **kw)
+    rng = np.random.default_rng(seed)
+    return make_mixture(rng, cfg, speakers, noises, rirs, audio, n_src=n_src, **kw)
 
 
 def _dominant_hz(x):
@@ -84,9 +85,9 @@ def _db(x):
 
 @pytest.mark.parametrize("reverb", [0.0, 1.0])
 def test_mixture_properties(corpus, audio, reverb):
-    cfg = _cfg(n_src=3, noise_snr_db_range=(-5.0, 20.0), reverb_prob=reverb)
+    cfg = _cfg(noise_snr_db_range=(-5.0, 20.0), reverb_prob=reverb)
     for seed in range(12):
-        ex = _mix(seed, corpus, audio, cfg)
+        ex = _mix(seed, corpus, audio, cfg, n_src=3)
         mix, src, noise = ex["mixture"], ex["sources"], ex["noise"]
         assert mix.shape == noise.shape == (4000,) and src.shape == (3, 4000)
         assert all(a.dtype == np.float32 for a in (mix, src, noise, ex["snr_db"], ex["gains_db"]))
@@ -108,14 +109,14 @@ def test_mixture_properties(corpus, audio, reverb):
 
 
 def test_speed_perturbation_scales_pitch_and_tempo(corpus, audio):
-    fixed = _cfg(n_src=2, speed_range=(1.5, 1.5))
-    ex = _mix(0, corpus, audio, fixed)
+    fixed = _cfg(speed_range=(1.5, 1.5))
+    ex = _mix(0, corpus, audio, fixed, n_src=2)
     for k, spk in enumerate(ex["info"]["speakers"]):
         assert _dominant_hz(ex["sources"][k]) == pytest.approx(1.5 * TONES[spk], abs=3.0)
-    drawn = _cfg(n_src=1, speed_range=(0.8, 1.2))
+    drawn = _cfg(speed_range=(0.8, 1.2))
     ratios = set()
     for seed in range(6):
-        ex = _mix(seed, corpus, audio, drawn)
+        ex = _mix(seed, corpus, audio, drawn, n_src=1)
         ratio = _dominant_hz(ex["sources"][0]) / TONES[ex["info"]["speakers"][0]]
         assert 0.8 - 0.01 <= ratio <= 1.2 + 0.01
         ratios.add(round(ratio, 2))
@@ -156,18 +157,18 @@ def test_loud_sources_are_rescaled_not_clipped(corpus, audio):
 
 
 def test_enhancement_snr_override_and_determinism(corpus, audio):
-    cfg = _cfg(n_src=1, noise_snr_db_range=(0.0, 10.0))
+    cfg = _cfg(noise_snr_db_range=(0.0, 10.0))
     _, speakers, *_ = corpus
     first = speakers["s2"][1]
-    ex = _mix(5, corpus, audio, cfg, first=first, snr_db=-7.5)
+    ex = _mix(5, corpus, audio, cfg, n_src=1, first=first, snr_db=-7.5)
     assert ex["sources"].shape == (1, 4000) and ex["info"]["source_files"] == [first.path]
     assert ex["snr_db"] == -7.5
     assert _db(ex["sources"][0]) - _db(ex["noise"]) == pytest.approx(-7.5, abs=1e-3)
-    again = _mix(5, corpus, audio, cfg, first=first, snr_db=-7.5)
+    again = _mix(5, corpus, audio, cfg, n_src=1, first=first, snr_db=-7.5)
     for key in ("mixture", "sources", "noise"):
         np.testing.assert_array_equal(ex[key], again[key])
     assert ex["info"] == again["info"]
-    other = _mix(6, corpus, audio, cfg, first=first, snr_db=-7.5)
+    other = _mix(6, corpus, audio, cfg, n_src=1, first=first, snr_db=-7.5)
     assert not np.array_equal(ex["mixture"], other["mixture"])
     quiet = _mix(0, corpus, audio, _cfg())
     assert np.all(quiet["noise"] == 0) and quiet["snr_db"] == np.inf
@@ -177,7 +178,7 @@ def test_first_source_is_kept_and_others_differ(corpus, audio):
     _, speakers, *_ = corpus
     for seed in range(10):
         first = speakers[f"s{seed % 5}"][0]
-        ex = _mix(seed, corpus, audio, _cfg(n_src=5), first=first)
+        ex = _mix(seed, corpus, audio, _cfg(), n_src=5, first=first)
         assert ex["info"]["speakers"][0] == first.speaker
         assert sorted(ex["info"]["speakers"]) == sorted(TONES)
 
@@ -192,10 +193,11 @@ def test_silent_crops_are_redrawn(tmp_path, audio):
     threshold = 0.1 * np.sqrt(np.mean(np.square(late, dtype=np.float64)))  # -20 dB
     fallback = int(np.clip(np.argmax(np.abs(late)) - 2000, 0, len(late) - 4000))
     for tries, fallbacks in ((1, range(8, 16)), (40, range(3))):
-        cfg = _cfg(n_src=1, crop_tries=tries)
+        cfg = _cfg(crop_tries=tries)
         starts = []
         for seed in range(15):
-            ex = make_mixture(np.random.default_rng(seed), cfg, speakers, [], [], audio)
+            rng = np.random.default_rng(seed)
+            ex = make_mixture(rng, cfg, speakers, [], [], audio, n_src=1)
             start = ex["info"]["source_starts"][0]
             crop = late[start : start + 4000].astype(np.float64)
             assert np.sqrt(np.mean(np.square(crop))) >= threshold
@@ -221,7 +223,6 @@ def test_audio_cache(corpus):
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"n_src": 0},
         {"segment_seconds": 0.0},
         {"sample_rate": -8000},
         {"gain_db_range": (5.0, -5.0)},
@@ -243,21 +244,29 @@ def test_bad_inputs(corpus, audio, tmp_path):
     _, speakers, noises, rirs = corpus
     rng = np.random.default_rng(0)
     with pytest.raises(ConfigError, match="6 distinct speakers"):
-        make_mixture(rng, _cfg(n_src=6), speakers, noises, rirs, audio)
+        make_mixture(rng, _cfg(), speakers, noises, rirs, audio, n_src=6)
+    with pytest.raises(ConfigError, match="n_src must be >= 1"):
+        make_mixture(rng, _cfg(), speakers, noises, rirs, audio, n_src=0)
     with pytest.raises(ConfigError, match="no noise files"):
-        make_mixture(rng, _cfg(noise_snr_db_range=(0, 5)), speakers, [], rirs, audio)
+        make_mixture(rng, _cfg(noise_snr_db_range=(0, 5)), speakers, [], rirs, audio, n_src=2)
     with pytest.raises(ConfigError, match="noise_snr_db_range is None"):
-        make_mixture(rng, _cfg(), speakers, noises, rirs, audio, snr_db=0.0)
+        make_mixture(rng, _cfg(), speakers, noises, rirs, audio, n_src=2, snr_db=0.0)
     with pytest.raises(ConfigError, match="no RIR files"):
-        make_mixture(rng, _cfg(reverb_prob=0.5), speakers, noises, [], audio)
+        make_mixture(rng, _cfg(reverb_prob=0.5), speakers, noises, [], audio, n_src=2)
     with pytest.raises(ConfigError, match="AudioCache"):
-        make_mixture(rng, _cfg(), speakers, noises, rirs, AudioCache(16000))
+        make_mixture(rng, _cfg(), speakers, noises, rirs, AudioCache(16000), n_src=2)
     sf.write(tmp_path / "0_zeros_0.wav", np.zeros(9000, np.float32), FILE_RATE)
     silent = group_by_speaker(scan_corpus(tmp_path))
     with pytest.raises(SilentAudioError, match=r"0_zeros_0\.wav"):
-        make_mixture(rng, _cfg(n_src=1), silent, noises, rirs, audio)
+        make_mixture(rng, _cfg(), silent, noises, rirs, audio, n_src=1)
     sf.write(tmp_path / "zero_rir.wav", np.zeros(100, np.float32), FILE_RATE)
     with pytest.raises(SilentAudioError, match=r"zero_rir\.wav"):
         make_mixture(
-            rng, _cfg(reverb_prob=1.0), speakers, noises, [tmp_path / "zero_rir.wav"], audio
+            rng,
+            _cfg(reverb_prob=1.0),
+            speakers,
+            noises,
+            [tmp_path / "zero_rir.wav"],
+            audio,
+            n_src=2,
         )

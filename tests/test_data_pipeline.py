@@ -24,9 +24,8 @@ from jaxspeech.data.pipeline import (
 from jaxspeech.errors import AudioFileError, ConfigError, SampleRateError
 
 CFG = MixtureConfig(
-    n_src=2, sample_rate=8000, segment_seconds=0.5, noise_snr_db_range=(-5.0, 20.0),
-    reverb_prob=0.3,
-)  # fmt: skip
+    sample_rate=8000, segment_seconds=0.5, noise_snr_db_range=(-5.0, 20.0), reverb_prob=0.3
+)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +53,7 @@ def _equal(a, b):
 
 def test_batches_determinism_and_shapes(data):
     utts, noises, rirs = data
-    first = _take(mixture_dataset(CFG, utts, noises, rirs, seed=3, batch_size=4), 2)
+    first = _take(mixture_dataset(CFG, utts, noises, rirs, seed=3, batch_size=4, n_src=2), 2)
     assert {k: v.shape for k, v in first[0].items()} == {
         "mixture": (4, 4000),
         "sources": (4, 2, 4000),
@@ -66,30 +65,35 @@ def test_batches_determinism_and_shapes(data):
     for batch in first:
         np.testing.assert_array_equal(batch["mixture"], batch["sources"].sum(1) + batch["noise"])
         assert np.abs(batch["mixture"]).max() <= 0.9 + 1e-6
-    again = _take(mixture_dataset(CFG, list(reversed(utts)), noises, rirs, 3, 4), 2)
+    again = _take(mixture_dataset(CFG, list(reversed(utts)), noises, rirs, 3, 4, n_src=2), 2)
     assert all(_equal(a, b) for a, b in zip(first, again, strict=True))
-    other = _take(mixture_dataset(CFG, utts, noises, rirs, 4, 4), 1)
+    other = _take(mixture_dataset(CFG, utts, noises, rirs, 4, 4, n_src=2), 1)
     assert not np.array_equal(first[0]["mixture"], other[0]["mixture"])
 
 
 def test_state_restore_gives_the_same_next_batch(data):
     utts, noises, rirs = data
-    ds = mixture_dataset(CFG, utts, noises, rirs, seed=0, batch_size=2)
+    ds = mixture_dataset(CFG, utts, noises, rirs, seed=0, batch_size=2, n_src=2)
     it = iter(ds)
     for _ in range(6):  # crosses the end of the first epoch (10 utterances, 2 per batch)
         next(it)
     state = it.get_state()
     expected = [next(it) for _ in range(2)]
-    fresh = mixture_dataset(CFG, utts, noises, rirs, seed=0, batch_size=2)
+    fresh = mixture_dataset(CFG, utts, noises, rirs, seed=0, batch_size=2, n_src=2)
     resumed = _take(fresh, 2, state=state)
     assert all(_equal(a, b) for a, b in zip(expected, resumed, strict=True))
 
 
 def test_process_shards_partition_the_global_stream(data):
     utts, noises, rirs = data
-    whole = _take(mixture_dataset(CFG, utts, noises, rirs, 1, batch_size=4), 2)
+    whole = _take(mixture_dataset(CFG, utts, noises, rirs, 1, batch_size=4, n_src=2), 2)
     shards = [
-        _take(mixture_dataset(CFG, utts, noises, rirs, 1, 4, process_index=p, process_count=2), 2)
+        _take(
+            mixture_dataset(
+                CFG, utts, noises, rirs, 1, 4, process_index=p, process_count=2, n_src=2
+            ),
+            2,
+        )
         for p in range(2)
     ]
     for step in range(2):
@@ -111,8 +115,8 @@ def test_each_epoch_uses_every_utterance_once_as_first_source(shared_data):
     """FSDD digits (8 kHz, < 2.4 s) are never cropped, so each source identifies its file."""
     fsdd = scan_corpus(shared_data / "fsdd" / "recordings")
     utts = [u for u in fsdd if u.path.endswith("_3.wav")][:8]
-    cfg = MixtureConfig(n_src=1, sample_rate=8000, segment_seconds=2.4)
-    batches = list(mixture_dataset(cfg, utts, [], [], 0, batch_size=2, num_epochs=2))
+    cfg = MixtureConfig(sample_rate=8000, segment_seconds=2.4)
+    batches = list(mixture_dataset(cfg, utts, [], [], 0, batch_size=2, num_epochs=2, n_src=1))
     assert len(batches) == 8
     known = np.array([_signature(load(u.path)[0]) for u in utts])
     firsts = [
@@ -129,15 +133,15 @@ def test_each_epoch_uses_every_utterance_once_as_first_source(shared_data):
 def test_fixed_set_snr_grid_and_round_trip(data, tmp_path):
     utts, noises, rirs = data
     grid = [-5.0, 0.0, 5.0, 10.0]
-    examples = fixed_mixture_set(CFG, utts, noises, rirs, n=6, seed=7, snrs=grid)
+    examples = fixed_mixture_set(CFG, utts, noises, rirs, n=6, seed=7, snrs=grid, n_src=2)
     for i, ex in enumerate(examples):
         assert ex["snr_db"] == grid[i % 4]
         snr = 10 * np.log10(np.sum(ex["sources"].sum(0) ** 2) / np.sum(ex["noise"] ** 2))
         assert snr == pytest.approx(grid[i % 4], abs=1e-3)
         assert len(set(ex["info"]["speakers"])) == 2
-    same = fixed_mixture_set(CFG, utts, noises, rirs, n=6, seed=7, snrs=grid)
+    same = fixed_mixture_set(CFG, utts, noises, rirs, n=6, seed=7, snrs=grid, n_src=2)
     assert all(_equal(_arrays(a), _arrays(b)) for a, b in zip(examples, same, strict=True))
-    other = fixed_mixture_set(CFG, utts, noises, rirs, n=6, seed=8, snrs=grid)
+    other = fixed_mixture_set(CFG, utts, noises, rirs, n=6, seed=8, snrs=grid, n_src=2)
     assert not np.array_equal(examples[0]["mixture"], other[0]["mixture"])
 
     out = write_mixture_set(examples, tmp_path / "set", sample_rate=8000)
@@ -157,8 +161,8 @@ def test_fixed_set_snr_grid_and_round_trip(data, tmp_path):
 
 def test_clean_set_round_trip_and_batches(data, tmp_path):
     utts, noises, rirs = data
-    cfg = MixtureConfig(n_src=3, sample_rate=16000, segment_seconds=0.25)
-    examples = fixed_mixture_set(cfg, utts, noises, rirs, n=4, seed=0)
+    cfg = MixtureConfig(sample_rate=16000, segment_seconds=0.25)
+    examples = fixed_mixture_set(cfg, utts, noises, rirs, n=4, seed=0, n_src=3)
     back = read_mixture_set(write_mixture_set(examples, tmp_path, 16000))
     assert back[0]["snr_db"] == np.inf and back[0]["sources"].shape == (3, 4000)
     batches = batch_examples(back, 2)
@@ -174,24 +178,25 @@ def test_clean_set_round_trip_and_batches(data, tmp_path):
 def test_bad_pipeline_inputs(data, tmp_path):
     utts, noises, rirs = data
     with pytest.raises(ConfigError, match="multiple of process_count"):
-        mixture_dataset(CFG, utts, noises, rirs, 0, batch_size=3, process_count=2)
+        mixture_dataset(CFG, utts, noises, rirs, 0, batch_size=3, process_count=2, n_src=2)
     with pytest.raises(ConfigError, match="process_index 2"):
-        mixture_dataset(CFG, utts, noises, rirs, 0, 4, process_index=2, process_count=2)
+        mixture_dataset(CFG, utts, noises, rirs, 0, 4, process_index=2, process_count=2, n_src=2)
     with pytest.raises(ConfigError, match="no utterances"):
-        mixture_dataset(CFG, [], noises, rirs, 0, 4)
+        mixture_dataset(CFG, [], noises, rirs, 0, 4, n_src=2)
     with pytest.raises(ConfigError, match="sampling='speakers'"):
-        mixture_dataset(CFG, utts, noises, rirs, 0, 4, sampling="speakers")
+        mixture_dataset(CFG, utts, noises, rirs, 0, 4, sampling="speakers", n_src=2)
     with pytest.raises(ConfigError, match="seed"):
-        mixture_dataset(CFG, utts, noises, rirs, -1, 4)
+        mixture_dataset(CFG, utts, noises, rirs, -1, 4, n_src=2)
     with pytest.raises(ConfigError, match="n must be"):
-        fixed_mixture_set(CFG, utts, noises, rirs, 0, 0)
+        fixed_mixture_set(CFG, utts, noises, rirs, 0, 0, n_src=2)
     with pytest.raises(ConfigError, match="snrs is empty"):
-        fixed_mixture_set(CFG, utts, noises, rirs, 2, 0, snrs=[])
+        fixed_mixture_set(CFG, utts, noises, rirs, 2, 0, snrs=[], n_src=2)
     with pytest.raises(ConfigError, match="no examples"):
         write_mixture_set([], tmp_path, 8000)
     with pytest.raises(AudioFileError, match=r"manifest\.json"):
         read_mixture_set(tmp_path)
-    out = write_mixture_set(fixed_mixture_set(CFG, utts, noises, rirs, 1, 0), tmp_path, 8000)
+    one = fixed_mixture_set(CFG, utts, noises, rirs, 1, 0, n_src=2)
+    out = write_mixture_set(one, tmp_path, 8000)
     manifest = json.loads((out / "manifest.json").read_text())
     manifest["sample_rate"] = 16000
     (out / "manifest.json").write_text(json.dumps(manifest))
@@ -205,18 +210,18 @@ def _arrays(example):
 
 def test_mixture_data_splits_sets_and_errors(shared_data):
     speech = ("librispeech/test-other", str(shared_data / "fsdd"))  # relative and absolute
-    mixture = MixtureConfig(n_src=2, sample_rate=8000, segment_seconds=0.25)
+    mixture = MixtureConfig(sample_rate=8000, segment_seconds=0.25)
     cfg = MixtureDataConfig(
         root=str(shared_data), speech=speech, mixture=mixture, split_fractions=(0.6, 0.2, 0.2)
     )
-    data = MixtureData(cfg, batch_size=4)
+    data = MixtureData(cfg, batch_size=4, n_src=2)
     speakers = {k: {u.speaker for u in v} for k, v in data.splits.items()}
     assert not (speakers["train"] & speakers["test"]) and not (speakers["valid"] & speakers["test"])
     test_set = data.fixed_set("test", 3, seconds=0.5)
     assert all(e["mixture"].shape == (4000,) for e in test_set)
     assert all(set(e["info"]["speakers"]) <= speakers["test"] for e in test_set)
     perturbed = dataclasses.replace(mixture, speed_range=(0.8, 1.2))  # training-only
-    again = MixtureData(dataclasses.replace(cfg, mixture=perturbed), 4).fixed_set(
+    again = MixtureData(dataclasses.replace(cfg, mixture=perturbed), 4, 2).fixed_set(
         "test", 3, seconds=0.5
     )
     assert all(_equal(_arrays_of(a), _arrays_of(b)) for a, b in zip(test_set, again, strict=True))
@@ -227,15 +232,15 @@ def test_mixture_data_splits_sets_and_errors(shared_data):
     with pytest.raises(ConfigError, match="unknown split"):
         data.fixed_set("train", 2)
     with pytest.raises(ConfigError, match="multiple of"):
-        MixtureData(cfg, batch_size=5)
+        MixtureData(cfg, batch_size=5, n_src=2)
     with pytest.raises(ConfigError, match=r"data\.speech is empty"):
-        MixtureData(MixtureDataConfig(), batch_size=4)
+        MixtureData(MixtureDataConfig(), batch_size=4, n_src=2)
     noisy = dataclasses.replace(mixture, noise_snr_db_range=(0.0, 5.0))
     with pytest.raises(ConfigError, match=r"data\.noise is not"):
-        MixtureData(dataclasses.replace(cfg, mixture=noisy), batch_size=4)
+        MixtureData(dataclasses.replace(cfg, mixture=noisy), batch_size=4, n_src=2)
     reverberant = dataclasses.replace(mixture, reverb_prob=0.5)
     with pytest.raises(ConfigError, match=r"data\.rir with"):
-        MixtureData(dataclasses.replace(cfg, mixture=reverberant), batch_size=4)
+        MixtureData(dataclasses.replace(cfg, mixture=reverberant), batch_size=4, n_src=2)
 
 
 def _arrays_of(example):
@@ -248,8 +253,10 @@ def test_sampling_weighs_speakers_or_utterances(shared_data, sampling, expected)
     groups = group_by_speaker(scan_corpus(shared_data / "fsdd" / "recordings"))
     heavy = groups["george"][:12]
     utts = heavy + [groups[s][0] for s in ("jackson", "lucas", "nicolas", "theo")]
-    cfg = MixtureConfig(n_src=1, sample_rate=8000, segment_seconds=2.4)
-    ds = mixture_dataset(cfg, utts, [], [], 0, batch_size=4, num_epochs=4, sampling=sampling)
+    cfg = MixtureConfig(sample_rate=8000, segment_seconds=2.4)
+    ds = mixture_dataset(
+        cfg, utts, [], [], 0, batch_size=4, num_epochs=4, sampling=sampling, n_src=1
+    )
     heavy_signatures = np.array([_signature(load(u.path)[0]) for u in heavy])
     firsts = [src for batch in ds for src in batch["sources"][:, 0]]
     assert len(firsts) == 64

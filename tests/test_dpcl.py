@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import jax
@@ -17,6 +18,7 @@ from jaxspeech.errors import ConfigError, ShapeError
 from jaxspeech.losses import si_snr
 from jaxspeech.models.dpcl import (
     DeepClustering,
+    DeepClusteringConfig,
     dpcl_loss,
     dpcl_targets,
     separate_dpcl,
@@ -25,14 +27,14 @@ from jaxspeech.models.dpcl import (
 from jaxspeech.models.kmeans import kmeans, kmeans_plusplus, lloyd
 from jaxspeech.models.rnn import BLSTM
 
-SMALL = dict(embedding_dim=6, hidden=8, layers=2)
+SMALL = DeepClusteringConfig(embedding_dim=6, hidden=8, layers=2)
 FEATURE_SHAPE = (2, 12, 17)  # [B, T, F]
 
 
 @pytest.fixture(scope="module")
 def small_model():
     """A small model, its variables and a batch of features."""
-    model = DeepClustering(**SMALL)
+    model = DeepClustering(SMALL)
     features = jax.random.normal(jax.random.key(0), FEATURE_SHAPE)
     variables = model.init(jax.random.key(1), features)
     return model, variables, features
@@ -78,7 +80,7 @@ def test_blstm_matches_flax_bidirectional_lstm():
 
 def test_embeddings_shape_unit_norm_and_batching(small_model, embeddings):
     model, variables, features = small_model
-    assert embeddings.shape == (*FEATURE_SHAPE, SMALL["embedding_dim"])
+    assert embeddings.shape == (*FEATURE_SHAPE, SMALL.embedding_dim)
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=-1), 1.0, atol=1e-5)
     assert embeddings.std(axis=(1, 2)).min() > 1e-3  # bins differ: not a constant output
     per_example = jax.jit(jax.vmap(lambda f: model.apply(variables, f)))(features)
@@ -87,7 +89,7 @@ def test_embeddings_shape_unit_norm_and_batching(small_model, embeddings):
 
 def test_bfloat16_compute_is_close_to_float32(small_model, embeddings):
     _, variables, features = small_model
-    low = DeepClustering(**SMALL, dtype=jnp.bfloat16).apply(variables, features)
+    low = DeepClustering(SMALL, jnp.bfloat16).apply(variables, features)
     assert low.dtype == jnp.float32
     cosine = np.sum(np.asarray(low) * embeddings, axis=-1)
     assert cosine.mean() > 0.99 and cosine.min() > 0.9
@@ -95,13 +97,14 @@ def test_bfloat16_compute_is_close_to_float32(small_model, embeddings):
 
 def test_activation_none_gives_unit_norm(small_model):
     _, variables, features = small_model
-    linear = np.asarray(DeepClustering(**SMALL, activation=None).apply(variables, features))
+    linear_model = DeepClustering(dataclasses.replace(SMALL, activation=None))
+    linear = np.asarray(linear_model.apply(variables, features))
     np.testing.assert_allclose(np.linalg.norm(linear, axis=-1), 1.0, atol=1e-5)
 
 
 def test_dropout_only_when_training(small_model, embeddings):
     _, variables, features = small_model
-    model = DeepClustering(**SMALL, dropout_rate=0.5)
+    model = DeepClustering(dataclasses.replace(SMALL, dropout_rate=0.5))
     np.testing.assert_allclose(model.apply(variables, features), embeddings, atol=1e-6)
     dropped = model.apply(variables, features, train=True, rngs={"dropout": jax.random.key(4)})
     assert np.abs(np.asarray(dropped) - embeddings).max() > 1e-2
@@ -113,12 +116,13 @@ def test_dropout_only_when_training(small_model, embeddings):
 )
 def test_model_rejects_bad_features(features, error):
     with pytest.raises(error, match="features"):
-        DeepClustering(**SMALL).init(jax.random.key(0), features)
+        DeepClustering(SMALL).init(jax.random.key(0), features)
 
 
 def test_model_rejects_unknown_activation():
     with pytest.raises(ConfigError, match="activation"):
-        DeepClustering(**SMALL, activation="relu").init(jax.random.key(0), jnp.ones((4, 5)))
+        relu = DeepClustering(dataclasses.replace(SMALL, activation="relu"))
+        relu.init(jax.random.key(0), jnp.ones((4, 5)))
 
 
 # --- Targets, weights, loss ----------------------------------------------------------------
@@ -221,7 +225,7 @@ def test_training_reduces_the_loss():
     features = cmvn(log_magnitude(mix_stft))
     Y = dpcl_targets(stft(sources, n_fft, hop))
     weights = silence_weights(mix_stft)
-    model = DeepClustering(embedding_dim=8, hidden=16, layers=1)
+    model = DeepClustering(DeepClusteringConfig(embedding_dim=8, hidden=16, layers=1))
     params = model.init(jax.random.key(7), features)
     optimizer = optax.adam(1e-2)
 

@@ -173,11 +173,9 @@ def test_enhancement_config_errors(shared_data):
     bad_target = dataclasses.replace(config.model, target="wiener")
     with pytest.raises(ConfigError, match="target"):
         Task(dataclasses.replace(config, model=bad_target))
-    two_speakers = dataclasses.replace(config.data.mixture, n_src=2)
-    with pytest.raises(ConfigError, match="n_src=1"):
-        Task(
-            dataclasses.replace(config, data=dataclasses.replace(config.data, mixture=two_speakers))
-        )
+    clean = dataclasses.replace(config.data.mixture, noise_snr_db_range=None)
+    with pytest.raises(ConfigError, match="noise_snr_db_range"):
+        Task(dataclasses.replace(config, data=dataclasses.replace(config.data, mixture=clean)))
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 
 import jax
 import jax.numpy as jnp
@@ -22,11 +23,12 @@ from jaxspeech.errors import (
     ShapeError,
 )
 from jaxspeech.losses import si_snr
-from jaxspeech.models.tasnet import ConvTasNet
+from jaxspeech.models.tasnet import ConvTasNet, ConvTasNetConfig
+from jaxspeech.models.tcn import TCNConfig
 
 CHUNK, OVERLAP = 64, 16
-TINY = dict(
-    n_filters=16, bottleneck_channels=8, hidden_channels=16, skip_channels=8, blocks=3, repeats=1
+TINY_TCN = TCNConfig(
+    bottleneck_channels=8, hidden_channels=16, skip_channels=8, blocks=3, repeats=1
 )
 
 
@@ -92,7 +94,10 @@ def test_bfloat16_mixture_is_computed_in_float32(rng):
 @pytest.fixture(scope="module")
 def tasnets():
     """Tiny Conv-TasNets: gLN (global statistics) and chanLN (receptive field ±80 samples)."""
-    models = {norm: ConvTasNet(norm=norm, **TINY) for norm in ("gLN", "chanLN")}
+    models = {
+        norm: ConvTasNet(ConvTasNetConfig(n_filters=16, tcn=replace(TINY_TCN, norm=norm)))
+        for norm in ("gLN", "chanLN")
+    }
     return {
         norm: (model, model.init(jax.random.key(1), jnp.zeros((1, 64))))
         for norm, model in models.items()
@@ -223,22 +228,26 @@ def test_model_with_wrong_output_shape_is_refused():
 
 
 #: Peak memory of one process separating `seconds` of noise with a Conv-TasNet built from
-#: the JSON config (random params) in 4 s chunks with 1 s overlap at 8 kHz, rescaled.
+#: the JSON config (`ConvTasNetConfig` fields, `tcn` a dict of `TCNConfig` fields; random
+#: params) in 4 s chunks with 1 s overlap at 8 kHz, rescaled.
 #: `python -c MEMORY_PROBE '{}' 600` measures the paper model on a 10-minute recording.
 MEMORY_PROBE = textwrap.dedent(
     """
     import json, resource, sys
     import jax, jax.numpy as jnp, numpy as np
     from jaxspeech import infer
-    from jaxspeech.models.tasnet import ConvTasNet
-    model = ConvTasNet(**json.loads(sys.argv[1]))
+    from jaxspeech.models.tasnet import ConvTasNet, ConvTasNetConfig
+    from jaxspeech.models.tcn import TCNConfig
+    fields = json.loads(sys.argv[1])
+    tcn = TCNConfig(**fields.pop("tcn", {}))
+    model = ConvTasNet(ConvTasNetConfig(**fields, tcn=tcn))
     rate, seconds = 8000, float(sys.argv[2])
     variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 64)))
     mixture = np.random.default_rng(0).standard_normal(round(seconds * rate), np.float32)
     sources = infer.separate_long(model.apply, variables, 0.1 * mixture, chunk=4 * rate,
                                   overlap=rate)
     sources = np.asarray(jax.jit(infer.rescale_to_mixture)(sources, 0.1 * mixture))
-    assert sources.shape == (model.n_src, mixture.size) and np.isfinite(sources).all()
+    assert sources.shape == (model.config.n_src, mixture.size) and np.isfinite(sources).all()
     print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
     """
 )
@@ -260,7 +269,8 @@ def test_peak_memory_does_not_grow_with_length():
     4·(1 + 2·S) bytes per sample, 19 MB here) grow; processing the whole file at once with
     this model grows by about 250 MB."""
     config = dict(
-        n_filters=64, bottleneck_channels=32, hidden_channels=64, skip_channels=32, blocks=4
+        n_filters=64,
+        tcn=dict(bottleneck_channels=32, hidden_channels=64, skip_channels=32, blocks=4),
     )
     short, long = _peak_rss_mb(config, 20.0), _peak_rss_mb(config, 120.0)
     assert long - short < 60.0, (short, long)

@@ -10,12 +10,14 @@ import pytest
 from jaxspeech.errors import ConfigError
 from jaxspeech.models.masknet import (
     LSTMMaskNet,
+    LSTMMaskNetConfig,
     TCNMaskNet,
+    TCNMaskNetConfig,
     macs_per_frame,
     param_count,
 )
 from jaxspeech.models.rnn import BLSTM, LSTM, lstm_gates
-from jaxspeech.models.tcn import TemporalConvNet
+from jaxspeech.models.tcn import TCNConfig, TemporalConvNet
 
 FREQS, FRAMES, FEATURES = 9, 12, 9
 
@@ -88,7 +90,7 @@ def test_lstm_gates_saturate_as_expected():
 
 @pytest.fixture(scope="module")
 def causal_lstm(features):
-    net = LSTMMaskNet(FREQS, hidden=6, layers=2)
+    net = LSTMMaskNet(FREQS, LSTMMaskNetConfig(hidden=6, layers=2))
     return net, net.init(jax.random.PRNGKey(2), features)
 
 
@@ -116,7 +118,7 @@ def test_streaming_frame_by_frame_equals_offline(causal_lstm, features):
 
 
 def test_bidirectional_sees_the_future_and_has_no_carry(features):
-    net = LSTMMaskNet(FREQS, hidden=4, layers=1, bidirectional=True)
+    net = LSTMMaskNet(FREQS, LSTMMaskNetConfig(hidden=4, layers=1, bidirectional=True))
     variables = net.init(jax.random.PRNGKey(3), features)
     assert set(variables["params"]) == {"blstm_0", "mask"}
     mask = net.apply(variables, features)
@@ -135,10 +137,18 @@ def test_lstm_mask_net_vmap_matches_batch(causal_lstm, features):
 
 
 def test_tcn_mask_net_reuses_temporal_conv_net(features):
-    settings = dict(bottleneck_channels=4, hidden_channels=6, skip_channels=4, blocks=2, repeats=1)
-    net = TCNMaskNet(FREQS, **settings, norm="cLN", causal=True)
+    settings = TCNConfig(
+        bottleneck_channels=4,
+        hidden_channels=6,
+        skip_channels=4,
+        blocks=2,
+        repeats=1,
+        norm="cLN",
+        causal=True,
+    )
+    net = TCNMaskNet(FREQS, TCNMaskNetConfig(settings))
     variables = net.init(jax.random.PRNGKey(4), features)
-    tcn = TemporalConvNet(**settings, norm="cLN", causal=True)
+    tcn = TemporalConvNet(settings)
     tcn_params = tcn.init(jax.random.PRNGKey(4), features)["params"]
     assert jax.tree.structure(variables["params"]["tcn"]) == jax.tree.structure(tcn_params)
     # the mask is sigmoid(dense(prelu(TCN(features)))) with the same TCN params
@@ -156,7 +166,7 @@ def test_tcn_mask_net_reuses_temporal_conv_net(features):
 
 
 def test_macs_and_params_count_every_weight(features):
-    net = LSTMMaskNet(FREQS, hidden=6, layers=2, bidirectional=True)
+    net = LSTMMaskNet(FREQS, LSTMMaskNetConfig(hidden=6, layers=2, bidirectional=True))
     params = net.init(jax.random.PRNGKey(5), features)["params"]
     hidden, directions = 6, 2
     layer0 = directions * 4 * hidden * (FEATURES + hidden)

@@ -38,8 +38,7 @@ from jaxspeech.train import config as C
 
 
 def get_config(variant: str = ""):
-    return C.Config(
-        task="toy_task:Task",
+    return toy_task.ToyConfig(
         model=toy_task.ToyModelConfig(),
         data=toy_task.ToyDataConfig(delay_seconds=0.05),
         train=C.TrainConfig(steps=%d, batch_size=8, checkpoint_every=%d, eval_every=10,
@@ -49,8 +48,7 @@ def get_config(variant: str = ""):
 
 
 def toy_config(steps=STEPS, checkpoint_every=10, **model) -> config_lib.Config:
-    return config_lib.Config(
-        task="toy_task:Task",
+    return toy_task.ToyConfig(
         model=toy_task.ToyModelConfig(**model),
         data=toy_task.ToyDataConfig(),
         train=config_lib.TrainConfig(
@@ -183,7 +181,8 @@ def test_kill_9_five_times_then_resume_to_the_same_params(uninterrupted, tmp_pat
         assert all(name.isdigit() or "orbax-checkpoint-tmp" in name for name in folders)
         for step in steps:
             assert restore_run(workdir, str(step)).step == step
-        assert restore_run(workdir, "latest").step == steps[-1]
+        if steps:  # (a kill before the first save completed leaves none)
+            assert restore_run(workdir, "latest").step == steps[-1]
     assert restore_run(workdir, "latest").step < STEPS
     finished = subprocess.run(command, env=subprocess_env(), cwd=tmp_path, capture_output=True)
     assert finished.returncode == 0, finished.stderr

@@ -22,8 +22,7 @@ from jaxspeech.train.restore import restore_run
 
 
 def toy_config(steps=2, **model):
-    return config_lib.Config(
-        task="toy_task:Task",
+    return toy_task.ToyConfig(
         model=toy_task.ToyModelConfig(**model),
         data=toy_task.ToyDataConfig(),
         train=config_lib.TrainConfig(
@@ -33,8 +32,7 @@ def toy_config(steps=2, **model):
 
 
 def statistics_config(steps=3, batches_per_step=2):
-    return config_lib.Config(
-        task="toy_task:StatisticsTask",
+    return toy_task.StatisticsConfig(
         model=toy_task.ToyStatisticsConfig(batches_per_step=batches_per_step),
         train=config_lib.TrainConfig(
             steps=steps, batch_size=8, checkpoint_every=1, eval_every=2, log_every=1

@@ -12,17 +12,17 @@ import pytest
 
 from jaxspeech import stream
 from jaxspeech.errors import ConfigError, ShapeError
+from jaxspeech.models.masknet import LSTMMaskNetConfig, TCNMaskNetConfig
 from jaxspeech.train import stages
 from jaxspeech.train.tasks.enhancement import Task
 
 RECIPE = pathlib.Path(__file__).resolve().parents[1] / "configs/enhancement/distill.py"
 
 
-def smoke_task(**estimator) -> Task:
-    """The smoke recipe's student task (16 kHz, 512-point window, hop 256), estimator changed."""
+def smoke_task(estimator) -> Task:
+    """The smoke recipe's student task (16 kHz, 512-point window, hop 256) with `estimator`."""
     config = stages.load_recipe(f"{RECIPE}:smoke").stages[1].config
-    model = config.model
-    model = dataclasses.replace(model, estimator=dataclasses.replace(model.estimator, **estimator))
+    model = dataclasses.replace(config.model, estimator=estimator)
     return Task(dataclasses.replace(config, model=model))
 
 
@@ -30,7 +30,7 @@ def smoke_task(**estimator) -> Task:
 def enhancer(shared_data) -> stream.StreamingEnhancer:
     """A two-layer causal LSTM with random weights and fixed feature statistics."""
     del shared_data  # the task's data pipeline scans the corpora
-    task = smoke_task(hidden=16, layers=2)
+    task = smoke_task(LSTMMaskNetConfig(hidden=16, layers=2))
     params = task.model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4, task.n_freqs)))["params"]
     rng = np.random.default_rng(1)
     model_state = {
@@ -109,8 +109,8 @@ def test_bad_input(enhancer, shared_data):
     with pytest.raises(ShapeError, match="batch shape"):
         enhancer.process_hop(state, np.zeros((2, 256), np.float32))
     params, model_state = enhancer.variables
-    bidirectional = smoke_task(hidden=8, layers=1, bidirectional=True)
+    bidirectional = smoke_task(LSTMMaskNetConfig(hidden=8, layers=1, bidirectional=True))
     with pytest.raises(ConfigError, match="causal LSTM"):
         stream.StreamingEnhancer(bidirectional, params, model_state)
     with pytest.raises(ConfigError, match="causal LSTM"):
-        stream.enhance_causal(smoke_task(kind="tcn"), params, model_state, np.zeros(999))
+        stream.enhance_causal(smoke_task(TCNMaskNetConfig()), params, model_state, np.zeros(999))

@@ -1,5 +1,7 @@
 """Conv-TasNet and its TCN: norms, depthwise conv, filterbanks, causality, Asteroid parity."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,37 +10,47 @@ from jax.flatten_util import ravel_pytree
 from scipy import signal
 
 from jaxspeech.errors import AudioError, ConfigError, TooShortError
-from jaxspeech.models.tasnet import ConvTasNet, decode, encode, load_asteroid_state_dict
-from jaxspeech.models.tcn import (
-    SequenceNorm,
+from jaxspeech.models.tasnet import (
+    ConvTasNet,
+    ConvTasNetConfig,
+    decode,
+    encode,
+    load_asteroid_state_dict,
+)
+from jaxspeech.models.tcn import SequenceNorm, TCNConfig, TemporalConvNet, resolve_backward
+from jaxspeech.models.tcn_gln import frame_sums, gln_block_core
+from jaxspeech.models.tcn_layers import (
     block_core,
     channel_layer_norm,
     cumulative_layer_norm,
     depthwise_conv1d,
-    frame_sums,
-    gln_block_core,
     global_layer_norm,
     pointwise_conv,
 )
 
-TINY = dict(
+TINY = ConvTasNetConfig(
     n_filters=16,
     filter_length=4,
-    bottleneck_channels=8,
-    hidden_channels=12,
-    skip_channels=6,
-    blocks=2,
-    repeats=2,
+    tcn=TCNConfig(bottleneck_channels=8, hidden_channels=12, skip_channels=6, blocks=2, repeats=2),
 )
+TCN_FIELDS = {field.name for field in dataclasses.fields(TCNConfig)}
 
 
-def tiny_model(**overrides) -> ConvTasNet:
-    return ConvTasNet(**{**TINY, **overrides})
+def tiny_config(**overrides) -> ConvTasNetConfig:
+    """TINY with `overrides` of its own fields or of its TCN's."""
+    tcn = {k: v for k, v in overrides.items() if k in TCN_FIELDS}
+    top = {k: v for k, v in overrides.items() if k not in TCN_FIELDS}
+    return dataclasses.replace(TINY, tcn=dataclasses.replace(TINY.tcn, **tcn), **top)
+
+
+def tiny_model(dtype=jnp.float32, **overrides) -> ConvTasNet:
+    return ConvTasNet(tiny_config(**overrides), dtype)
 
 
 def random_params(model: ConvTasNet, seed: int):
     """Random values for every param of `model` (no init compile; gains near 1, slopes random)."""
-    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, model.filter_length)))
+    length = model.config.filter_length
+    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, length)))
     rng = np.random.default_rng(seed)
 
     def draw(path, leaf):
@@ -269,11 +281,50 @@ def test_gln_block_backward_matches_autodiff(rng, dilation):
         np.testing.assert_allclose(grad, grad_ref, atol=2e-5 * float(jnp.max(jnp.abs(grad_ref))))
 
 
+def test_block_backwards_give_the_same_outputs_and_gradients():
+    """A small gLN TCN (two leading axes, skip outputs) with the hand-written block backward
+    against XLA's derivative of the block core: same outputs, same input and param gradients."""
+    config = TCNConfig(
+        bottleneck_channels=6, hidden_channels=10, skip_channels=5, blocks=3, repeats=1
+    )
+    x = jax.random.normal(jax.random.key(10), (2, 3, 21, 7)) + 0.5
+    cotangent = jax.random.normal(jax.random.key(11), (2, 3, 21, 5))
+    params = TemporalConvNet(config).init(jax.random.key(12), x)
+    results = {}
+    for backward in ("hand-written", "autodiff"):
+        net = TemporalConvNet(dataclasses.replace(config, backward=backward))
+        assert resolve_backward(net.config, jnp.float32) == backward
+        y, vjp = jax.vjp(jax.jit(net.apply), params, x)
+        results[backward] = (y, vjp(cotangent))
+    (y, grads), (y_ref, grads_ref) = results["hand-written"], results["autodiff"]
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+    leaves, leaves_ref = jax.tree.leaves(grads), jax.tree.leaves(grads_ref)
+    assert jax.tree.structure(grads) == jax.tree.structure(grads_ref) and len(leaves) == 47
+    for grad, grad_ref in zip(leaves, leaves_ref, strict=True):
+        np.testing.assert_allclose(grad, grad_ref, atol=2e-5 * float(jnp.max(jnp.abs(grad_ref))))
+
+
+def test_auto_backward_is_hand_written_only_for_float32_gln_on_cpu():
+    gln, cln = TCNConfig(), TCNConfig(causal=True)
+    assert gln.norm_kind == "gLN" and cln.norm_kind == "cLN"
+    assert resolve_backward(gln, jnp.float32, "cpu") == "hand-written"
+    assert resolve_backward(gln, jnp.float32, "gpu") == "autodiff"
+    assert resolve_backward(gln, jnp.float32, "tpu") == "autodiff"
+    assert resolve_backward(gln, jnp.bfloat16, "cpu") == "autodiff"
+    assert resolve_backward(cln, jnp.float32, "cpu") == "autodiff"
+    forced = dataclasses.replace(gln, backward="hand-written")
+    assert resolve_backward(forced, jnp.float32, "gpu") == "hand-written"
+    with pytest.raises(ConfigError, match=r"backward='hand-written'.*bfloat16"):
+        resolve_backward(forced, jnp.bfloat16, "cpu")
+    with pytest.raises(ConfigError, match="backward='fused' is unknown"):
+        tiny_model(backward="fused").init(jax.random.key(0), jnp.zeros((1, 64)))
+
+
 def test_bfloat16_compute_close_to_float32():
     params = random_params(tiny_model(), 8)
     mixture = jax.random.normal(jax.random.key(9), (2, 64))
     out32 = jax.jit(tiny_model().apply)(params, mixture)
-    out16 = jax.jit(tiny_model(dtype=jnp.bfloat16).apply)(params, mixture)
+    out16 = jax.jit(tiny_model(jnp.bfloat16).apply)(params, mixture)
     assert out16.dtype == jnp.float32
     error = jnp.linalg.norm(out16 - out32) / jnp.linalg.norm(out32)
     assert 0 < float(error) < 0.05
@@ -286,6 +337,7 @@ def test_bfloat16_compute_close_to_float32():
         (dict(kernel_size=4), "odd kernel size"),
         (dict(filter_length=5), "must be even"),
         (dict(mask_activation="tanh"), "mask_activation='tanh'"),
+        (dict(n_src=0), "n_src=0 must be"),
     ],
 )
 def test_bad_config_raises(overrides, match):
@@ -342,7 +394,7 @@ def asteroid_shaped_state_dict(rng, causal=False):
 @pytest.mark.parametrize("causal", [False, True])
 def test_load_asteroid_layout(rng, tiny_params, causal):
     sd = asteroid_shaped_state_dict(rng, causal)
-    params = load_asteroid_state_dict(sd, causal=causal, **TINY)["params"]
+    params = load_asteroid_state_dict(sd, tiny_config(causal=causal))["params"]
     dw = "shared_block.3.0" if causal else "shared_block.3"
     np.testing.assert_array_equal(
         params["encoder_filters"][2, 5], sd["encoder.filterbank._filters"][5, 0, 2]
@@ -362,11 +414,11 @@ def test_load_asteroid_layout(rng, tiny_params, causal):
     assert jax.tree.structure(params) == jax.tree.structure(tiny_params["params"])
 
     with pytest.raises(ConfigError, match="missing"):
-        load_asteroid_state_dict(sd, causal=causal, **{**TINY, "repeats": 3})
+        load_asteroid_state_dict(sd, tiny_config(causal=causal, repeats=3))
     bad = dict(sd)
     bad["masker.bottleneck.1.bias"] = np.zeros(9, np.float32)
     with pytest.raises(ConfigError, match=r"masker\.bottleneck\.1\.bias"):
-        load_asteroid_state_dict(bad, causal=causal, **TINY)
+        load_asteroid_state_dict(bad, tiny_config(causal=causal))
 
 
 # ------------------------------------------------- parity with Asteroid (parity extra)
@@ -392,8 +444,8 @@ def assert_parity(asteroid_kwargs, ours, samples, rtol=1e-4):
     mixture = np.random.default_rng(0).normal(size=(2, samples)).astype(np.float32)
     with torch.no_grad():
         expected = model(torch.from_numpy(mixture)).numpy()
-    params = load_asteroid_state_dict(model.state_dict(), **ours)
-    got = np.asarray(jax.jit(ConvTasNet(**ours).apply)(params, mixture))
+    params = load_asteroid_state_dict(model.state_dict(), ours)
+    got = np.asarray(jax.jit(ConvTasNet(ours).apply)(params, mixture))
     assert got.shape == expected.shape
     error = np.linalg.norm(got - expected) / np.linalg.norm(expected)
     assert error <= rtol, f"relative error {error:.2e}"
@@ -425,8 +477,8 @@ ASTEROID_TINY = dict(
     ids=["gLN", "causal-cLN", "causal-chanLN", "relu", "no-skip"],
 )
 def test_parity_with_asteroid_small(asteroid_extra, ours_extra):
-    assert_parity({"n_src": 2, **ASTEROID_TINY, **asteroid_extra}, {**TINY, **ours_extra}, 203)
+    assert_parity({"n_src": 2, **ASTEROID_TINY, **asteroid_extra}, tiny_config(**ours_extra), 203)
 
 
 def test_parity_with_asteroid_paper_config():
-    assert_parity({"n_src": 2}, {}, 4003)
+    assert_parity({"n_src": 2}, ConvTasNetConfig(), 4003)

@@ -30,7 +30,7 @@ TESTS = pathlib.Path(__file__).resolve().parent
 
 def toy_config(**train) -> config_lib.Config:
     settings = dict(steps=6, batch_size=8, checkpoint_every=2, eval_every=3, log_every=2)
-    return config_lib.Config(
+    return toy_task.ToyConfig(
         task="toy_task:Task",
         model=toy_task.ToyModelConfig(),
         data=toy_task.ToyDataConfig(),
@@ -195,7 +195,7 @@ from jaxspeech.train import config as C
 
 def get_config(variant: str = ""):
     steps = {"": 6, "short": 3}[variant]
-    return C.Config(
+    return toy_task.ToyConfig(
         task="toy_task:Task",
         model=toy_task.ToyModelConfig(),
         data=toy_task.ToyDataConfig(),

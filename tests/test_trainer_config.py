@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -14,15 +15,19 @@ import toy_task
 
 from jaxspeech import parallel
 from jaxspeech.errors import ConfigError
+from jaxspeech.models.masknet import LSTMMaskNetConfig
 from jaxspeech.train import config as config_lib
 from jaxspeech.train import optim
 from jaxspeech.train.logging import markdown_table, mean_metrics, write_table
 from jaxspeech.train.tasks import get_task_class
 
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TEST_DATA = REPO / "tests" / "data"
+
 
 @pytest.fixture
 def config() -> config_lib.Config:
-    return config_lib.Config(
+    return toy_task.ToyConfig(
         task="toy_task:Task", model=toy_task.ToyModelConfig(), data=toy_task.ToyDataConfig()
     )
 
@@ -52,7 +57,7 @@ def test_overrides_are_parsed_by_field_type(config):
     ("override", "message"),
     [
         ("train.stepz=3", r"'train.stepz'.*batch_size, checkpoint_every, compute_dtype"),
-        ("trian.steps=3", r"top level: data, eval, model, optim, schedule, task, train"),
+        ("trian.steps=3", r"top level: data, model, optim, schedule, task, train"),
         ("train.steps=3.5", r"train.steps='3.5' is not an int"),
         ("train.steps=abc", r"train.steps='abc' is not an int"),
         ("optim.learning_rate=fast", r"not a float"),
@@ -79,15 +84,54 @@ def test_json_round_trip_keeps_types(config):
     config = config_lib.apply_overrides(config, ["data.nan_batches=3,4", "optim.clip_norm=1"])
     text = config_lib.to_json(config)
     tree = json.loads(text)
-    assert tree["model"]["__class__"] == "toy_task:ToyModelConfig"
-    assert tree["train"]["__class__"] == "jaxspeech.train.config:TrainConfig"
+    assert tree["format_version"] == config_lib.FORMAT_VERSION
+    assert tree["config"]["__class__"] == "toy_task:ToyConfig"
+    assert tree["config"]["model"]["__class__"] == "toy_task:ToyModelConfig"
+    assert tree["config"]["train"]["__class__"] == "jaxspeech.train.config:TrainConfig"
     restored = config_lib.from_json(text)
     assert restored == config and isinstance(restored.data.nan_batches, tuple)
 
 
+def test_json_round_trip_of_the_recipes():
+    for spec in ("convtasnet.py", "convtasnet.py:causal", "dpcl.py:smoke"):
+        recipe = config_lib.load_recipe(f"{REPO}/configs/separation/{spec}")
+        assert config_lib.from_json(config_lib.to_json(recipe)) == recipe
+
+
+def test_config_json_of_an_earlier_version_is_refused():
+    """A config.json as jaxspeech wrote it before the format was versioned (no version; model
+    settings in classes of the task module, n_src in data.mixture)."""
+    old = (TEST_DATA / "config_unversioned_convtasnet_smoke.json").read_text()
+    assert "format_version" not in json.loads(old)
+    with pytest.raises(ConfigError, match=r"earlier version of jaxspeech.*retrain in a new"):
+        config_lib.from_json(old)
+    newer = json.dumps({"format_version": config_lib.FORMAT_VERSION + 1, "config": {}})
+    with pytest.raises(ConfigError, match=rf"format version {config_lib.FORMAT_VERSION + 1}"):
+        config_lib.from_json(newer)
+
+
+def test_sections_must_have_their_declared_types(config):
+    with pytest.raises(ConfigError, match=r"ToyConfig\.model is a ToyDataConfig; .*ToyModelConfig"):
+        dataclasses.replace(config, model=toy_task.ToyDataConfig())
+    separation = config_lib.load_recipe(f"{REPO}/configs/separation/convtasnet.py:smoke")
+    with pytest.raises(ConfigError, match=r"ConvTasNetConfig or DeepClusteringConfig"):
+        dataclasses.replace(separation, model=LSTMMaskNetConfig())
+    tcn = dataclasses.replace(separation.model, tcn=LSTMMaskNetConfig())
+    with pytest.raises(ConfigError, match=r"SeparationConfig\.model\.tcn is a LSTMMaskNetConfig"):
+        dataclasses.replace(separation, model=tcn)
+
+
+def test_overrides_reach_nested_model_sections():
+    recipe = config_lib.load_recipe(f"{REPO}/configs/separation/convtasnet.py:smoke")
+    new = config_lib.apply_overrides(recipe, ["model.n_src=3", "model.tcn.norm=cLN"])
+    assert new.model.n_src == 3 and new.model.tcn.norm == "cLN"
+    with pytest.raises(ConfigError, match=r"'model\.tcn\.hiden'.*hidden_channels"):
+        config_lib.apply_overrides(recipe, ["model.tcn.hiden=3"])
+
+
 def test_to_json_rejects_unimportable_classes(config):
     @dataclasses.dataclass(frozen=True)
-    class Local:
+    class Local(toy_task.ToyModelConfig):
         x: int = 1
 
     with pytest.raises(ConfigError, match="cannot be re-imported"):

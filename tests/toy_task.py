@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxspeech.train.config import Config
+
 FEATURES = 4
 VALID_SEED, TEST_SEED = 10**6, 10**7
 
@@ -47,6 +49,24 @@ class ToyDataConfig:
     valid_batches: int = 2
     test_examples: int = 32
     delay_seconds: float = 0.0  # per training batch: a slow run to interrupt
+
+
+@dataclasses.dataclass(frozen=True)
+class ToyConfig(Config):
+    """The toy task's recipe: its model and data sections."""
+
+    task: str = "toy_task:Task"
+    model: ToyModelConfig = ToyModelConfig()
+    data: ToyDataConfig = ToyDataConfig()
+
+
+@dataclasses.dataclass(frozen=True)
+class StatisticsConfig(Config):
+    """The statistics task's recipe."""
+
+    task: str = "toy_task:StatisticsTask"
+    model: ToyStatisticsConfig = ToyStatisticsConfig()
+    data: ToyDataConfig = ToyDataConfig()
 
 
 class MLP(nn.Module):

@@ -23,49 +23,49 @@ import dataclasses
 
 from jaxspeech.data import MixtureConfig, MixtureDataConfig
 from jaxspeech.errors import ConfigError
-from jaxspeech.train.config import Config, OptimConfig, ScheduleConfig, TrainConfig
+from jaxspeech.models.masknet import LSTMMaskNetConfig, TCNMaskNetConfig
+from jaxspeech.models.tcn import TCNConfig
+from jaxspeech.train.config import OptimConfig, ScheduleConfig, TrainConfig
 from jaxspeech.train.stages import MultiStage, Stage
 from jaxspeech.train.tasks.enhancement import (
+    EnhancementConfig,
     EnhancementEvalConfig,
     EnhancementModelConfig,
-    MaskNetConfig,
 )
 
 VARIANTS = ("", "tcn", "smoke")
 
 ESTIMATORS = {
     "": (
-        MaskNetConfig(kind="lstm", hidden=384, layers=2, bidirectional=True),
-        MaskNetConfig(kind="lstm", hidden=128, layers=2),
+        LSTMMaskNetConfig(hidden=384, layers=2, bidirectional=True),
+        LSTMMaskNetConfig(hidden=128, layers=2),
     ),
     "tcn": (
-        MaskNetConfig(
-            kind="tcn", bottleneck_channels=256, hidden_channels=512, skip_channels=256,
+        TCNMaskNetConfig(TCNConfig(
+            bottleneck_channels=256, hidden_channels=512, skip_channels=256,
             blocks=8, repeats=3, norm="gLN",
-        ),
-        MaskNetConfig(
-            kind="tcn", bottleneck_channels=64, hidden_channels=128, skip_channels=64,
+        )),
+        TCNMaskNetConfig(TCNConfig(
+            bottleneck_channels=64, hidden_channels=128, skip_channels=64,
             blocks=6, repeats=2, norm="cLN", causal=True,
-        ),
+        )),
     ),
     "smoke": (
-        MaskNetConfig(kind="lstm", hidden=64, layers=2, bidirectional=True),
-        MaskNetConfig(kind="lstm", hidden=32, layers=1),
+        LSTMMaskNetConfig(hidden=64, layers=2, bidirectional=True),
+        LSTMMaskNetConfig(hidden=32, layers=1),
     ),
 }  # fmt: skip
 
 
-def base_config(variant: str) -> Config:
+def base_config(variant: str) -> EnhancementConfig:
     """The settings every stage shares (the estimator is set per stage)."""
-    config = Config(
-        task="enhancement",
+    config = EnhancementConfig(
         model=EnhancementModelConfig(),
         data=MixtureDataConfig(
             speech=("librispeech",),
             noise="noise",
             rir="rir",
             mixture=MixtureConfig(
-                n_src=1,
                 sample_rate=16000,
                 segment_seconds=4.0,
                 noise_snr_db_range=(-5.0, 20.0),
@@ -105,7 +105,7 @@ def get_config(variant: str = "") -> MultiStage:
     config = base_config(variant)
     teacher_net, student_net = ESTIMATORS[variant]
 
-    def stage(name: str, estimator: MaskNetConfig, references: bool, teacher=None) -> Stage:
+    def stage(name: str, estimator, references: bool, teacher=None) -> Stage:
         model = dataclasses.replace(config.model, estimator=estimator, teacher=teacher)
         evaluation = dataclasses.replace(config.eval, system=name, references=references)
         reads = () if teacher is None else (teacher,)

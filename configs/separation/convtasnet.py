@@ -14,26 +14,22 @@ import dataclasses
 
 from jaxspeech.data import MixtureConfig, MixtureDataConfig
 from jaxspeech.errors import ConfigError
-from jaxspeech.train.config import Config, OptimConfig, ScheduleConfig, TrainConfig
-from jaxspeech.train.tasks.separation import (
-    ConvTasNetConfig,
-    SeparationEvalConfig,
-)
+from jaxspeech.models.tasnet import ConvTasNetConfig
+from jaxspeech.models.tcn import TCNConfig
+from jaxspeech.train.config import OptimConfig, ScheduleConfig, TrainConfig
+from jaxspeech.train.tasks.separation import SeparationConfig, SeparationEvalConfig
 
 VARIANTS = ("", "causal", "smoke")
 
 
-def get_config(variant: str = "") -> Config:
+def get_config(variant: str = "") -> SeparationConfig:
     if variant not in VARIANTS:
         raise ConfigError(f"unknown variant {variant!r}; use one of {VARIANTS}")
-    config = Config(
-        task="separation",
-        model=ConvTasNetConfig(),
+    config = SeparationConfig(
+        model=ConvTasNetConfig(n_src=2),
         data=MixtureDataConfig(
             speech=("librispeech", "fsdd/recordings"),
-            mixture=MixtureConfig(
-                n_src=2, sample_rate=8000, segment_seconds=4.0, speed_range=(0.8, 1.2)
-            ),
+            mixture=MixtureConfig(sample_rate=8000, segment_seconds=4.0, speed_range=(0.8, 1.2)),
             split_fractions=(0.6, 0.2, 0.2),
         ),
         eval=SeparationEvalConfig(),
@@ -44,19 +40,21 @@ def get_config(variant: str = "") -> Config:
         ),
     )
     if variant == "causal":
-        config = dataclasses.replace(
-            config, model=dataclasses.replace(config.model, causal=True, norm="cLN")
-        )
+        tcn = dataclasses.replace(config.model.tcn, causal=True, norm="cLN")
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model, tcn=tcn))
     if variant == "smoke":
         config = dataclasses.replace(
             config,
             model=ConvTasNetConfig(
+                n_src=2,
                 n_filters=64,
-                bottleneck_channels=32,
-                hidden_channels=64,
-                skip_channels=32,
-                blocks=8,
-                repeats=1,
+                tcn=TCNConfig(
+                    bottleneck_channels=32,
+                    hidden_channels=64,
+                    skip_channels=32,
+                    blocks=8,
+                    repeats=1,
+                ),
             ),
             data=dataclasses.replace(
                 config.data,

@@ -14,18 +14,19 @@ import dataclasses
 import pathlib
 
 from jaxspeech.errors import ConfigError
-from jaxspeech.train.config import Config, load_recipe
-from jaxspeech.train.tasks.separation import DeepClusteringConfig
+from jaxspeech.models.dpcl import DeepClusteringConfig
+from jaxspeech.train.config import load_recipe
+from jaxspeech.train.tasks.separation import SeparationConfig
 
 VARIANTS = ("", "smoke")
 _CONVTASNET = pathlib.Path(__file__).with_name("convtasnet.py")
 
 
-def get_config(variant: str = "") -> Config:
+def get_config(variant: str = "") -> SeparationConfig:
     if variant not in VARIANTS:
         raise ConfigError(f"unknown variant {variant!r}; use one of {VARIANTS}")
     base = load_recipe(f"{_CONVTASNET}:{variant}")
-    model = DeepClusteringConfig()
+    model = DeepClusteringConfig(n_src=base.model.n_src)
     if variant == "smoke":
-        model = DeepClusteringConfig(embedding_dim=20, hidden=64, layers=2)
+        model = DeepClusteringConfig(n_src=base.model.n_src, embedding_dim=20, hidden=64, layers=2)
     return dataclasses.replace(base, model=model)

@@ -55,8 +55,10 @@ def _check_range(name: str, value: tuple[float, float] | None, optional: bool = 
 class MixtureConfig:
     """How mixtures are made (see the module docstring for the recipe).
 
+    The number of speakers is not part of it: it belongs to the model, and the task passes it
+    to ``make_mixture``.
+
     Attributes:
-      n_src: number of speakers (1 = speech enhancement, 2 or 3 = separation).
       sample_rate: model rate (Hz); every file is resampled to it.
       segment_seconds: length of every mixture.
       level_db_range: active RMS level of the first source, dBFS (LibriMix: -33..-25).
@@ -70,7 +72,6 @@ class MixtureConfig:
         ``MixtureData`` never applies it to its fixed validation and test sets.
     """
 
-    n_src: int = 2
     sample_rate: int = 8000
     segment_seconds: float = 4.0
     level_db_range: tuple[float, float] = (-33.0, -25.0)
@@ -83,8 +84,6 @@ class MixtureConfig:
     speed_range: tuple[float, float] | None = None
 
     def __post_init__(self):
-        if self.n_src < 1:
-            raise ConfigError(f"MixtureConfig.n_src must be >= 1, got {self.n_src}")
         if self.sample_rate <= 0 or self.num_samples < 1:
             raise ConfigError(
                 "MixtureConfig: sample_rate and segment_seconds must give at least one sample, "
@@ -283,6 +282,7 @@ def make_mixture(
     rirs: Sequence[str | os.PathLike],
     audio: AudioCache,
     *,
+    n_src: int,
     first: Utterance | None = None,
     snr_db: float | None = None,
 ) -> dict:
@@ -291,6 +291,7 @@ def make_mixture(
     Args:
       rng: the only source of randomness.
       cfg: the recipe.
+      n_src: number of speakers (1 = speech enhancement, 2 or 3 = separation).
       speakers: ``{speaker: utterances}`` (``corpus.group_by_speaker``).
       noises: noise files; needed when ``cfg.noise_snr_db_range`` is set.
       rirs: room impulse response files; needed when ``cfg.reverb_prob > 0``.
@@ -304,6 +305,8 @@ def make_mixture(
       without noise); ``gains_db`` [n_src] (levels relative to the first source); ``info``:
       a dict of plain Python metadata (speakers, files, crop starts, RIRs, noise file/start).
     """
+    if n_src < 1:
+        raise ConfigError(f"make_mixture: n_src must be >= 1 (number of speakers), got {n_src}")
     if audio.sample_rate != cfg.sample_rate:
         raise ConfigError(
             f"make_mixture: the audio cache decodes at {audio.sample_rate} Hz but the config "
@@ -317,7 +320,7 @@ def make_mixture(
     if cfg.reverb_prob > 0 and not rirs:
         raise ConfigError("make_mixture: reverb_prob > 0 but no RIR files given")
 
-    utts = _draw_speakers(rng, speakers, cfg.n_src, first)
+    utts = _draw_speakers(rng, speakers, n_src, first)
     reverberant = cfg.reverb_prob > 0 and rng.random() < cfg.reverb_prob
     rir_paths = [
         os.fspath(rirs[int(rng.integers(len(rirs)))]) if reverberant else None for _ in utts
@@ -326,7 +329,7 @@ def make_mixture(
         *(_source_image(rng, u, r, cfg, audio) for u, r in zip(utts, rir_paths, strict=True)),
         strict=True,
     )
-    gains_db = np.concatenate([[0.0], rng.uniform(*cfg.gain_db_range, size=cfg.n_src - 1)])
+    gains_db = np.concatenate([[0.0], rng.uniform(*cfg.gain_db_range, size=n_src - 1)])
     target_db = rng.uniform(*cfg.level_db_range) + gains_db
     sources = np.stack(images) * (10.0 ** (target_db / 20.0) / np.asarray(levels))[:, None]
 

@@ -60,8 +60,8 @@ def _arrays(example: dict) -> dict[str, np.ndarray]:
 class _MixtureMaker(grain.transforms.MapWithIndex):
     """grain transform: (stream position, first-utterance index) -> mixture arrays."""
 
-    def __init__(self, cfg, utterances, noises, rirs, seed, sampling):
-        self.cfg, self.sampling = cfg, sampling
+    def __init__(self, cfg, n_src, utterances, noises, rirs, seed, sampling):
+        self.cfg, self.n_src, self.sampling = cfg, n_src, sampling
         self.utterances = list(utterances)
         self.speakers = group_by_speaker(self.utterances)
         self.noises = [os.fspath(p) for p in noises]
@@ -78,6 +78,7 @@ class _MixtureMaker(grain.transforms.MapWithIndex):
             self.noises,
             self.rirs,
             self.audio,
+            n_src=self.n_src,
             first=self.utterances[element] if self.sampling == "utterance" else None,
         )
         return _arrays(example)
@@ -100,11 +101,13 @@ def mixture_dataset(
     num_epochs: int | None = None,
     read_options: grain.ReadOptions | None = None,
     sampling: str = "utterance",
+    *,
+    n_src: int,
 ) -> grain.IterDataset:
     """This process's stream of training batches of on-the-fly mixtures.
 
     Args:
-      cfg, noises, rirs: as for ``make_mixture``.
+      cfg, noises, rirs, n_src: as for ``make_mixture``.
       utterances: the training utterances (an epoch has one mixture per utterance).
       seed: fixes the shuffles and every mixture.
       batch_size: the GLOBAL batch size; each process yields ``batch_size // process_count``.
@@ -126,7 +129,7 @@ def mixture_dataset(
         raise ConfigError(f"mixture_dataset: sampling={sampling!r}; use one of {SAMPLINGS}")
     if not utterances:
         raise ConfigError("mixture_dataset: no utterances; check the corpus path and split")
-    maker = _MixtureMaker(cfg, sorted(utterances), noises, rirs, seed, sampling)
+    maker = _MixtureMaker(cfg, n_src, sorted(utterances), noises, rirs, seed, sampling)
     return training_stream(
         len(maker.utterances),
         maker,
@@ -194,10 +197,13 @@ def fixed_mixture_set(
     n: int,
     seed: int,
     snrs: Sequence[float] | None = None,
+    *,
+    n_src: int,
 ) -> list[dict]:
     """``n`` mixtures for validation or testing; the same seed gives identical arrays.
 
     Args:
+      cfg, utterances, noises, rirs, n_src: as for ``mixture_dataset``.
       snrs: when given, item ``i`` has noise at ``snrs[i % len(snrs)]`` dB instead of a drawn
         SNR (an evaluation grid such as ``range(-5, 25, 5)``); needs ``cfg.noise_snr_db_range``.
 
@@ -219,6 +225,7 @@ def fixed_mixture_set(
             noises,
             rirs,
             audio,
+            n_src=n_src,
             snr_db=None if snrs is None else float(snrs[i % len(snrs)]),
         )
         for i in range(n)
@@ -376,9 +383,10 @@ class MixtureData:
     Args:
       cfg: the data section.
       batch_size: the global training batch size.
+      n_src: speakers per mixture (the model's number of sources; 1 for enhancement).
     """
 
-    def __init__(self, cfg: MixtureDataConfig, batch_size: int) -> None:
+    def __init__(self, cfg: MixtureDataConfig, batch_size: int, n_src: int) -> None:
         if not cfg.speech:
             raise ConfigError("data.speech is empty; give the speech folders to mix")
         if cfg.valid_size % batch_size:
@@ -387,6 +395,7 @@ class MixtureData:
                 f"train.batch_size={batch_size}"
             )
         self.cfg, self.batch_size, self.mixture = cfg, batch_size, cfg.mixture
+        self.n_src = n_src
         corpus = scan_corpus([data_path(p, cfg.root) for p in cfg.speech])
         self.splits = split_speakers(corpus, cfg.split_fractions, cfg.split_seed)
         self.noises = audio_files(data_path(cfg.noise, cfg.root)) if cfg.noise else []
@@ -408,6 +417,7 @@ class MixtureData:
             process_index,
             process_count,
             sampling=self.cfg.sampling,
+            n_src=self.n_src,
         )
 
     def fixed_set(
@@ -422,7 +432,7 @@ class MixtureData:
             mixture = dataclasses.replace(mixture, segment_seconds=seconds)
         seed = self.cfg.split_seed * 1000 + FIXED_SPLITS[split]
         return fixed_mixture_set(
-            mixture, self.splits[split], self.noises, self.rirs, size, seed, snrs
+            mixture, self.splits[split], self.noises, self.rirs, size, seed, snrs, n_src=self.n_src
         )
 
     def valid_batches(self) -> list[dict[str, np.ndarray]]:

@@ -7,6 +7,7 @@ The BLSTM layers are ``jaxspeech.models.rnn.BLSTM``.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -25,29 +26,54 @@ from jaxspeech.models.rnn import BLSTM
 ACTIVATIONS = ("tanh", None)
 
 
-class DeepClustering(nn.Module):
-    """Deep-clustering embedding network: features ``[..., T, F]`` -> ``V`` ``[..., T, F, D]``.
+@dataclasses.dataclass(frozen=True)
+class DeepClusteringConfig:
+    """Deep clustering: BLSTM embeddings of every T-F bin, k-means into binary masks. Defaults
+    follow the papers (4 × 300, D = 40).
 
-    ``layers`` BLSTM layers of ``hidden`` units per direction (dropout ``dropout_rate`` after
-    each when ``train``), a dense layer to ``F·D``, ``activation`` ("tanh" or None), and unit
-    L2 normalisation of each bin's ``D``-dimensional embedding (in float32). Defaults follow
-    the papers (4 × 300, D = 40). The input is the log-magnitude mixture STFT, normalised by
-    the caller. ``dtype`` is the compute dtype of the matmuls (e.g. bfloat16); params stay
-    float32. Dropout needs a ``"dropout"`` rng when ``train`` and ``dropout_rate > 0``.
+    Attributes:
+      n_src: number of sources (k-means clusters).
+      embedding_dim, hidden, layers: D, BLSTM units per direction, BLSTM layers.
+      dropout_rate: dropout after each BLSTM layer in training.
+      activation: of the embedding layer, "tanh" or None.
+      window_ms, hop_ms: STFT of the features and of the masks.
+      silence_db: bins this far below the utterance maximum are weighted out of the loss and
+        of the k-means centroids.
+      kmeans_iters: Lloyd iterations at inference.
     """
 
+    n_src: int = 2
     embedding_dim: int = 40
     hidden: int = 300
     layers: int = 4
     dropout_rate: float = 0.0
     activation: str | None = "tanh"
+    window_ms: float = 32.0
+    hop_ms: float = 8.0
+    silence_db: float = -40.0
+    kmeans_iters: int = 20
+
+
+class DeepClustering(nn.Module):
+    """Deep-clustering embedding network: features ``[..., T, F]`` -> ``V`` ``[..., T, F, D]``.
+
+    ``config.layers`` BLSTM layers of ``config.hidden`` units per direction (dropout
+    ``config.dropout_rate`` after each when ``train``), a dense layer to ``F·D``,
+    ``config.activation``, and unit L2 normalisation of each bin's ``D``-dimensional embedding
+    (in float32). The input is the log-magnitude mixture STFT, normalised by the caller.
+    ``dtype`` is the compute dtype of the matmuls (e.g. bfloat16); params stay float32.
+    Dropout needs a ``"dropout"`` rng when ``train`` and ``dropout_rate > 0``.
+    """
+
+    config: DeepClusteringConfig = DeepClusteringConfig()
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, features: jax.Array, train: bool = False) -> jax.Array:
-        if self.activation not in ACTIVATIONS:
+        config = self.config
+        if config.activation not in ACTIVATIONS:
             raise ConfigError(
-                f"activation={self.activation!r} is unknown; use one of {ACTIVATIONS}"
+                f"activation={config.activation!r} is unknown; use one of {ACTIVATIONS}"
             )
         features = jnp.asarray(features)
         if features.ndim < 2 or not jnp.issubdtype(features.dtype, jnp.floating):
@@ -57,15 +83,16 @@ class DeepClustering(nn.Module):
             )
         lead, (frames, n_freqs) = features.shape[:-2], features.shape[-2:]
         x = features.reshape(-1, frames, n_freqs).astype(self.dtype)
-        for index in range(self.layers):
-            x = BLSTM(self.hidden, dtype=self.dtype, name=f"blstm_{index}")(x)
-            if self.dropout_rate > 0:
-                x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
-        embedding = nn.Dense(n_freqs * self.embedding_dim, dtype=self.dtype, name="embedding")(x)
+        for index in range(config.layers):
+            x = BLSTM(config.hidden, dtype=self.dtype, name=f"blstm_{index}")(x)
+            if config.dropout_rate > 0:
+                x = nn.Dropout(config.dropout_rate)(x, deterministic=not train)
+        dim = config.embedding_dim
+        embedding = nn.Dense(n_freqs * dim, dtype=self.dtype, name="embedding")(x)
         embedding = embedding.astype(jnp.float32)
-        if self.activation == "tanh":
+        if config.activation == "tanh":
             embedding = jnp.tanh(embedding)
-        embedding = embedding.reshape(*lead, frames, n_freqs, self.embedding_dim)
+        embedding = embedding.reshape(*lead, frames, n_freqs, dim)
         norm = jnp.linalg.norm(embedding, axis=-1, keepdims=True)
         return embedding / jnp.maximum(norm, 1e-12)
 

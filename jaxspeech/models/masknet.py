@@ -17,6 +17,7 @@ nets (dense, LSTM input and recurrent, 1×1 and depthwise kernels) is applied on
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -26,38 +27,55 @@ from flax import linen as nn
 
 from jaxspeech.errors import ConfigError
 from jaxspeech.models.rnn import BLSTM, LSTM, LSTMState
-from jaxspeech.models.tcn import TemporalConvNet
+from jaxspeech.models.tcn import TCNConfig, TemporalConvNet
 
 
-class LSTMMaskNet(nn.Module):
-    """``layers`` LSTM layers of ``hidden`` units (per direction), dense, sigmoid.
+@dataclasses.dataclass(frozen=True)
+class LSTMMaskNetConfig:
+    """``layers`` LSTM layers of ``hidden`` units (per direction); ``bidirectional``: each
+    layer runs forward and backward and concatenates (not causal)."""
 
-    ``bidirectional``: each layer runs forward and backward and concatenates (2·hidden
-    outputs); not causal, so it cannot carry state.
-    """
-
-    n_freqs: int
     hidden: int = 256
     layers: int = 2
     bidirectional: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class TCNMaskNetConfig:
+    """The TCN of a TCN mask net (smaller by default than Conv-TasNet's)."""
+
+    tcn: TCNConfig = dataclasses.field(
+        default_factory=lambda: TCNConfig(hidden_channels=256, blocks=6, repeats=2)
+    )
+
+
+class LSTMMaskNet(nn.Module):
+    """``config.layers`` LSTM layers of ``config.hidden`` units (per direction), dense, sigmoid.
+
+    A bidirectional net (2·hidden outputs per layer) is not causal, so it cannot carry state.
+    """
+
+    n_freqs: int
+    config: LSTMMaskNetConfig = LSTMMaskNetConfig()
     dtype: Any = jnp.float32
 
     def setup(self) -> None:
-        if self.layers < 1 or self.hidden < 1:
-            raise ConfigError(f"LSTMMaskNet: layers={self.layers}, hidden={self.hidden}; use >= 1")
-        if self.bidirectional:
-            self.recurrent = [
-                BLSTM(self.hidden, dtype=self.dtype, name=f"blstm_{i}") for i in range(self.layers)
-            ]
-        else:
-            self.recurrent = [
-                LSTM(self.hidden, dtype=self.dtype, name=f"lstm_{i}") for i in range(self.layers)
-            ]
+        config = self.config
+        if config.layers < 1 or config.hidden < 1:
+            raise ConfigError(
+                f"LSTMMaskNet: layers={config.layers}, hidden={config.hidden}; use >= 1"
+            )
+        layer = BLSTM if config.bidirectional else LSTM
+        prefix = "blstm" if config.bidirectional else "lstm"
+        self.recurrent = [
+            layer(config.hidden, dtype=self.dtype, name=f"{prefix}_{i}")
+            for i in range(config.layers)
+        ]
         self.head = nn.Dense(self.n_freqs, dtype=self.dtype, name="mask")
 
     def __call__(self, features: jax.Array) -> jax.Array:
         """``features [B, T, F_in] -> mask [B, T, n_freqs]`` in (0, 1), float32."""
-        if self.bidirectional:
+        if self.config.bidirectional:
             x = features
             for layer in self.recurrent:
                 x = layer(x)
@@ -70,9 +88,9 @@ class LSTMMaskNet(nn.Module):
         Returns ``(mask [..., T, n_freqs], new carry)``: feeding consecutive pieces of a
         sequence with the returned carry gives the masks of one call on the whole sequence.
         """
-        if self.bidirectional:
+        if self.config.bidirectional:
             raise ConfigError("a bidirectional LSTMMaskNet has no causal state; use it offline")
-        carry = (None,) * self.layers if carry is None else carry
+        carry = (None,) * self.config.layers if carry is None else carry
         x, new_carry = features, []
         for layer, state in zip(self.recurrent, carry, strict=True):
             x, state = layer(x, state)
@@ -83,35 +101,17 @@ class LSTMMaskNet(nn.Module):
 class TCNMaskNet(nn.Module):
     """Conv-TasNet TCN (``TemporalConvNet``), PReLU, 1×1 conv to ``n_freqs``, sigmoid.
 
-    ``causal`` needs a causal norm (``cLN`` or ``chanLN``); see ``jaxspeech.models.tcn``.
+    A causal TCN needs a causal norm (``cLN`` or ``chanLN``); see ``jaxspeech.models.tcn``.
     """
 
     n_freqs: int
-    bottleneck_channels: int = 128
-    hidden_channels: int = 256
-    skip_channels: int = 128
-    kernel_size: int = 3
-    blocks: int = 6
-    repeats: int = 2
-    norm: str = "gLN"
-    causal: bool = False
+    config: TCNMaskNetConfig = TCNMaskNetConfig()
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, features: jax.Array) -> jax.Array:
         """``features [..., T, F_in] -> mask [..., T, n_freqs]`` in (0, 1), float32."""
-        x = TemporalConvNet(
-            bottleneck_channels=self.bottleneck_channels,
-            hidden_channels=self.hidden_channels,
-            skip_channels=self.skip_channels,
-            kernel_size=self.kernel_size,
-            blocks=self.blocks,
-            repeats=self.repeats,
-            norm=self.norm,
-            causal=self.causal,
-            dtype=self.dtype,
-            name="tcn",
-        )(features)
+        x = TemporalConvNet(self.config.tcn, self.dtype, name="tcn")(features)
         x = nn.PReLU(negative_slope_init=0.25, name="mask_prelu")(x)
         return jax.nn.sigmoid(nn.Dense(self.n_freqs, dtype=self.dtype, name="mask")(x))
 

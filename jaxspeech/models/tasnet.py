@@ -5,6 +5,7 @@ decoder output right-padded with zeros to the input length) output for output an
 for parameter; `load_asteroid_state_dict` converts its weights.
 """
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -16,7 +17,7 @@ from flax import linen as nn
 from flax import traverse_util
 
 from jaxspeech.errors import AudioError, ConfigError, TooShortError
-from jaxspeech.models.tcn import PointwiseConv, TemporalConvNet
+from jaxspeech.models.tcn import PointwiseConv, TCNConfig, TemporalConvNet
 
 MASK_ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "sigmoid": jax.nn.sigmoid,
@@ -57,76 +58,74 @@ def decode(rep: jax.Array, filters: jax.Array, length: int) -> jax.Array:
     return jnp.pad(wav, [*pad, (0, length - wav.shape[-1])])
 
 
-class ConvTasNet(nn.Module):
-    """Conv-TasNet separator: `mixture[..., T] -> sources[..., n_src, T]` (float32).
+@dataclasses.dataclass(frozen=True)
+class ConvTasNetConfig:
+    """Conv-TasNet hyper-parameters (paper letters in brackets); defaults are the paper's best
+    non-causal configuration (5,050,545 parameters).
 
-    Defaults are the paper's best non-causal configuration (5,050,545 parameters).
-    Attributes (paper letters in brackets): n_src, n_filters [N], filter_length [L] (even;
-    stride L/2), bottleneck_channels [B], hidden_channels [H], skip_channels [Sc] (0: masks
-    from the residual stream), kernel_size [P], blocks [X], repeats [R], norm (None: "gLN",
-    or "cLN" when causal; see `jaxspeech.models.tcn`), causal, mask_activation ("sigmoid",
-    "relu" or "softmax" over sources), dtype (compute dtype for convolutions and matmuls;
-    params and norms stay float32).
+    Attributes:
+      n_src: number of sources separated.
+      n_filters [N], filter_length [L]: the learned filterbanks (L even; stride L/2).
+      tcn: the mask estimator's TCN (B, H, Sc, P, X, R, norm, causal); `skip_channels=0`
+        takes the masks from the residual stream.
+      mask_activation: "sigmoid", "relu" or "softmax" over sources.
     """
 
     n_src: int = 2
     n_filters: int = 512
     filter_length: int = 16
-    bottleneck_channels: int = 128
-    hidden_channels: int = 512
-    skip_channels: int = 128
-    kernel_size: int = 3
-    blocks: int = 8
-    repeats: int = 3
-    norm: str | None = None
-    causal: bool = False
+    tcn: TCNConfig = dataclasses.field(default_factory=TCNConfig)
     mask_activation: str = "sigmoid"
+
+
+class ConvTasNet(nn.Module):
+    """Conv-TasNet separator: `mixture[..., T] -> sources[..., n_src, T]` (float32).
+
+    Attributes:
+      config: the hyper-parameters (`ConvTasNetConfig`).
+      dtype: compute dtype for convolutions and matmuls; params and norms stay float32.
+    """
+
+    config: ConvTasNetConfig = ConvTasNetConfig()
     dtype: jnp.dtype = jnp.float32
 
     def _check(self, mixture: jax.Array) -> None:
-        if self.filter_length < 2 or self.filter_length % 2:
+        config = self.config
+        if config.n_src < 1:
+            raise ConfigError(f"n_src={config.n_src} must be ≥ 1 (the number of sources).")
+        if config.filter_length < 2 or config.filter_length % 2:
             raise ConfigError(
-                f"filter_length={self.filter_length} must be even and ≥ 2 (stride is L/2)."
+                f"filter_length={config.filter_length} must be even and ≥ 2 (stride is L/2)."
             )
-        if self.mask_activation not in MASK_ACTIVATIONS:
+        if config.mask_activation not in MASK_ACTIVATIONS:
             raise ConfigError(
-                f"mask_activation={self.mask_activation!r} is unknown; "
+                f"mask_activation={config.mask_activation!r} is unknown; "
                 f"use one of {tuple(MASK_ACTIVATIONS)}."
             )
         if mixture.ndim == 0:
             raise AudioError("mixture is a scalar; pass a waveform [..., T].")
-        if mixture.shape[-1] < self.filter_length:
+        if mixture.shape[-1] < config.filter_length:
             raise TooShortError(
                 f"mixture has {mixture.shape[-1]} samples, fewer than one encoder frame "
-                f"(filter_length={self.filter_length}); pad or use longer audio."
+                f"(filter_length={config.filter_length}); pad or use longer audio."
             )
 
     @nn.compact
     def __call__(self, mixture: jax.Array) -> jax.Array:
         self._check(mixture)
-        length, n_filters = self.filter_length, self.n_filters
+        config = self.config
+        length, n_filters, n_src = config.filter_length, config.n_filters, config.n_src
         # torch's xavier_normal_ on Asteroid's [N, 1, L] filters: std √(2 / (L + N·L)).
         filter_init = nn.initializers.normal(math.sqrt(2.0 / (length * (n_filters + 1))))
         enc_filters = self.param("encoder_filters", filter_init, (length, n_filters))
         dec_filters = self.param("decoder_filters", filter_init, (n_filters, length))
 
         rep = encode(mixture.astype(self.dtype), enc_filters.astype(self.dtype))  # [..., K, N]
-        features = TemporalConvNet(
-            bottleneck_channels=self.bottleneck_channels,
-            hidden_channels=self.hidden_channels,
-            skip_channels=self.skip_channels,
-            kernel_size=self.kernel_size,
-            blocks=self.blocks,
-            repeats=self.repeats,
-            norm=self.norm or ("cLN" if self.causal else "gLN"),
-            causal=self.causal,
-            dtype=self.dtype,
-            name="tcn",
-        )(rep)
+        features = TemporalConvNet(config.tcn, self.dtype, name="tcn")(rep)
         features = nn.PReLU(negative_slope_init=0.25, name="mask_prelu")(features)
-        scores = PointwiseConv(self.n_src * n_filters, self.dtype, name="mask_conv")(features)
-        scores = scores.reshape(*scores.shape[:-1], self.n_src, n_filters)
-        masks = MASK_ACTIVATIONS[self.mask_activation](scores.astype(jnp.float32))
+        scores = PointwiseConv(n_src * n_filters, self.dtype, name="mask_conv")(features)
+        scores = scores.reshape(*scores.shape[:-1], n_src, n_filters)
+        masks = MASK_ACTIVATIONS[config.mask_activation](scores.astype(jnp.float32))
         masked = (masks * rep[..., None, :]).astype(self.dtype)  # [..., K, n_src, N]
         masked = jnp.moveaxis(masked, -2, -3)  # [..., n_src, K, N]
         sources = decode(masked, dec_filters.astype(self.dtype), mixture.shape[-1])
@@ -176,29 +175,30 @@ def _asteroid_name_map(n_blocks: int, causal: bool) -> dict[str, tuple[str, Call
     return names
 
 
-def load_asteroid_state_dict(state_dict: Mapping[str, Any], **config: Any) -> dict:
-    """Params of `ConvTasNet(**config)` from Asteroid 0.7.0 `ConvTasNet.state_dict()`.
+def load_asteroid_state_dict(state_dict: Mapping[str, Any], config: ConvTasNetConfig) -> dict:
+    """Params of `ConvTasNet(config)` from Asteroid 0.7.0 `ConvTasNet.state_dict()`.
 
     `state_dict` maps Asteroid's parameter names to torch tensors or numpy arrays; `config`
-    must describe the same architecture (e.g. `n_filters=64, blocks=2, causal=True`). Norm
-    names differ: Asteroid's `norm_type="cgLN"` is our `norm="cLN"` and its `"cLN"` is our
-    `"chanLN"` — so `asteroid.models.ConvTasNet(causal=True)`, whose default becomes its "cLN",
-    loads with `causal=True, norm="chanLN"`.
+    must describe the same architecture (e.g. `n_filters=64`, `tcn.blocks=2`,
+    `tcn.causal=True`). Norm names differ: Asteroid's `norm_type="cgLN"` is our `norm="cLN"`
+    and its `"cLN"` is our `"chanLN"` — so `asteroid.models.ConvTasNet(causal=True)`, whose
+    default becomes its "cLN", loads with `TCNConfig(causal=True, norm="chanLN")`.
     Raises ConfigError naming any missing, unexpected or wrongly shaped parameter.
     """
-    model = ConvTasNet(**config)
     abstract = jax.eval_shape(
-        model.init, jax.random.key(0), jnp.zeros((1, model.filter_length), jnp.float32)
+        ConvTasNet(config).init,
+        jax.random.key(0),
+        jnp.zeros((1, config.filter_length), jnp.float32),
     )["params"]
     targets = traverse_util.flatten_dict(abstract, sep="/")
-    names = _asteroid_name_map(model.blocks * model.repeats, model.causal)
+    names = _asteroid_name_map(config.tcn.blocks * config.tcn.repeats, config.tcn.causal)
     names = {path: names[path] for path in targets}  # no skip convs when skip_channels == 0
     expected = {name for name, _ in names.values()}
     unexpected = sorted(set(state_dict) - expected)
     missing = sorted(expected - set(state_dict))
     if unexpected or missing:
         raise ConfigError(
-            f"state_dict does not fit ConvTasNet(**{config}): missing {missing[:5]}, "
+            f"state_dict does not fit ConvTasNet({config}): missing {missing[:5]}, "
             f"unexpected {unexpected[:5]}; pass the config the Asteroid model was built with."
         )
     params = {}

@@ -1,10 +1,12 @@
 """Typed, frozen recipe configs: shared dataclasses, recipe loading, overrides, JSON round trip.
 
 A recipe is a Python file ``configs/<task>/<name>.py`` whose ``get_config(variant: str = "")``
-returns a frozen :class:`Config`. ``model``, ``data`` and ``eval`` are task-specific frozen
-dataclasses; they must live in an importable module (the task module, ``jaxspeech.train.tasks.
-<task>``) so that :func:`to_json` can record their import path and :func:`from_json` rebuild
-them from ``WORKDIR/config.json`` alone.
+returns a frozen :class:`Config`. :class:`Config` holds the sections the trainer reads (optim,
+schedule, train); each task subclasses it with its own typed sections (usually ``model``,
+``data`` and ``eval``), e.g. ``jaxspeech.train.tasks.separation.SeparationConfig``. Every
+section is a frozen dataclass in an importable module (the model configs beside their models,
+the rest in the task module), so that :func:`to_json` can record its import path and
+:func:`from_json` rebuild it from ``WORKDIR/config.json`` alone.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ import jax.numpy as jnp
 from jaxspeech.errors import ConfigError
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+#: Version of the config.json layout written by :func:`to_json`. 1 (unversioned): configs
+#: before the model configs moved beside their models; 2: the current layout.
+FORMAT_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,21 +90,47 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class EmptyConfig:
-    """Placeholder for a task that needs no settings in a section."""
-
-
-@dataclasses.dataclass(frozen=True)
 class Config:
-    """A complete recipe. ``task``: a name in ``jaxspeech.train.tasks`` or ``"module:Class"``."""
+    """A complete recipe. ``task``: a name in ``jaxspeech.train.tasks`` or ``"module:Class"``.
+
+    Tasks subclass it with their typed sections (see the module docstring); on construction
+    every section, here and nested, is checked against the type its field declares.
+    """
 
     task: str
-    model: Any = EmptyConfig()
-    data: Any = EmptyConfig()
-    eval: Any = EmptyConfig()
     optim: OptimConfig = OptimConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     train: TrainConfig = TrainConfig()
+
+    def __post_init__(self) -> None:
+        _check_section_types(self, type(self).__name__)
+
+
+def _section_types(hint: Any) -> tuple[type, ...]:
+    """The dataclass types a field hint allows, or () when it is not a section."""
+    options = typing.get_args(hint) if _is_union(hint) else (hint,)
+    options = tuple(o for o in options if o is not type(None))
+    if options and all(isinstance(o, type) and dataclasses.is_dataclass(o) for o in options):
+        return options
+    return ()
+
+
+def _is_union(hint: Any) -> bool:
+    return typing.get_origin(hint) in (typing.Union, types.UnionType)
+
+
+def _check_section_types(obj: Any, prefix: str) -> None:
+    """Raises :class:`ConfigError` where a section of ``obj`` (recursively) is not of a type its
+    field allows."""
+    for name, hint in _field_types(type(obj)).items():
+        allowed, value = _section_types(hint), getattr(obj, name)
+        if not allowed or (value is None and type(None) in typing.get_args(hint)):
+            continue
+        key = f"{prefix}.{name}"
+        if not isinstance(value, allowed):
+            names = " or ".join(o.__name__ for o in allowed)
+            raise ConfigError(f"{key} is a {type(value).__name__}; this field takes {names}")
+        _check_section_types(value, key)
 
 
 def validate(config: Config) -> None:
@@ -147,7 +178,7 @@ def _parse_value(text: str, kind: Any, key: str) -> Any:
     """Parses the override ``text`` as a value of type ``kind`` (str, int, float, bool, tuple,
     Optional); raises :class:`ConfigError` naming ``key`` otherwise."""
     origin, args = typing.get_origin(kind), typing.get_args(kind)
-    if origin in (typing.Union, types.UnionType):
+    if _is_union(kind):
         if type(None) in args and text in ("None", "none", "null"):
             return None
         options = [a for a in args if a is not type(None)]
@@ -260,10 +291,29 @@ def _from_tree(tree: Any) -> Any:
 
 
 def to_json(config: Config) -> str:
-    """Serialises the full typed config; dataclasses carry their ``module:Class`` path."""
-    return json.dumps(_to_tree(config), indent=2)
+    """Serialises the full typed config under its format version; dataclasses carry their
+    ``module:Class`` path."""
+    return json.dumps({"format_version": FORMAT_VERSION, "config": _to_tree(config)}, indent=2)
 
 
 def from_json(text: str) -> Config:
-    """Rebuilds the config written by :func:`to_json`."""
-    return _from_tree(json.loads(text))
+    """Rebuilds the config written by :func:`to_json` of this format version.
+
+    Raises :class:`ConfigError` for a config.json of another format version, such as the
+    unversioned one of earlier jaxspeech versions (whose class paths no longer exist).
+    """
+    tree = json.loads(text)
+    version = tree.get("format_version") if isinstance(tree, dict) else None
+    if version is None:
+        raise ConfigError(
+            "this workdir was written by an earlier version of jaxspeech (its config.json has "
+            f"no format version; this version reads format {FORMAT_VERSION}) and cannot be "
+            "read; retrain in a new workdir, or use the jaxspeech version that trained it"
+        )
+    if version != FORMAT_VERSION:
+        raise ConfigError(
+            f"this workdir's config.json has format version {version!r}, but this version of "
+            f"jaxspeech reads format {FORMAT_VERSION}; use the jaxspeech version that trained "
+            "it, or retrain in a new workdir"
+        )
+    return _from_tree(tree["config"])

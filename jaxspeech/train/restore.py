@@ -24,7 +24,7 @@ from jaxspeech.train.checkpoint import Checkpointer
 from jaxspeech.train.logging import write_table
 from jaxspeech.train.task import TrainedRun
 from jaxspeech.train.tasks import make_task
-from jaxspeech.train.workdir import read_json
+from jaxspeech.train.workdir import read_config as read_config_file
 
 CONFIG_FILE, FROZEN_FILE = "config.json", "frozen.json"
 
@@ -34,8 +34,7 @@ def read_config(workdir: pathlib.Path) -> config_lib.Config:
     path = workdir / CONFIG_FILE
     if not path.is_file():
         raise JaxspeechError(f"{path} not found; is {workdir} a training workdir?")
-    read_json(path)  # a one-line error naming the file when it is damaged
-    return config_lib.from_json(path.read_text())
+    return read_config_file(path)
 
 
 def write_frozen_record(workdir: pathlib.Path, frozen: Mapping[str, TrainedRun]) -> None:

@@ -15,6 +15,8 @@ import pathlib
 from typing import Any
 
 from jaxspeech.errors import ConfigError, JaxspeechError
+from jaxspeech.train import config as config_lib
+from jaxspeech.train.config import Config
 
 RESUMABLE_KEYS = (
     "train.steps",
@@ -52,6 +54,16 @@ def read_json(path: pathlib.Path) -> Any:
         ) from err
 
 
+def read_config(path: pathlib.Path) -> Config:
+    """The config in ``path`` (a run's ``config.json``); one-line errors naming the file when
+    it is damaged or of another format version."""
+    read_json(path)
+    try:
+        return config_lib.from_json(path.read_text())
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from err
+
+
 def check_resumable(workdir: pathlib.Path, config_json: str, allow_changes: bool) -> None:
     """Raises ConfigError when ``workdir/config.json`` holds another run than ``config_json``
     (see the module docstring); nothing when the workdir is new."""
@@ -62,7 +74,8 @@ def check_resumable(workdir: pathlib.Path, config_json: str, allow_changes: bool
     path = workdir / "config.json"
     if not path.is_file():
         return
-    old, new = read_json(path), json.loads(config_json)
+    read_config(path)
+    old, new = read_json(path)["config"], json.loads(config_json)["config"]
     if old.get("task") != new.get("task"):
         raise ConfigError(
             f"{workdir} holds a {old.get('task')!r} run, not a {new.get('task')!r} one; "

@@ -1,7 +1,7 @@
 """Speech enhancement by time-frequency masking, optionally distilled from a frozen teacher.
 
 Input: noisy speech (one speaker + real noise at an SNR drawn from a range, optionally
-reverberant; ``jaxspeech.data`` with ``mixture.n_src = 1``; the data section is the
+reverberant; ``jaxspeech.data`` with one source; the data section is the
 ``jaxspeech.data.MixtureDataConfig``). Features: the log-magnitude STFT,
 normalised by a mean and std per frequency estimated on ``features.stats_batches`` training
 batches before the first step (``prepare_model_state``) and kept in the model state, so
@@ -33,16 +33,23 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxspeech import audio, dsp, masks, metrics
-from jaxspeech.data.pipeline import MixtureData, batch_examples
+from jaxspeech.data.pipeline import MixtureData, MixtureDataConfig, batch_examples
 from jaxspeech.errors import ConfigError, TooShortError
 from jaxspeech.losses import mask_distillation, mask_mse, si_snr
-from jaxspeech.models.masknet import LSTMMaskNet, TCNMaskNet, macs_per_frame, param_count
+from jaxspeech.models.masknet import (
+    LSTMMaskNet,
+    LSTMMaskNetConfig,
+    TCNMaskNet,
+    TCNMaskNetConfig,
+    macs_per_frame,
+    param_count,
+)
+from jaxspeech.train.config import Config
 from jaxspeech.train.task import TrainedRun, frozen_run, refuse_frozen
 
 #: Seed offset of the feature-statistics stream from the training stream's.
 _STATS_SEED_OFFSET = 7919
 TARGETS = ("irm", "ibm")
-ESTIMATORS = ("lstm", "tcn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,35 +65,19 @@ class FeatureConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class MaskNetConfig:
-    """The mask estimator: ``kind`` "lstm" (``hidden``, ``layers``, ``bidirectional``) or
-    "tcn" (Conv-TasNet letters B, H, Sc, P, X, R; ``norm``, ``causal``)."""
-
-    kind: str = "lstm"
-    hidden: int = 256
-    layers: int = 2
-    bidirectional: bool = False
-    bottleneck_channels: int = 128
-    hidden_channels: int = 256
-    skip_channels: int = 128
-    kernel_size: int = 3
-    blocks: int = 6
-    repeats: int = 2
-    norm: str = "gLN"
-    causal: bool = False
-
-
-@dataclasses.dataclass(frozen=True)
 class EnhancementModelConfig:
     """Estimator, features, training target and (for distillation) the frozen teacher.
 
     Attributes:
+      estimator: the mask net, an LSTM or a TCN (``jaxspeech.models.masknet``).
       target: "irm" ((S²/(S²+N²))^irm_beta) or "ibm" (local SNR above ibm_lc_db).
       teacher: the earlier stage (an enhancement run the stage reads) whose masks the student
         distils, or None to train on the ideal mask alone.
     """
 
-    estimator: MaskNetConfig = MaskNetConfig()
+    estimator: LSTMMaskNetConfig | TCNMaskNetConfig = dataclasses.field(
+        default_factory=LSTMMaskNetConfig
+    )
     features: FeatureConfig = FeatureConfig()
     target: str = "irm"
     irm_beta: float = 0.5
@@ -110,24 +101,25 @@ class EnhancementEvalConfig:
     rtf_repeats: int = 3
 
 
-def build_mask_net(cfg: MaskNetConfig, n_freqs: int, dtype=jnp.float32):
+@dataclasses.dataclass(frozen=True)
+class EnhancementConfig(Config):
+    """An enhancement recipe: the model, the noisy mixtures (one source) and the test table."""
+
+    task: str = "enhancement"
+    model: EnhancementModelConfig = EnhancementModelConfig()
+    data: MixtureDataConfig = dataclasses.field(default_factory=MixtureDataConfig)
+    eval: EnhancementEvalConfig = EnhancementEvalConfig()
+
+
+def build_mask_net(cfg: LSTMMaskNetConfig | TCNMaskNetConfig, n_freqs: int, dtype=jnp.float32):
     """The Flax mask estimator of ``cfg`` for ``n_freqs`` bins."""
-    if cfg.kind == "lstm":
-        return LSTMMaskNet(n_freqs, cfg.hidden, cfg.layers, cfg.bidirectional, dtype)
-    if cfg.kind == "tcn":
-        return TCNMaskNet(
-            n_freqs,
-            cfg.bottleneck_channels,
-            cfg.hidden_channels,
-            cfg.skip_channels,
-            cfg.kernel_size,
-            cfg.blocks,
-            cfg.repeats,
-            cfg.norm,
-            cfg.causal,
-            dtype,
-        )
-    raise ConfigError(f"model.estimator.kind={cfg.kind!r}; use one of {ESTIMATORS}")
+    if isinstance(cfg, LSTMMaskNetConfig):
+        return LSTMMaskNet(n_freqs, cfg, dtype)
+    if isinstance(cfg, TCNMaskNetConfig):
+        return TCNMaskNet(n_freqs, cfg, dtype)
+    raise ConfigError(
+        f"model.estimator is a {type(cfg).__name__}; use LSTMMaskNetConfig or TCNMaskNetConfig"
+    )
 
 
 class Task:
@@ -139,9 +131,9 @@ class Task:
     def __init__(self, config, frozen: Mapping[str, TrainedRun] | None = None) -> None:
         self.config = config
         data, model = config.data, config.model
-        if data.mixture.n_src != 1 or data.mixture.noise_snr_db_range is None:
+        if data.mixture.noise_snr_db_range is None:
             raise ConfigError(
-                "enhancement needs data.mixture.n_src=1 and a noise_snr_db_range (noisy speech)"
+                "enhancement needs data.mixture.noise_snr_db_range (noisy speech); set it"
             )
         if model.target not in TARGETS:
             raise ConfigError(f"model.target={model.target!r}; use one of {TARGETS}")
@@ -160,7 +152,7 @@ class Task:
     @functools.cached_property
     def data(self) -> MixtureData:
         """The corpus splits and mixture sets, read on first use."""
-        return MixtureData(self.config.data, self.config.train.batch_size)
+        return MixtureData(self.config.data, self.config.train.batch_size, n_src=1)
 
     # --- numerics (pure jnp) ---------------------------------------------------------------
 

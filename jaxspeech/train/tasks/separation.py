@@ -20,59 +20,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxspeech import dsp, masks, metrics
-from jaxspeech.data.pipeline import MixtureData, batch_examples
+from jaxspeech.data.pipeline import MixtureData, MixtureDataConfig, batch_examples
 from jaxspeech.errors import ConfigError
 from jaxspeech.losses import pairwise_neg_si_snr, pit, reorder, si_snr
 from jaxspeech.models.dpcl import (
     DeepClustering,
+    DeepClusteringConfig,
     dpcl_loss,
     dpcl_targets,
     separate_dpcl,
     silence_weights,
 )
-from jaxspeech.models.tasnet import ConvTasNet
+from jaxspeech.models.tasnet import ConvTasNet, ConvTasNetConfig
+from jaxspeech.train.config import Config
 from jaxspeech.train.task import TrainedRun, refuse_frozen
-
-
-@dataclasses.dataclass(frozen=True)
-class ConvTasNetConfig:
-    """Conv-TasNet hyper-parameters (paper letters: N, L, B, H, Sc, P, X, R); see
-    ``jaxspeech.models.tasnet.ConvTasNet``. The number of sources is ``data.mixture.n_src``."""
-
-    n_filters: int = 512
-    filter_length: int = 16
-    bottleneck_channels: int = 128
-    hidden_channels: int = 512
-    skip_channels: int = 128
-    kernel_size: int = 3
-    blocks: int = 8
-    repeats: int = 3
-    norm: str | None = None
-    causal: bool = False
-    mask_activation: str = "sigmoid"
-
-
-@dataclasses.dataclass(frozen=True)
-class DeepClusteringConfig:
-    """Deep clustering: BLSTM embeddings of every T-F bin, k-means into binary masks (see
-    ``jaxspeech.models.dpcl``). Features are log magnitudes normalised per utterance (CMVN).
-
-    Attributes:
-      embedding_dim, hidden, layers, dropout_rate: the model (D, BLSTM units per direction).
-      window_ms, hop_ms: STFT of the features and of the masks.
-      silence_db: bins this far below the utterance maximum are weighted out of the loss and
-        of the k-means centroids.
-      kmeans_iters: Lloyd iterations at inference.
-    """
-
-    embedding_dim: int = 40
-    hidden: int = 300
-    layers: int = 4
-    dropout_rate: float = 0.0
-    window_ms: float = 32.0
-    hop_ms: float = 8.0
-    silence_db: float = -40.0
-    kmeans_iters: int = 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +51,19 @@ class SeparationEvalConfig:
     batch_size: int = 8
     snr_edges_db: tuple[float, ...] = (-5.0, 0.0, 5.0)
     oracle_window_ms: float = 32.0
+
+
+@dataclasses.dataclass(frozen=True)
+class SeparationConfig(Config):
+    """A separation recipe: the model (which also sets the number of sources), the mixtures
+    and the test table."""
+
+    task: str = "separation"
+    model: ConvTasNetConfig | DeepClusteringConfig = dataclasses.field(
+        default_factory=ConvTasNetConfig
+    )
+    data: MixtureDataConfig = dataclasses.field(default_factory=MixtureDataConfig)
+    eval: SeparationEvalConfig = SeparationEvalConfig()
 
 
 def oracle_irm(mixture: jax.Array, sources: jax.Array, n_fft: int) -> jax.Array:
@@ -113,8 +87,8 @@ class _ConvTasNet:
 
     name = "Conv-TasNet"
 
-    def __init__(self, config, n_src: int, dtype) -> None:
-        self.model = ConvTasNet(n_src=n_src, dtype=dtype, **dataclasses.asdict(config))
+    def __init__(self, config: ConvTasNetConfig, dtype) -> None:
+        self.model = ConvTasNet(config, dtype)
 
     def init(self, rng: jax.Array, mixture: jax.Array):
         return self.model.init(rng, mixture)["params"]
@@ -133,17 +107,11 @@ class _DeepClustering:
 
     name = "deep clustering"
 
-    def __init__(self, config: DeepClusteringConfig, n_src: int, sample_rate: int, dtype):
-        self.config, self.n_src = config, n_src
+    def __init__(self, config: DeepClusteringConfig, sample_rate: int, dtype):
+        self.config = config
         self.n_fft = round(config.window_ms * sample_rate / 1000)
         self.hop = round(config.hop_ms * sample_rate / 1000)
-        self.model = DeepClustering(
-            embedding_dim=config.embedding_dim,
-            hidden=config.hidden,
-            layers=config.layers,
-            dropout_rate=config.dropout_rate,
-            dtype=dtype,
-        )
+        self.model = DeepClustering(config, dtype)
 
     def _stft(self, wav: jax.Array) -> jax.Array:
         return dsp.stft(wav, self.n_fft, self.hop)
@@ -161,7 +129,7 @@ class _DeepClustering:
             lambda p, x: self.model.apply({"params": p}, x),
             params,
             mixture,
-            self.n_src,
+            self.config.n_src,
             self.n_fft,
             self.hop,
             features=self.features,
@@ -197,11 +165,11 @@ class Task:
         refuse_frozen(frozen or {}, "separation")
         self.config = config
         self.mixture = config.data.mixture
-        n_src, dtype = self.mixture.n_src, config.train.dtype
+        dtype = config.train.dtype
         if isinstance(config.model, ConvTasNetConfig):
-            self.separator = _ConvTasNet(config.model, n_src, dtype)
+            self.separator = _ConvTasNet(config.model, dtype)
         elif isinstance(config.model, DeepClusteringConfig):
-            self.separator = _DeepClustering(config.model, n_src, self.mixture.sample_rate, dtype)
+            self.separator = _DeepClustering(config.model, self.mixture.sample_rate, dtype)
         else:
             raise ConfigError(
                 f"model config {type(config.model).__name__} is not a separation model; use "
@@ -211,7 +179,8 @@ class Task:
     @functools.cached_property
     def data(self) -> MixtureData:
         """The corpus splits and mixture sets, read on first use."""
-        return MixtureData(self.config.data, self.config.train.batch_size)
+        config = self.config
+        return MixtureData(config.data, config.train.batch_size, config.model.n_src)
 
     def init_model(self, rng: jax.Array):
         mixture = jnp.zeros((1, self.mixture.num_samples), jnp.float32)
