@@ -7,8 +7,22 @@ repeat costs; `Budget.repeats` then fits the timed repeats into its share.
 """
 
 import math
+import os
 import time
 from collections.abc import Callable
+
+
+def seconds_since_process_start() -> float:
+    """How long this process has run, its start-up included (Linux; the process start survives
+    `exec`, so an allocator restart counts too); 0 where /proc cannot tell."""
+    try:
+        with open("/proc/self/stat") as stat:  # field 22, counted after the ")" of field 2
+            start_ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as uptime:
+            since_boot = float(uptime.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return max(0.0, since_boot - start_ticks / os.sysconf("SC_CLK_TCK"))
 
 
 class Budget:

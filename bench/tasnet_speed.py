@@ -323,12 +323,14 @@ def interleaved_medians(
 ) -> tuple[Timings, int]:
     """Per call label, per runner, (median seconds, median minor faults) of `call(runner)` over
     timed repeats after `warmup` untimed ones, and the number of repeats. The repeats are
-    `repeats_for(seconds of one round of every call, from the last warm-up)`; 0 times nothing."""
-    warm = interleaved(runners, calls, warmup)
-    per_round = sum(rows[-1][0] for by in warm.values() for rows in by.values() if rows)
-    repeats = repeats_for(per_round)
-    if repeats == 0:
-        return {}, 0
+    `repeats_for(seconds of one round of every call)`, asked after each warm-up round; 0 stops
+    there and times nothing."""
+    repeats = repeats_for(0.0)
+    for _ in range(warmup):
+        warm = interleaved(runners, calls, 1)
+        repeats = repeats_for(sum(rows[0][0] for by in warm.values() for rows in by.values()))
+        if repeats == 0:
+            return {}, 0
     timed_rows = interleaved(runners, calls, repeats)
     return {
         label: {
