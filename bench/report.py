@@ -49,8 +49,7 @@ def gpu_description(device: jax.Device) -> str:
         query = [smi, "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"]
         result = subprocess.run(query, capture_output=True, text=True, check=False)
         if result.returncode == 0 and result.stdout.strip():
-            name, memory, driver = result.stdout.splitlines()[0].split(", ")
-            return f"{name}, {memory}, driver {driver}"
+            return f"{result.stdout.splitlines()[0].strip()} (name, memory, driver)"
     return f"{device.device_kind} (nvidia-smi not found: memory not read)"
 
 

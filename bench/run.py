@@ -35,7 +35,6 @@ from bench.plan import Allotment, Budget, seconds_since_process_start
 from jaxspeech.errors import ConfigError
 
 RESULTS = pathlib.Path(__file__).with_name("RESULTS.md")
-PLATFORMS = {"cpu": "cpu", "gpu": "cuda"}
 BATCH, EXAMPLE_SECONDS, WARMUP_STEPS = 4, 4.0, 2
 INFERENCE_SECONDS = (10, 60)
 BLOCK_FRAMES, BLOCK_DILATION = 10_000, 4
@@ -198,17 +197,17 @@ def run_benchmarks(benchmarks, budget: Budget, context: Context) -> list[tuple[s
 
 
 def select_device(device: str) -> None:
-    """Points JAX at `device` ("auto": JAX's own choice, the GPU when it sees one)."""
+    """Points JAX at `device`: "cpu", "gpu" (fails unless JAX's default backend is a GPU) or
+    "auto" (JAX's own choice, the GPU when it sees one)."""
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # leave room for torch
-    if device != "auto":
-        jax.config.update("jax_platforms", PLATFORMS[device])
-    try:
-        jax.devices()
-    except RuntimeError as error:
+    if device == "cpu":
+        jax.config.update("jax_platforms", "cpu")
+    backend = jax.default_backend()
+    if device == "gpu" and backend != "gpu":
         raise ConfigError(
-            f"--device {device}: JAX cannot start it ({error}); install jax[cuda12] for a GPU "
-            "or use --device cpu"
-        ) from error
+            f"--device gpu: JAX sees no GPU (its backend is {backend}); install JAX's CUDA "
+            "plugin (jax[cuda13], as bench/fetch_wheels.sh does) or use --device cpu"
+        )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -252,7 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     context = Context(jnp.dtype(args.dtype), rate)
     parts = run_benchmarks(BENCHMARKS, budget, context)
 
-    used = 60 * args.budget - budget.left()
+    used = seconds_since_process_start()
     summary = [
         *report.machine_lines(allocator),
         f"- {probe_line}",

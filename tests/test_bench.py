@@ -189,3 +189,12 @@ def test_process_age_advances_with_the_monotonic_clock():
     later, elapsed = plan.seconds_since_process_start(), time.monotonic() - start
     assert later - earlier == pytest.approx(elapsed, abs=0.05)  # /proc ticks: 0.01 s
     assert earlier > 0.0  # this process has been running a while
+
+
+def test_gpu_asked_for_without_one_is_a_config_error():
+    if jax.default_backend() == "gpu":
+        pytest.skip("this machine has a GPU")
+    command = [sys.executable, "-m", "bench", "--device", "gpu", "--malloc", "glibc"]
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0
+    assert "jaxspeech.errors.ConfigError: --device gpu: JAX sees no GPU" in run.stderr
