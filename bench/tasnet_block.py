@@ -15,6 +15,7 @@ rates compare a jitted `a @ b` in float32 and bfloat16. Medians, the variants al
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +24,7 @@ import numpy as np
 from jaxspeech.models.tcn_gln import gln_block_core
 
 BOTTLENECK, HIDDEN, SKIP = 128, 512, 128
+MATMUL_REPEATS = 7
 
 
 def block_params(rng: np.random.Generator) -> tuple[dict, ...]:
@@ -45,17 +47,91 @@ def block_params(rng: np.random.Generator) -> tuple[dict, ...]:
     )
 
 
-def interleaved_ms(calls: dict, repeats: int) -> dict[str, float]:
-    """Median milliseconds of each no-argument call, the calls alternating, after one warm-up."""
-    times = {name: [] for name in calls}
-    for call in calls.values():
-        call()
-    for _ in range(repeats):
+def interleaved_ms(
+    calls: dict[str, Callable[[], object]], repeats_for: Callable[[float], int]
+) -> tuple[dict[str, float], int]:
+    """Median milliseconds of each no-argument call, the calls alternating, after two warm-up
+    rounds (the first compiles), and the number of timed rounds: `repeats_for(seconds of the
+    last warm-up round)`; 0 times nothing."""
+
+    def round_seconds() -> dict[str, float]:
+        seconds = {}
         for name, call in calls.items():
             start = time.perf_counter()
             call()
-            times[name].append(time.perf_counter() - start)
-    return {name: 1e3 * statistics.median(ts) for name, ts in times.items()}
+            seconds[name] = time.perf_counter() - start
+        return seconds
+
+    round_seconds()
+    repeats = repeats_for(sum(round_seconds().values()))
+    if repeats == 0:
+        return {}, 0
+    rounds = [round_seconds() for _ in range(repeats)]
+    return {name: 1e3 * statistics.median(r[name] for r in rounds) for name in calls}, repeats
+
+
+def measure_block(
+    frames: int, dilation: int, repeats_for: Callable[[float], int]
+) -> tuple[dict[str, float], int]:
+    """Median ms of the block's forward ("block") and of its two 1×1 convs alone ("in conv",
+    "out convs") on `frames` encoder frames, and the number of timed rounds."""
+    rng = np.random.default_rng(0)
+    params = block_params(rng)
+    x = jnp.asarray(rng.standard_normal((1, frames, BOTTLENECK)), jnp.float32)
+    hidden = jnp.asarray(rng.standard_normal((1, frames, HIDDEN)), jnp.float32)
+    block = jax.jit(lambda x, params: gln_block_core(x, *params, dilation))
+    matmul = jax.jit(jnp.matmul)
+    in_kernel, out_kernel = params[0]["kernel"], params[-1]["kernel"]
+    calls = {
+        "block": lambda: block(x, params).block_until_ready(),
+        "in conv": lambda: matmul(x, in_kernel).block_until_ready(),
+        "out convs": lambda: matmul(hidden, out_kernel).block_until_ready(),
+    }
+    return interleaved_ms(calls, repeats_for)
+
+
+def block_lines(block_ms: dict[str, float], frames: int, dilation: int) -> list[str]:
+    convs = block_ms["in conv"] + block_ms["out convs"]
+    return [
+        f"gLN block forward, [1, {frames}, {HIDDEN}], dilation {dilation}: "
+        f"whole block {block_ms['block']:.2f} ms; its two 1×1 convs alone {convs:.2f} ms "
+        f"({block_ms['in conv']:.2f} + {block_ms['out convs']:.2f})."
+    ]
+
+
+def matmul_shapes(frames: int) -> dict[str, tuple[int, int, int]]:
+    return {"4096³": (4096, 4096, 4096), f"[{frames}, 128] @ [128, 512]": (frames, 128, 512)}
+
+
+def measure_matmul_dtypes(
+    frames: int, repeats_for: Callable[[float], int]
+) -> tuple[dict[str, dict[str, float]], int]:
+    """GFLOP/s of a jitted `a @ b` in float32 and bfloat16 (medians, the two alternating) per
+    shape of `matmul_shapes`, and the number of timed rounds (planned on the first shape)."""
+    rng = np.random.default_rng(0)
+    matmul = jax.jit(jnp.matmul)
+    rates, repeats = {}, None
+    for label, (m, k, n) in matmul_shapes(frames).items():
+        calls = {}
+        for dtype in (jnp.float32, jnp.bfloat16):
+            a = jnp.asarray(rng.standard_normal((m, k)), dtype)
+            b = jnp.asarray(rng.standard_normal((k, n)), dtype)
+            calls[jnp.dtype(dtype).name] = lambda a=a, b=b: matmul(a, b).block_until_ready()
+        if repeats is None:  # the largest shape first: its rounds bound the others'
+            ms, repeats = interleaved_ms(calls, repeats_for)
+        else:
+            ms, _ = interleaved_ms(calls, lambda _, fixed=repeats: fixed)
+        if repeats == 0:
+            return {}, 0
+        rates[label] = {name: 2 * m * k * n / t / 1e6 for name, t in ms.items()}
+    return rates, repeats
+
+
+def matmul_table(rates: dict[str, dict[str, float]]) -> list[str]:
+    lines = ["| matmul | float32 GFLOP/s | bfloat16 GFLOP/s |", "|---|---:|---:|"]
+    for label, by_dtype in rates.items():
+        lines.append(f"| {label} | {by_dtype['float32']:.0f} | {by_dtype['bfloat16']:.0f} |")
+    return lines
 
 
 def main() -> None:
@@ -64,41 +140,10 @@ def main() -> None:
     parser.add_argument("--dilation", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
-
-    rng = np.random.default_rng(0)
-    params = block_params(rng)
-    x = jnp.asarray(rng.standard_normal((1, args.frames, BOTTLENECK)), jnp.float32)
-    hidden = jnp.asarray(rng.standard_normal((1, args.frames, HIDDEN)), jnp.float32)
-    block = jax.jit(lambda x, params: gln_block_core(x, *params, args.dilation))
-    matmul = jax.jit(jnp.matmul)
-    in_kernel, out_kernel = params[0]["kernel"], params[-1]["kernel"]
-    block_ms = interleaved_ms(
-        {
-            "block": lambda: block(x, params).block_until_ready(),
-            "in conv": lambda: matmul(x, in_kernel).block_until_ready(),
-            "out convs": lambda: matmul(hidden, out_kernel).block_until_ready(),
-        },
-        args.repeats,
-    )
-    convs = block_ms["in conv"] + block_ms["out convs"]
-    print(f"gLN block forward, [1, {args.frames}, {HIDDEN}], dilation {args.dilation}:")
-    print(f"  whole block {block_ms['block']:.2f} ms; its two 1×1 convs alone {convs:.2f} ms")
-    print(f"  ({block_ms['in conv']:.2f} + {block_ms['out convs']:.2f})\n")
-
-    shapes = {
-        "4096³": (4096, 4096, 4096),
-        f"[{args.frames}, 128] @ [128, 512]": (args.frames, 128, 512),
-    }
-    print("| matmul | float32 GFLOP/s | bfloat16 GFLOP/s |")
-    print("|---|---:|---:|")
-    for label, (m, k, n) in shapes.items():
-        calls = {}
-        for dtype in (jnp.float32, jnp.bfloat16):
-            a = jnp.asarray(rng.standard_normal((m, k)), dtype)
-            b = jnp.asarray(rng.standard_normal((k, n)), dtype)
-            calls[jnp.dtype(dtype).name] = lambda a=a, b=b: matmul(a, b).block_until_ready()
-        rates = {name: 2 * m * k * n / ms / 1e6 for name, ms in interleaved_ms(calls, 7).items()}
-        print(f"| {label} | {rates['float32']:.0f} | {rates['bfloat16']:.0f} |")
+    block_ms, _ = measure_block(args.frames, args.dilation, lambda _: args.repeats)
+    print("\n".join(block_lines(block_ms, args.frames, args.dilation)) + "\n")
+    rates, _ = measure_matmul_dtypes(args.frames, lambda _: MATMUL_REPEATS)
+    print("\n".join(matmul_table(rates)))
 
 
 if __name__ == "__main__":
