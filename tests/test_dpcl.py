@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 
 import jax
@@ -218,7 +219,19 @@ def _two_tone_batch(batch_rng, batch, samples, sample_rate=8000):
     return sources.sum(axis=1).astype(np.float32), sources.astype(np.float32)
 
 
-def test_training_reduces_the_loss():
+def _mean_si_snr_improvement(estimates, sources, mixtures):
+    """SI-SNRi (dB) of `estimates[B, 2, T]` over the mixture, best source order per example."""
+    improvements = []
+    for estimate, reference, mixture in zip(estimates, sources, mixtures, strict=True):
+        best = max(
+            np.mean(np.asarray(si_snr(estimate[list(order)], reference)))
+            for order in itertools.permutations(range(2))
+        )
+        improvements.append(best - np.mean(np.asarray(si_snr(np.stack([mixture] * 2), reference))))
+    return float(np.mean(improvements))
+
+
+def test_training_reduces_the_loss_and_separates_unseen_mixtures():
     n_fft, hop = 64, 32
     mixtures, sources = _two_tone_batch(np.random.default_rng(6), batch=8, samples=800)
     mix_stft = stft(mixtures, n_fft, hop)
@@ -226,7 +239,7 @@ def test_training_reduces_the_loss():
     Y = dpcl_targets(stft(sources, n_fft, hop))
     weights = silence_weights(mix_stft)
     model = DeepClustering(DeepClusteringConfig(embedding_dim=8, hidden=16, layers=1))
-    params = model.init(jax.random.key(7), features)
+    params = initial_params = model.init(jax.random.key(7), features)
     optimizer = optax.adam(1e-2)
 
     @jax.jit
@@ -245,6 +258,25 @@ def test_training_reduces_the_loss():
         history.append(float(loss))
     assert np.all(np.isfinite(history))
     assert min(history[-5:]) < 0.5 * history[0]
+
+    # Tone pairs the model never saw: k-means on its embeddings separates them, far better
+    # than on the untrained model's (20–32 dB against 2–5 dB over four training seeds).
+    unseen_mixtures, unseen_sources = _two_tone_batch(np.random.default_rng(17), 8, 800)
+    separate = jax.jit(
+        functools.partial(
+            separate_dpcl, n_src=2, n_fft=n_fft, hop=hop, features=lambda s: cmvn(log_magnitude(s))
+        ),
+        static_argnums=0,
+    )
+    trained = _mean_si_snr_improvement(
+        np.asarray(separate(model.apply, params, unseen_mixtures)), unseen_sources, unseen_mixtures
+    )
+    untrained = _mean_si_snr_improvement(
+        np.asarray(separate(model.apply, initial_params, unseen_mixtures)),
+        unseen_sources,
+        unseen_mixtures,
+    )
+    assert trained > 12.0 and trained > untrained + 8.0, (trained, untrained)
 
 
 # --- k-means -------------------------------------------------------------------------------

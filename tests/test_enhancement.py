@@ -64,18 +64,19 @@ def test_snr_groups():
 
 @pytest.fixture(scope="module")
 def distill_run(shared_data, tmp_path_factory):
-    """The smoke distill recipe, two steps per stage, through train.py and evaluate.py, on the
-    eight simulated devices the test session's XLA_FLAGS give (the multi-device path)."""
+    """The smoke distill recipe, 40 steps per stage, through train.py and evaluate.py, on the
+    eight simulated devices the test session's XLA_FLAGS give (the multi-device path); two
+    test utterances at each SNR."""
     workdir = tmp_path_factory.mktemp("distill")
     env = dict(os.environ)
     env["JAXSPEECH_DATA"] = str(shared_data)
     overrides = [
-        "--config.train.steps=2",
-        "--config.train.checkpoint_every=2",
-        "--config.train.eval_every=2",
+        "--config.train.steps=40",
+        "--config.train.checkpoint_every=40",
+        "--config.train.eval_every=40",
         "--config.data.valid_size=8",
         "--config.model.features.stats_batches=2",
-        "--config.eval.size=6",
+        "--config.eval.size=12",
         "--config.eval.segment_seconds=2.0",
         "--config.eval.rtf_repeats=1",
     ]
@@ -102,10 +103,15 @@ def test_distill_recipe_table(distill_run):
     assert overall["oracle IRM"]["SI-SDRi"] > 5.0
     assert overall["oracle IRM"]["PESQ"] > overall["noisy"]["PESQ"]
     assert overall["student"]["params"] <= overall["teacher"]["params"] / 4
+    lowest_snr = {r["system"]: r for r in rows if r["SNR (dB)"] == "-5"}
     for name in ("teacher", "student", "baseline"):
         row = overall[name]
         assert row["MMAC/s"] > 0 and row["RTF (CPU)"] > 0
         assert all(np.isfinite(row[k]) for k in ("PESQ", "STOI", "SI-SDR", "SI-SDRi"))
+        # Trained masks beat the noisy input where there is most noise to remove: after 40
+        # steps 1.7–3.1 dB SI-SDRi at −5 dB over three seeds, against −0.1–0.3 dB after 2
+        # (overall, every system is still slightly below the input, as in the README).
+        assert lowest_snr[name]["SI-SDRi"] > 0.75, (name, lowest_snr[name]["SI-SDRi"])
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import os
 import pathlib
 import subprocess
 import sys
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -38,20 +39,39 @@ def test_buckets_partition_values():
     assert sum(m.sum() for k, m in buckets.items() if k != "all") == values.size
 
 
+#: Per recipe: the training overrides, and what that short training must show.
+#: Conv-TasNet beats the mixture after 80 steps (1.65–1.78 dB SI-SNRi, 2.14–2.45 dB SDRi on
+#: these test mixtures over three seeds). Deep clustering needs hundreds of steps for that
+#: (still −7 to −3 dB SI-SNRi after 120; the README's 1.29 dB took 1,500), so its 20 steps
+#: must more than halve the affinity loss (0.62–0.63 to 0.25–0.27 over three seeds).
+class ShortRun(NamedTuple):
+    model_name: str
+    steps: int
+    checkpoint_every: int
+    eval_every: int
+    log_every: int
+
+
+SHORT_RUNS = {
+    "convtasnet": ShortRun("Conv-TasNet", 80, 40, 80, 20),
+    "dpcl": ShortRun("deep clustering", 20, 10, 20, 2),
+}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    ("recipe", "model_name"), [("convtasnet", "Conv-TasNet"), ("dpcl", "deep clustering")]
-)
-def test_train_then_evaluate_on_real_speech(shared_data, tmp_path, recipe, model_name):
+@pytest.mark.parametrize("recipe", list(SHORT_RUNS))
+def test_train_then_evaluate_on_real_speech(shared_data, tmp_path, recipe):
     """The README's main job, shortened: smoke recipe, a few steps, then the metric table."""
+    short = SHORT_RUNS[recipe]
+    model_name = short.model_name
     workdir = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     env["JAXSPEECH_DATA"] = str(shared_data)
     overrides = [
-        "--config.train.steps=4",
-        "--config.train.checkpoint_every=2",
-        "--config.train.eval_every=2",
-        "--config.train.log_every=2",
+        f"--config.train.steps={short.steps}",
+        f"--config.train.checkpoint_every={short.checkpoint_every}",
+        f"--config.train.eval_every={short.eval_every}",
+        f"--config.train.log_every={short.log_every}",
         "--config.data.valid_size=8",
         "--config.eval.size=8",
     ]
@@ -67,6 +87,9 @@ def test_train_then_evaluate_on_real_speech(shared_data, tmp_path, recipe, model
     assert "separation" in json.dumps(config)
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert records and all(np.isfinite(r["loss"]) for r in records if "loss" in r)
+    losses = [r["loss"] for r in records if "loss" in r]
+    if recipe == "dpcl":
+        assert min(losses[-3:]) < 0.6 * losses[0], losses
 
     out = subprocess.run(
         [sys.executable, str(REPO / "evaluate.py"), "--workdir", str(workdir)],
@@ -86,5 +109,8 @@ def test_train_then_evaluate_on_real_speech(shared_data, tmp_path, recipe, model
     assert overall["oracle IRM"]["SI-SNRi mean"] > 8.0
     assert overall["oracle IRM"]["SDRi mean"] > 8.0
     assert np.isfinite(overall[model_name]["SDRi mean"])
+    if recipe == "convtasnet":
+        assert overall[model_name]["SI-SNRi mean"] > 0.5
+        assert overall[model_name]["SDRi mean"] > 0.5
     for suffix in ("md", "csv"):
         assert (workdir / "eval" / f"test.{suffix}").stat().st_size > 0
