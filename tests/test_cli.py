@@ -42,6 +42,7 @@ ENHANCE_OVERRIDES = (
     "data.mixture.segment_seconds=0.25",
     "model.features.stats_batches=1",
     "model.estimator.hidden=8",
+    "model.teacher=None",  # the student stage alone, trained without its teacher
 )
 #: Trains one stage of a recipe: argv = recipe, stage index, workdir, overrides.
 TRAIN_STAGE = """

@@ -22,7 +22,7 @@ RECIPE = pathlib.Path(__file__).resolve().parents[1] / "configs/enhancement/dist
 def smoke_task(estimator) -> Task:
     """The smoke recipe's student task (16 kHz, 512-point window, hop 256) with `estimator`."""
     config = stages.load_recipe(f"{RECIPE}:smoke").stages[1].config
-    model = dataclasses.replace(config.model, estimator=estimator)
+    model = dataclasses.replace(config.model, estimator=estimator, teacher=None)
     return Task(dataclasses.replace(config, model=model))
 
 
