@@ -116,10 +116,17 @@ def test_a_workdir_of_another_run_is_refused_before_writing(tmp_path):
     # more steps (and other logging) resume; other settings only on purpose
     run(toy_config(steps=4, checkpoint_every=1), tmp_path)
     assert restore_run(tmp_path).step == 4
+    slower = dataclasses.replace(
+        toy_config(steps=6), optim=config_lib.OptimConfig(learning_rate=1e-4)
+    )
+    with pytest.raises(ConfigError, match=r"optim\.learning_rate \(0\.001 -> 0\.0001\)"):
+        run(slower, tmp_path)
+    assert int(run(slower, tmp_path, allow_changes=True).step) == 6
     run(toy_config(steps=6, hidden=4), tmp_path / "fresh")
-    with pytest.raises(ConfigError):
-        run(toy_config(steps=6), tmp_path / "fresh")
-    assert int(run(toy_config(steps=6), tmp_path / "fresh", allow_changes=True).step) == 6
+    # continuing on purpose with a model whose params do not fit the checkpoints is refused
+    # rather than trained afresh over them
+    with pytest.raises(UnreadableCheckpointError, match="none of the checkpoints"):
+        run(toy_config(steps=8, hidden=3), tmp_path / "fresh", allow_changes=True)
 
 
 def test_a_finished_run_says_so(tmp_path, capsys):

@@ -156,12 +156,20 @@ class Checkpointer:
 
     def restore_latest_readable(self, state: Any, data_iterator: Any) -> tuple[Any, int | None]:
         """``(restored state, step)`` of the newest checkpoint that can be read, or
-        ``(state, None)`` when there is none; an unreadable newer one is reported in one line
-        and skipped (kept on disk for inspection)."""
-        for step in sorted(self.manager.all_steps(), reverse=True):
+        ``(state, None)`` when there is no checkpoint; an unreadable newer one is reported in
+        one line and skipped (kept on disk for inspection). When checkpoints exist but none can
+        be read, the newest one's error is raised: training afresh would write over them."""
+        steps = sorted(self.manager.all_steps(), reverse=True)
+        for step in steps:
             try:
                 return self.restore(step, state, data_iterator), step
             except UnreadableCheckpointError as err:
+                if step == steps[-1]:
+                    raise UnreadableCheckpointError(
+                        f"none of the checkpoints {sorted(steps)} in {self.directory} can be "
+                        f"read into this run (the oldest: {err}); start a new run in another "
+                        "--workdir"
+                    ) from err
                 print(f"warning: {err}; trying the one before", file=sys.stderr, flush=True)
         return state, None
 
