@@ -1,17 +1,22 @@
 """Audio file I/O and validation (soundfile for WAV/FLAC/OGG, soxr for resampling).
 
 Arrays are float32. Mono audio is ``[samples]``; multichannel audio is ``[channels, samples]``
-so that the time axis is last, as everywhere else in jaxspeech.
+so that the time axis is last, as everywhere else in jaxspeech. Files are written to a
+temporary name beside the target and renamed into place (``files.atomic_output``), so an
+interrupted write leaves the earlier file, never a half-written one.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import pathlib
 
 import numpy as np
 import soundfile as sf
 import soxr
 
+from jaxspeech import files
 from jaxspeech.errors import (
     AudioFileError,
     ChannelError,
@@ -19,6 +24,9 @@ from jaxspeech.errors import (
     NonFiniteAudioError,
     SampleRateError,
 )
+
+#: The soundfile format :func:`save` writes for each extension (any letter case).
+OUTPUT_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}
 
 
 def validate(wav: np.ndarray, source: str = "audio") -> np.ndarray:
@@ -100,15 +108,36 @@ def load(
     return np.ascontiguousarray(wav, dtype=np.float32), int(sr)
 
 
-def save(path: str | os.PathLike, wav: np.ndarray, sample_rate: int) -> None:
-    """Writes ``wav`` (``[samples]`` or ``[channels, samples]``) to ``path``.
+def output_format(path: str | os.PathLike) -> str:
+    """The soundfile format :func:`save` writes to ``path`` (by its extension); raises
+    AudioFileError listing the supported extensions when it has another or none."""
+    suffix = pathlib.Path(path).suffix
+    if suffix.lower() not in OUTPUT_FORMATS:
+        found = f"extension {suffix!r}" if suffix else "no extension"
+        raise AudioFileError(
+            f"{os.fspath(path)}: {found}; audio files are written as "
+            f"{', '.join(OUTPUT_FORMATS)}: name the output with one of them"
+        )
+    return OUTPUT_FORMATS[suffix.lower()]
 
-    The format follows the extension (WAV is 16-bit PCM, FLAC 16-bit, OGG Vorbis). Samples
-    outside [-1, 1] are clipped by the integer formats, so rescale first if they may occur.
+
+def save(path: str | os.PathLike, wav: np.ndarray, sample_rate: int) -> None:
+    """Writes ``wav`` (``[samples]`` or ``[channels, samples]``) to ``path``, creating its folder.
+
+    The format follows the extension (:data:`OUTPUT_FORMATS`; WAV is 16-bit PCM, FLAC 16-bit,
+    OGG Vorbis). Samples outside [-1, 1] are clipped by the integer formats, so rescale first if
+    they may occur. The file is written to a temporary name and renamed into place; a failed
+    write (a full disk) is a one-line JaxspeechError and leaves the earlier file unchanged.
     """
+    audio_format = output_format(path)
     wav = validate(np.asarray(wav, dtype=np.float32), os.fspath(path))
     if wav.ndim > 2:
         raise ChannelError(f"{path}: expected [samples] or [channels, samples], got {wav.shape}")
     data = wav if wav.ndim == 1 else wav.T
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    sf.write(os.fspath(path), data, int(sample_rate))
+    with files.reported_write_errors(path):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with files.atomic_output(path) as temporary:
+        try:
+            sf.write(temporary, data, int(sample_rate), format=audio_format)
+        except sf.LibsndfileError as err:  # libsndfile reports a failed write, not an OSError
+            raise OSError(errno.EIO, f"{str(err).rstrip('.')} (libsndfile)") from err

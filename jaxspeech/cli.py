@@ -1,18 +1,23 @@
 """The ``jaxspeech`` command: run trained models on audio files.
 
-    jaxspeech separate MIX.wav --workdir DIR -o OUTDIR [--checkpoint best|latest|STEP]
-                               [--chunk-seconds S] [--overlap-seconds S]
-    jaxspeech enhance NOISY.wav --workdir DIR -o OUT.wav [--stage NAME] [--checkpoint ...]
-                                [--chunk-seconds S] [--overlap-seconds S]
+    jaxspeech separate MIX.wav --workdir DIR -o OUTDIR [--stage NAME]
+                               [--checkpoint best|latest|STEP] [--chunk-seconds S]
+                               [--overlap-seconds S] [--overwrite] [--quiet] [--debug]
+    jaxspeech enhance NOISY.wav --workdir DIR -o OUT.wav [the same options]
+    jaxspeech --version
 
 Each subcommand is a ``_add_<name>(subparsers)`` function that declares its arguments and sets
-``run`` to the function doing the work; bad input (a :class:`JaxspeechError`) is reported as
-one line on stderr with exit status 2.
+``run`` to the function doing the work. What can be checked without the model is checked before
+it is loaded: the input file, the task of the workdir's run, and the output paths (never the
+input; an existing file only with ``--overwrite``; a format ``audio.save`` writes; a folder that
+can be created). ``main`` runs through ``errors.run_command``: bad input (a
+:class:`JaxspeechError`) is one line on stderr with exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
 import sys
 from collections.abc import Sequence
@@ -20,11 +25,14 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
+import jaxspeech
 from jaxspeech import audio, infer
-from jaxspeech.errors import ConfigError, JaxspeechError
+from jaxspeech.errors import DEBUG_FLAG, DEBUG_HELP, ConfigError, run_command
 
 #: Largest magnitude written by ``enhance`` (16-bit PCM never clips below 1).
 OUTPUT_PEAK = 0.99
+#: The subcommand that runs the models of each task.
+COMMANDS = {"separation": "separate", "enhancement": "enhance"}
 
 
 def load_trained_model(workdir: str, checkpoint: str):
@@ -60,6 +68,77 @@ def stage_workdir(workdir: str, stage: str | None) -> pathlib.Path:
     return path
 
 
+def trained_run(workdir: str, stage: str | None, task: str):
+    """``(run_dir, config)`` of the run in ``workdir`` (see :func:`stage_workdir`), read from its
+    ``config.json`` without loading the model; ConfigError naming the command that serves the
+    run when it is not of ``task``."""
+    from jaxspeech.train.restore import read_config
+
+    run_dir = stage_workdir(workdir, stage)
+    config = read_config(run_dir)
+    if config.task != task:
+        other = COMMANDS.get(config.task)
+        served = f"`jaxspeech {other}` runs it" if other else "no jaxspeech command runs it"
+        raise ConfigError(
+            f"{run_dir} is {_quoted_with_article(config.task)} run ({served}); "
+            f"`jaxspeech {COMMANDS[task]}` needs {_quoted_with_article(task)} run "
+            f"(configs/{task}/*.py)"
+        )
+    return run_dir, config
+
+
+def _quoted_with_article(word: str) -> str:
+    """``"a 'separation'"``, ``"an 'enhancement'"``."""
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word!r}"
+
+
+def check_output_folder(folder: str | os.PathLike) -> None:
+    """Raises ConfigError when ``folder`` is a file or cannot be created because a file is in
+    its way; a missing folder is created when the first output is written."""
+    folder = pathlib.Path(folder).absolute()
+    existing = next(path for path in (folder, *folder.parents) if path.exists())
+    if existing == folder and not folder.is_dir():
+        raise ConfigError(f"{folder} is a file, not a folder; choose another output folder")
+    if not existing.is_dir():
+        raise ConfigError(
+            f"cannot create the folder {folder}: {existing} is a file; choose another output path"
+        )
+
+
+def check_output_file(path: pathlib.Path, source: str, overwrite: bool) -> None:
+    """Raises before any work when ``path`` would be written over the input ``source`` (never
+    allowed), over an existing file without ``overwrite``, in a format ``audio.save`` does not
+    write, or where its folder cannot be created."""
+    audio.output_format(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; give the output a file name")
+    if path.exists():
+        if os.path.samefile(path, source):
+            raise ConfigError(
+                f"{path} is the input {source}; write to another file (an input is never "
+                "replaced, not even with --overwrite)"
+            )
+        if not overwrite:
+            raise ConfigError(
+                f"{path} exists; pass --overwrite to replace it, or choose another name"
+            )
+    check_output_folder(path.parent)
+
+
+def report_conversion(
+    source: str, channels: int, file_rate: int, model_rate: int, quiet: bool
+) -> None:
+    """Says in one line on stderr (unless ``quiet``) that ``source`` was resampled from
+    ``file_rate`` to ``model_rate`` or downmixed from ``channels`` channels."""
+    changes = []
+    if file_rate != model_rate:
+        changes.append(f"{file_rate} Hz resampled to {model_rate} Hz")
+    if channels > 1:
+        changes.append(f"{channels} channels downmixed to mono")
+    if changes and not quiet:
+        print(f"{source}: {'; '.join(changes)}", file=sys.stderr, flush=True)
+
+
 def seconds_to_samples(seconds: float, sample_rate: int, name: str) -> int:
     """``round(seconds · sample_rate)``; raises ConfigError naming ``name`` if not positive."""
     samples = round(seconds * sample_rate)
@@ -69,9 +148,21 @@ def seconds_to_samples(seconds: float, sample_rate: int, name: str) -> int:
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workdir", required=True, help="training workdir (config.json)")
     parser.add_argument(
-        "--checkpoint", default="best", help="best, latest or a step number (default: best)"
+        "--workdir",
+        required=True,
+        help="training workdir: a run (config.json) or a multi-stage recipe (stages.json)",
+    )
+    parser.add_argument(
+        "--stage",
+        help="for a multi-stage workdir: the stage to use, one of those in its stages.json "
+        "(default: student if there is one, else the last stage)",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        default="best",
+        metavar="{best,latest,STEP}",
+        help="which checkpoint: best, latest or a step number (default: %(default)s)",
     )
 
 
@@ -92,6 +183,21 @@ def _add_chunk_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing output files (never the input file)",
+    )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="do not say on stderr that the input was resampled or downmixed (the paths "
+        "written are still printed)",
+    )
+    parser.add_argument(DEBUG_FLAG, action="store_true", help=DEBUG_HELP)
+
+
 def _check_chunk_arguments(args: argparse.Namespace) -> None:
     if not 0 < 2 * args.overlap_seconds <= args.chunk_seconds:
         raise ConfigError(
@@ -110,16 +216,25 @@ def _chunking(args: argparse.Namespace, sample_rate: int) -> dict[str, int]:
 
 def _separate(args: argparse.Namespace) -> None:
     _check_chunk_arguments(args)
-    mixture, file_rate = audio.load(args.mixture)  # fails fast, before the model is loaded
-    task, params, _, sample_rate = load_trained_model(args.workdir, args.checkpoint)
-    mixture = audio.resample(mixture, file_rate, sample_rate)
+    mixture, file_rate = audio.load(args.mixture, mono=False)  # [channels, samples]
+    run_dir, config = trained_run(args.workdir, args.stage, "separation")
+    check_output_folder(args.output_dir)
+    stem = pathlib.Path(args.mixture).stem
+    paths = [
+        pathlib.Path(args.output_dir) / f"{stem}_s{index}.wav"
+        for index in range(1, config.model.n_src + 1)
+    ]
+    for path in paths:
+        check_output_file(path, args.mixture, args.overwrite)
+    task, params, _, sample_rate = load_trained_model(str(run_dir), args.checkpoint)
+    channels = mixture.shape[0]
+    mixture = audio.resample(mixture.mean(axis=0), file_rate, sample_rate)
+    report_conversion(args.mixture, channels, file_rate, sample_rate, args.quiet)
     sources = infer.separate_long(task.separate, params, mixture, **_chunking(args, sample_rate))
     sources = np.asarray(infer.rescale_to_mixture(sources, mixture))
-    stem = pathlib.Path(args.mixture).stem
-    for index, source in enumerate(sources, start=1):
-        path = pathlib.Path(args.output_dir) / f"{stem}_s{index}.wav"
+    for path, source in zip(paths, sources, strict=True):
         audio.save(path, source, sample_rate)
-        print(path)
+        print(path, flush=True)
 
 
 def _add_separate(subparsers) -> None:
@@ -128,26 +243,31 @@ def _add_separate(subparsers) -> None:
         help="split a recording into its speakers",
         description="Separates MIXTURE with a trained separation model into "
         "OUTPUT_DIR/<stem>_s1.wav, _s2.wav, … at the model's sample rate, each at its level "
-        "in the mixture. Stereo input is downmixed, other rates are resampled.",
+        "in the mixture. Stereo input is downmixed, other rates are resampled (and said so on "
+        "stderr). Existing outputs are refused before the model runs, unless --overwrite.",
     )
     parser.add_argument("mixture", help="audio file (WAV, FLAC or OGG)")
     _add_model_arguments(parser)
-    parser.add_argument("-o", "--output-dir", required=True, help="folder for the sources")
+    parser.add_argument(
+        "-o",
+        "--output-dir",
+        required=True,
+        help="folder for the sources, created if missing (not an existing file)",
+    )
     _add_chunk_arguments(parser)
+    _add_run_arguments(parser)
     parser.set_defaults(run=_separate)
 
 
 def _enhance(args: argparse.Namespace) -> None:
     _check_chunk_arguments(args)
-    noisy, file_rate = audio.load(args.noisy)  # fails fast, before the model is loaded
-    run_dir = stage_workdir(args.workdir, args.stage)
+    noisy, file_rate = audio.load(args.noisy, mono=False)  # [channels, samples]
+    run_dir, _ = trained_run(args.workdir, args.stage, "enhancement")
+    check_output_file(pathlib.Path(args.output), args.noisy, args.overwrite)
     task, params, model_state, sample_rate = load_trained_model(str(run_dir), args.checkpoint)
-    if task.config.task != "enhancement":
-        raise ConfigError(
-            f"{run_dir} is a {task.config.task!r} run; enhance needs an enhancement run "
-            "(configs/enhancement/*.py)"
-        )
+    channels = noisy.shape[0]
     noisy = task.prepare_waveform(noisy, file_rate, args.noisy)
+    report_conversion(args.noisy, channels, file_rate, sample_rate, args.quiet)
     chunking = _chunking(args, sample_rate)
     if chunking["chunk"] <= task.n_fft // 2:
         raise ConfigError(
@@ -160,7 +280,7 @@ def _enhance(args: argparse.Namespace) -> None:
     if peak > OUTPUT_PEAK:
         enhanced = enhanced * (OUTPUT_PEAK / peak)
     audio.save(args.output, enhanced, sample_rate)
-    print(args.output)
+    print(args.output, flush=True)
 
 
 def _add_enhance(subparsers) -> None:
@@ -171,23 +291,29 @@ def _add_enhance(subparsers) -> None:
         "the model's sample rate, at the input's level (scaled down only if a sample would "
         f"exceed ±{OUTPUT_PEAK}). Stereo input is downmixed, other rates are resampled; "
         "silence stays silence; clipped input is enhanced as it is (clipping is not repaired). "
-        "Files of any length are processed in overlapping chunks.",
+        "Files of any length are processed in overlapping chunks. An existing OUTPUT is refused "
+        "before the model runs, unless --overwrite.",
     )
     parser.add_argument("noisy", help="audio file (WAV, FLAC or OGG)")
     _add_model_arguments(parser)
     parser.add_argument(
-        "--stage",
-        help="for a multi-stage workdir (stages.json): the stage to use "
-        "(default: student if there is one, else the last stage)",
+        "-o",
+        "--output",
+        required=True,
+        help=f"enhanced audio file, {', '.join(audio.OUTPUT_FORMATS)} (the format follows the "
+        "extension; its folder is created if missing)",
     )
-    parser.add_argument("-o", "--output", required=True, help="enhanced audio file")
     _add_chunk_arguments(parser)
+    _add_run_arguments(parser)
     parser.set_defaults(run=_enhance)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxspeech", description=__doc__.splitlines()[0])
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {jaxspeech.__version__}")
+    subparsers = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help="separate or enhance"
+    )
     _add_separate(subparsers)
     _add_enhance(subparsers)
     return parser
@@ -195,13 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status (0, or 2 for bad input)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    try:
-        args.run(args)
-    except JaxspeechError as err:
-        print(f"jaxspeech {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(f"jaxspeech {args.command}", lambda _: args.run(args), argv)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -12,6 +16,7 @@ from jaxspeech.errors import (
     AudioFileError,
     ChannelError,
     EmptyAudioError,
+    JaxspeechError,
     NonFiniteAudioError,
 )
 
@@ -111,3 +116,54 @@ def test_all_zero_loads(tmp_path):
 
 def test_errors_share_base_class():
     assert issubclass(NonFiniteAudioError, AudioError) and issubclass(AudioError, ValueError)
+
+
+def test_save_renames_a_complete_file_into_place(tmp_path):
+    """Saving over a file writes a new file and renames it (a new inode), not in place."""
+    path = tmp_path / "out" / "tone.WAV"  # the folder is created; any letter case
+    audio.save(path, _tone(200.0, 8000, 0.1), 8000)
+    inode = os.stat(path).st_ino
+    audio.save(path, _tone(300.0, 8000, 0.2), 8000)
+    assert os.stat(path).st_ino != inode and sf.info(path).frames == 1600
+    assert sorted(p.name for p in path.parent.iterdir()) == ["tone.WAV"]
+
+
+#: Saves argv[1] under a 20 kB file-size limit: libsndfile fails midway, as on a full disk.
+SAVE_UNDER_SIZE_LIMIT = """
+import resource, signal, sys
+import numpy as np
+from jaxspeech import audio
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+audio.save(sys.argv[1], np.full(100_000, 0.25, np.float32), 8000)
+"""
+
+
+def test_a_write_that_fails_midway_keeps_the_earlier_file(tmp_path):
+    path = tmp_path / "take.wav"
+    audio.save(path, _tone(200.0, 8000, 0.1), 8000)
+    earlier = path.read_bytes()
+    result = subprocess.run(
+        [sys.executable, "-c", SAVE_UNDER_SIZE_LIMIT, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert result.returncode != 0
+    assert f"JaxspeechError: could not write {path}: System error (libsndfile)" in result.stderr
+    assert path.read_bytes() == earlier
+    assert [p.name for p in tmp_path.iterdir()] == ["take.wav"]  # no temporary file left
+
+
+@pytest.mark.parametrize("name, found", [("out", "no extension"), ("out.mp3", "'.mp3'")])
+def test_save_needs_a_supported_extension(tmp_path, name, found):
+    with pytest.raises(AudioFileError, match=f"{found}; .* .wav, .flac, .ogg: name the output"):
+        audio.save(tmp_path / name, _tone(200.0, 8000, 0.1), 8000)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_where_a_file_blocks_the_folder(tmp_path):
+    (tmp_path / "taken").write_text("a file, not a folder")
+    with pytest.raises(JaxspeechError, match=r"could not write .*taken/x\.wav"):
+        audio.save(tmp_path / "taken" / "x.wav", _tone(200.0, 8000, 0.1), 8000)

@@ -3,6 +3,7 @@ workdirs."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import pathlib
@@ -13,7 +14,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+import jaxspeech
 from jaxspeech import audio, cli, infer
+from jaxspeech.errors import AudioFileError
 
 #: A 2-step run of the smoke recipe with an even smaller model, so the fixture is quick.
 TRAIN_OVERRIDES = (
@@ -138,6 +141,7 @@ def test_separate_short_file_at_the_model_rate(shared_data, trained, workdir, tm
         capsys, "separate", source, "--workdir", workdir, "-o", tmp_path / "out"
     )
     assert status == 0, err
+    assert err == ""  # mono at the model's rate: nothing converted, nothing said
     paths = out.splitlines()
     assert paths == [str(tmp_path / "out" / f"0_george_0_s{i}.wav") for i in (1, 2)]
     task, params, rate = trained
@@ -171,6 +175,7 @@ def test_separate_long_resampled_stereo_file(shared_data, trained, workdir, tmp_
     )
     assert status == 0, err
     rate = trained[2]
+    assert err == f"{stereo}: {file_rate} Hz resampled to {rate} Hz; 2 channels downmixed to mono\n"
     mixture, _ = audio.load(stereo, sample_rate=rate)  # the downmix, resampled
     np.testing.assert_allclose(
         mixture, audio.resample((left + right) / 2, file_rate, rate), atol=1e-4
@@ -349,3 +354,163 @@ def test_enhance_needs_an_enhancement_run(workdir, enhance_workdir, tmp_path, ca
         capsys, "enhance", path, "--workdir", single, "--stage", "student", "-o", tmp_path / "o"
     )
     assert status == 2 and "is a single run" in err
+
+
+def test_quiet_keeps_the_conversion_to_itself(enhance_workdir, tmp_path, capsys):
+    path = tmp_path / "stereo.wav"
+    sf.write(path, np.zeros((4000, 2), np.float32), 8000)
+    argv = ("enhance", path, "--workdir", enhance_workdir, "-o", tmp_path / "o.wav", "--overwrite")
+    status, out, err = run_cli(capsys, *argv)
+    assert status == 0 and out == f"{tmp_path / 'o.wav'}\n"
+    assert err == f"{path}: 8000 Hz resampled to 16000 Hz; 2 channels downmixed to mono\n"
+    status, out, err = run_cli(capsys, *argv, "--quiet")
+    assert status == 0 and out == f"{tmp_path / 'o.wav'}\n" and err == ""
+
+
+def test_no_command_writes_over_its_input(workdir, enhance_workdir, tmp_path, capsys):
+    """Not by name, nor through another spelling or a link, nor with --overwrite."""
+    victim = _write_wav(tmp_path / "victim.wav", np.ones(999) * 0.1)
+    recording = victim.read_bytes()
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link.wav").symlink_to(victim)
+    for output, extra in [
+        (victim, ()),
+        (victim, ("--overwrite",)),
+        (tmp_path / "sub" / ".." / "victim.wav", ("--overwrite",)),
+        (tmp_path / "link.wav", ("--overwrite",)),
+    ]:
+        status, out, err = run_cli(
+            capsys, "enhance", victim, "--workdir", enhance_workdir, "-o", output, *extra
+        )
+        assert_one_line_error(status, out, err, "enhance", f"{output} is the input {victim}")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "victim_s1.wav").symlink_to(victim)
+    status, out, err = run_cli(
+        capsys, "separate", victim, "--workdir", workdir, "-o", tmp_path / "out", "--overwrite"
+    )
+    assert_one_line_error(status, out, err, "separate", "victim_s1.wav is the input")
+    assert victim.read_bytes() == recording
+
+
+def test_existing_outputs_are_refused_before_the_model_is_loaded(
+    workdir, enhance_workdir, tmp_path, capsys
+):
+    """With a checkpoint that does not exist: the refusal comes first, so nothing was loaded."""
+    mix = _write_wav(tmp_path / "mix.wav", np.ones(999) * 0.1)
+    earlier = _write_wav(tmp_path / "earlier.wav", np.ones(99) * 0.2)
+    (tmp_path / "out").mkdir()
+    second = _write_wav(tmp_path / "out" / "mix_s2.wav", np.ones(99) * 0.3)
+    kept = earlier.read_bytes(), second.read_bytes()
+    model = ("--checkpoint", "7")
+    status, out, err = run_cli(
+        capsys, "enhance", mix, "--workdir", enhance_workdir, "-o", earlier, *model
+    )
+    assert_one_line_error(status, out, err, "enhance", f"{earlier} exists; pass --overwrite")
+    status, out, err = run_cli(
+        capsys, "separate", mix, "--workdir", workdir, "-o", tmp_path / "out", *model
+    )
+    assert_one_line_error(status, out, err, "separate", f"{second} exists; pass --overwrite")
+    status, out, err = run_cli(
+        capsys, "separate", mix, "--workdir", workdir, "-o", earlier, "--overwrite", *model
+    )
+    assert_one_line_error(status, out, err, "separate", f"{earlier} is a file, not a folder")
+    assert (earlier.read_bytes(), second.read_bytes()) == kept
+    # with --overwrite the same commands get as far as the checkpoint
+    status, out, err = run_cli(
+        capsys, "enhance", mix, "--workdir", enhance_workdir, "-o", earlier, "--overwrite", *model
+    )
+    assert_one_line_error(status, out, err, "enhance", "no checkpoint")
+
+
+def test_overwrite_replaces_earlier_outputs(workdir, enhance_workdir, tmp_path, capsys):
+    tone = _write_wav(tmp_path / "tone.wav", 0.1 * np.sin(np.arange(4000) * 0.3))
+    earlier = _write_wav(tmp_path / "o.wav", np.ones(99) * 0.2)
+    status, _, err = run_cli(
+        capsys, "enhance", tone, "--workdir", enhance_workdir, "-o", earlier, "--overwrite"
+    )
+    assert status == 0, err
+    assert sf.info(earlier).frames == 8000 and sf.info(earlier).samplerate == 16000
+    (tmp_path / "out").mkdir()
+    first = _write_wav(tmp_path / "out" / "tone_s1.wav", np.ones(99) * 0.3)
+    status, out, err = run_cli(
+        capsys, "separate", tone, "--workdir", workdir, "-o", tmp_path / "out", "--overwrite"
+    )
+    assert status == 0, err
+    assert out.splitlines() == [str(first), str(tmp_path / "out" / "tone_s2.wav")]
+    assert sf.info(first).frames == 4000
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["tone_s1.wav", "tone_s2.wav"]
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("out", "out: no extension; audio files are written as .wav, .flac, .ogg"),
+        ("out.mp3", "out.mp3: extension '.mp3'; audio files are written as .wav, .flac, .ogg"),
+        ("taken.wav/out.wav", "taken.wav is a file, not a folder; choose another output folder"),
+        ("taken.wav/sub/out.wav", "taken.wav is a file; choose another output path"),
+        ("folder.wav", "folder.wav is a folder; give the output a file name"),
+    ],
+)
+def test_enhance_output_path_is_checked_before_the_model_is_loaded(
+    enhance_workdir, tmp_path, capsys, name, message
+):
+    noisy = _write_wav(tmp_path / "taken.wav", np.ones(999) * 0.1)
+    (tmp_path / "folder.wav").mkdir()
+    status, out, err = run_cli(
+        capsys, "enhance", noisy, "--workdir", enhance_workdir, "-o", tmp_path / name,
+        "--checkpoint", "7",
+    )  # fmt: skip
+    assert_one_line_error(status, out, err, "enhance", message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.wav", "taken.wav"]
+
+
+def test_separate_output_folder_behind_a_file(workdir, tmp_path, capsys):
+    mix = _write_wav(tmp_path / "mix.wav", np.ones(999) * 0.1)
+    status, out, err = run_cli(
+        capsys, "separate", mix, "--workdir", workdir, "-o", tmp_path / "mix.wav" / "out"
+    )
+    assert_one_line_error(status, out, err, "separate", f"{mix} is a file; choose another")
+
+
+def test_a_workdir_of_the_other_task_names_its_command(workdir, enhance_workdir, tmp_path, capsys):
+    path = _write_wav(tmp_path / "ok.wav", np.ones(999) * 0.1)
+    status, out, err = run_cli(
+        capsys, "separate", path, "--workdir", enhance_workdir, "-o", tmp_path / "out"
+    )
+    assert_one_line_error(
+        status, out, err, "separate",
+        f"{enhance_workdir / 'student'} is an 'enhancement' run (`jaxspeech enhance` runs it); "
+        "`jaxspeech separate` needs a 'separation' run",
+    )  # fmt: skip
+    status, out, err = run_cli(
+        capsys, "enhance", path, "--workdir", workdir, "-o", tmp_path / "o.wav"
+    )
+    assert_one_line_error(
+        status, out, err, "enhance",
+        f"{workdir} is a 'separation' run (`jaxspeech separate` runs it); "
+        "`jaxspeech enhance` needs an 'enhancement' run",
+    )  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.wav"]
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"jaxspeech {jaxspeech.__version__}\n"
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    with pytest.raises(AudioFileError, match=r"gone\.flac: no such file"):
+        cli.main(["separate", str(tmp_path / "gone.flac"), "--workdir", str(tmp_path), "-o",
+                  str(tmp_path), "--debug"])  # fmt: skip
+
+
+def test_every_option_has_help():
+    parser = cli.build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert sorted(commands.choices) == ["enhance", "separate"]
+    for command in [parser, *commands.choices.values()]:
+        for action in command._actions:
+            assert action.help, f"{command.prog} {action.option_strings or action.dest}"
+    assert "best, latest or a step number" in commands.choices["separate"].format_help()
