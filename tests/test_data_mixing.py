@@ -11,6 +11,7 @@ import pickle
 import numpy as np
 import pytest
 import soundfile as sf
+from synthetic import tone, write_tone_corpus
 
 from jaxspeech.audio import load
 from jaxspeech.data.corpus import audio_files, group_by_speaker, scan_corpus
@@ -22,27 +23,12 @@ TONES = {"s0": 300.0, "s1": 550.0, "s2": 800.0, "s3": 1050.0, "s4": 1300.0}
 SECONDS = (0.3, 1.0, 1.6)  # 0.3 s is shorter than the 0.5 s segment: zero padding
 
 
-def _tone(freq, seconds, phase=0.0):
-    t = np.arange(round(seconds * FILE_RATE)) / FILE_RATE
-    return (0.3 * np.sin(2 * np.pi * freq * t + phase)).astype(np.float32)
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """``(root, speakers, noises, rirs)`` of synthetic 16 kHz files."""
-    root = tmp_path_factory.mktemp("corpus")
-    for spk, freq in TONES.items():
-        (root / "speech" / spk).mkdir(parents=True)
-        for k, seconds in enumerate(SECONDS):
-            sf.write(root / "speech" / spk / f"{k}.wav", _tone(freq, seconds, k), FILE_RATE)
-    noise_rng = np.random.default_rng(1)
-    (root / "noise").mkdir()
-    sf.write(root / "noise" / "long.wav", 0.1 * noise_rng.standard_normal(24000), FILE_RATE)
-    sf.write(root / "noise" / "short.wav", 0.1 * noise_rng.standard_normal(3000), FILE_RATE)
-    (root / "rir").mkdir()
-    decay = np.exp(-np.arange(800) / 120.0) * noise_rng.standard_normal(800)
-    decay[0] = 1.0
-    sf.write(root / "rir" / "room.wav", (0.5 * decay).astype(np.float32), FILE_RATE)
+    root = write_tone_corpus(
+        tmp_path_factory.mktemp("corpus"), TONES, SECONDS, FILE_RATE, {"long": 24000, "short": 3000}
+    )
     speakers = group_by_speaker(scan_corpus(root / "speech"))
     return root, speakers, audio_files(root / "noise"), audio_files(root / "rir")
 
@@ -186,7 +172,7 @@ def test_first_source_is_kept_and_others_differ(corpus, audio):
 def test_silent_crops_are_redrawn(tmp_path, audio):
     """A 2.5 s file with speech only in its last 0.3 s: crops must reach the speech."""
     wav = np.zeros(round(2.5 * FILE_RATE), np.float32)
-    wav[-round(0.3 * FILE_RATE) :] = _tone(400.0, 0.3)
+    wav[-round(0.3 * FILE_RATE) :] = tone(400.0, 0.3, FILE_RATE)
     sf.write(tmp_path / "0_late_0.wav", wav, FILE_RATE)
     speakers = group_by_speaker(scan_corpus(tmp_path))
     late = audio(tmp_path / "0_late_0.wav")

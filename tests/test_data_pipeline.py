@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+from synthetic import batches_equal, take
 
 from jaxspeech.audio import load
 from jaxspeech.data.corpus import audio_files, group_by_speaker, scan_corpus
@@ -40,20 +41,9 @@ def data(shared_data):
     return utts, audio_files(shared_data / "noise"), audio_files(shared_data / "rir")
 
 
-def _take(ds, n, state=None):
-    it = iter(ds)
-    if state is not None:
-        it.set_state(state)
-    return [next(it) for _ in range(n)]
-
-
-def _equal(a, b):
-    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
-
-
 def test_batches_determinism_and_shapes(data):
     utts, noises, rirs = data
-    first = _take(mixture_dataset(CFG, utts, noises, rirs, seed=3, batch_size=4, n_src=2), 2)
+    first = take(mixture_dataset(CFG, utts, noises, rirs, seed=3, batch_size=4, n_src=2), 2)
     assert {k: v.shape for k, v in first[0].items()} == {
         "mixture": (4, 4000),
         "sources": (4, 2, 4000),
@@ -65,9 +55,9 @@ def test_batches_determinism_and_shapes(data):
     for batch in first:
         np.testing.assert_array_equal(batch["mixture"], batch["sources"].sum(1) + batch["noise"])
         assert np.abs(batch["mixture"]).max() <= 0.9 + 1e-6
-    again = _take(mixture_dataset(CFG, list(reversed(utts)), noises, rirs, 3, 4, n_src=2), 2)
-    assert all(_equal(a, b) for a, b in zip(first, again, strict=True))
-    other = _take(mixture_dataset(CFG, utts, noises, rirs, 4, 4, n_src=2), 1)
+    again = take(mixture_dataset(CFG, list(reversed(utts)), noises, rirs, 3, 4, n_src=2), 2)
+    assert all(batches_equal(a, b) for a, b in zip(first, again, strict=True))
+    other = take(mixture_dataset(CFG, utts, noises, rirs, 4, 4, n_src=2), 1)
     assert not np.array_equal(first[0]["mixture"], other[0]["mixture"])
 
 
@@ -80,15 +70,15 @@ def test_state_restore_gives_the_same_next_batch(data):
     state = it.get_state()
     expected = [next(it) for _ in range(2)]
     fresh = mixture_dataset(CFG, utts, noises, rirs, seed=0, batch_size=2, n_src=2)
-    resumed = _take(fresh, 2, state=state)
-    assert all(_equal(a, b) for a, b in zip(expected, resumed, strict=True))
+    resumed = take(fresh, 2, state=state)
+    assert all(batches_equal(a, b) for a, b in zip(expected, resumed, strict=True))
 
 
 def test_process_shards_partition_the_global_stream(data):
     utts, noises, rirs = data
-    whole = _take(mixture_dataset(CFG, utts, noises, rirs, 1, batch_size=4, n_src=2), 2)
+    whole = take(mixture_dataset(CFG, utts, noises, rirs, 1, batch_size=4, n_src=2), 2)
     shards = [
-        _take(
+        take(
             mixture_dataset(
                 CFG, utts, noises, rirs, 1, 4, process_index=p, process_count=2, n_src=2
             ),
@@ -140,7 +130,7 @@ def test_fixed_set_snr_grid_and_round_trip(data, tmp_path):
         assert snr == pytest.approx(grid[i % 4], abs=1e-3)
         assert len(set(ex["info"]["speakers"])) == 2
     same = fixed_mixture_set(CFG, utts, noises, rirs, n=6, seed=7, snrs=grid, n_src=2)
-    assert all(_equal(_arrays(a), _arrays(b)) for a, b in zip(examples, same, strict=True))
+    assert all(batches_equal(_arrays(a), _arrays(b)) for a, b in zip(examples, same, strict=True))
     other = fixed_mixture_set(CFG, utts, noises, rirs, n=6, seed=8, snrs=grid, n_src=2)
     assert not np.array_equal(examples[0]["mixture"], other[0]["mixture"])
 
@@ -150,7 +140,7 @@ def test_fixed_set_snr_grid_and_round_trip(data, tmp_path):
     ]  # fmt: skip
     back = read_mixture_set(out)
     for ex, loaded in zip(examples, back, strict=True):
-        assert _equal(_arrays(ex), _arrays(loaded))
+        assert batches_equal(_arrays(ex), _arrays(loaded))
         assert loaded["info"] == ex["info"]
     with open(out / "manifest.csv") as f:
         rows = list(csv.DictReader(f))
@@ -224,7 +214,9 @@ def test_mixture_data_splits_sets_and_errors(shared_data):
     again = MixtureData(dataclasses.replace(cfg, mixture=perturbed), 4, 2).fixed_set(
         "test", 3, seconds=0.5
     )
-    assert all(_equal(_arrays_of(a), _arrays_of(b)) for a, b in zip(test_set, again, strict=True))
+    assert all(
+        batches_equal(_arrays_of(a), _arrays_of(b)) for a, b in zip(test_set, again, strict=True)
+    )
     valid = data.valid_batches()
     assert len(valid) == cfg.valid_size // 4 and valid[0]["sources"].shape == (4, 2, 2000)
     batch = next(iter(data.train_dataset(seed=0)))

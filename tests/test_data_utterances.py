@@ -10,7 +10,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-import soundfile as sf
+from synthetic import batches_equal, take, write_tone_corpus
 
 from jaxspeech.audio import load
 from jaxspeech.data.corpus import group_by_speaker, scan_corpus
@@ -28,27 +28,12 @@ TONES = {f"s{k}": 300.0 + 250.0 * k for k in range(6)}
 SECONDS = (0.3, 1.0, 1.6)  # 0.3 s is shorter than the 0.5 s crop: zero padding
 
 
-def _tone(freq, seconds, phase=0.0):
-    t = np.arange(round(seconds * FILE_RATE)) / FILE_RATE
-    return (0.3 * np.sin(2 * np.pi * freq * t + phase)).astype(np.float32)
-
-
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     """A data root with ``speech/<speaker>/*.wav`` tones, ``noise/`` and ``rir/``."""
-    root = tmp_path_factory.mktemp("data")
-    for spk, freq in TONES.items():
-        (root / "speech" / spk).mkdir(parents=True)
-        for k, seconds in enumerate(SECONDS):
-            sf.write(root / "speech" / spk / f"{k}.wav", _tone(freq, seconds, k), FILE_RATE)
-    noise_rng = np.random.default_rng(1)
-    (root / "noise").mkdir()
-    sf.write(root / "noise" / "short.wav", 0.1 * noise_rng.standard_normal(3000), FILE_RATE)
-    (root / "rir").mkdir()
-    decay = np.exp(-np.arange(800) / 120.0) * noise_rng.standard_normal(800)
-    decay[0] = 1.0
-    sf.write(root / "rir" / "room.wav", (0.5 * decay).astype(np.float32), FILE_RATE)
-    return root
+    return write_tone_corpus(
+        tmp_path_factory.mktemp("data"), TONES, SECONDS, FILE_RATE, {"short": 3000}
+    )
 
 
 def _cfg(root, **kw):
@@ -118,24 +103,13 @@ def test_crops_reverb_and_noise_match_reference(root):
     np.testing.assert_array_equal(again["audio"], first["audio"])
 
 
-def _take(ds, n, state=None):
-    it = iter(ds)
-    if state is not None:
-        it.set_state(state)
-    return [next(it) for _ in range(n)]
-
-
-def _equal(a, b):
-    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
-
-
 def test_training_stream_labels_epochs_and_determinism(root):
     data = UtteranceData(_cfg(root), batch_size=2)
     train_speakers = sorted({u.speaker for u in data.splits["train"]})
     assert data.speaker_ids == {s: i for i, s in enumerate(train_speakers)}
     assert data.num_speakers == 4 and len(data.splits["train"]) == 12
     names = {i: s for s, i in data.speaker_ids.items()}
-    batches = _take(data.train_dataset(seed=3), 12)  # two epochs of 12 crops
+    batches = take(data.train_dataset(seed=3), 12)  # two epochs of 12 crops
     assert {k: (v.shape, v.dtype) for k, v in batches[0].items()} == {
         "audio": ((2, 4000), np.float32),
         "speaker": ((2,), np.int32),
@@ -146,9 +120,9 @@ def test_training_stream_labels_epochs_and_determinism(root):
             assert _dominant_hz(crop) == pytest.approx(TONES[names[int(label)]], abs=2.0)
     counts = [sorted(labels[:12]), sorted(labels[12:])]  # each utterance once per epoch
     assert counts[0] == counts[1] == sorted(list(range(4)) * 3)
-    again = _take(data.train_dataset(seed=3), 12)
-    assert all(_equal(a, b) for a, b in zip(batches, again, strict=True))
-    other = _take(data.train_dataset(seed=4), 1)
+    again = take(data.train_dataset(seed=3), 12)
+    assert all(batches_equal(a, b) for a, b in zip(batches, again, strict=True))
+    other = take(data.train_dataset(seed=4), 1)
     assert not np.array_equal(other[0]["audio"], batches[0]["audio"])
 
 
@@ -173,10 +147,10 @@ def test_state_restore_and_process_shards(root):
         next(it)
     state = it.get_state()
     expected = [next(it) for _ in range(2)]
-    resumed = _take(data.train_dataset(seed=1), 2, state=state)
-    assert all(_equal(a, b) for a, b in zip(expected, resumed, strict=True))
-    whole = _take(data.train_dataset(seed=1), 2)
-    shards = [_take(data.train_dataset(p, 2, seed=1), 2) for p in range(2)]
+    resumed = take(data.train_dataset(seed=1), 2, state=state)
+    assert all(batches_equal(a, b) for a, b in zip(expected, resumed, strict=True))
+    whole = take(data.train_dataset(seed=1), 2)
+    shards = [take(data.train_dataset(p, 2, seed=1), 2) for p in range(2)]
     for step in range(2):
         for p in range(2):
             for key, value in shards[p][step].items():
@@ -202,7 +176,7 @@ def test_eval_sets_whole_and_fixed_crops(root):
     assert any(e["info"]["start"] < 0 for e in valid) and any(e["info"]["start"] > 0 for e in valid)
     augmented = _cfg(root, eval_seconds=0.5, noise="noise", noise_snr_db_range=(0.0, 5.0))
     again = UtteranceData(augmented, batch_size=2).eval_set("valid")  # always clean
-    assert all(_equal(a, b) for a, b in zip(valid, again, strict=True))
+    assert all(batches_equal(a, b) for a, b in zip(valid, again, strict=True))
     reseeded = UtteranceData(_cfg(root, eval_seconds=0.5, split_seed=1), 2).eval_set("valid")
     assert [e["info"] for e in reseeded] != [e["info"] for e in valid]
 
@@ -265,7 +239,7 @@ def test_real_speechocean_with_noise_and_reverb(shared_data):
     speakers = {k: {u.speaker for u in v} for k, v in data.splits.items()}
     assert not speakers["train"] & speakers["test"] and not speakers["valid"] & speakers["test"]
     assert len(data.noises) == 8 and len(data.rirs) == 4
-    (batch,) = _take(data.train_dataset(seed=0), 1)
+    (batch,) = take(data.train_dataset(seed=0), 1)
     assert batch["audio"].shape == (8, 32000) and np.all(np.isfinite(batch["audio"]))
     assert np.all((batch["speaker"] >= 0) & (batch["speaker"] < 120))
     test = data.eval_set("test")

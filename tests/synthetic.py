@@ -1,0 +1,48 @@
+"""Small synthetic corpora and stream helpers shared by the data tests."""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+import soundfile as sf
+
+
+def tone(freq: float, seconds: float, rate: int, phase: float = 0.0) -> np.ndarray:
+    """A 0.3-amplitude sine ``[round(seconds · rate)]`` float32."""
+    t = np.arange(round(seconds * rate)) / rate
+    return (0.3 * np.sin(2 * np.pi * freq * t + phase)).astype(np.float32)
+
+
+def write_tone_corpus(
+    root: pathlib.Path, tones: dict[str, float], seconds, rate: int, noise_samples: dict[str, int]
+) -> pathlib.Path:
+    """``root/speech/<speaker>/<k>.wav`` (one tone per speaker, one file per duration in
+    ``seconds``), ``root/noise/<name>.wav`` (Gaussian noise of the given lengths) and one
+    decaying ``root/rir/room.wav``, all at ``rate``; returns ``root``."""
+    for speaker, freq in tones.items():
+        (root / "speech" / speaker).mkdir(parents=True)
+        for k, length in enumerate(seconds):
+            sf.write(root / "speech" / speaker / f"{k}.wav", tone(freq, length, rate, k), rate)
+    noise_rng = np.random.default_rng(1)
+    (root / "noise").mkdir()
+    for name, samples in noise_samples.items():
+        sf.write(root / "noise" / f"{name}.wav", 0.1 * noise_rng.standard_normal(samples), rate)
+    (root / "rir").mkdir()
+    decay = np.exp(-np.arange(800) / 120.0) * noise_rng.standard_normal(800)
+    decay[0] = 1.0
+    sf.write(root / "rir" / "room.wav", (0.5 * decay).astype(np.float32), rate)
+    return root
+
+
+def take(dataset, n: int, state=None) -> list:
+    """The first ``n`` items of a fresh iterator of ``dataset`` (from ``state`` when given)."""
+    iterator = iter(dataset)
+    if state is not None:
+        iterator.set_state(state)
+    return [next(iterator) for _ in range(n)]
+
+
+def batches_equal(a: dict, b: dict) -> bool:
+    """Same keys and equal arrays."""
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
