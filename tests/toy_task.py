@@ -91,13 +91,13 @@ def train_stream(config, process_index: int, process_count: int, seed: int, tran
     """The training batches of this process (see the module docstring)."""
     batch_size = config.train.batch_size
     local = batch_size // process_count
-    nan_batches = set(getattr(config.data, "nan_batches", ()))
+    nan_batches = set(config.data.nan_batches)
 
     def make_batch(k: int, indices: np.ndarray) -> dict[str, np.ndarray]:
         batch = examples(seed, indices[process_index * local : (process_index + 1) * local])
         if k in nan_batches:
             batch["x"][0, 0] = np.nan
-        time.sleep(getattr(config.data, "delay_seconds", 0.0))
+        time.sleep(config.data.delay_seconds)
         return transform(batch) if transform else batch
 
     stream = grain.MapDataset.range(1 << 30).batch(batch_size)
