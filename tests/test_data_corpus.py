@@ -19,6 +19,7 @@ from jaxspeech.data.corpus import (
     resolve_data_root,
     scan_corpus,
     speaker_metadata,
+    speaker_subset,
     split_speakers,
 )
 from jaxspeech.errors import AudioFileError, ConfigError
@@ -54,6 +55,14 @@ def test_layouts_speakers_labels_and_headers(tmp_path):
         ("jackson", "0", 800),
         ("george", "7", 2400),
     ]
+    arctic = tmp_path / "arctic"
+    _write(arctic / "cmu_arctic_us_aew_a0001.wav")
+    _write(arctic / "cmu_arctic_us_axb_b0002.wav")
+    _write(arctic / "arctic_a0010.wav")  # a prompt without a speaker: left out
+    assert [u.speaker for u in scan_corpus(arctic)] == ["aew", "axb"]
+    (arctic / "cmu_arctic_us_aew_a0001.wav").rename(arctic / "cmu_arctic_aew.wav")
+    with pytest.raises(ConfigError, match="cmu_arctic_us_<speaker>_<utterance>"):
+        scan_corpus(arctic)
     both = scan_corpus([flat, nested])
     assert both == sorted(flat_utts + utts)
     assert list(group_by_speaker(both)) == ["alice", "bob", "george", "jackson"]
@@ -170,6 +179,11 @@ def test_real_scan(shared_data, real_corpus):
     assert {u.speaker for u in libri if u.gender == "M"} == {*"1688 2033 2414 2609 3005".split()}
     assert {u.gender for u in fsdd} == {None}
     assert scan_corpus(shared_data / "fsdd" / "recordings") == fsdd
+
+
+def test_real_arctic_speakers(shared_data):
+    utts = scan_corpus(shared_data / "arctic")
+    assert [u.speaker for u in utts] == ["aew"] * 3 + ["axb"] * 3
 
 
 def test_real_split_disjoint_and_deterministic(real_corpus):
@@ -334,3 +348,20 @@ def test_real_speechocean_genders_ages_and_stratified_split(shared_data):
                 if s in split_speakers_of
             )
             assert abs(in_split - share * in_corpus) <= 1, (name, stratum)
+
+
+def test_speaker_subset_is_stratified_nested_and_checked():
+    utts = [
+        Utterance(f"/c/{g}{a}{i}/u.wav", f"{g}{a}{i}", None, 8000, 8000, g, age)
+        for g in "FM"
+        for a, age in (("c", 9), ("a", 30))
+        for i in range(10)
+    ]
+    small, large = speaker_subset(utts, 8, seed=3), speaker_subset(utts, 20, seed=3)
+    assert {u.speaker for u in small} <= {u.speaker for u in large}
+    strata = [(u.gender, age_group(u.age)) for u in small]
+    assert all(strata.count(key) == 2 for key in set(strata)) and len(set(strata)) == 4
+    assert speaker_subset(utts, 40) == sorted(utts)
+    for bad in (0, 41):
+        with pytest.raises(ConfigError, match="1 to 40"):
+            speaker_subset(utts, bad)

@@ -28,9 +28,9 @@ def get_config(variant: str = "") -> SeparationConfig:
     config = SeparationConfig(
         model=ConvTasNetConfig(n_src=2),
         data=MixtureDataConfig(
-            speech=("librispeech", "fsdd/recordings"),
+            speech=("librispeech", "fsdd/recordings", "speechocean762", "arctic"),
             mixture=MixtureConfig(sample_rate=8000, segment_seconds=4.0, speed_range=(0.8, 1.2)),
-            split_fractions=(0.6, 0.2, 0.2),
+            split_fractions=(0.8, 0.1, 0.1),
         ),
         eval=SeparationEvalConfig(),
         optim=OptimConfig(name="adam", learning_rate=1e-3, clip_norm=5.0),

@@ -7,6 +7,9 @@ Supported layouts (detected per root folder):
   LibriSpeech way (``<speaker>-<chapter>-<utterance>``) take the speaker from the name, so a
   root one level up (``LibriSpeech/`` holding ``train-clean-100/``, ``dev-clean/``) works too.
 * flat, Free-Spoken-Digit style: ``root/<label>_<speaker>_<n>.wav`` (the label is the digit).
+* flat, CMU ARCTIC style: ``root/cmu_arctic_us_<speaker>_<utterance>.wav`` (e.g.
+  ``cmu_arctic_us_aew_a0001``). ARCTIC prompts without a speaker (``arctic_a0010.wav``, the
+  name the CMU release gives every speaker's files) are left out: their speaker is unknown.
 
 Speaker metadata come from a speaker table in the root, below it or in a folder above it:
 LibriSpeech's ``SPEAKERS.TXT`` (``ID | SEX | ...``: genders) or speechocean762's
@@ -42,6 +45,8 @@ SPLITS = ("train", "valid", "test")
 
 _LIBRISPEECH_NAME = re.compile(r"^(?P<speaker>\d+)-(?P<chapter>\d+)-(?P<utterance>\d+)$")
 _FLAT_NAME = re.compile(r"^(?P<label>[^_]+)_(?P<speaker>[^_]+)_(?P<n>\d+)$")
+_ARCTIC_NAME = re.compile(r"^cmu_arctic_us_(?P<speaker>[a-z]+)_(?P<utterance>[ab]\d{4})$")
+_UNLABELLED_ARCTIC_NAME = re.compile(r"^arctic_[ab]\d{4}$")
 _LIBRISPEECH_TABLE, _TSV_TABLE = "SPEAKERS.TXT", "SPEAKERS.tsv"
 _TSV_COLUMNS = ("speaker", "gender", "age")
 #: Age groups of the speaker split: under 13, 13 to 17, 18 and over (upper bounds, exclusive).
@@ -109,17 +114,23 @@ def audio_files(root: str | os.PathLike) -> list[str]:
     return files
 
 
-def _speaker_and_label(root: pathlib.Path, path: str) -> tuple[str, str | None]:
-    """Speaker and label of ``path`` under the layout rules of the module docstring."""
+def _speaker_and_label(root: pathlib.Path, path: str) -> tuple[str, str | None] | None:
+    """Speaker and label of ``path`` under the layout rules of the module docstring; None for
+    a file whose speaker is unknown (an unlabelled ARCTIC prompt)."""
     rel = pathlib.Path(path).relative_to(root)
     stem = rel.stem
     if len(rel.parts) == 1:
+        if _UNLABELLED_ARCTIC_NAME.match(stem):
+            return None
+        match = _ARCTIC_NAME.match(stem)
+        if match is not None:
+            return match["speaker"], None
         match = _FLAT_NAME.match(stem)
         if match is None:
             raise ConfigError(
                 f"{path}: a file directly in {root} must be named <label>_<speaker>_<n> "
-                "(flat spoken-digit layout); otherwise put each speaker's files in a "
-                "folder named after the speaker"
+                "(spoken digits) or cmu_arctic_us_<speaker>_<utterance> (ARCTIC); otherwise "
+                "put each speaker's files in a folder named after the speaker"
             )
         return match["speaker"], match["label"]
     match = _LIBRISPEECH_NAME.match(stem)
@@ -199,7 +210,10 @@ def scan_corpus(roots: str | os.PathLike | Iterable[str | os.PathLike]) -> list[
     for root in roots:
         metadata = speaker_metadata(root)
         for path in audio_files(root):
-            speaker, label = _speaker_and_label(root, path)
+            named = _speaker_and_label(root, path)
+            if named is None:
+                continue
+            speaker, label = named
             num_samples, sample_rate = _header(path)
             info = metadata.get(speaker, SpeakerInfo(None, None))
             utterances.append(
@@ -226,6 +240,12 @@ def _stratified_order(strata: Sequence[Hashable], rng: np.random.Generator) -> n
         shuffled = members[rng.permutation(len(members))]
         positions[shuffled] = (np.arange(len(members)) + 0.5) / len(members) + rank * 1e-9
     return np.argsort(positions, kind="stable")
+
+
+def _stratified_speaker_order(groups: dict[str, list[Utterance]], seed: int) -> np.ndarray:
+    """``_stratified_order`` of the speakers of ``groups`` by (gender, age group)."""
+    strata = [(utts[0].gender, age_group(utts[0].age)) for utts in groups.values()]
+    return _stratified_order(strata, np.random.default_rng(seed))
 
 
 def split_sizes(n: int, fractions: Sequence[float], what: str, items: str) -> tuple[int, int, int]:
@@ -297,13 +317,33 @@ def split_speakers(
     groups = group_by_speaker(utterances)
     speakers = list(groups)
     sizes = split_sizes(len(speakers), fractions, "split_speakers", "speakers")
-    strata = [(groups[s][0].gender, age_group(groups[s][0].age)) for s in speakers]
-    order = _stratified_order(strata, np.random.default_rng(seed))
+    order = _stratified_speaker_order(groups, seed)
     bounds = np.cumsum([0, *sizes])
     return {
         name: sorted(u for i in order[bounds[k] : bounds[k + 1]] for u in groups[speakers[i]])
         for k, name in enumerate(SPLITS)
     }
+
+
+def speaker_subset(
+    utterances: Sequence[Utterance], n_speakers: int, seed: int = 0
+) -> list[Utterance]:
+    """The utterances of ``n_speakers`` of the speakers, drawn stratified by gender and age group
+    (the first ``n_speakers`` of ``split_speakers``' stratified order), so a smaller training set
+    keeps the corpus' mix of voices. A subset is a prefix of every larger one with the same seed.
+
+    Raises:
+      ConfigError: ``n_speakers`` is below 1 or above the number of speakers.
+    """
+    groups = group_by_speaker(utterances)
+    speakers = list(groups)
+    if not 1 <= n_speakers <= len(speakers):
+        raise ConfigError(
+            f"speaker_subset: n_speakers={n_speakers}, but there are {len(speakers)} speakers; "
+            f"use 1 to {len(speakers)}"
+        )
+    order = _stratified_speaker_order(groups, seed)
+    return sorted(u for i in order[:n_speakers] for u in groups[speakers[i]])
 
 
 def resolve_data_root(root: str | os.PathLike | None = None) -> pathlib.Path:

@@ -38,6 +38,7 @@ from jaxspeech.data.corpus import (
     data_path,
     group_by_speaker,
     scan_corpus,
+    speaker_subset,
     split_speakers,
 )
 from jaxspeech.data.mixing import AudioCache, MixtureConfig, make_mixture
@@ -363,6 +364,9 @@ class MixtureDataConfig:
       valid_size: mixtures in the fixed validation set (a multiple of the batch size).
       sampling: how training mixtures pick their speakers: "speaker" (uniform over speakers)
         or "utterance" (weighted by utterance count); see the module docstring.
+      train_speakers: train on this many of the training split's speakers (stratified by
+        gender and age, ``corpus.speaker_subset``), or None for all; the validation and test
+        speakers stay the same, so runs with different counts compare on one test set.
     """
 
     root: str | None = None
@@ -374,6 +378,7 @@ class MixtureDataConfig:
     split_seed: int = 0
     valid_size: int = 32
     sampling: str = "speaker"
+    train_speakers: int | None = None
 
 
 class MixtureData:
@@ -398,6 +403,10 @@ class MixtureData:
         self.n_src = n_src
         corpus = scan_corpus([data_path(p, cfg.root) for p in cfg.speech])
         self.splits = split_speakers(corpus, cfg.split_fractions, cfg.split_seed)
+        if cfg.train_speakers is not None:
+            self.splits["train"] = speaker_subset(
+                self.splits["train"], cfg.train_speakers, cfg.split_seed
+            )
         self.noises = audio_files(data_path(cfg.noise, cfg.root)) if cfg.noise else []
         self.rirs = audio_files(data_path(cfg.rir, cfg.root)) if cfg.rir else []
         if cfg.mixture.noise_snr_db_range is not None and not self.noises:
