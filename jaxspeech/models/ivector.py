@@ -303,10 +303,14 @@ def tv_statistics(tv: dict, variances: jax.Array, stats: dict) -> dict[str, jax.
 
 
 def tv_update(tv: dict, stats: dict, minimum_divergence: bool = True) -> dict:
-    """M-step ``T_c = C_c A_c⁻¹``, then (``minimum_divergence``) the re-parametrisation that
-    makes the i-vectors' empirical distribution N(0, I): ``m ← m + T μ``, ``T ← T G`` with
-    ``μ``, ``G Gᵀ`` the mean and covariance of the posteriors."""
-    t_matrix = jnp.swapaxes(jnp.linalg.solve(stats["a"], jnp.swapaxes(stats["c"], -1, -2)), -1, -2)
+    """M-step ``T_c = C_c A_c⁻¹`` (unchanged where ``A_c = 0``), then (``minimum_divergence``)
+    the re-parametrisation that makes the i-vectors' empirical distribution N(0, I):
+    ``m ← m + T μ``, ``T ← T G`` with ``μ``, ``G Gᵀ`` the mean and covariance of the
+    posteriors."""
+    solved = jnp.linalg.solve(stats["a"], jnp.swapaxes(stats["c"], -1, -2))
+    # a component no frame was aligned to (A_c = 0) keeps its columns
+    aligned = jnp.trace(stats["a"], axis1=-2, axis2=-1) > 0
+    t_matrix = jnp.where(aligned[:, None, None], jnp.swapaxes(solved, -1, -2), tv["T"])
     if not minimum_divergence:
         return {"mean": tv["mean"], "T": t_matrix}
     mu = stats["w_sum"] / stats["utterances"]
