@@ -15,7 +15,7 @@ from jaxspeech.models.ivector import UBMConfig
 from jaxspeech.train import config as config_lib
 from jaxspeech.train import stages
 from jaxspeech.train.loop import run
-from jaxspeech.train.restore import restore_run
+from jaxspeech.train.restore import evaluate, restore_run
 from jaxspeech.train.tasks import make_task
 from jaxspeech.train.tasks.ivector import IVectorConfig, IVectorTaskConfig
 from jaxspeech.train.tasks.ubm import EMConfig, UBMTaskConfig
@@ -86,8 +86,13 @@ def trained(corpus, tmp_path_factory):
     return workdir
 
 
-def test_ubm_statistics_agree_on_one_and_eight_devices(trained, corpus, tmp_path):
-    eight = restore_run(trained / "ubm")
+@pytest.fixture(scope="module")
+def ubm_run(trained):
+    return restore_run(trained / "ubm")
+
+
+def test_ubm_statistics_agree_on_one_and_eight_devices(ubm_run, corpus, tmp_path):
+    eight = ubm_run
     assert int((np.asarray(eight.params["weights"]) > 0).sum()) == 4
     config = recipe(corpus).stages[0].config
     one = jax.device_get(run(config, tmp_path / "one", devices=jax.devices()[:1]))
@@ -112,15 +117,15 @@ def test_ivector_workdir_restores_embeds_and_scores(trained, corpus):
     scores = np.asarray(jax.jit(task.score)(params, state, together, together[::-1]))
     assert scores.shape == (2,) and np.all(np.isfinite(scores))
     assert not np.allclose(np.asarray(params["plda"]["within"]), np.eye(4))
-    rows, _ = stages.evaluate(trained, "test", "latest")
-    systems = {r["system"]: r for r in rows if r["stage"] == "ivector"}
+    rows, _ = evaluate(trained / "ivector", "test", "latest")
+    systems = {r["system"]: r for r in rows}
     assert set(systems) == {"i-vector + cosine", "i-vector + PLDA"}
     assert systems["i-vector + PLDA"]["trials"] == 28  # two speakers, eight utterances
     assert all(0.0 <= r["EER (%)"] <= 100.0 for r in systems.values())
 
 
-def test_ivector_stage_checks_its_recipe(trained, corpus):
-    frozen = {"ubm": restore_run(trained / "ubm")}
+def test_ivector_stage_checks_its_recipe(ubm_run, corpus):
+    frozen = {"ubm": ubm_run}
     config = recipe(corpus).stages[1].config
     bad_steps = config_lib.apply_overrides(config, ["train.steps=9"])
     with pytest.raises(ConfigError, match="em_iterations \\+ 2 = 4"):
