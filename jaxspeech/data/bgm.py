@@ -18,7 +18,7 @@ and clips out of training on both sides. The metadata only make the labels and t
 the model sees the descriptors of the audio and nothing else.
 
 ``python -m jaxspeech.data.bgm OUT.csv [--root DIR] [--utterances-per-speaker N]`` writes the
-same pairs as a CSV (``speech,music,label,speaker``, paths relative to the data root), a
+same pairs as a CSV (``speech_path,music_path,label,speaker``, paths relative to the data root), a
 template for labelling one's own.
 """
 
@@ -52,7 +52,7 @@ FIT = {
     "reggae": (0.8, 0.3),
     "rock": (0.2, 0.2),
 }
-CSV_COLUMNS = ("speech", "music", "label", "speaker")
+CSV_COLUMNS = ("speech_path", "music_path", "label", "speaker")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,16 +119,19 @@ def _voices(root: pathlib.Path, cfg: DemonstrationConfig) -> list[tuple[str, str
             if cfg.utterances_per_speaker and count >= cfg.utterances_per_speaker:
                 continue
             per_speaker[utt.speaker] = count + 1
-            chosen.append((utt.path, f"{corpus}/{utt.speaker}", voice))
+            chosen.append((os.path.abspath(utt.path), f"{corpus}/{utt.speaker}", voice))
     return sorted(chosen)
 
 
 def demonstration_pairs(root: str | os.PathLike | None, cfg: DemonstrationConfig) -> list[Pair]:
     """Every chosen recording against every GTZAN clip, labelled by ``FIT`` (module
-    docstring); sorted, the same on every machine. ``line`` counts rows as the CSV would."""
+    docstring); absolute, normalised paths, sorted, the same on every machine. ``line``
+    counts rows as the CSV would."""
     root = resolve_data_root(root)
     music = sorted(
-        str(p) for p in data_path(cfg.gtzan, root).glob("*.*") if p.name.split(".")[0] in FIT
+        os.path.abspath(p)
+        for p in data_path(cfg.gtzan, root).glob("*.*")
+        if p.name.split(".")[0] in FIT
     )
     if not music:
         raise ConfigError(f"{data_path(cfg.gtzan, root)}: no GTZAN clips <genre>.000NN.ogg found")
@@ -156,12 +159,13 @@ def write_pairs_csv(pairs: list[Pair], path: str | os.PathLike, root: str | os.P
 
 def fixed_clip(wav: np.ndarray, num_samples: int, source: str = "audio") -> np.ndarray:
     """The centred ``num_samples`` of ``wav`` ``[samples]``; a shorter recording is repeated
-    end to end to fill them (so a short clip still sounds like itself, not like silence)."""
+    end to end from its start to fill them (so that it still sounds like itself, not like
+    silence)."""
     wav = np.asarray(wav, np.float32)
     if wav.size == 0:
         raise EmptyAudioError(f"{source}: audio has no samples; pass a non-empty recording")
     if wav.size < num_samples:
-        wav = np.tile(wav, -(-num_samples // wav.size))
+        return np.tile(wav, -(-num_samples // wav.size))[:num_samples]
     start = (wav.size - num_samples) // 2
     return wav[start : start + num_samples]
 
