@@ -162,6 +162,10 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
         help="for a multi-stage workdir: the stage to use, one of those in its stages.json "
         "(default: student if there is one, else the last stage)",
     )
+    _add_checkpoint_argument(parser)
+
+
+def _add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint",
         default="best",
@@ -378,12 +382,7 @@ def _add_match(subparsers) -> None:
     parser.add_argument(
         "--workdir", required=True, help="training workdir of a matcher (configs/bgm/*.py)"
     )
-    parser.add_argument(
-        "--checkpoint",
-        default="best",
-        metavar="{best,latest,STEP}",
-        help="which checkpoint: best, latest or a step number (default: %(default)s)",
-    )
+    _add_checkpoint_argument(parser)
     parser.add_argument("-k", type=int, default=5, help="tracks to list (default: %(default)s)")
     parser.add_argument(
         "--json", action="store_true", help='print [{"path": ..., "score": ...}], best first'
