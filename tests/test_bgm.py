@@ -47,9 +47,10 @@ def test_split_first_layer_ranks_as_the_full_forward_pass():
     speech = jnp.asarray(rng.standard_normal((1, 5, 12)), jnp.float32)
     music = jnp.asarray(rng.standard_normal((7, 4, 12)), jnp.float32)  # other segment count
     params = model.init(jax.random.key(0), music, music)["params"]
-    full = jax.nn.sigmoid(model.apply({"params": params}, jnp.repeat(speech, 7, 0), music))
-    embed = lambda x: model.apply({"params": params}, x, method=BGMatcher.embed)
-    fast = rank_library(model, params, embed(speech)[0], embed(music))
+    full = jax.jit(model.apply)({"params": params}, jnp.repeat(speech, 7, 0), music)
+    embed = jax.jit(lambda x: model.apply({"params": params}, x, method=BGMatcher.embed))
+    fast = jax.jit(rank_library, static_argnums=0)(model, params, embed(speech)[0], embed(music))
+    full = jax.nn.sigmoid(full)
     np.testing.assert_allclose(fast, full, rtol=1e-5, atol=1e-6)
     # The halves are the first dense layer on [audio; music], computed by hand.
     a, m = embed(speech)[0], embed(music)
