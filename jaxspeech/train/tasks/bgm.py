@@ -44,9 +44,10 @@ from jaxspeech.train.task import TrainedRun, refuse_frozen
 @dataclasses.dataclass(frozen=True)
 class BGMDataConfig(PairDataConfig):
     """The pairs (``PairDataConfig``, here with columns ``speech_path,music_path,label``,
-    graded labels, 22.05 kHz and ``disjoint="each"``; ``sample_rate`` must be the descriptors') plus ``demonstration`` (make the
-    pairs from the data root instead of ``csv``; None: read ``csv``) and ``valid_size``
-    (validation pairs, rounded down to whole batches)."""
+    graded labels, 22.05 kHz and ``disjoint="each"``; ``sample_rate`` must be the
+    descriptors') plus ``demonstration`` (make the pairs from the data root instead of
+    ``csv``; None: read ``csv``) and ``valid_size`` (validation pairs, rounded down to whole
+    batches)."""
 
     first_column: str = "speech_path"
     second_column: str = "music_path"
