@@ -10,7 +10,9 @@ float32 matmul probe (always, at least one call; the floors and shares are again
 - training: Conv-TasNet training step, ours against Asteroid 0.7.0 (`tasnet_speed.py`),
 - inference: real-time factor at 10 s and 60 s, ours against Asteroid (`tasnet_speed.py`),
 - block: one gLN block against its matmuls; float32 against bfloat16 matmuls (`tasnet_block.py`),
-- depthwise: shifted multiply-adds against a grouped conv (`depthwise.py`).
+- depthwise: shifted multiply-adds against a grouped conv (`depthwise.py`),
+- matching: ranking 100,000 cached tracks, descriptor extraction, a training step
+  (`bgm_speed.py`).
 A benchmark starts only when the budget left covers `least_seconds` (what it took on the
 project's 2-core CPU, the slowest machine it targets); it then warms up, which measures one
 repeat, and times as many repeats as fit its share (`bench/plan.py`). What does not fit is
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-from bench import depthwise, report, tasnet_block, tasnet_speed
+from bench import bgm_speed, depthwise, report, tasnet_block, tasnet_speed
 from bench.plan import Allotment, Budget, seconds_since_process_start
 from jaxspeech.errors import ConfigError
 
@@ -158,6 +160,13 @@ def run_depthwise(context: Context, allotment: Allotment) -> list[str]:
     ]
 
 
+def run_bgm(context: Context, allotment: Allotment) -> list[str]:
+    from jaxspeech.data.corpus import resolve_data_root
+
+    del context, allotment  # fixed sizes: its three parts take about a minute on the CPU
+    return bgm_speed.report(100_000, 5, resolve_data_root())
+
+
 @dataclass(frozen=True)
 class Benchmark:
     heading: str
@@ -171,6 +180,7 @@ BENCHMARKS = (
     Benchmark("Conv-TasNet inference: jaxspeech vs Asteroid 0.7.0", 3, 40, run_inference),
     Benchmark("One gLN block at inference size; matmul dtypes", 1, 10, run_block),
     Benchmark("Depthwise dilated convolution: shifted vs grouped", 2, 35, run_depthwise),
+    Benchmark("Background-music matching: ranking, descriptors, training step", 1, 90, run_bgm),
 )
 
 

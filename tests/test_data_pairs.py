@@ -253,3 +253,37 @@ def test_real_story_and_music_pairs(shared_data, tmp_path):
     item = data.dataset("test")[1]
     assert item["first"].shape == item["second"].shape == (32000,)
     assert np.all(np.isfinite(item["second"])) and np.abs(item["second"]).max() > 0.01
+
+
+def test_graded_labels_groups_and_splits_disjoint_on_each_side(root, tmp_path):
+    clip, music = f"{root}/clips/c0.wav", f"{root}/music/m0.flac"
+    rows = [(clip, music, "0.25", "s1"), (clip, music, "1.5", "s1"), (clip, music, "-0.1", "")]
+    path = _write_csv(tmp_path / "graded.csv", rows, ("audio", "music", "label", "speaker"))
+    with pytest.raises(ConfigError) as err:
+        read_pairs(path, "audio", "music", "label", tmp_path, graded=True, group_column="speaker")
+    assert "2 bad cell(s)" in str(err.value) and "'1.5' is not in [0, 1]" in str(err.value)
+    assert "labels in [0, 1]" in str(err.value)
+    good = _write_csv(tmp_path / "good.csv", rows[:1], ("audio", "music", "label", "speaker"))
+    (pair,) = read_pairs(good, "audio", "music", "label", tmp_path, True, "speaker")
+    assert (pair.label, pair.first_group) == (0.25, "s1")
+    with pytest.raises(ConfigError, match=r"'0\.25' is not 0 or 1"):
+        read_pairs(good, "audio", "music", "label", tmp_path)
+
+    grid = [  # 12 clips of 6 speakers against 10 tracks
+        Pair(f"/clip{k}", f"/music{j}", (k + j) % 3 / 2, 1 + 10 * k + j, f"speaker{k // 2}")
+        for k in range(12)
+        for j in range(10)
+    ]
+    for seed in range(3):
+        splits = split_pairs(grid, (0.6, 0.2, 0.2), seed, disjoint="each")
+        speakers = {k: {p.first_group for p in v} for k, v in splits.items()}
+        tracks = {k: {p.second for p in v} for k, v in splits.items()}
+        assert [len(speakers[k]) for k in ("train", "valid", "test")] == [4, 1, 1]
+        assert [len(tracks[k]) for k in ("train", "valid", "test")] == [6, 2, 2]
+        for a, b in itertools.combinations(splits, 2):
+            assert not speakers[a] & speakers[b] and not tracks[a] & tracks[b]
+        kept = {p for v in splits.values() for p in v}  # the whole grid of each split, no more
+        assert len(kept) == 8 * 6 + 2 * 2 + 2 * 2
+        assert split_pairs(list(reversed(grid)), (0.6, 0.2, 0.2), seed, disjoint="each") == splits
+    with pytest.raises(ConfigError, match="in both columns"):
+        split_pairs([*grid, Pair("/music0", "/music1", 1.0, 999)], disjoint="each")

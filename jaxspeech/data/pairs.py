@@ -1,16 +1,22 @@
 """Labelled pairs of audio files listed in a CSV, for matching recipes (speech <-> music).
 
-The CSV has a header row; two of its columns hold audio paths and one a label, 0 or 1 (the
-column names are in the config; other columns are ignored). Paths are relative to the CSV's
-folder (``paths_relative_to="csv"``) or to the data root (``"root"``); absolute paths are
-taken as they are. The whole file is checked when it is read: missing columns, empty cells,
-missing audio files and labels that are not 0 or 1 are reported together, each with its line.
+The CSV has a header row; two of its columns hold audio paths and one a label, 0 or 1, or any
+number in [0, 1] with ``graded_labels`` (the column names are in the config; other columns are
+ignored, except an optional group column, e.g. the speaker of the first file). Paths are
+relative to the CSV's folder (``paths_relative_to="csv"``) or to the data root (``"root"``);
+absolute paths are taken as they are. The whole file is checked when it is read: missing
+columns, empty cells, missing audio files and bad labels are reported together, each with its
+line.
 
 Splits keep items disjoint. With ``disjoint="first"`` every pair of one first-column file
 (e.g. one story clip and all the music it was rated against) lands in one split; with
 ``"both"`` no file of either column is in two splits (pairs linked through shared files form
 one group). Groups are shuffled with the seed and dealt out in the numbers of
-``corpus.split_sizes``.
+``corpus.split_sizes``. With ``"each"`` the groups of first files (by the group column, else
+one per file) and the second files are dealt out separately; a pair is kept in a split when
+both its sides fall in that split, and pairs across splits are left out (for a grid of every
+recording against every track: no speaker and no track of the test split is seen in training,
+on either side).
 
 ``PairData.dataset(split)`` is a ``grain.MapDataset`` source: item ``i`` is a pure function of
 ``i`` (``first`` and ``second``: the centred ``crop_seconds`` crop of each file, zero-padded
@@ -36,19 +42,21 @@ from jaxspeech.errors import ConfigError
 #: What relative paths in the CSV are relative to.
 PATH_BASES = ("csv", "root")
 #: Which files splits keep apart (see the module docstring).
-DISJOINT = ("first", "both")
+DISJOINT = ("first", "both", "each")
 #: Row problems quoted in one error before the rest are counted.
 _PROBLEMS_SHOWN = 10
 
 
 @dataclasses.dataclass(frozen=True, order=True)
 class Pair:
-    """One row of a pairs CSV: two audio files, a 0/1 label and the row's line in the file."""
+    """One row of a pairs CSV: two audio files, a label in [0, 1], the row's line in the file
+    and the group of the first file ("" when the CSV names none)."""
 
     first: str
     second: str
     label: float
     line: int
+    first_group: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,13 +68,16 @@ class PairDataConfig:
         (``corpus.resolve_data_root``: ``$JAXSPEECH_DATA``, else ``../shared/data``).
       csv: the CSV file, relative to the data root or absolute.
       first_column, second_column: the columns of the two audio paths.
-      label_column: the column of the labels (0 or 1).
+      label_column: the column of the labels (0 or 1; in [0, 1] with ``graded_labels``).
+      graded_labels: accept any label in [0, 1], not only 0 and 1.
+      first_group_column: a column grouping first files for the splits (e.g. the speaker),
+        or "" for one group per file.
       paths_relative_to: "csv" (the CSV's folder) or "root" (the data root).
       sample_rate: every file is resampled to this rate (Hz) and downmixed to mono.
       crop_seconds: length of the centred crop of each file (unused with a feature function).
       split_fractions: train/valid/test shares of the groups of pairs.
       split_seed: seed of the split.
-      disjoint: "first" or "both": which files the splits keep apart.
+      disjoint: "first", "both" or "each": which files the splits keep apart.
     """
 
     root: str | None = None
@@ -74,6 +85,8 @@ class PairDataConfig:
     first_column: str = "audio"
     second_column: str = "music"
     label_column: str = "label"
+    graded_labels: bool = False
+    first_group_column: str = ""
     paths_relative_to: str = "csv"
     sample_rate: int = 16000
     crop_seconds: float = 10.0
@@ -100,13 +113,16 @@ class PairDataConfig:
         return round(self.crop_seconds * self.sample_rate)
 
 
-def _label(text: str) -> tuple[float | None, str]:
-    """``(label, "")`` for "0" / "1" (any spelling of those numbers), else ``(None, why)``."""
+def _label(text: str, graded: bool) -> tuple[float | None, str]:
+    """``(label, "")`` for "0" / "1" (any spelling of those numbers; with ``graded`` any
+    number in [0, 1]), else ``(None, why)``."""
     try:
         value = float(text)
     except ValueError:
         return None, f"label {text!r} is not a number"
-    if value not in (0.0, 1.0):
+    if graded and not 0.0 <= value <= 1.0:
+        return None, f"label {text!r} is not in [0, 1]"
+    if not graded and value not in (0.0, 1.0):
         return None, f"label {text!r} is not 0 or 1"
     return value, ""
 
@@ -117,6 +133,8 @@ def read_pairs(
     second_column: str,
     label_column: str,
     base: str | os.PathLike,
+    graded: bool = False,
+    group_column: str = "",
 ) -> list[Pair]:
     """Reads and checks every row of a pairs CSV.
 
@@ -124,6 +142,8 @@ def read_pairs(
       csv_path: the CSV file (header row first).
       first_column, second_column, label_column: the column names.
       base: the folder relative paths are relative to.
+      graded: accept labels in [0, 1], not only 0 and 1.
+      group_column: the column of the first files' groups, or "" for none.
 
     Returns:
       The pairs in file order, with absolute, normalised paths (so a file written two ways
@@ -131,10 +151,11 @@ def read_pairs(
 
     Raises:
       ConfigError: the file is missing or empty, a column is missing, or rows have empty
-        cells, missing audio files or labels that are not 0 or 1 (all listed, with lines).
+        cells, missing audio files or labels that are not 0 or 1 (in [0, 1] when ``graded``),
+        all listed, with lines.
     """
     csv_path, base = pathlib.Path(csv_path), pathlib.Path(base)
-    columns = (first_column, second_column, label_column)
+    columns = (first_column, second_column, label_column, *([group_column] if group_column else []))
     if not csv_path.is_file():
         raise ConfigError(f"{csv_path}: no such pairs CSV; check data.csv and the data root")
     with open(csv_path, newline="") as f:
@@ -144,7 +165,7 @@ def read_pairs(
             raise ConfigError(
                 f"{csv_path}: no column(s) {', '.join(map(repr, missing))} in the header "
                 f"{reader.fieldnames}; name them in the first row or set data.first_column, "
-                "data.second_column and data.label_column"
+                "data.second_column, data.label_column and data.first_group_column"
             )
         pairs, problems = [], []
         for row in reader:
@@ -158,10 +179,11 @@ def read_pairs(
                 elif not path.is_file():
                     problems.append(f"{where}: {column!r} file {path} does not exist")
                 paths.append(os.fspath(path))
-            label, why = _label((row[label_column] or "").strip())
+            label, why = _label((row[label_column] or "").strip(), graded)
             if why:
                 problems.append(f"{where}: {why}")
-            pairs.append(Pair(paths[0], paths[1], label, reader.line_num))
+            group = (row[group_column] or "").strip() if group_column else ""
+            pairs.append(Pair(paths[0], paths[1], label, reader.line_num, group))
     if problems:
         shown = "\n  ".join(problems[:_PROBLEMS_SHOWN])
         more = len(problems) - _PROBLEMS_SHOWN
@@ -169,7 +191,7 @@ def read_pairs(
             f"{csv_path}: {len(problems)} bad cell(s):\n  {shown}"
             + (f"\n  ... and {more} more" if more > 0 else "")
             + f"\nFix the rows: paths relative to {base} (or absolute) of existing audio files, "
-            "labels 0 or 1"
+            + ("labels in [0, 1]" if graded else "labels 0 or 1")
         )
     if not pairs:
         raise ConfigError(f"{csv_path}: no rows below the header; list at least one pair")
@@ -177,9 +199,9 @@ def read_pairs(
 
 
 def _groups(pairs: Sequence[Pair], disjoint: str) -> list[list[Pair]]:
-    """Pairs grouped so that no file kept apart (``disjoint``) is in two groups: by first file,
-    or (``"both"``) by the connected components of files linked by pairs. Each group sorted,
-    groups in the order of their first pair."""
+    """Pairs grouped so that no file kept apart (``disjoint``) is in two groups: by first file
+    (or its group), or (``"both"``) by the connected components of files linked by pairs.
+    Each group sorted, groups in the order of their first pair."""
     parent: dict[str, str] = {}
 
     def find(path: str) -> str:
@@ -188,13 +210,45 @@ def _groups(pairs: Sequence[Pair], disjoint: str) -> list[list[Pair]]:
             path = parent[path]
         return path
 
-    if disjoint == "both":
-        for pair in pairs:
+    for pair in pairs:
+        if pair.first_group:
+            parent[find(pair.first)] = find("\0group:" + pair.first_group)
+        if disjoint == "both":
             parent[find(pair.second)] = find(pair.first)
     groups: dict[str, list[Pair]] = {}
     for pair in sorted(pairs):
         groups.setdefault(find(pair.first), []).append(pair)
     return list(groups.values())
+
+
+def _deal(keys: Sequence[str], fractions, rng: np.random.Generator, what: str) -> dict[str, str]:
+    """``{key: split}``: the sorted ``keys`` shuffled and dealt out by ``split_sizes``."""
+    keys = sorted(keys)
+    sizes = split_sizes(len(keys), fractions, "split_pairs", what)
+    order, bounds = rng.permutation(len(keys)), np.cumsum([0, *sizes])
+    return {
+        keys[i]: name for k, name in enumerate(SPLITS) for i in order[bounds[k] : bounds[k + 1]]
+    }
+
+
+def _split_each(pairs: Sequence[Pair], fractions, seed: int) -> dict[str, list[Pair]]:
+    """``disjoint="each"`` (see the module docstring)."""
+    shared = {p.first for p in pairs} & {p.second for p in pairs}
+    if shared:
+        raise ConfigError(
+            f"split_pairs: disjoint='each' needs separate first and second files, but "
+            f"{sorted(shared)[0]} (and {len(shared) - 1} more) is in both columns; use "
+            "disjoint='both'"
+        )
+    rng = np.random.default_rng(seed)
+    first = _deal({p.first_group or p.first for p in pairs}, fractions, rng, "first-file groups")
+    second = _deal({p.second for p in pairs}, fractions, rng, "second files")
+    splits: dict[str, list[Pair]] = {name: [] for name in SPLITS}
+    for pair in sorted(pairs):
+        side = first[pair.first_group or pair.first]
+        if side == second[pair.second]:
+            splits[side].append(pair)
+    return splits
 
 
 def split_pairs(
@@ -209,7 +263,9 @@ def split_pairs(
       pairs: e.g. from ``read_pairs``.
       fractions: ``(train, valid, test)`` shares of the groups of pairs.
       seed: shuffling seed.
-      disjoint: "first" (no first-column file in two splits) or "both" (no file at all).
+      disjoint: "first" (no first-column file, or group, in two splits), "both" (no file at
+        all) or "each" (no first group and no second file in two splits; pairs across
+        splits are left out).
 
     Returns:
       ``{"train": [...], "valid": [...], "test": [...]}``, each sorted; the result depends
@@ -220,6 +276,8 @@ def split_pairs(
     """
     if disjoint not in DISJOINT:
         raise ConfigError(f"split_pairs: disjoint={disjoint!r}; use one of {DISJOINT}")
+    if disjoint == "each":
+        return _split_each(pairs, fractions, seed)
     groups = _groups(pairs, disjoint)
     sizes = split_sizes(len(groups), fractions, "split_pairs", f"groups of pairs ({disjoint=})")
     order = np.random.default_rng(seed).permutation(len(groups))
@@ -241,7 +299,7 @@ class PairSource:
         array; its results are kept per file (a file is usually in many pairs).
 
     Item ``i`` is ``first``, ``second`` (float32 ``[num_samples]`` crops, or the features of
-    each file) and ``label`` (float32 scalar, 0 or 1).
+    each file) and ``label`` (float32 scalar in [0, 1]).
     """
 
     def __init__(
@@ -260,7 +318,11 @@ class PairSource:
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def _item(self, path: str) -> np.ndarray:
+    def files(self) -> list[str]:
+        """Every file of the source's pairs, either column, sorted."""
+        return sorted({p.first for p in self.pairs} | {p.second for p in self.pairs})
+
+    def file_item(self, path: str) -> np.ndarray:
         """The crop or the features of one file."""
         wav = self.audio(path)
         if self.features is None:
@@ -277,8 +339,8 @@ class PairSource:
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         pair = self.pairs[index]
         return {
-            "first": self._item(pair.first),
-            "second": self._item(pair.second),
+            "first": self.file_item(pair.first),
+            "second": self.file_item(pair.second),
             "label": np.float32(pair.label),
         }
 
@@ -290,35 +352,49 @@ class PairSource:
 
 
 class PairData:
-    """A matching task's data: the checked pairs of ``cfg.csv``, their disjoint splits, and a
-    grain source per split.
+    """A matching task's data: the checked pairs of ``cfg.csv`` (or pairs the caller made),
+    their disjoint splits, and a grain source per split (one per split, so a feature function
+    runs once per file).
 
     Args:
       cfg: the data section.
       features: optional per-file feature function (see ``PairSource``); crops otherwise.
+      pairs: the labelled pairs, when they come from elsewhere than ``cfg.csv``.
     """
 
     def __init__(
         self,
         cfg: PairDataConfig,
         features: Callable[[np.ndarray], np.ndarray] | None = None,
+        pairs: Sequence[Pair] | None = None,
     ) -> None:
-        if not cfg.csv:
-            raise ConfigError("data.csv is empty; give the CSV file of labelled pairs")
         self.cfg, self.features = cfg, features
-        csv_path = data_path(cfg.csv, cfg.root)
-        base = csv_path.parent if cfg.paths_relative_to == "csv" else resolve_data_root(cfg.root)
-        columns = (cfg.first_column, cfg.second_column, cfg.label_column)
-        self.pairs = read_pairs(csv_path, *columns, base=base)
+        if pairs is not None:
+            self.pairs = list(pairs)
+        else:
+            if not cfg.csv:
+                raise ConfigError("data.csv is empty; give the CSV file of labelled pairs")
+            csv_path = data_path(cfg.csv, cfg.root)
+            if cfg.paths_relative_to == "csv":
+                base = csv_path.parent
+            else:
+                base = resolve_data_root(cfg.root)
+            columns = (cfg.first_column, cfg.second_column, cfg.label_column)
+            self.pairs = read_pairs(
+                csv_path, *columns, base, cfg.graded_labels, cfg.first_group_column
+            )
         self.splits = split_pairs(self.pairs, cfg.split_fractions, cfg.split_seed, cfg.disjoint)
+        self._sources: dict[str, PairSource] = {}
 
     def source(self, split: str) -> PairSource:
         """The random-access source of ``split`` ("train", "valid" or "test")."""
         if split not in self.splits:
             raise ConfigError(f"unknown split {split!r}; use one of {list(SPLITS)}")
-        return PairSource(
-            self.splits[split], self.cfg.sample_rate, self.cfg.num_samples, self.features
-        )
+        if split not in self._sources:
+            self._sources[split] = PairSource(
+                self.splits[split], self.cfg.sample_rate, self.cfg.num_samples, self.features
+            )
+        return self._sources[split]
 
     def dataset(self, split: str) -> grain.MapDataset:
         """``grain.MapDataset.source`` of ``split``: seed, shuffle and batch it as needed."""
