@@ -150,3 +150,10 @@ def test_missing_opencv_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "cv2", None)
     with pytest.raises(MissingExtraError, match=r'pip install -e "\.\[video\]"'):
         crop_mouths(np.zeros((1, 4, 4), np.uint8), np.zeros((1, 3)), 2)
+
+
+def test_opencv_without_the_face_cascade_says_to_install_4x(monkeypatch, tmp_path):
+    cv2 = pytest.importorskip("cv2", reason=VIDEO_REASON)
+    monkeypatch.setattr(cv2.data, "haarcascades", f"{tmp_path}/")  # as OpenCV 5 wheels ship
+    with pytest.raises(MissingExtraError, match=r"opencv-python-headless 4\.x"):
+        mouths.detect_faces(np.zeros((1, 48, 64), np.uint8), MouthConfig())

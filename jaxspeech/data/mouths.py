@@ -1,10 +1,10 @@
 """Mouth-region crops of a talking-face video: face detection, gap filling, a box smoothed over
 time, fixed-size grayscale crops, cached per video.
 
-The face detector is OpenCV's frontal-face Haar cascade (``haarcascade_frontalface_alt2``),
-whose model ships inside ``opencv-python-headless`` (the ``video`` extra). On the 51 GRID clips
-of ``../shared/data/grid`` it finds the face in every frame (see ``bench/RESULTS.md``). The
-mouth box is a square in the lower part of the face box (:class:`MouthConfig` says where).
+The face detector is OpenCV's frontal-face Haar cascade (:data:`HAAR_MODEL`), whose model
+ships inside ``opencv-python-headless`` 4.x (the ``video`` extra). On the 51 GRID clips of
+``../shared/data/grid`` it finds the face in every frame (``bench/RESULTS.md``). The mouth box
+is a square in the lower part of the face box (:class:`MouthConfig` says where).
 
 Per frame: detect faces on a downscaled copy and keep the largest; fill detection gaps of at
 most ``max_gap_frames`` (linear between the neighbouring boxes; at the clip's ends, where one
@@ -42,6 +42,7 @@ CACHE_VERSION = 1
 # face needs; with these no GRID frame has a false second face.
 HAAR_SCALE_FACTOR = 1.1
 HAAR_MIN_NEIGHBOURS = 3
+HAAR_MODEL = "haarcascade_frontalface_alt2.xml"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,7 +224,7 @@ def detect_faces(frames: np.ndarray, config: MouthConfig, *, progress: bool = Fa
     """The largest face of each of ``frames`` ``[F, H, W]`` uint8 as ``[F, 4]`` float64
     ``(x, y, width, height)`` in frame pixels; NaN where none is found."""
     cv2 = _import_cv2()
-    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_alt2.xml")
+    cascade = _face_cascade(cv2)
     height, width = frames.shape[1:]
     small = (
         max(round(width * config.detect_scale), 1),
@@ -284,6 +285,18 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     """``(start, stop)`` of every run of True in the 1-D ``mask``."""
     edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
     return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True))
+
+
+def _face_cascade(cv2):
+    """OpenCV's frontal-face cascade; OpenCV 5 wheels have neither the class nor the model."""
+    folder = getattr(getattr(cv2, "data", None), "haarcascades", None)
+    model = os.path.join(folder or "", HAAR_MODEL)
+    if not hasattr(cv2, "CascadeClassifier") or folder is None or not os.path.isfile(model):
+        raise MissingExtraError(
+            f"OpenCV {cv2.__version__} has no Haar face cascade ({HAAR_MODEL}); install "
+            f"opencv-python-headless 4.x: {VIDEO_EXTRA_HINT}"
+        )
+    return cv2.CascadeClassifier(model)
 
 
 def _import_cv2():
