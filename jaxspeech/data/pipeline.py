@@ -38,6 +38,7 @@ from jaxspeech.data.corpus import (
     data_path,
     group_by_speaker,
     scan_corpus,
+    split_files,
     split_speakers,
 )
 from jaxspeech.data.mixing import AudioCache, MixtureConfig, make_mixture
@@ -359,7 +360,9 @@ class MixtureDataConfig:
       rir: folder of room impulse responses (used with ``mixture.reverb_prob``).
       mixture: how each mixture is made (rate, length, speakers, gains, SNR range).
       split_fractions: train/valid/test shares of the speakers (speaker-disjoint).
-      split_seed: seed of the speaker split (and of the fixed sets).
+      split_seed: seed of the speaker split, the noise split and the fixed sets.
+      noise_split_fractions: train/valid/test shares of the noise files, so that the test
+        noises are unseen in training; None: every split mixes with every noise file.
       valid_size: mixtures in the fixed validation set (a multiple of the batch size).
       sampling: how training mixtures pick their speakers: "speaker" (uniform over speakers)
         or "utterance" (weighted by utterance count); see the module docstring.
@@ -372,13 +375,15 @@ class MixtureDataConfig:
     mixture: MixtureConfig = dataclasses.field(default_factory=MixtureConfig)
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     split_seed: int = 0
+    noise_split_fractions: tuple[float, float, float] | None = None
     valid_size: int = 32
     sampling: str = "speaker"
 
 
 class MixtureData:
-    """A mixing task's data: the speaker-disjoint splits of the speech folders with the noise
-    and RIR files, the training stream, and the fixed validation and test sets.
+    """A mixing task's data: the speaker-disjoint splits of the speech folders, the noise files
+    of each split (``noises[split]``: disjoint with ``noise_split_fractions``) and the RIR files,
+    the training stream, and the fixed validation and test sets.
 
     Args:
       cfg: the data section.
@@ -398,9 +403,13 @@ class MixtureData:
         self.n_src = n_src
         corpus = scan_corpus([data_path(p, cfg.root) for p in cfg.speech])
         self.splits = split_speakers(corpus, cfg.split_fractions, cfg.split_seed)
-        self.noises = audio_files(data_path(cfg.noise, cfg.root)) if cfg.noise else []
+        noises = audio_files(data_path(cfg.noise, cfg.root)) if cfg.noise else []
+        if noises and cfg.noise_split_fractions is not None:
+            self.noises = split_files(noises, cfg.noise_split_fractions, cfg.split_seed)
+        else:
+            self.noises = dict.fromkeys(self.splits, noises)
         self.rirs = audio_files(data_path(cfg.rir, cfg.root)) if cfg.rir else []
-        if cfg.mixture.noise_snr_db_range is not None and not self.noises:
+        if cfg.mixture.noise_snr_db_range is not None and not noises:
             raise ConfigError("data.mixture.noise_snr_db_range is set but data.noise is not")
         if cfg.mixture.reverb_prob > 0 and not self.rirs:
             raise ConfigError("data.mixture.reverb_prob > 0 needs data.rir with RIR files")
@@ -410,7 +419,7 @@ class MixtureData:
         return mixture_dataset(
             self.mixture,
             self.splits["train"],
-            self.noises,
+            self.noises["train"],
             self.rirs,
             seed,
             self.batch_size,
@@ -432,7 +441,14 @@ class MixtureData:
             mixture = dataclasses.replace(mixture, segment_seconds=seconds)
         seed = self.cfg.split_seed * 1000 + FIXED_SPLITS[split]
         return fixed_mixture_set(
-            mixture, self.splits[split], self.noises, self.rirs, size, seed, snrs, n_src=self.n_src
+            mixture,
+            self.splits[split],
+            self.noises[split],
+            self.rirs,
+            size,
+            seed,
+            snrs,
+            n_src=self.n_src,
         )
 
     def valid_batches(self) -> list[dict[str, np.ndarray]]:
