@@ -273,7 +273,9 @@ def test_noise_split_keeps_the_test_noises_out_of_training(shared_data):
     sizes = {split: len(files) for split, files in data.noises.items()}
     assert sizes == {"train": 5, "valid": 1, "test": 2}
     assert not set(data.noises["train"]) & set(data.noises["test"] + data.noises["valid"])
-    assert sorted(sum(data.noises.values(), [])) == audio_files(shared_data / "noise")
+    assert sorted(f for files in data.noises.values() for f in files) == audio_files(
+        shared_data / "noise"
+    )
     assert {e["info"]["noise_file"] for e in data.fixed_set("test", 6)} <= set(data.noises["test"])
     assert split_files(audio_files(shared_data / "noise"), (0.625, 0.125, 0.25)) == data.noises
     shared = MixtureData(dataclasses.replace(cfg, noise_split_fractions=None), 4, 1)
