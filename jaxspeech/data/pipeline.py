@@ -436,7 +436,8 @@ class MixtureData:
         at ``snrs`` in turn (None: drawn), ``seconds`` long (None: the training length)."""
         if split not in FIXED_SPLITS:
             raise ConfigError(f"unknown split {split!r}; use one of {sorted(FIXED_SPLITS)}")
-        mixture = dataclasses.replace(self.mixture, speed_range=None)  # training-only
+        # Training-only augmentations.
+        mixture = dataclasses.replace(self.mixture, speed_range=None, noise_tilt_db_range=None)
         if seconds is not None:
             mixture = dataclasses.replace(mixture, segment_seconds=seconds)
         seed = self.cfg.split_seed * 1000 + FIXED_SPLITS[split]
