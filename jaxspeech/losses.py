@@ -223,16 +223,23 @@ def mask_mse(
     """
     _require_same_shape(pred, target, "pred", "target")
     _require_mask_layout(pred, "pred")
-    squared_error = jnp.square(_float32(pred) - _float32(target))
+    return _weighted_mean_over_bins(jnp.square(_float32(pred) - _float32(target)), weights)
+
+
+def _weighted_mean_over_bins(per_bin: jnp.ndarray, weights: jnp.ndarray | None) -> jnp.ndarray:
+    """``Σ w·per_bin / Σ w`` over the time-frequency bins (0 where every weight is 0); the plain
+    mean without ``weights`` (broadcastable to ``per_bin``)."""
     if weights is None:
-        return _mean_over_bins(squared_error)
-    weights = jnp.broadcast_to(_float32(weights), squared_error.shape)
+        return _mean_over_bins(per_bin)
+    weights = jnp.broadcast_to(_float32(weights), per_bin.shape)
     total_weight = jnp.sum(weights, axis=(-2, -1))
-    weighted = jnp.sum(weights * squared_error, axis=(-2, -1))
+    weighted = jnp.sum(weights * per_bin, axis=(-2, -1))
     return weighted / jnp.where(total_weight > 0, total_weight, 1.0)
 
 
-def mask_distillation(m_s: jnp.ndarray, m_t: jnp.ndarray, m_r: jnp.ndarray) -> jnp.ndarray:
+def mask_distillation(
+    m_s: jnp.ndarray, m_t: jnp.ndarray, m_r: jnp.ndarray, weights: jnp.ndarray | None = None
+) -> jnp.ndarray:
     """Teacher→student mask distillation loss.
 
     ``mean over bins of a·(m_r − m_s)² + (1 − a)·(m_t − m_s)²`` with, per bin,
@@ -245,6 +252,7 @@ def mask_distillation(m_s: jnp.ndarray, m_t: jnp.ndarray, m_r: jnp.ndarray) -> j
       m_s: ``[..., frames, freqs]`` student mask.
       m_t: same shape, teacher mask.
       m_r: same shape, reference (ideal) mask.
+      weights: optional bin weights, as for :func:`mask_mse` (a weighted mean over bins).
 
     Returns:
       ``[...]`` float32.
@@ -255,7 +263,7 @@ def mask_distillation(m_s: jnp.ndarray, m_t: jnp.ndarray, m_r: jnp.ndarray) -> j
     m_s, m_t, m_r = _float32(m_s), _float32(m_t), _float32(m_r)
     a = lax.stop_gradient(jnp.minimum(jnp.abs(m_r - m_t) + 0.5, 1.0))
     per_bin = a * jnp.square(m_r - m_s) + (1.0 - a) * jnp.square(m_t - m_s)
-    return _mean_over_bins(per_bin)
+    return _weighted_mean_over_bins(per_bin, weights)
 
 
 # --- Speaker classification, deep clustering, binary classification ------------------------

@@ -15,7 +15,7 @@ from synthetic import tone, write_tone_corpus
 
 from jaxspeech.audio import load
 from jaxspeech.data.corpus import audio_files, group_by_speaker, scan_corpus
-from jaxspeech.data.mixing import AudioCache, MixtureConfig, make_mixture
+from jaxspeech.data.mixing import AudioCache, MixtureConfig, make_mixture, tilt_spectrum
 from jaxspeech.errors import ConfigError, SilentAudioError
 
 FILE_RATE, RATE = 16000, 8000
@@ -160,6 +160,33 @@ def test_enhancement_snr_override_and_determinism(corpus, audio):
     assert np.all(quiet["noise"] == 0) and quiet["snr_db"] == np.inf
 
 
+def test_tilt_spectrum_scales_each_frequency_by_its_octaves_from_the_pivot():
+    t = np.arange(RATE) / RATE  # one second: every whole-Hz sine is one rfft bin
+    hz = np.array([62.0, 250.0, 1000.0, 3000.0])  # 62 Hz is below the floor, pivot / 8
+    tones = np.sin(2 * np.pi * hz[:, None] * t)
+    tilted = tilt_spectrum(tones.sum(0), 6.0, RATE)
+    amplitudes = [2 * np.abs(np.dot(tilted, np.exp(-2j * np.pi * f * t))) / RATE for f in hz]
+    octaves = np.log2(np.maximum(hz, 125.0) / 1000.0)
+    np.testing.assert_allclose(amplitudes, 10 ** (6.0 * octaves / 20), rtol=1e-6)
+    np.testing.assert_allclose(tilt_spectrum(tones[1], 0.0, RATE), tones[1], atol=1e-12)
+
+
+def test_noise_tilt_keeps_the_snr_and_spreads_the_noise_spectrum(corpus, audio):
+    plain = _mix(3, corpus, audio, _cfg(noise_snr_db_range=(5.0, 5.0)), n_src=1)
+    tilted = _mix(
+        3, corpus, audio, _cfg(noise_snr_db_range=(5.0, 5.0), noise_tilt_db_range=(12, 12))
+    )
+    for ex in (plain, tilted):
+        np.testing.assert_array_equal(ex["mixture"], ex["sources"].sum(0) + ex["noise"])
+        assert _db(ex["sources"].sum(0)) - _db(ex["noise"]) == pytest.approx(5.0, abs=1e-3)
+    high_share = [
+        np.square(np.abs(np.fft.rfft(ex["noise"]))[1000:]).sum()  # above 2 kHz of 4 kHz
+        / np.square(np.abs(np.fft.rfft(ex["noise"]))).sum()
+        for ex in (plain, tilted)
+    ]
+    assert high_share[1] > 2 * high_share[0]
+
+
 def test_first_source_is_kept_and_others_differ(corpus, audio):
     _, speakers, *_ = corpus
     for seed in range(10):
@@ -219,6 +246,7 @@ def test_audio_cache(corpus):
         {"crop_tries": 0},
         {"speed_range": (1.2, 0.8)},
         {"speed_range": (0.0, 1.1)},
+        {"noise_tilt_db_range": (6.0, -6.0)},
     ],
 )
 def test_bad_config(kwargs):

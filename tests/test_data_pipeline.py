@@ -11,7 +11,7 @@ import pytest
 from synthetic import batches_equal, take
 
 from jaxspeech.audio import load
-from jaxspeech.data.corpus import audio_files, group_by_speaker, scan_corpus
+from jaxspeech.data.corpus import audio_files, group_by_speaker, scan_corpus, split_files
 from jaxspeech.data.mixing import MixtureConfig
 from jaxspeech.data.pipeline import (
     MixtureData,
@@ -257,3 +257,28 @@ def test_sampling_weighs_speakers_or_utterances(shared_data, sampling, expected)
         assert n_heavy == expected
     else:  # one speaker in five: 12.8 expected, far below the 48 of utterance sampling
         assert 4 <= n_heavy <= 24
+
+
+def test_noise_split_keeps_the_test_noises_out_of_training(shared_data):
+    mixture = MixtureConfig(sample_rate=8000, segment_seconds=0.25, noise_snr_db_range=(0, 5))
+    cfg = MixtureDataConfig(
+        root=str(shared_data),
+        speech=("librispeech/test-other",),
+        noise="noise",
+        mixture=mixture,
+        split_fractions=(0.6, 0.2, 0.2),
+        noise_split_fractions=(0.625, 0.125, 0.25),
+    )
+    data = MixtureData(cfg, batch_size=4, n_src=1)
+    sizes = {split: len(files) for split, files in data.noises.items()}
+    assert sizes == {"train": 5, "valid": 1, "test": 2}
+    assert not set(data.noises["train"]) & set(data.noises["test"] + data.noises["valid"])
+    assert sorted(f for files in data.noises.values() for f in files) == audio_files(
+        shared_data / "noise"
+    )
+    assert {e["info"]["noise_file"] for e in data.fixed_set("test", 6)} <= set(data.noises["test"])
+    assert split_files(audio_files(shared_data / "noise"), (0.625, 0.125, 0.25)) == data.noises
+    shared = MixtureData(dataclasses.replace(cfg, noise_split_fractions=None), 4, 1)
+    assert all(files == audio_files(shared_data / "noise") for files in shared.noises.values())
+    with pytest.raises(ConfigError, match="cannot fill"):
+        split_files(["a.wav", "b.wav"], (0.5, 0.25, 0.25))

@@ -22,7 +22,7 @@ from jaxspeech.errors import (
     NonFiniteAudioError,
     TooShortError,
 )
-from jaxspeech.losses import mask_distillation
+from jaxspeech.losses import mask_distillation, mask_mse, si_snr
 from jaxspeech.models.masknet import param_count
 from jaxspeech.train.restore import restore_run
 from jaxspeech.train.tasks.enhancement import build_mask_net, snr_groups
@@ -138,10 +138,11 @@ def test_student_loss_is_distillation_from_frozen_teacher(student):
     batch = task.valid_batches()[0]
     value_and_grad = jax.jit(jax.value_and_grad(task.loss_fn, has_aux=True))
     (loss, (metrics, _)), grads = value_and_grad(params, model_state, batch, None)
-    m_s, _ = jax.jit(task.mask)(params, model_state, batch["mixture"])
+    m_s, spec = jax.jit(task.mask)(params, model_state, batch["mixture"])
     m_t, _ = jax.jit(teacher_task.mask)(teacher_params, teacher_state, batch["mixture"])
     m_r = jax.jit(task.ideal_mask)(batch["sources"][:, 0], batch["noise"])
-    np.testing.assert_allclose(loss, mask_distillation(m_s, m_t, m_r).mean(), rtol=1e-5)
+    weights = task.bin_weights(spec)
+    np.testing.assert_allclose(loss, mask_distillation(m_s, m_t, m_r, weights).mean(), rtol=1e-5)
     assert metrics["teacher_mask_mse"] > 0
     assert jax.tree.structure(grads) == jax.tree.structure(params)
     assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
@@ -182,6 +183,52 @@ def test_enhancement_config_errors(shared_data):
     clean = dataclasses.replace(config.data.mixture, noise_snr_db_range=None)
     with pytest.raises(ConfigError, match="noise_snr_db_range"):
         Task(dataclasses.replace(config, data=dataclasses.replace(config.data, mixture=clean)))
+
+
+@pytest.fixture(scope="module")
+def smoke_task():
+    """The smoke teacher's task, built without reading data (numerics only)."""
+    from jaxspeech.train.tasks.enhancement import Task
+
+    return Task(load_distill_module().get_config("smoke").stages[0].config)
+
+
+def test_unit_mask_returns_the_input_and_oracle_irm_gains_at_high_snr(smoke_task):
+    rng = np.random.default_rng(3)
+    t = np.arange(16000) / 16000
+    clean = (np.sin(2 * np.pi * 440 * t) * (1 + np.sin(2 * np.pi * 3 * t)))[None].astype("f4")
+    noise = (0.03 * rng.standard_normal((1, 16000))).astype(np.float32)  # ~20 dB below
+    noisy = clean + noise
+    spec = smoke_task.spectrum(noisy)
+    unit = smoke_task.resynthesise(spec, np.ones(spec.shape, np.float32), noisy.shape[-1])
+    np.testing.assert_allclose(unit, noisy, atol=1e-6)  # STFT → ISTFT is exact
+    oracle = smoke_task.resynthesise(spec, smoke_task.ideal_mask(clean, noise), 16000)
+    assert float(si_snr(oracle, clean)[0]) > float(si_snr(noisy, clean)[0]) + 3.0
+
+
+def test_energy_weighted_mask_loss_is_the_error_of_the_enhanced_spectrum(smoke_task):
+    """Bins weigh by the noisy energy: the loss is ‖(m − m_r)·Y‖² / ‖Y‖², the error the
+    output's SI-SDR sees, not a mean over mostly silent bins."""
+    assert all(
+        stage.config.model.bin_weights == "energy"
+        for variant in ("", "tcn", "smoke")
+        for stage in load_distill_module().get_config(variant).stages
+    )
+    rng = np.random.default_rng(4)
+    noisy = (0.1 * rng.standard_normal((2, 8000))).astype(np.float32)
+    noisy[0, 4000:] *= 1e-3  # a quiet half: its bins must barely count
+    spec = np.asarray(smoke_task.spectrum(noisy))
+    m, m_r = (rng.uniform(size=spec.shape).astype(np.float32) for _ in range(2))
+    got = mask_mse(m, m_r, smoke_task.bin_weights(spec))
+    error = np.abs(m * spec - m_r * spec) ** 2
+    np.testing.assert_allclose(got, error.sum((1, 2)) / (np.abs(spec) ** 2).sum((1, 2)), rtol=1e-4)
+    uniform = dataclasses.replace(smoke_task.config.model, bin_weights="uniform")
+    from jaxspeech.train.tasks.enhancement import Task
+
+    assert Task(dataclasses.replace(smoke_task.config, model=uniform)).bin_weights(spec) is None
+    with pytest.raises(ConfigError, match="bin_weights"):
+        bad = dataclasses.replace(smoke_task.config.model, bin_weights="loud")
+        Task(dataclasses.replace(smoke_task.config, model=bad))
 
 
 @pytest.mark.slow

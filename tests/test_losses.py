@@ -263,6 +263,19 @@ def test_mask_distillation_gradients_treat_a_as_constant(rng):
     np.testing.assert_allclose(grad_r, 2 * a * (m_r - m_s) / m_s.size, rtol=1e-5, atol=1e-8)
 
 
+def test_mask_distillation_weighted_mean(rng):
+    m_s, m_t, m_r = (rng.uniform(size=(2, 6, 7)).astype(np.float32) for _ in range(3))
+    weights = rng.uniform(size=(2, 6, 7)) ** 4  # peaky, like bin energies
+    a = np.minimum(np.abs(m_r - m_t) + 0.5, 1.0)
+    per_bin = a * (m_r - m_s) ** 2 + (1 - a) * (m_t - m_s) ** 2
+    expected = (weights * per_bin).sum(axis=(-2, -1)) / weights.sum(axis=(-2, -1))
+    got = losses.mask_distillation(m_s, m_t, m_r, weights)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    np.testing.assert_allclose(
+        losses.mask_distillation(m_s, m_r, m_r, weights), losses.mask_mse(m_s, m_r, weights)
+    )
+
+
 def test_mask_distillation_rejects_bad_shapes():
     with pytest.raises(ShapeError, match="m_r"):
         losses.mask_distillation(np.ones((4, 5)), np.ones((4, 5)), np.ones((5, 4)))

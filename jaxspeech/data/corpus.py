@@ -346,6 +346,26 @@ def speaker_subset(
     return sorted(u for i in order[:n_speakers] for u in groups[speakers[i]])
 
 
+def split_files(
+    files: Sequence[str], fractions: Sequence[float], seed: int = 0
+) -> dict[str, list[str]]:
+    """Deals ``files`` (e.g. noise recordings) into disjoint ``train`` / ``valid`` / ``test``
+    lists in the numbers of ``split_sizes``, in an order shuffled with ``seed``; each list is
+    sorted, and the result depends only on the set of files and the seed.
+
+    Raises:
+      ConfigError: bad fractions, or too few files for every split with a positive share.
+    """
+    files = sorted(files)
+    sizes = split_sizes(len(files), fractions, "split_files", "files")
+    order = np.random.default_rng(seed).permutation(len(files))
+    bounds = np.cumsum([0, *sizes])
+    return {
+        name: sorted(files[i] for i in order[bounds[k] : bounds[k + 1]])
+        for k, name in enumerate(SPLITS)
+    }
+
+
 def resolve_data_root(root: str | os.PathLike | None = None) -> pathlib.Path:
     """The data root, as an absolute path: ``root`` (``--config.data.root``) if given, else
     ``$JAXSPEECH_DATA`` if set, else ``../shared/data`` relative to the working directory.

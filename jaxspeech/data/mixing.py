@@ -20,7 +20,8 @@ Recipe of ``make_mixture`` (``T = segment_seconds * sample_rate`` samples):
 4. set the level of each source by its active RMS (over the samples the utterance covers):
    the first source at a level drawn from ``level_db_range`` dBFS, every other one at that
    level plus a relative gain drawn from ``gain_db_range`` dB;
-5. add a crop of a real noise (looped if shorter than ``T``) scaled to an SNR drawn from
+5. add a crop of a real noise (looped if shorter than ``T``), with ``noise_tilt_db_range``
+   tilted by a slope drawn from it (``tilt_spectrum``), scaled to an SNR drawn from
    ``noise_snr_db_range``, measured against the speech (the sum of the sources);
 6. scale mixture, sources and noise together so that the largest peak of any is at most
    ``max_peak`` (never scaled up), then ``mixture = sources.sum(0) + noise`` in float32.
@@ -70,6 +71,10 @@ class MixtureConfig:
       crop_tries: how many random crops to try before centring on the loudest sample.
       speed_range: (low, high) speed factors for training-time perturbation, or None.
         ``MixtureData`` never applies it to its fixed validation and test sets.
+      noise_tilt_db_range: (low, high) spectral slopes in dB per octave drawn for the noise of
+        each mixture, or None: training-time augmentation that spreads a few recorded noises
+        over other spectral shapes (a low hum becomes a broadband hiss with a positive
+        slope); never applied to the fixed sets either.
     """
 
     sample_rate: int = 8000
@@ -82,6 +87,7 @@ class MixtureConfig:
     silent_crop_db: float = 20.0
     crop_tries: int = 5
     speed_range: tuple[float, float] | None = None
+    noise_tilt_db_range: tuple[float, float] | None = None
 
     def __post_init__(self):
         if self.sample_rate <= 0 or self.num_samples < 1:
@@ -101,6 +107,7 @@ class MixtureConfig:
         _check_range("speed_range", self.speed_range, optional=True)
         if self.speed_range is not None and self.speed_range[0] <= 0:
             raise ConfigError(f"MixtureConfig.speed_range must be positive, got {self.speed_range}")
+        _check_range("noise_tilt_db_range", self.noise_tilt_db_range, optional=True)
         if self.crop_tries < 1:
             raise ConfigError(f"MixtureConfig.crop_tries must be >= 1, got {self.crop_tries}")
 
@@ -224,6 +231,17 @@ def noise_crop(
     return _window(wav, start, length), start % period
 
 
+def tilt_spectrum(
+    x: np.ndarray, db_per_octave: float, sample_rate: int, pivot_hz: float = 1000.0
+) -> np.ndarray:
+    """``x [T]`` filtered (circularly, by FFT) with the gain ``db_per_octave · log2(f / pivot)``
+    dB at frequency ``f``; frequencies below 1/8 of ``pivot_hz`` get the gain at that floor."""
+    freqs = np.fft.rfftfreq(len(x), 1.0 / sample_rate)
+    octaves = np.log2(np.maximum(freqs, pivot_hz / 8) / pivot_hz)
+    gain = 10.0 ** (db_per_octave * octaves / 20.0)
+    return np.fft.irfft(np.fft.rfft(x) * gain, n=len(x))
+
+
 def noise_gain(speech: np.ndarray, noise: np.ndarray, snr_db: float) -> float:
     """The factor that puts ``noise`` at ``snr_db`` below ``speech`` (energies over the
     arrays)."""
@@ -342,6 +360,8 @@ def make_mixture(
         noise, noise_start = noise_crop(
             rng, audio(noise_file), cfg.num_samples, noise_file, cfg.silent_crop_db, cfg.crop_tries
         )
+        if cfg.noise_tilt_db_range is not None:
+            noise = tilt_spectrum(noise, rng.uniform(*cfg.noise_tilt_db_range), cfg.sample_rate)
         noise *= noise_gain(sources.sum(axis=0), noise, snr)
 
     mixture = sources.sum(axis=0) + noise

@@ -39,6 +39,7 @@ from jaxspeech.data.corpus import (
     group_by_speaker,
     scan_corpus,
     speaker_subset,
+    split_files,
     split_speakers,
 )
 from jaxspeech.data.mixing import AudioCache, MixtureConfig, make_mixture
@@ -360,7 +361,9 @@ class MixtureDataConfig:
       rir: folder of room impulse responses (used with ``mixture.reverb_prob``).
       mixture: how each mixture is made (rate, length, speakers, gains, SNR range).
       split_fractions: train/valid/test shares of the speakers (speaker-disjoint).
-      split_seed: seed of the speaker split (and of the fixed sets).
+      split_seed: seed of the speaker split, the noise split and the fixed sets.
+      noise_split_fractions: train/valid/test shares of the noise files, so that the test
+        noises are unseen in training; None: every split mixes with every noise file.
       valid_size: mixtures in the fixed validation set (a multiple of the batch size).
       sampling: how training mixtures pick their speakers: "speaker" (uniform over speakers)
         or "utterance" (weighted by utterance count); see the module docstring.
@@ -376,14 +379,16 @@ class MixtureDataConfig:
     mixture: MixtureConfig = dataclasses.field(default_factory=MixtureConfig)
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     split_seed: int = 0
+    noise_split_fractions: tuple[float, float, float] | None = None
     valid_size: int = 32
     sampling: str = "speaker"
     train_speakers: int | None = None
 
 
 class MixtureData:
-    """A mixing task's data: the speaker-disjoint splits of the speech folders with the noise
-    and RIR files, the training stream, and the fixed validation and test sets.
+    """A mixing task's data: the speaker-disjoint splits of the speech folders, the noise files
+    of each split (``noises[split]``: disjoint with ``noise_split_fractions``) and the RIR files,
+    the training stream, and the fixed validation and test sets.
 
     Args:
       cfg: the data section.
@@ -407,9 +412,13 @@ class MixtureData:
             self.splits["train"] = speaker_subset(
                 self.splits["train"], cfg.train_speakers, cfg.split_seed
             )
-        self.noises = audio_files(data_path(cfg.noise, cfg.root)) if cfg.noise else []
+        noises = audio_files(data_path(cfg.noise, cfg.root)) if cfg.noise else []
+        if noises and cfg.noise_split_fractions is not None:
+            self.noises = split_files(noises, cfg.noise_split_fractions, cfg.split_seed)
+        else:
+            self.noises = dict.fromkeys(self.splits, noises)
         self.rirs = audio_files(data_path(cfg.rir, cfg.root)) if cfg.rir else []
-        if cfg.mixture.noise_snr_db_range is not None and not self.noises:
+        if cfg.mixture.noise_snr_db_range is not None and not noises:
             raise ConfigError("data.mixture.noise_snr_db_range is set but data.noise is not")
         if cfg.mixture.reverb_prob > 0 and not self.rirs:
             raise ConfigError("data.mixture.reverb_prob > 0 needs data.rir with RIR files")
@@ -419,7 +428,7 @@ class MixtureData:
         return mixture_dataset(
             self.mixture,
             self.splits["train"],
-            self.noises,
+            self.noises["train"],
             self.rirs,
             seed,
             self.batch_size,
@@ -436,12 +445,20 @@ class MixtureData:
         at ``snrs`` in turn (None: drawn), ``seconds`` long (None: the training length)."""
         if split not in FIXED_SPLITS:
             raise ConfigError(f"unknown split {split!r}; use one of {sorted(FIXED_SPLITS)}")
-        mixture = dataclasses.replace(self.mixture, speed_range=None)  # training-only
+        # Training-only augmentations.
+        mixture = dataclasses.replace(self.mixture, speed_range=None, noise_tilt_db_range=None)
         if seconds is not None:
             mixture = dataclasses.replace(mixture, segment_seconds=seconds)
         seed = self.cfg.split_seed * 1000 + FIXED_SPLITS[split]
         return fixed_mixture_set(
-            mixture, self.splits[split], self.noises, self.rirs, size, seed, snrs, n_src=self.n_src
+            mixture,
+            self.splits[split],
+            self.noises[split],
+            self.rirs,
+            size,
+            seed,
+            snrs,
+            n_src=self.n_src,
         )
 
     def valid_batches(self) -> list[dict[str, np.ndarray]]:

@@ -8,8 +8,11 @@ batches before the first step (``prepare_model_state``) and kept in the model st
 checkpoints carry them and restoring a run never reads training data. The mask
 estimator (:mod:`jaxspeech.models.masknet`, LSTM or TCN) predicts one sigmoid value per bin
 and is trained towards the ideal mask ``m_r`` (IRM with exponent ``irm_beta`` by default, or
-IBM) by mask MSE. Enhanced speech is ``ISTFT(mask · noisy STFT)`` with the noisy phase, at the
-input length.
+IBM) by mask MSE, each bin weighted by the noisy bin's energy ``|Y|²`` (``bin_weights``): the
+loss is then the error of the enhanced spectrum, ``‖(m − m_r)·Y‖² / ‖Y‖²``. With every bin
+alike, the many quiet bins (where the mask changes nothing audible) outweigh the few loud ones
+that make the output, and the trained masks distort clean speech. Enhanced speech is
+``ISTFT(mask · noisy STFT)`` with the noisy phase, at the input length.
 
 Distillation: when ``model.teacher`` names an earlier stage of this task that the stage reads
 (``jaxspeech.train.stages``), the stage machinery hands over its restored params (frozen;
@@ -50,6 +53,8 @@ from jaxspeech.train.task import TrainedRun, frozen_run, refuse_frozen
 #: Seed offset of the feature-statistics stream from the training stream's.
 _STATS_SEED_OFFSET = 7919
 TARGETS = ("irm", "ibm")
+#: How the mask loss weighs the time-frequency bins (``EnhancementModelConfig.bin_weights``).
+BIN_WEIGHTS = ("uniform", "energy")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +78,9 @@ class EnhancementModelConfig:
       target: "irm" ((S²/(S²+N²))^irm_beta) or "ibm" (local SNR above ibm_lc_db).
       teacher: the earlier stage (an enhancement run the stage reads) whose masks the student
         distils, or None to train on the ideal mask alone.
+      bin_weights: how the mask loss weighs the bins: "energy" by the noisy bin's energy
+        ``|Y|²`` (the mask error in the enhanced spectrum, ``Σ|Y|²(m − m_r)²``, which is what
+        the output's SI-SDR sees), or "uniform" (every bin alike, silent ones included).
     """
 
     estimator: LSTMMaskNetConfig | TCNMaskNetConfig = dataclasses.field(
@@ -83,6 +91,7 @@ class EnhancementModelConfig:
     irm_beta: float = 0.5
     ibm_lc_db: float = 0.0
     teacher: str | None = None
+    bin_weights: str = "energy"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +146,8 @@ class Task:
             )
         if model.target not in TARGETS:
             raise ConfigError(f"model.target={model.target!r}; use one of {TARGETS}")
+        if model.bin_weights not in BIN_WEIGHTS:
+            raise ConfigError(f"model.bin_weights={model.bin_weights!r}; use one of {BIN_WEIGHTS}")
         self.mixture = data.mixture
         self.sample_rate = data.mixture.sample_rate
         feats = model.features
@@ -243,21 +254,30 @@ class Task:
             )
         return task, jax.device_get(teacher.params), jax.device_get(teacher.model_state)
 
+    def bin_weights(self, spec: jax.Array) -> jax.Array | None:
+        """The mask loss's bin weights ``[..., frames, n_freqs]`` for a noisy STFT (None:
+        uniform); see ``EnhancementModelConfig.bin_weights``."""
+        if self.config.model.bin_weights == "uniform":
+            return None
+        return jnp.square(jnp.abs(spec))
+
     def _mask_metrics(self, params, model_state, batch):
         noisy, clean = batch["mixture"], batch["sources"][:, 0]
         m_r = self.ideal_mask(clean, batch["noise"])
         m_s, spec = self.mask(params, model_state, noisy)
-        return m_s, m_r, spec, {"mask_mse": mask_mse(m_s, m_r).mean()}
+        weights = self.bin_weights(spec)
+        return m_s, m_r, spec, {"mask_mse": mask_mse(m_s, m_r, weights).mean()}
 
     def loss_fn(self, params, model_state, batch, rng):
         del rng  # deterministic model
-        m_s, m_r, _, metrics_ = self._mask_metrics(params, model_state, batch)
+        m_s, m_r, spec, metrics_ = self._mask_metrics(params, model_state, batch)
         if self.teacher is None:
             return metrics_["mask_mse"], (metrics_, model_state)
         teacher, teacher_params, teacher_state = self.teacher
         m_t, _ = teacher.mask(teacher_params, teacher_state, batch["mixture"])
-        loss = mask_distillation(m_s, jax.lax.stop_gradient(m_t), m_r).mean()
-        metrics_["teacher_mask_mse"] = mask_mse(m_t, m_r).mean()
+        weights = self.bin_weights(spec)
+        loss = mask_distillation(m_s, jax.lax.stop_gradient(m_t), m_r, weights).mean()
+        metrics_["teacher_mask_mse"] = mask_mse(m_t, m_r, weights).mean()
         return loss, (metrics_, model_state)
 
     def eval_fn(self, params, model_state, batch):
