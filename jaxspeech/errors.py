@@ -52,6 +52,14 @@ class TooShortError(AudioError):
     """Audio shorter than the function needs."""
 
 
+class VideoFileError(JaxspeechError, ValueError):
+    """A video file that is missing, cannot be decoded, or lacks the stream asked for."""
+
+
+class MissingExtraError(JaxspeechError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+
 class TrialError(JaxspeechError, ValueError):
     """Scores/labels of a trial list that cannot be scored."""
 
