@@ -217,7 +217,7 @@ def lip_frames(
     )
     covered = index >= 0
     safe = np.where(covered, index, 0)
-    face = covered & np.asarray(face_present, bool)[safe] if len(face_present) else covered & False
+    face = covered & np.asarray(face_present, bool)[safe]
     lips = np.zeros((n_frames, *clip_crops.shape[1:]), np.float32)
     lips[face] = clip_crops[safe[face]]
     return lips, face
