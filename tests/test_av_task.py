@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxspeech import stream
+from jaxspeech import avfile, stream
 
 pytest.importorskip("jaxspeech.data.mouths", reason="needs the video side's jaxspeech.data.mouths")
 
@@ -259,6 +259,9 @@ def test_av_stream_equals_offline_causal(gate, clips):
     assert enhancer._step._cache_size() == 1
     audio_only = stream.enhance_causal(task.audio, *task.audio_variables, noisy)
     assert np.abs(np.asarray(offline) - np.asarray(audio_only)).max() > 1e-4  # video acts
+    # files of any length: the stream in jitted blocks of hops (here 4 blocks of 5)
+    blocks = avfile.stream_blocks(task, params, noisy.astype(np.float32), lips, face, 5)
+    np.testing.assert_allclose(blocks, offline, atol=1e-5)
 
 
 def test_task_config_errors(audio_run):
