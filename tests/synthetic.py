@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+from fractions import Fraction
 
 import numpy as np
 import soundfile as sf
@@ -46,3 +47,20 @@ def take(dataset, n: int, state=None) -> list:
 def batches_equal(a: dict, b: dict) -> bool:
     """Same keys and equal arrays."""
     return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def write_video(path: pathlib.Path, frames: np.ndarray, pts_ms) -> None:
+    """A silent MPEG-4 video (needs PyAV) of ``frames`` ``[F, H, W]`` uint8 gray, frame ``i``
+    shown at ``pts_ms[i]`` milliseconds (any spacing: variable frame rate)."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.height, stream.width = frames.shape[1:]
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for image, pts in zip(frames, pts_ms, strict=True):
+            frame = av.VideoFrame.from_ndarray(np.repeat(image[..., None], 3, axis=2), "rgb24")
+            frame.pts, frame.time_base = int(pts), Fraction(1, 1000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))

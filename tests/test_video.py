@@ -9,6 +9,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import soundfile as sf
+from synthetic import write_video
 
 from jaxspeech import audio
 from jaxspeech.data.video import read_video, read_video_audio, video_frame_per_stft_frame
@@ -16,23 +17,6 @@ from jaxspeech.errors import ConfigError, MissingExtraError, ShapeError, VideoFi
 
 VIDEO_REASON = 'needs the video extra: pip install -e ".[video]"'
 GRID_CLIP = "grid/s1/bbaf2n.mpg"  # "bin blue at f two now", 75 frames at 25 fps
-
-
-def write_video(path, pts_ms, size=32) -> None:
-    """A silent MPEG-4 video whose frame ``i`` (brightness ``20 * i``) shows at ``pts_ms[i]``."""
-    av = pytest.importorskip("av", reason=VIDEO_REASON)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=25)
-        stream.width = stream.height = size
-        stream.pix_fmt = "yuv420p"
-        stream.codec_context.time_base = Fraction(1, 1000)
-        for i, pts in enumerate(pts_ms):
-            frame = av.VideoFrame.from_ndarray(
-                np.full((size, size, 3), 20 * i, np.uint8), format="rgb24"
-            )
-            frame.pts, frame.time_base = pts, Fraction(1, 1000)
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +82,13 @@ def test_audio_of_an_audio_file_equals_soundfile_read(tmp_path, rng):
 
 
 def test_variable_frame_rate_timestamps_are_read_from_pts(tmp_path):
+    pytest.importorskip("av", reason=VIDEO_REASON)
     path = tmp_path / "vfr.mp4"
-    write_video(path, [0, 40, 100, 130, 200])
+    write_video(
+        path,
+        20 * np.arange(5, dtype=np.uint8)[:, None, None].repeat(32, 1).repeat(32, 2),
+        [0, 40, 100, 130, 200],
+    )
     video = read_video(path)
     assert video.frames.shape == (5, 32, 32) and video.audio is None
     np.testing.assert_allclose(video.timestamps, [0, 0.04, 0.1, 0.13, 0.2], atol=1e-9)
