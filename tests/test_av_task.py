@@ -14,9 +14,6 @@ import numpy as np
 import pytest
 
 from jaxspeech import avfile, stream
-
-pytest.importorskip("jaxspeech.data.mouths", reason="needs the video side's jaxspeech.data.mouths")
-
 from jaxspeech.data.av import (
     AVDataConfig,
     Clip,
@@ -26,6 +23,7 @@ from jaxspeech.data.av import (
     split_clips,
 )
 from jaxspeech.data.mixing import AudioCache
+from jaxspeech.data.mouths import MouthConfig
 from jaxspeech.data.pipeline import batch_examples
 from jaxspeech.errors import ConfigError
 from jaxspeech.models.av import GateNetConfig, LipNetConfig
@@ -35,7 +33,7 @@ from jaxspeech.train.config import TrainConfig
 from jaxspeech.train.task import TrainedRun
 from jaxspeech.train.tasks import av, enhancement
 
-RATE, HOP, FPS = 16000, 256, 25.0
+RATE, HOP, FPS, CROP = 16000, 256, 25.0, 16
 RECIPE = pathlib.Path(__file__).resolve().parents[1] / "configs/enhancement/distill.py"
 
 
@@ -53,7 +51,7 @@ def synthetic_clip(name: str, talker: str, seconds: float, video_seconds: float,
     envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)
     audio = sum(np.sin(2 * np.pi * f * t) / k for k, f in enumerate((150, 300, 450), 1))
     n_frames = round(video_seconds * FPS)
-    crops = rng.uniform(0, 1, (n_frames, *av.AVDataConfig().mouth.crop_size))
+    crops = rng.uniform(0, 1, (n_frames, CROP, CROP))
     face = np.ones(n_frames, bool)
     face[5:8] = False
     return Clip(
@@ -84,7 +82,7 @@ def noises(tmp_path_factory):
     return [str(path)]
 
 
-DATA = AVDataConfig(segment_seconds=0.5, valid_size=2)
+DATA = AVDataConfig(segment_seconds=0.5, valid_size=2, mouth=MouthConfig(crop_size=CROP))
 
 
 def example(clips, noises, condition, target=0, snr=3.0, seed=0, seconds=None):
@@ -101,7 +99,7 @@ def test_example_mixes_at_the_snr_with_aligned_mouth_frames(clips, noises, condi
     ex = example(clips, noises, condition)
     samples, frames = DATA.num_samples, 1 + DATA.num_samples // HOP
     assert ex["mixture"].shape == ex["clean"].shape == ex["noise"].shape == (samples,)
-    assert ex["lips"].shape == (frames, *DATA.mouth.crop_size) and ex["face"].shape == (frames,)
+    assert ex["lips"].shape == (frames, CROP, CROP) and ex["face"].shape == (frames,)
     np.testing.assert_allclose(ex["mixture"], ex["clean"] + ex["noise"], atol=1e-7)
     snr = 10 * np.log10(np.sum(ex["clean"] ** 2.0) / np.sum(ex["noise"] ** 2.0))
     assert snr == pytest.approx(3.0, abs=1e-3)

@@ -24,6 +24,7 @@ import importlib.util
 import pathlib
 
 from jaxspeech.data.av import AVDataConfig
+from jaxspeech.data.mouths import MouthConfig
 from jaxspeech.errors import ConfigError
 from jaxspeech.models.av import GateNetConfig, LipNetConfig
 from jaxspeech.models.masknet import LSTMMaskNetConfig
@@ -79,7 +80,11 @@ def get_config(variant: str = "") -> MultiStage:
         eval=dataclasses.replace(audio.eval, system="audio"),
         train=_train(variant, 400 if smoke else 30_000),
     )
-    data = AVDataConfig(segment_seconds=1.0 if smoke else 3.0, valid_size=16)
+    data = AVDataConfig(
+        segment_seconds=1.0 if smoke else 3.0,
+        valid_size=16,
+        mouth=MouthConfig(crop_size=32 if smoke else 64),
+    )
     evaluation = AVEvalConfig()
     optim = OptimConfig(name="adam", learning_rate=3e-3 if smoke else 1e-3, clip_norm=5.0)
     schedule = ScheduleConfig(name="constant")

@@ -155,7 +155,8 @@ class Task:
 
     @property
     def crop_shape(self) -> tuple[int, int]:
-        return tuple(self.config.data.mouth.crop_size)
+        size = self.config.data.mouth.crop_size
+        return (size, size)
 
     # --- numerics (pure jnp) ---------------------------------------------------------------
 
