@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from synthetic import random_params
 
 from jaxspeech import masks
 from jaxspeech.errors import ConfigError
@@ -20,13 +21,6 @@ from jaxspeech.models.av import (
 )
 
 FRAMES, FREQS, BANDS, CROP = 7, 13, 4, (12, 16)
-
-
-def random_params(module, *inputs, seed=0, scale=0.3):
-    """Gaussian params of ``module``'s shapes (``init`` compiles orthogonal QRs: slow on CPU)."""
-    shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0), *inputs)["params"]
-    rng = np.random.default_rng(seed)
-    return jax.tree.map(lambda x: (scale * rng.standard_normal(x.shape)).astype(x.dtype), shapes)
 
 
 def numpy_av_mask(audio, lips, gate, face):

@@ -12,6 +12,7 @@ import pathlib
 import jax
 import numpy as np
 import pytest
+from synthetic import random_params
 
 from jaxspeech import avfile, stream
 from jaxspeech.data.av import (
@@ -35,13 +36,6 @@ from jaxspeech.train.tasks import av, enhancement
 
 RATE, HOP, FPS, CROP = 16000, 256, 25.0, 16
 RECIPE = pathlib.Path(__file__).resolve().parents[1] / "configs/enhancement/distill.py"
-
-
-def random_params(module, *inputs, seed=0, scale=0.3):
-    """Gaussian params of ``module``'s shapes (``init`` compiles orthogonal QRs: slow on CPU)."""
-    shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0), *inputs)["params"]
-    rng = np.random.default_rng(seed)
-    return jax.tree.map(lambda x: (scale * rng.standard_normal(x.shape)).astype(x.dtype), shapes)
 
 
 def synthetic_clip(name: str, talker: str, seconds: float, video_seconds: float, seed: int):
