@@ -327,7 +327,9 @@ class Task:
                         "SNR (dB)": snr_label,
                         "clips": len(chosen),
                         **{k: float(v[chosen].mean()) for k, v in scores.items()},
-                        "face share": float(face[chosen].mean()),
+                        "face share": 0.0
+                        if name == "AV, video blanked"
+                        else float(face[chosen].mean()),
                         "= audio-only": blank_equal if name == "AV, video blanked" else None,
                     }
                     rows.append(row)
