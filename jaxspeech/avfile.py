@@ -93,9 +93,8 @@ def stream_blocks(av_task, params, noisy, lips, face, block_hops: int = 512, pro
     return np.concatenate(pieces)[delay : delay + noisy.shape[-1]]
 
 
-def plot_enhancement(path, av_task, params, noisy, enhanced, lips, face) -> pathlib.Path:
-    """Writes ``path`` (PNG): noisy and enhanced log spectrograms, the lip band mask, the gate
-    g and the face flag over time (centred frames of the whole recording)."""
+def pyplot():
+    """``matplotlib.pyplot`` (Agg backend), or MissingExtraError naming the plot extra."""
     try:
         import matplotlib
 
@@ -105,6 +104,13 @@ def plot_enhancement(path, av_task, params, noisy, enhanced, lips, face) -> path
         raise MissingExtraError(
             "--plot needs matplotlib; install the plot extra: pip install 'jaxspeech[plot]'"
         ) from err
+    return plt
+
+
+def plot_enhancement(path, av_task, params, noisy, enhanced, lips, face) -> pathlib.Path:
+    """Writes ``path`` (PNG): noisy and enhanced log spectrograms, the lip band mask, the gate
+    g and the face flag over time (centred frames of the whole recording)."""
+    plt = pyplot()
     audio = av_task.audio
     n_frames = 1 + noisy.shape[-1] // audio.hop
     lips_c = np.zeros((n_frames, *lips.shape[1:]), np.float32)

@@ -269,8 +269,17 @@ def _enhance_with_video(args: argparse.Namespace, run_dir: pathlib.Path, video: 
     output = pathlib.Path(args.output)
     check_output_file(output, args.noisy, args.overwrite)
     if args.plot:
-        check_output_file(pathlib.Path(args.plot), args.noisy, args.overwrite)
-    task, params, _, sample_rate = load_trained_model(str(run_dir), args.checkpoint)
+        plot = pathlib.Path(args.plot)
+        if plot.suffix.lower() != ".png":
+            raise ConfigError(f"--plot={plot}: the picture is written as PNG; name it *.png")
+        if plot.exists() and not args.overwrite:
+            raise ConfigError(f"{plot} exists; pass --overwrite to replace it")
+        check_output_folder(plot.parent)
+        avfile.pyplot()  # the plot extra is there before any work
+    from jaxspeech.train.restore import restore_run
+
+    run = restore_run(str(run_dir), args.checkpoint, devices=jax.devices()[:1])
+    task, params, sample_rate = run.task, run.params, run.task.sample_rate
     if args.noisy == video:
         noisy, file_rate = read_video_audio(video, sample_rate), sample_rate
     else:
