@@ -4,6 +4,8 @@
                                [--checkpoint best|latest|STEP] [--chunk-seconds S]
                                [--overlap-seconds S] [--overwrite] [--quiet] [--debug]
     jaxspeech enhance NOISY.wav --workdir DIR -o OUT.wav [the same options]
+    jaxspeech enhance NOISY.wav --video CLIP.mpg --workdir AVDIR -o OUT.wav [--plot OUT.png]
+    jaxspeech enhance NOISY_VIDEO.mpg --workdir AVDIR -o OUT.wav [--plot OUT.png]
     jaxspeech match RECORDING (--library MUSIC_DIR | --music TRACK) --workdir DIR [-k 5]
                               [--json] [--cache-dir DIR] [--checkpoint ...] [--quiet] [--debug]
     jaxspeech --version
@@ -267,10 +269,66 @@ def _add_separate(subparsers) -> None:
     parser.set_defaults(run=_separate)
 
 
+def _enhance_with_video(args: argparse.Namespace, run_dir: pathlib.Path, video: str) -> None:
+    """``jaxspeech enhance`` with an audio-visual (gate) run and the talker's video."""
+    from jaxspeech import avfile
+    from jaxspeech.data.video import read_video_audio
+
+    output = pathlib.Path(args.output)
+    check_output_file(output, args.noisy, args.overwrite)
+    if args.plot:
+        plot = pathlib.Path(args.plot)
+        if plot.suffix.lower() != ".png":
+            raise ConfigError(f"--plot={plot}: the picture is written as PNG; name it *.png")
+        if plot.exists() and not args.overwrite:
+            raise ConfigError(f"{plot} exists; pass --overwrite to replace it")
+        check_output_folder(plot.parent)
+        avfile.pyplot()  # the plot extra is there before any work
+    from jaxspeech.train.restore import restore_run
+
+    run = restore_run(str(run_dir), args.checkpoint, devices=jax.devices()[:1])
+    task, params, sample_rate = run.task, run.params, run.task.sample_rate
+    if args.noisy == video:
+        noisy, file_rate = read_video_audio(video, sample_rate), sample_rate
+    else:
+        noisy, file_rate = audio.load(args.noisy, mono=False)
+        report_conversion(args.noisy, noisy.shape[0], file_rate, sample_rate, args.quiet)
+    noisy = task.audio.prepare_waveform(noisy, file_rate, args.noisy)
+    enhanced, lips, face = avfile.enhance_with_video(
+        task, params, noisy, video, progress=not args.quiet
+    )
+    peak = float(np.abs(enhanced).max())
+    if peak > OUTPUT_PEAK:
+        enhanced = enhanced * (OUTPUT_PEAK / peak)
+    audio.save(output, enhanced, sample_rate)
+    print(output, flush=True)
+    if args.plot:
+        print(avfile.plot_enhancement(args.plot, task, params, noisy, enhanced, lips, face))
+
+
 def _enhance(args: argparse.Namespace) -> None:
+    from jaxspeech.data.av import VIDEO_EXTENSIONS
+    from jaxspeech.train.restore import read_config
+
     _check_chunk_arguments(args)
+    is_video = pathlib.Path(args.noisy).suffix.lower() in VIDEO_EXTENSIONS
+    video = args.noisy if is_video else args.video
+    stage = args.stage
+    config = read_config(stage_workdir(args.workdir, stage))
+    if config.task == "av" and config.model.net == "gate" and video is not None:
+        _enhance_with_video(args, stage_workdir(args.workdir, stage), video)
+        return
+    if video is not None:
+        raise ConfigError(
+            f"--video / a video input needs an audio-visual workdir (configs/av/*.py); "
+            f"{args.workdir} is not one (or pick its gate --stage)"
+        )
+    if args.plot:
+        raise ConfigError("--plot draws the audio-visual masks; it needs --video")
+    if config.task == "av":  # an AV workdir without video: Net 1 alone
+        stage = config.model.audio_stage
     noisy, file_rate = audio.load(args.noisy, mono=False)  # [channels, samples]
-    run_dir, _ = trained_run(args.workdir, args.stage, "enhancement")
+    run_dir, _ = trained_run(args.workdir, stage, "enhancement")
     check_output_file(pathlib.Path(args.output), args.noisy, args.overwrite)
     task, params, model_state, sample_rate = load_trained_model(str(run_dir), args.checkpoint)
     channels = noisy.shape[0]
@@ -302,7 +360,7 @@ def _add_enhance(subparsers) -> None:
         "Files of any length are processed in overlapping chunks. An existing OUTPUT is refused "
         "before the model runs, unless --overwrite.",
     )
-    parser.add_argument("noisy", help="audio file (WAV, FLAC or OGG)")
+    parser.add_argument("noisy", help="audio file (WAV, FLAC or OGG) or a video (.mpg, .mp4, …)")
     _add_model_arguments(parser)
     parser.add_argument(
         "-o",
@@ -310,6 +368,16 @@ def _add_enhance(subparsers) -> None:
         required=True,
         help=f"enhanced audio file, {', '.join(audio.OUTPUT_FORMATS)} (the format follows the "
         "extension; its folder is created if missing)",
+    )
+    parser.add_argument(
+        "--video",
+        help="audio-visual workdirs: the video of the talker's face (NOISY may also be the "
+        "video itself, its sound track enhanced); without it only the audio net runs",
+    )
+    parser.add_argument(
+        "--plot",
+        help="with a video: also draw the spectrograms, lip band mask, gate and face flag "
+        "into this PNG (needs the plot extra)",
     )
     _add_chunk_arguments(parser)
     _add_run_arguments(parser)

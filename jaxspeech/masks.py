@@ -128,6 +128,20 @@ def expand_bands(band_mask: jnp.ndarray, n_freqs: int) -> jnp.ndarray:
     return jnp.take(band_mask, band_of_bin(n_freqs, jnp.shape(band_mask)[-1]), axis=-1)
 
 
+def band_average(values: jnp.ndarray, n_bands: int) -> jnp.ndarray:
+    """Mean of ``values [..., frames, freqs]`` over each band's bins (bands of
+    :func:`band_of_bin`): ``[..., frames, n_bands]`` float32, the pooling counterpart of
+    :func:`expand_bands`."""
+    if jnp.ndim(values) < 2:
+        raise ShapeError(f"values have shape {jnp.shape(values)}; need [..., frames, freqs]")
+    bands = band_of_bin(jnp.shape(values)[-1], n_bands)
+    membership = (bands[:, None] == np.arange(n_bands)) / np.bincount(bands, minlength=n_bands)
+    weights = jnp.asarray(membership, jnp.float32)
+    return jnp.matmul(
+        jnp.asarray(values).astype(jnp.float32), weights, precision=lax.Precision.HIGHEST
+    )
+
+
 def apply_mask(
     mix_stft: jnp.ndarray, mask: jnp.ndarray, source_axis: int | None = None
 ) -> jnp.ndarray:

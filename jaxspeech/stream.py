@@ -1,4 +1,5 @@
-"""Frame-by-frame (streaming) enhancement with a causal LSTM mask net, and its offline twin.
+"""Frame-by-frame (streaming) enhancement with a causal LSTM mask net, and its offline twin;
+the same for the audio-visual system (:class:`AVStreamingEnhancer`, :func:`enhance_causal_av`).
 
 :class:`StreamingEnhancer` takes one hop of ``hop`` samples at a time and returns one hop of
 enhanced speech, carrying the LSTM state, the last ``n_fft − hop`` input samples and the
@@ -39,6 +40,7 @@ import numpy as np
 
 from jaxspeech import dsp, masks
 from jaxspeech.errors import ConfigError, ShapeError
+from jaxspeech.models.av import LipNet, av_mask, gate_inputs
 from jaxspeech.models.masknet import LSTMMaskNet
 from jaxspeech.models.rnn import LSTMState
 
@@ -102,30 +104,57 @@ class StreamingEnhancer:
         cell = jnp.zeros((*batch_shape, self.model.config.hidden), jnp.float32)
         return StreamState(zeros, zeros, ((cell, cell),) * self.model.config.layers)
 
-    def process_hop(self, state: StreamState, samples: jax.Array) -> tuple[StreamState, jax.Array]:
+    def process_hop(
+        self, state: StreamState, samples: jax.Array, *frame_inputs
+    ) -> tuple[StreamState, jax.Array]:
         """Consumes ``samples [..., hop]`` (any float dtype); returns ``(state, out [..., hop])``
-        float32, ``out`` being the enhanced input ``delay`` samples earlier."""
+        float32, ``out`` being the enhanced input ``delay`` samples earlier. ``frame_inputs``:
+        what a subclass's ``frame_mask`` takes besides the spectrum (none here)."""
         if samples.shape[-1:] != (self.hop,) or samples.shape[:-1] != state.history.shape[:-1]:
             raise ShapeError(
                 f"process_hop got samples of shape {samples.shape}; expected "
                 f"{(*state.history.shape[:-1], self.hop)} (the state's batch shape, one hop)"
             )
-        return self._step(self.variables, state, samples)
+        return self._step(self.variables, state, samples, *frame_inputs)
 
-    def _hop_step(self, variables, state: StreamState, samples: jax.Array):
+    def frame_mask(self, variables, carry, spec: jax.Array):
+        """The mask ``[..., F]`` of one frame's STFT ``spec [..., F]`` and the new carry."""
         params, model_state = variables
-        frame = jnp.concatenate([state.history, samples.astype(jnp.float32)], axis=-1)
-        spec = jnp.fft.rfft(frame * self.window, n=self.n_fft, axis=-1)  # [..., F]
         features = self.task.features(spec[..., None, :], model_state)  # [..., 1, F]
         mask, carry = self.model.apply(
-            {"params": params}, features, state.carry, method=LSTMMaskNet.with_carry
+            {"params": params}, features, carry, method=LSTMMaskNet.with_carry
         )
-        masked = masks.apply_mask(spec, mask[..., 0, :])
+        return mask[..., 0, :], carry
+
+    def _hop_step(self, variables, state: StreamState, samples: jax.Array, *frame_inputs):
+        frame = jnp.concatenate([state.history, samples.astype(jnp.float32)], axis=-1)
+        spec = jnp.fft.rfft(frame * self.window, n=self.n_fft, axis=-1)  # [..., F]
+        mask, carry = self.frame_mask(variables, state.carry, spec, *frame_inputs)
+        masked = masks.apply_mask(spec, mask)
         synthesis = jnp.fft.irfft(masked, n=self.n_fft, axis=-1) * self.window
         lead = [(0, 0)] * (samples.ndim - 1)
         summed = jnp.pad(state.pending, [*lead, (0, self.hop)]) + synthesis
         out = summed[..., : self.hop] * self.inverse_window_sum
         return StreamState(frame[..., self.hop :], summed[..., self.hop :], carry), out
+
+
+def causal_frames(n_fft: int, hop: int, length: int) -> int:
+    """How many frames the stream analyses for ``length`` input samples: up to the one that
+    ends with the hop holding the last sample, so that every sample has all of its frames."""
+    return math.ceil((n_fft - hop + length) / hop)
+
+
+def causal_apply(task, noisy: jax.Array, mask_fn) -> jax.Array:
+    """``ISTFT(mask · STFT)`` of ``noisy [..., T]`` in the stream's framing (zero history,
+    ``center=False``), realigned by the delay; ``mask_fn(spec [..., frames, F]) -> mask``."""
+    length = noisy.shape[-1]
+    delay = task.n_fft - task.hop
+    padded_length = (causal_frames(task.n_fft, task.hop, length) - 1) * task.hop + task.n_fft
+    lead = [(0, 0)] * (noisy.ndim - 1)
+    padded = jnp.pad(noisy.astype(jnp.float32), [*lead, (delay, padded_length - delay - length)])
+    spec = task.spectrum(padded, center=False)
+    out = task.resynthesise(spec, mask_fn(spec), padded_length, center=False)
+    return out[..., delay : delay + length]
 
 
 def enhance_causal(task, params, model_state, noisy: jax.Array) -> jax.Array:
@@ -135,15 +164,109 @@ def enhance_causal(task, params, model_state, noisy: jax.Array) -> jax.Array:
     Pure ``jnp`` (jit it with ``task`` closed over); the LSTM must be causal.
     """
     _check_causal_lstm(task)
-    length = noisy.shape[-1]
-    delay = task.n_fft - task.hop
-    # Frames up to the one that ends with the hop holding the last sample, so that every
-    # input sample is covered by all of its frames.
-    last_frame = math.ceil((delay + length) / task.hop) - 1
-    padded_length = last_frame * task.hop + task.n_fft
-    lead = [(0, 0)] * (noisy.ndim - 1)
-    padded = jnp.pad(noisy.astype(jnp.float32), [*lead, (delay, padded_length - delay - length)])
-    spec = task.spectrum(padded, center=False)
-    mask = task.model.apply({"params": params}, task.features(spec, model_state))
-    out = task.resynthesise(spec, mask, padded_length, center=False)
-    return out[..., delay : delay + length]
+    return causal_apply(
+        task,
+        noisy,
+        lambda spec: task.model.apply({"params": params}, task.features(spec, model_state)),
+    )
+
+
+class AVStreamingEnhancer(StreamingEnhancer):
+    """Causal hop-by-hop audio-visual enhancement with a trained gate stage
+    (``jaxspeech.train.tasks.av``, ``model.net="gate"``) and its frozen audio and lip nets.
+
+    Each hop takes the newest video frame's mouth crop and face flag, or none (then the last
+    ones are reused: a 25 fps camera gives a new frame every 2.5 hops of 16 ms). The state's
+    ``carry`` holds the audio LSTM's, the lip net's and the gate's LSTM states and the last
+    crop and face flag; ``history`` and ``pending`` are the audio framing and overlap-add
+    buffers of :class:`StreamingEnhancer`.
+
+    Latency: that of :class:`StreamingEnhancer` (``n_fft`` samples, 32 ms for the recipes);
+    frame ``t`` is centred on input sample ``t·hop + hop − n_fft/2`` and uses the video frame
+    shown then, which has been captured before the frame's last sample arrives, so the video
+    adds no delay beyond the camera's own.
+
+    Usage::
+
+        enhancer = AVStreamingEnhancer(gate_task, gate_params)
+        state = enhancer.init_state()
+        state, out = enhancer.process_hop(state, hop, crop, face)   # a new video frame
+        state, out = enhancer.process_hop(state, hop)               # the same frame again
+    """
+
+    def __init__(self, av_task, params) -> None:
+        if av_task.config.model.net != "gate":
+            raise ConfigError("AV streaming needs the gate stage's run (model.net='gate')")
+        if not av_task.lip_net.config.causal or av_task.gate_net.config.bidirectional:
+            raise ConfigError(
+                "AV streaming needs a causal lip net and gate; train them with causal=True"
+            )
+        super().__init__(av_task.audio, *av_task.audio_variables)
+        self.av = av_task
+        self.variables = (*av_task.audio_variables, av_task.lips_params, params)
+
+    def init_state(self, batch_shape: tuple[int, ...] = ()) -> StreamState:
+        """Zero history, nothing pending, zero LSTM states, a blank last frame without face."""
+        audio = super().init_state(batch_shape)
+
+        def zeros(hidden: int, layers: int):
+            cell = jnp.zeros((*batch_shape, hidden), jnp.float32)
+            return ((cell, cell),) * layers
+
+        lip_cfg, gate_cfg = self.av.lip_net.config, self.av.gate_net.config
+        crop = jnp.zeros((*batch_shape, *self.av.crop_shape), jnp.float32)
+        carry = (
+            audio.carry,
+            zeros(lip_cfg.hidden, lip_cfg.layers),
+            zeros(gate_cfg.hidden, gate_cfg.layers),
+            crop,
+            jnp.zeros(batch_shape, bool),
+        )
+        return audio._replace(carry=carry)
+
+    def process_hop(self, state: StreamState, samples, lips=None, face=None):
+        """Consumes ``samples [..., hop]`` and, when a new video frame has arrived, its crop
+        ``lips [..., h, w]`` and face flag ``face [...]`` (default True); returns
+        ``(state, out [..., hop])``, ``out`` being the enhanced input ``delay`` samples
+        earlier."""
+        last_lips, last_face = state.carry[3:]
+        if lips is None:
+            lips, face = last_lips, last_face
+        lips = jnp.asarray(lips, jnp.float32)
+        face = jnp.broadcast_to(jnp.asarray(True if face is None else face, bool), last_face.shape)
+        if lips.shape != last_lips.shape:
+            raise ShapeError(f"process_hop got lips {lips.shape}; expected {last_lips.shape}")
+        return super().process_hop(state, samples, lips, face)
+
+    def frame_mask(self, variables, carry, spec, lips, face):
+        audio_params, audio_state, lips_params, gate_params = variables
+        audio_carry, lip_carry, gate_carry = carry[:3]
+        audio_mask, audio_carry = super().frame_mask((audio_params, audio_state), audio_carry, spec)
+        logits, lip_carry = self.av.lip_net.apply(
+            {"params": lips_params},
+            lips[..., None, :, :],
+            face[..., None],
+            lip_carry,
+            method=LipNet.with_carry,
+        )
+        lip_mask = jax.nn.sigmoid(logits)
+        gate, gate_carry = self.av.gate_net.apply(
+            {"params": gate_params},
+            gate_inputs(audio_mask[..., None, :], lip_mask),
+            gate_carry,
+            method=LSTMMaskNet.with_carry,
+        )
+        mask, _ = av_mask(audio_mask[..., None, :], lip_mask, gate, face[..., None])
+        return mask[..., 0, :], (audio_carry, lip_carry, gate_carry, lips, face)
+
+
+def enhance_causal_av(av_task, params, noisy, lips, face) -> jax.Array:
+    """Offline causal audio-visual enhancement ``[..., T]``: what
+    :class:`AVStreamingEnhancer` outputs, realigned by its delay. ``lips [..., frames, h, w]``
+    and ``face [..., frames]`` give the crop and flag of each of the stream's
+    ``causal_frames(n_fft, hop, T)`` frames."""
+    audio = av_task.audio
+    _check_causal_lstm(audio)
+    return causal_apply(
+        audio, noisy, lambda spec: av_task.masks_from_spectrum(params, spec, lips, face)["mask"]
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pathlib
 from fractions import Fraction
 
+import jax
 import numpy as np
 import soundfile as sf
 
@@ -64,3 +65,11 @@ def write_video(path: pathlib.Path, frames: np.ndarray, pts_ms) -> None:
             frame.pts, frame.time_base = int(pts), Fraction(1, 1000)
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
+
+
+def random_params(module, *inputs, seed=0, scale=0.3):
+    """Gaussian params of ``module``'s shapes for ``module.init(rng, *inputs)``, drawn with
+    numpy (``init`` compiles orthogonal QRs and every eager op compiles: slow on CPU)."""
+    shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0), *inputs)["params"]
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda x: (scale * rng.standard_normal(x.shape)).astype(x.dtype), shapes)

@@ -1,0 +1,336 @@
+"""Audio-visual enhancement: the lip net (Net 2) and the gate (Net 3) over a frozen audio net.
+
+One task, two nets (``model.net``):
+
+* ``"lips"``: :class:`jaxspeech.models.av.LipNet` on the mouth crop of each STFT frame,
+  trained by binary cross-entropy towards the band IBM of the clean speech
+  (``masks.band_ibm`` with ``model.band_threshold``; ``model.n_bands`` contiguous bands),
+  frames without a face left out of the loss;
+* ``"gate"``: :func:`jaxspeech.models.av.build_gate_net` over Net 1's mask and the lip band
+  mask; the output mask ``av_mask`` is trained towards Net 1's ideal mask (the IRM of the
+  clean speech against everything else) by mask MSE, Nets 1 and 2 frozen.
+
+Net 1 is an enhancement run (``jaxspeech.train.tasks.enhancement``) that the stage reads
+(``model.audio_stage``); its STFT, features and mask are used as they are. The gate stage
+also reads the lips stage (``model.lips_stage``). ``configs/av/lipgate.py`` chains audio →
+lips → gate. Data: :mod:`jaxspeech.data.av` (GRID clips in noise or beside another talker).
+
+The gate's ``evaluate`` writes the table of the recipe: noisy input, audio-only (Net 1),
+audio-visual, audio-visual with the video blanked (no face anywhere: equal to audio-only) and
+the oracle IRM, with PESQ (wb), STOI, SI-SDR and SI-SDRi per condition and SNR.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxspeech import masks
+from jaxspeech.data.av import CONDITIONS, AVData, AVDataConfig
+from jaxspeech.data.pipeline import batch_examples
+from jaxspeech.errors import ConfigError
+from jaxspeech.losses import binary_cross_entropy, mask_mse, si_snr
+from jaxspeech.models.av import (
+    GateNetConfig,
+    LipNet,
+    LipNetConfig,
+    av_mask,
+    build_gate_net,
+    gate_inputs,
+)
+from jaxspeech.models.masknet import param_count
+from jaxspeech.train.config import Config
+from jaxspeech.train.task import TrainedRun, frozen_run
+from jaxspeech.train.tasks.enhancement import quality_scores, snr_groups
+
+NETS = ("lips", "gate")
+
+
+@dataclasses.dataclass(frozen=True)
+class AVModelConfig:
+    """Which net this stage trains and the stages it builds on.
+
+    Attributes:
+      net: "lips" (Net 2) or "gate" (Net 3).
+      audio_stage: the enhancement stage of Net 1 (read by both nets).
+      lips_stage: the lips stage (read by the gate).
+      n_bands: M, the lip net's bands (contiguous, ``masks.band_of_bin``).
+      band_threshold: a band is active when it holds at least this share of the frame's
+        clean-speech energy (``masks.band_ibm``).
+      lip_net, gate_net: the nets' sizes.
+    """
+
+    net: str = "lips"
+    audio_stage: str = "audio"
+    lips_stage: str = "lips"
+    n_bands: int = 16
+    band_threshold: float = 1e-5
+    lip_net: LipNetConfig = dataclasses.field(default_factory=LipNetConfig)
+    gate_net: GateNetConfig = dataclasses.field(default_factory=GateNetConfig)
+
+
+@dataclasses.dataclass(frozen=True)
+class AVEvalConfig:
+    """The test table: ``size`` examples of ``seconds``, the conditions and SNRs of
+    ``noise_snrs_db`` (noise) and ``talker_snrs_db`` (competing talker) in turn."""
+
+    noise_snrs_db: tuple[float, ...] = (-5.0, 0.0, 5.0, 10.0, 15.0, 20.0)
+    talker_snrs_db: tuple[float, ...] = (-5.0, 0.0, 5.0)
+    size: int = 72
+    seconds: float = 3.0
+    batch_size: int = 8
+
+    @property
+    def grid(self) -> list[tuple[str, float]]:
+        return [("noise", s) for s in self.noise_snrs_db] + [
+            ("talker", s) for s in self.talker_snrs_db
+        ]
+
+
+@dataclasses.dataclass(frozen=True)
+class AVConfig(Config):
+    """An audio-visual stage: the net, the AV mixtures and the test table."""
+
+    task: str = "av"
+    model: AVModelConfig = dataclasses.field(default_factory=AVModelConfig)
+    data: AVDataConfig = dataclasses.field(default_factory=AVDataConfig)
+    eval: AVEvalConfig = dataclasses.field(default_factory=AVEvalConfig)
+
+
+def _host(run: TrainedRun):
+    return jax.device_get(run.params), jax.device_get(run.model_state)
+
+
+class Task:
+    """Lip net or gate over a frozen audio net (see the module docstring)."""
+
+    def __init__(self, config, frozen: Mapping[str, TrainedRun] | None = None) -> None:
+        self.config = config
+        model, frozen = config.model, dict(frozen or {})
+        if model.net not in NETS:
+            raise ConfigError(f"model.net={model.net!r}; use one of {NETS}")
+        needed = (model.audio_stage,) + ((model.lips_stage,) if model.net == "gate" else ())
+        extra = sorted(set(frozen) - set(needed))
+        if extra:
+            raise ConfigError(f"the {model.net} net reads only {needed}; remove {extra}")
+        audio = frozen_run(frozen, model.audio_stage, f"the {model.net} net")
+        self.audio, self.audio_variables = audio.task, _host(audio)
+        if getattr(self.audio.config, "task", None) != "enhancement":
+            raise ConfigError(f"{audio.workdir} is not an enhancement run; Net 1 must be one")
+        self.sample_rate, self.hop = self.audio.sample_rate, self.audio.hop
+        self.n_fft, self.n_freqs = self.audio.n_fft, self.audio.n_freqs
+        if config.data.sample_rate != self.sample_rate:
+            raise ConfigError(
+                f"data.sample_rate={config.data.sample_rate} but Net 1 runs at "
+                f"{self.sample_rate} Hz; set data.sample_rate={self.sample_rate}"
+            )
+        if not 1 <= model.n_bands <= self.n_freqs:
+            raise ConfigError(f"model.n_bands={model.n_bands} must be in [1, {self.n_freqs}]")
+        self.n_bands = model.n_bands
+        dtype = config.train.dtype
+        self.lip_net = LipNet(model.n_bands, model.lip_net, dtype)
+        self.gate_net = build_gate_net(model.gate_net, model.n_bands, dtype)
+        self.lips_params = None
+        if model.net == "gate":
+            lips = frozen_run(frozen, model.lips_stage, "the gate")
+            if (lips.task.n_bands, lips.task.hop) != (self.n_bands, self.hop):
+                raise ConfigError(
+                    f"the lips stage in {lips.workdir} has {lips.task.n_bands} bands and hop "
+                    f"{lips.task.hop}; the gate needs {self.n_bands} and {self.hop}"
+                )
+            self.lip_net = lips.task.lip_net
+            self.lips_params = jax.device_get(lips.params)
+        self.valid_metric, self.valid_mode = (
+            ("band_bce", "min") if model.net == "lips" else ("si_sdr", "max")
+        )
+
+    @functools.cached_property
+    def data(self) -> AVData:
+        return AVData(self.config.data, self.config.train.batch_size, self.hop)
+
+    @property
+    def crop_shape(self) -> tuple[int, int]:
+        size = self.config.data.mouth.crop_size
+        return (size, size)
+
+    # --- numerics (pure jnp) ---------------------------------------------------------------
+
+    def band_target(self, clean: jax.Array) -> jax.Array:
+        """The band IBM ``[B, frames, M]`` of clean speech ``[B, samples]``."""
+        spec = self.audio.spectrum(clean)
+        return masks.band_ibm(spec, self.n_bands, self.config.model.band_threshold)
+
+    def lip_mask(self, lips_params, lips: jax.Array, face: jax.Array) -> jax.Array:
+        """The lip band mask ``[..., frames, M]`` (sigmoid of the lip net)."""
+        return jax.nn.sigmoid(self.lip_net.apply({"params": lips_params}, lips, face))
+
+    def masks_from_spectrum(self, params, spec, lips, face) -> dict[str, jax.Array]:
+        """Every mask of the AV system for a noisy STFT ``spec [B, frames, F]``, the mouth
+        crops ``lips [B, frames, h, w]`` and face flags ``face [B, frames]``: ``audio``
+        (Net 1), ``lips`` (band mask), ``gate`` (0 where no face) and ``mask`` (output)."""
+        audio_params, audio_state = self.audio_variables
+        features = self.audio.features(spec, audio_state)
+        audio_mask = self.audio.model.apply({"params": audio_params}, features)
+        lip_mask = self.lip_mask(self.lips_params, lips, face)
+        gate = self.gate_net.apply({"params": params}, gate_inputs(audio_mask, lip_mask))
+        mask, gate = av_mask(audio_mask, lip_mask, gate, face)
+        return {"audio": audio_mask, "lips": lip_mask, "gate": gate, "mask": mask}
+
+    def enhance(self, params, noisy, lips, face) -> jax.Array:
+        """Audio-visual enhancement ``[B, samples]`` of ``noisy [B, samples]`` (centred
+        frames: ``lips [B, 1 + samples // hop, h, w]``, ``face`` likewise)."""
+        spec = self.audio.spectrum(noisy)
+        mask = self.masks_from_spectrum(params, spec, lips, face)["mask"]
+        return self.audio.resynthesise(spec, mask, noisy.shape[-1])
+
+    # --- the Task protocol -----------------------------------------------------------------
+
+    def init_model(self, rng: jax.Array):
+        frames = 1 + self.config.data.num_samples // self.hop
+        lips = jnp.zeros((1, frames, *self.crop_shape), jnp.float32)
+        face = jnp.ones((1, frames), bool)
+        if self.config.model.net == "lips":
+            return self.lip_net.init(rng, lips, face)["params"], {}
+        inputs = jnp.zeros((1, frames, 3 * self.n_bands), jnp.float32)
+        return self.gate_net.init(rng, inputs)["params"], {}
+
+    def _lips_metrics(self, params, batch):
+        target = self.band_target(batch["clean"])
+        logits = self.lip_net.apply({"params": params}, batch["lips"], batch["face"])
+        weight = jnp.broadcast_to(batch["face"][..., None], target.shape)
+        total = jnp.maximum(weight.sum(), 1.0)
+        bce = (binary_cross_entropy(logits, target) * weight).sum() / total
+        correct = ((logits > 0) == (target > 0.5)) * weight
+        return bce, {"band_bce": bce, "band_accuracy": correct.sum() / total}
+
+    def _gate_metrics(self, params, batch):
+        noisy, clean = batch["mixture"], batch["clean"]
+        spec = self.audio.spectrum(noisy)
+        outputs = self.masks_from_spectrum(params, spec, batch["lips"], batch["face"])
+        target = self.audio.ideal_mask(clean, noisy - clean)
+        loss = mask_mse(outputs["mask"], target).mean()
+        metrics = {
+            "mask_mse": loss,
+            "audio_mask_mse": mask_mse(outputs["audio"], target).mean(),
+            "gate_mean": outputs["gate"].mean(),
+        }
+        return loss, metrics, outputs["mask"], spec
+
+    def loss_fn(self, params, model_state, batch, rng):
+        del rng  # deterministic nets
+        if self.config.model.net == "lips":
+            loss, metrics = self._lips_metrics(params, batch)
+        else:
+            loss, metrics, _, _ = self._gate_metrics(params, batch)
+        return loss, (metrics, model_state)
+
+    def eval_fn(self, params, model_state, batch):
+        if self.config.model.net == "lips":
+            return self._lips_metrics(params, batch)[1]
+        _, metrics, mask, spec = self._gate_metrics(params, batch)
+        enhanced = self.audio.resynthesise(spec, mask, batch["mixture"].shape[-1])
+        metrics["si_sdr"] = si_snr(enhanced, batch["clean"]).mean()
+        return metrics
+
+    def train_dataset(self, process_index: int, process_count: int, seed: int):
+        return self.data.train_dataset(process_index, process_count, seed)
+
+    def valid_batches(self) -> list[dict]:
+        return self.data.valid_batches()
+
+    def evaluate(self, params, model_state, split: str) -> list[dict]:
+        """The lips net: band accuracy, precision, recall and F1 on frames with a face; the
+        gate: the system table of the module docstring."""
+        cfg = self.config.eval
+        if cfg.size % cfg.batch_size:
+            raise ConfigError(f"eval.size={cfg.size} must be a multiple of eval.batch_size")
+        examples = self.data.fixed_set(split, cfg.grid, cfg.size, cfg.seconds)
+        batches = batch_examples(examples, cfg.batch_size)
+        if self.config.model.net == "lips":
+            return self._evaluate_lips(params, batches)
+        return self._evaluate_gate(params, batches)
+
+    def _evaluate_lips(self, params, batches) -> list[dict]:
+        predict = jax.jit(lambda b: (self.lip_mask(params, b["lips"], b["face"]) > 0.5,
+                                     self.band_target(b["clean"]) > 0.5))  # fmt: skip
+        counts = np.zeros((2, 2))  # [predicted, target]
+        for batch in batches:
+            predicted, target = map(np.asarray, predict(batch))
+            face = batch["face"][..., None].astype(bool) & np.ones_like(target)
+            for p in (0, 1):
+                for t in (0, 1):
+                    counts[p, t] += np.sum(face & (predicted == p) & (target == t))
+        true_pos, total = counts[1, 1], counts.sum()
+        precision = true_pos / max(counts[1].sum(), 1)
+        recall = true_pos / max(counts[:, 1].sum(), 1)
+        return [
+            {
+                "system": "lip net",
+                "face frames × bands": int(total),
+                "active share": counts[:, 1].sum() / max(total, 1),
+                "accuracy": (counts[0, 0] + true_pos) / max(total, 1),
+                "precision": precision,
+                "recall": recall,
+                "F1": 2 * precision * recall / max(precision + recall, 1e-12),
+                "params": param_count(params),
+            }
+        ]
+
+    def _evaluate_gate(self, params, batches) -> list[dict]:
+        audio_params, audio_state = self.audio_variables
+        systems = {
+            "audio-only (Net 1)": jax.jit(
+                lambda b: self.audio.enhance(audio_params, audio_state, b["mixture"])
+            ),
+            "audio-visual": jax.jit(
+                lambda b: self.enhance(params, b["mixture"], b["lips"], b["face"])
+            ),
+            "AV, video blanked": jax.jit(
+                lambda b: self.enhance(
+                    params, b["mixture"], jnp.zeros_like(b["lips"]), jnp.zeros_like(b["face"])
+                )
+            ),
+            "oracle IRM": jax.jit(
+                lambda b: self.audio.resynthesise(
+                    self.audio.spectrum(b["mixture"]),
+                    self.audio.ideal_mask(b["clean"], b["mixture"] - b["clean"]),
+                    b["mixture"].shape[-1],
+                )
+            ),
+        }
+        outputs = {"noisy": [b["mixture"] for b in batches]}
+        for name, run in systems.items():
+            outputs[name] = [np.asarray(run(b)) for b in batches]
+        joined = {name: np.concatenate(parts) for name, parts in outputs.items()}
+        blank_equal = np.array_equal(joined["AV, video blanked"], joined["audio-only (Net 1)"])
+        clean, noisy = (np.concatenate([b[k] for b in batches]) for k in ("clean", "mixture"))
+        snrs, condition = (np.concatenate([b[k] for b in batches]) for k in ("snr_db", "condition"))
+        face = np.concatenate([b["face"].mean(axis=-1) for b in batches])
+        rows = []
+        for name, estimate in joined.items():
+            scores = quality_scores(estimate, clean, noisy, self.sample_rate)
+            for cond_label, in_condition in [("all", np.ones(len(clean), bool))] + [
+                (c, condition == i) for i, c in enumerate(CONDITIONS)
+            ]:
+                groups = snr_groups(snrs[in_condition]) if cond_label != "all" else [("all", None)]
+                for snr_label, member in groups:
+                    chosen = np.flatnonzero(in_condition)
+                    chosen = chosen if member is None else chosen[member]
+                    row = {
+                        "system": name,
+                        "condition": cond_label,
+                        "SNR (dB)": snr_label,
+                        "clips": len(chosen),
+                        **{k: float(v[chosen].mean()) for k, v in scores.items()},
+                        "face share": 0.0
+                        if name == "AV, video blanked"
+                        else float(face[chosen].mean()),
+                        "= audio-only": blank_equal if name == "AV, video blanked" else None,
+                    }
+                    rows.append(row)
+        return rows
