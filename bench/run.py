@@ -12,7 +12,10 @@ float32 matmul probe (always, at least one call; the floors and shares are again
 - block: one gLN block against its matmuls; float32 against bfloat16 matmuls (`tasnet_block.py`),
 - depthwise: shifted multiply-adds against a grouped conv (`depthwise.py`),
 - matching: ranking 100,000 cached tracks, descriptor extraction, a training step
-  (`bgm_speed.py`).
+  (`bgm_speed.py`),
+- video: decoding, face detection and mouth tracking of 11 GRID clips (`video_speed.py`),
+- audio-visual: the AV enhancement end to end on a 60 s video, lip-net training steps
+  (`av_speed.py`).
 A benchmark starts only when the budget left covers `least_seconds` (what it took on the
 project's 2-core CPU, the slowest machine it targets); it then warms up, which measures one
 repeat, and times as many repeats as fit its share (`bench/plan.py`). What does not fit is
@@ -32,7 +35,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-from bench import bgm_speed, depthwise, report, tasnet_block, tasnet_speed
+from bench import av_speed, bgm_speed, depthwise, report, tasnet_block, tasnet_speed, video_speed
 from bench.plan import Allotment, Budget, seconds_since_process_start
 from jaxspeech.errors import ConfigError
 
@@ -167,6 +170,18 @@ def run_bgm(context: Context, allotment: Allotment) -> list[str]:
     return bgm_speed.report(100_000, 5, resolve_data_root())
 
 
+def run_video(context: Context, allotment: Allotment) -> list[str]:
+    del context, allotment  # fixed sizes: about a minute on the CPU
+    return [f"- {line}" for line in video_speed.report(clips=11)]
+
+
+def run_av(context: Context, allotment: Allotment) -> list[str]:
+    from jaxspeech.data.corpus import resolve_data_root
+
+    del context, allotment  # fixed sizes: about four minutes on the CPU
+    return [f"- {line}" for line in av_speed.report(1, resolve_data_root())]
+
+
 @dataclass(frozen=True)
 class Benchmark:
     heading: str
@@ -181,6 +196,8 @@ BENCHMARKS = (
     Benchmark("One gLN block at inference size; matmul dtypes", 1, 10, run_block),
     Benchmark("Depthwise dilated convolution: shifted vs grouped", 2, 35, run_depthwise),
     Benchmark("Background-music matching: ranking, descriptors, training step", 1, 90, run_bgm),
+    Benchmark("Video decoding and face/mouth tracking (11 GRID clips)", 1, 60, run_video),
+    Benchmark("Audio-visual enhancement: end to end on 60 s, lip-net step", 1, 240, run_av),
 )
 
 

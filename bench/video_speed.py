@@ -45,44 +45,55 @@ def dlib_hog_hits(frames: np.ndarray, detect_scale: float) -> int | None:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=None, help="data root (default: ../shared/data)")
-    parser.add_argument("--clips", type=int, default=None, help="at most this many clips")
-    parser.add_argument("--detect-scale", type=float, default=MouthConfig.detect_scale)
-    args = parser.parse_args()
-    root = resolve_data_root(args.data) / "grid"
-    clips = sorted(root.glob("s1/*.mpg")) + sorted(root.glob("talkers/*.mpg"))
-    clips = clips[: args.clips]
-    config = dataclasses.replace(MouthConfig(), detect_scale=args.detect_scale)
+def report(
+    data: str | None = None, clips: int | None = None, detect_scale=MouthConfig.detect_scale
+) -> list[str]:
+    """The rates of the module docstring as lines, on the first ``clips`` GRID clips."""
+    root = resolve_data_root(data) / "grid"
+    paths = sorted(root.glob("s1/*.mpg")) + sorted(root.glob("talkers/*.mpg"))
+    clips = paths[:clips]
+    lines = []
+    config = dataclasses.replace(MouthConfig(), detect_scale=detect_scale)
 
     videos, decode_wall, decode_cpu = timed(lambda: [read_video(clip).frames for clip in clips])
     frames = sum(len(video) for video in videos)
-    print(f"{len(clips)} clips, {frames} frames of {videos[0].shape[2]}x{videos[0].shape[1]}")
-    print(f"decode: {frames / decode_wall:.0f} frames/s wall, {frames / decode_cpu:.0f} CPU")
+    lines.append(
+        f"{len(clips)} clips, {frames} frames of {videos[0].shape[2]}x{videos[0].shape[1]}"
+    )
+    lines.append(f"decode: {frames / decode_wall:.0f} frames/s wall, {frames / decode_cpu:.0f} CPU")
 
     boxes, wall, cpu = timed(lambda: [detect_faces(video, config) for video in videos])
     found = sum(int((~np.isnan(b[:, 0])).sum()) for b in boxes)
-    print(
+    lines.append(
         f"opencv_haar (scale {config.detect_scale}): rate {found / frames:.4f}, "
         f"{frames / wall:.0f} frames/s wall, {frames / cpu:.0f} CPU"
     )
     hits, wall, cpu = timed(lambda: [dlib_hog_hits(video, config.detect_scale) for video in videos])
     if hits[0] is None:
-        print("dlib_hog: not measured (pip install dlib-bin to compare)")
+        lines.append("dlib_hog: not measured (pip install dlib-bin to compare)")
     else:
-        print(
+        lines.append(
             f"dlib_hog (scale {config.detect_scale}): rate {sum(hits) / frames:.4f}, "
             f"{frames / wall:.0f} frames/s wall, {frames / cpu:.0f} CPU"
         )
 
     tracks, wall, cpu = timed(lambda: [mouth_track(clip, config) for clip in clips])
     present = sum(int(track.face_present.sum()) for track in tracks)
-    print(
+    lines.append(
         f"mouth track (decode + detect + crop {config.crop_size}x{config.crop_size}): "
         f"{frames / wall:.0f} frames/s wall, {frames / cpu:.0f} CPU; "
         f"face present after gap filling {present / frames:.4f}"
     )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=None, help="data root (default: ../shared/data)")
+    parser.add_argument("--clips", type=int, default=None, help="at most this many clips")
+    parser.add_argument("--detect-scale", type=float, default=MouthConfig.detect_scale)
+    args = parser.parse_args()
+    print("\n".join(report(args.data, args.clips, args.detect_scale)))
 
 
 if __name__ == "__main__":

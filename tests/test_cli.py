@@ -514,3 +514,219 @@ def test_every_option_has_help():
         for action in command._actions:
             assert action.help, f"{command.prog} {action.option_strings or action.dest}"
     assert "best, latest or a step number" in commands.choices["separate"].format_help()
+
+
+# --- audio-visual workdirs: `jaxspeech enhance` with a video, and the gate stage's table ---
+
+AV_RECIPE = RECIPE.parents[1] / "av/lipgate.py"
+#: Trains every stage of a multi-stage recipe: argv = recipe, workdir, overrides.
+TRAIN_RECIPE = """
+import sys
+from jaxspeech.train import stages
+stages.run(stages.apply_overrides(stages.load_recipe(sys.argv[1]), sys.argv[3:]), sys.argv[2])
+"""
+VIDEO_REASON = 'needs the video extra: pip install -e ".[video]"'
+#: The GRID clip enhanced by the tests (one of the training clips: only the wiring is tested).
+AV_CLIP = "grid/s1/bbaf2n.mpg"
+
+
+def av_overrides(root: pathlib.Path, cache: pathlib.Path) -> list[str]:
+    """The smoke AV recipe at one step a stage: Net 1 on 0.25 s crops, the lip net and gate on
+    0.5 s crops of the GRID clips under ``root`` (16 × 16 mouths, detection at a quarter of the
+    frame size, cached in ``cache``), the gate's table on 2 one-second examples."""
+    overrides = [
+        *("train.steps=1", "audio.train.batch_size=2", "audio.data.valid_size=2"),
+        *("audio.data.mixture.segment_seconds=0.25", "audio.model.features.stats_batches=1"),
+        "audio.model.estimator.hidden=8",
+    ]
+    for stage in ("lips", "gate"):
+        overrides += [
+            f"{stage}.{override}"
+            for override in (
+                *(f"data.root={root}", f"data.cache_dir={cache}", "data.segment_seconds=0.5"),
+                *("train.batch_size=2", "data.valid_size=2", "data.mouth.crop_size=16"),
+                *("data.mouth.detect_scale=0.25", "model.lip_net.channels=(4,8)"),
+                *("model.lip_net.embedding=8", "model.lip_net.hidden=8", "model.gate_net.hidden=8"),
+                *("eval.noise_snrs_db=(0.0,)", "eval.talker_snrs_db=(0.0,)", "eval.size=2"),
+                *("eval.batch_size=2", "eval.seconds=1.0"),
+            )
+        ]
+    return overrides
+
+
+@pytest.fixture(scope="module")
+def av_workdir(tmp_path_factory, shared_data) -> pathlib.Path:
+    """The three stages of ``configs/av/lipgate.py:smoke`` (audio, lips, gate), one step each,
+    on three s1 sentences, three other talkers and one noise (links into the shared data), in
+    a subprocess on one device."""
+    pytest.importorskip("av", reason=VIDEO_REASON)
+    pytest.importorskip("cv2", reason=VIDEO_REASON)
+    root = tmp_path_factory.mktemp("av_data")
+    for folder, count in (("grid/s1", 3), ("grid/talkers", 3), ("noise", 1)):
+        (root / folder).mkdir(parents=True)
+        sources = sorted(p for p in (shared_data / folder).iterdir() if p.suffix != ".align")
+        for source in sources[:count]:
+            (root / folder / source.name).symlink_to(source)
+    path = tmp_path_factory.mktemp("av_run")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    # one device; XLA's backend optimisations off: they take more CPU than these 3 steps
+    env["XLA_FLAGS"] = "--xla_backend_optimization_level=0"
+    env["JAXSPEECH_DATA"] = str(shared_data)
+    overrides = av_overrides(root, path.parent / f"{path.name}_mouths")
+    subprocess.run(
+        [sys.executable, "-c", TRAIN_RECIPE, f"{AV_RECIPE}:smoke", path, *overrides],
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=300,
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def av_files(av_workdir, shared_data, tmp_path_factory) -> dict[str, pathlib.Path]:
+    """The GRID clip, its sound track as a float WAV at 16 kHz, and what `jaxspeech enhance`
+    wrote for them: ``video`` (the track with ``--video``, and ``--plot`` where matplotlib is
+    installed), ``own_track`` (the clip alone), ``no_video`` (the AV workdir without a video)
+    and ``audio_stage`` (the audio stage's run itself)."""
+    from jaxspeech.data.video import read_video_audio
+
+    folder = tmp_path_factory.mktemp("av_enhance")
+    clip = shared_data / AV_CLIP
+    track = folder / "track.wav"
+    sf.write(track, read_video_audio(clip, 16000), 16000, subtype="FLOAT")
+    files = {"clip": clip, "track": track}
+    plot = ("--plot", folder / "picture.png") if _has_matplotlib() else ()
+    runs = {
+        "video": (track, "--video", clip, "--workdir", av_workdir, *plot),
+        "own_track": (clip, "--workdir", av_workdir),
+        "no_video": (track, "--workdir", av_workdir),
+        "audio_stage": (track, "--workdir", av_workdir / "audio"),
+    }
+    for name, argv in runs.items():
+        files[name] = folder / f"{name}.wav"
+        assert cli.main([str(a) for a in ("enhance", *argv, "-o", files[name], "--quiet")]) == 0
+    if plot:
+        files["plot"] = plot[1]
+    return files
+
+
+def _has_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_enhance_with_video_runs_the_av_system(av_workdir, av_files):
+    """NOISY.wav --video CLIP: the causal AV system (offline reference) on the wav with the
+    clip's mouths; it differs from Net 1, which an AV workdir runs without a video."""
+    import jax
+
+    from jaxspeech import avfile, stream
+    from jaxspeech.train.restore import restore_run
+
+    written, rate = sf.read(av_files["video"], dtype="float32")
+    track, _ = sf.read(av_files["track"], dtype="float32")
+    assert rate == 16000 and written.shape == track.shape
+    assert sf.info(av_files["video"]).subtype == "PCM_16"
+    run = restore_run(av_workdir / "gate", "best", devices=jax.devices()[:1])
+    task = run.task
+    n_frames = stream.causal_frames(task.n_fft, task.hop, track.size)
+    lips, face = avfile.frame_inputs(
+        task, str(av_files["clip"]), n_frames, task.hop - task.n_fft // 2
+    )
+    assert face.mean() > 0.9  # the talker's face is found in the GRID clip
+    expected = jax.jit(lambda x: stream.enhance_causal_av(task, run.params, x, lips, face))(track)
+    np.testing.assert_allclose(written, limit_peak(np.asarray(expected)), atol=1.5 / 2**15)
+    audio_only, _ = sf.read(av_files["no_video"], dtype="float32")
+    assert np.abs(written - audio_only).max() > 1e-3  # the video acts
+
+
+def test_enhance_a_video_uses_its_own_sound_track(av_files):
+    """CLIP alone: its track (decoded at the model's rate) with its own mouths, so the same as
+    the track given as a WAV beside --video CLIP."""
+    own, _ = sf.read(av_files["own_track"], dtype="int16")
+    beside, _ = sf.read(av_files["video"], dtype="int16")
+    np.testing.assert_array_equal(own, beside)
+
+
+def test_av_workdir_without_a_video_is_net1(av_files):
+    without, _ = sf.read(av_files["no_video"], dtype="int16")
+    net1, _ = sf.read(av_files["audio_stage"], dtype="int16")
+    np.testing.assert_array_equal(without, net1)
+    assert np.abs(without).max() > 0
+
+
+def test_enhance_with_video_draws_the_picture(av_files):
+    if "plot" not in av_files:
+        pytest.skip("--plot needs matplotlib: pip install -e '.[plot]'")
+    data = av_files["plot"].read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000
+
+
+@pytest.mark.parametrize("taken", ["output", "plot"])
+def test_av_outputs_are_not_overwritten(av_workdir, av_files, tmp_path, capsys, taken):
+    output, plot = tmp_path / "out.wav", tmp_path / "out.png"
+    (output if taken == "output" else plot).write_bytes(b"earlier")
+    status, out, err = run_cli(
+        capsys, "enhance", av_files["track"], "--video", av_files["clip"],
+        "--workdir", av_workdir, "-o", output, "--plot", plot,
+    )  # fmt: skip
+    assert_one_line_error(status, out, err, "enhance", "exists; pass --overwrite")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f"out.{'wav' if taken == 'output' else 'png'}"
+    ]
+    assert next(tmp_path.iterdir()).read_bytes() == b"earlier"
+
+
+@pytest.mark.parametrize(
+    "make_video, as_input, message",
+    [
+        (lambda d: _write_wav(d / "voice.wav", np.ones(999) * 0.1), False, "has no video stream"),
+        (lambda d: _write(d / "broken.mpg", b"not a video"), False, "cannot be decoded"),
+        (lambda d: _write(d / "broken.mpg", b"not a video"), True, "cannot be decoded"),
+        (lambda d: _silent_video(d / "silent.mp4"), True, "has no audio stream"),
+    ],
+    ids=["audio-only video", "unreadable video", "unreadable input", "silent input"],
+)
+def test_bad_videos_are_one_line_errors(
+    av_workdir, av_files, tmp_path, capsys, make_video, as_input, message
+):
+    video = make_video(tmp_path)
+    inputs = (video,) if as_input else (av_files["track"], "--video", video)
+    status, out, err = run_cli(
+        capsys, "enhance", *inputs, "--workdir", av_workdir, "-o", tmp_path / "out.wav"
+    )
+    assert_one_line_error(status, out, err, "enhance", f"{video}: {message}")
+    assert not (tmp_path / "out.wav").exists()
+
+
+def _silent_video(path: pathlib.Path) -> pathlib.Path:
+    from synthetic import write_video
+
+    write_video(path, np.zeros((3, 32, 32), np.uint8), [0, 40, 80])
+    return path
+
+
+def test_gate_stage_table_compares_the_systems_per_condition(av_workdir):
+    """``evaluate`` of the gate stage: every system in every condition, from the same clips,
+    and the blanked video exactly audio-only."""
+    from jaxspeech.train import restore
+
+    rows, markdown = restore.evaluate(av_workdir / "gate", "test")
+    written = json.loads((av_workdir / "gate/eval/test.json").read_text())
+    assert len(written) == len(rows) and "audio-visual" in markdown
+    systems = ["noisy", "audio-only (Net 1)", "audio-visual", "AV, video blanked", "oracle IRM"]
+    table = {(row["system"], row["condition"], row["SNR (dB)"]): row for row in rows}
+    groups = {(condition, snr) for _, condition, snr in table}
+    assert {condition for condition, _ in groups} == {"all", "noise", "talker"}
+    assert set(table) == {(s, *group) for s in systems for group in groups}
+    for group in groups:
+        blanked, alone = table[("AV, video blanked", *group)], table[("audio-only (Net 1)", *group)]
+        assert blanked["= audio-only"] is True
+        for metric in ("PESQ", "STOI", "SI-SDR", "SI-SDRi"):
+            assert blanked[metric] == alone[metric]
+        assert table[("audio-visual", *group)]["face share"] > 0.9
+        assert len({table[(s, *group)]["clips"] for s in systems}) == 1
