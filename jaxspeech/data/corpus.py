@@ -7,6 +7,8 @@ Supported layouts (detected per root folder):
   LibriSpeech way (``<speaker>-<chapter>-<utterance>``) take the speaker from the name, so a
   root one level up (``LibriSpeech/`` holding ``train-clean-100/``, ``dev-clean/``) works too.
 * flat, Free-Spoken-Digit style: ``root/<label>_<speaker>_<n>.wav`` (the label is the digit).
+* flat, CMU ARCTIC style: ``root/cmu_arctic_<...>_<speaker>_<a|b><nnnn>.wav``; an ARCTIC
+  file that names no speaker (``arctic_a0010.wav``) is not a labelled utterance and is left out.
 
 Speaker metadata come from a speaker table in the root, below it or in a folder above it:
 LibriSpeech's ``SPEAKERS.TXT`` (``ID | SEX | ...``: genders) or speechocean762's
@@ -42,6 +44,8 @@ SPLITS = ("train", "valid", "test")
 
 _LIBRISPEECH_NAME = re.compile(r"^(?P<speaker>\d+)-(?P<chapter>\d+)-(?P<utterance>\d+)$")
 _FLAT_NAME = re.compile(r"^(?P<label>[^_]+)_(?P<speaker>[^_]+)_(?P<n>\d+)$")
+_ARCTIC_NAME = re.compile(r"^cmu_arctic_(?:[a-z]+_)*(?P<speaker>[a-z]+)_(?P<utterance>[ab]\d{4})$")
+_ARCTIC_UNLABELLED = re.compile(r"^arctic_[ab]\d{4}$")
 _LIBRISPEECH_TABLE, _TSV_TABLE = "SPEAKERS.TXT", "SPEAKERS.tsv"
 _TSV_COLUMNS = ("speaker", "gender", "age")
 #: Age groups of the speaker split: under 13, 13 to 17, 18 and over (upper bounds, exclusive).
@@ -109,11 +113,17 @@ def audio_files(root: str | os.PathLike) -> list[str]:
     return files
 
 
-def _speaker_and_label(root: pathlib.Path, path: str) -> tuple[str, str | None]:
-    """Speaker and label of ``path`` under the layout rules of the module docstring."""
+def _speaker_and_label(root: pathlib.Path, path: str) -> tuple[str, str | None] | None:
+    """Speaker and label of ``path`` under the layout rules of the module docstring; None for
+    a file that names no speaker (an unlabelled ARCTIC sentence)."""
     rel = pathlib.Path(path).relative_to(root)
     stem = rel.stem
     if len(rel.parts) == 1:
+        if _ARCTIC_UNLABELLED.match(stem):
+            return None
+        arctic = _ARCTIC_NAME.match(stem)
+        if arctic is not None:
+            return arctic["speaker"], None
         match = _FLAT_NAME.match(stem)
         if match is None:
             raise ConfigError(
@@ -199,7 +209,10 @@ def scan_corpus(roots: str | os.PathLike | Iterable[str | os.PathLike]) -> list[
     for root in roots:
         metadata = speaker_metadata(root)
         for path in audio_files(root):
-            speaker, label = _speaker_and_label(root, path)
+            labelled = _speaker_and_label(root, path)
+            if labelled is None:
+                continue
+            speaker, label = labelled
             num_samples, sample_rate = _header(path)
             info = metadata.get(speaker, SpeakerInfo(None, None))
             utterances.append(
