@@ -1,4 +1,6 @@
-"""Spectral features (log-mel filterbank, MFCC, log-magnitude) and feature normalisation.
+"""Spectral features (log-mel filterbank, MFCC, log-magnitude, frame energy), deltas,
+feature normalisation (per utterance, sliding window, dataset statistics) and energy-based
+voice activity detection.
 
 Feature arrays are ``[..., frames, features]``. Filterbank and MFCC frames are STFT frames with
 ``center=True``: frame ``t`` is centred on sample ``t * hop``, and a signal of ``n`` samples has
@@ -15,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxspeech.dsp.stft import as_real_signal, stft
+from jaxspeech.dsp.stft import as_real_signal, frame, stft
 from jaxspeech.errors import ConfigError, NonFiniteAudioError, SampleRateError
 
 
@@ -93,6 +95,7 @@ def fbank(
     f_max: float | None = None,
     preemphasis: float = 0.97,
     log_floor: float = 1e-6,
+    center: bool = True,
 ) -> jax.Array:
     """Log-mel filterbank energies ``[..., frames, n_mels]`` of ``wav`` ``[..., samples]``.
 
@@ -102,6 +105,8 @@ def fbank(
     ``center=True``; power spectrum ``|X|^2``; HTK mel filters (``mel_filterbank``);
     ``log(max(energy, log_floor))``. Unlike Kaldi there is no per-frame DC removal, no dither
     and no povey window; frames are centred (``1 + samples // hop``) rather than snipped.
+    ``center=False`` takes frames of ``n_fft`` samples from the signal as given (for signals
+    already padded, e.g. by ``reflect_pad_lengths``): ``1 + (samples - n_fft) // hop`` frames.
     """
     _check_sample_rate(sample_rate)
     win_length = round(sample_rate * frame_length_ms / 1000)
@@ -120,7 +125,7 @@ def fbank(
     if preemphasis:
         previous = jnp.concatenate([wav[..., :1], wav[..., :-1]], axis=-1)
         wav = wav - preemphasis * previous
-    spectrum = stft(wav, n_fft, hop_length, win_length, window="hann", center=True)
+    spectrum = stft(wav, n_fft, hop_length, win_length, window="hann", center=center)
     power = jnp.square(spectrum.real) + jnp.square(spectrum.imag)
     filters = mel_filterbank(n_fft // 2 + 1, n_mels, sample_rate, f_min, f_max)
     return jnp.log(jnp.maximum(power @ filters, log_floor))
@@ -226,6 +231,152 @@ def running_stats_finalize(stats: RunningStats) -> tuple[np.ndarray, np.ndarray]
         raise ConfigError("running stats are empty; call running_stats_update with data first")
     std = np.sqrt(stats.m2 / stats.count)
     return stats.mean.astype(np.float32), std.astype(np.float32)
+
+
+def reflect_pad_lengths(wav: jax.Array, lengths: jax.Array, pad: int) -> jax.Array:
+    """Each row of a padded batch reflect-padded by ``pad`` samples at its own ends:
+    ``wav`` ``[B, S]``, ``lengths`` ``[B]`` (samples, each above ``pad``) -> ``[B, S + 2 pad]``.
+
+    Row ``b`` becomes ``x[pad], …, x[1], x[0], …, x[n-1], x[n-2], …, x[n-1-pad]`` (``n =
+    lengths[b]``, numpy's ``mode="reflect"``) followed by copies of its edge samples, so that
+    ``fbank(..., center=False)`` of the result gives each utterance's first ``1 + n // hop``
+    frames exactly as ``center=True`` gives them for the utterance alone.
+    """
+    wav = as_real_signal(wav, "reflect_pad_lengths input wav")
+    lengths = jnp.asarray(lengths, jnp.int32)[:, None]
+    source = jnp.arange(wav.shape[-1] + 2 * pad)[None, :] - pad
+    source = jnp.abs(source)
+    source = jnp.where(source >= lengths, 2 * (lengths - 1) - source, source)
+    return jnp.take_along_axis(wav, jnp.clip(source, 0, lengths - 1), axis=-1)
+
+
+def frame_log_energy(
+    wav: jax.Array,
+    sample_rate: int,
+    frame_length_ms: float = 25.0,
+    frame_shift_ms: float = 10.0,
+    n_fft: int | None = None,
+    floor: float = 1e-10,
+    center: bool = True,
+) -> jax.Array:
+    """Log energy ``log(max(sum x[n]^2, floor))`` of the raw (unwindowed, not pre-emphasised)
+    samples of each frame: ``[..., samples] -> [..., frames]``, the frames of ``fbank`` with the
+    same arguments (``frame_length_ms`` samples centred in each ``n_fft`` frame), Kaldi's
+    ``raw_energy``."""
+    _check_sample_rate(sample_rate)
+    win_length = round(sample_rate * frame_length_ms / 1000)
+    hop_length = round(sample_rate * frame_shift_ms / 1000)
+    n_fft = 1 << (win_length - 1).bit_length() if n_fft is None else n_fft
+    wav = as_real_signal(wav, "frame_log_energy input wav")
+    if center:
+        wav = jnp.pad(wav, [(0, 0)] * (wav.ndim - 1) + [(n_fft // 2, n_fft // 2)], mode="reflect")
+    left = (n_fft - win_length) // 2
+    frames = frame(wav, n_fft, hop_length)[..., left : left + win_length]
+    return jnp.log(jnp.maximum(jnp.sum(jnp.square(frames), axis=-1), floor))
+
+
+def _frame_counts(batch_shape: tuple[int, ...], frames: int, lengths) -> jax.Array:
+    """Valid frames per utterance, int32 ``batch_shape`` (all ``frames`` when ``lengths`` is
+    None)."""
+    if lengths is None:
+        return jnp.full(batch_shape, frames, jnp.int32)
+    lengths = jnp.asarray(lengths, jnp.int32)
+    if lengths.shape != batch_shape:
+        raise ConfigError(
+            f"lengths has shape {lengths.shape}; expected the leading shape {batch_shape} of "
+            "the features (one frame count per utterance)"
+        )
+    return lengths
+
+
+def _valid_mask(counts: jax.Array, frames: int) -> jax.Array:
+    """``[..., frames]`` True where the frame index is below the utterance's count."""
+    return jnp.arange(frames) < counts[..., None]
+
+
+def deltas(features: jax.Array, lengths: jax.Array | None = None, window: int = 2) -> jax.Array:
+    """Regression deltas over time (HTK, Kaldi ``add-deltas``, ``librosa.feature.delta`` with
+    ``width = 2 window + 1, mode="nearest"``) of ``features`` ``[..., T, D]``:
+    ``d[t] = sum_n n (x[t+n] - x[t-n]) / (2 sum_n n^2)``, ``n = 1..window``, indices clamped
+    to each utterance's frames ``0 .. lengths - 1`` (``lengths`` ``[...]`` frames, default all);
+    frames past ``lengths`` are zero."""
+    if window < 1:
+        raise ConfigError(f"deltas: window={window} must be >= 1")
+    features = jnp.asarray(features, jnp.float32)
+    frames = features.shape[-2]
+    counts = _frame_counts(features.shape[:-2], frames, lengths)[..., None]
+    time = jnp.arange(frames)
+    total = jnp.zeros_like(features)
+    for n in range(1, window + 1):
+        ahead = jnp.clip(time + n, 0, counts - 1)[..., None]
+        behind = jnp.clip(time - n, 0, counts - 1)[..., None]
+        diff = jnp.take_along_axis(features, ahead, -2) - jnp.take_along_axis(features, behind, -2)
+        total = total + n * diff
+    scale = 2 * sum(n * n for n in range(1, window + 1))
+    return jnp.where((time < counts)[..., None], total / scale, 0.0)
+
+
+def sliding_cmn(
+    features: jax.Array, lengths: jax.Array | None = None, window: int = 300
+) -> jax.Array:
+    """Sliding-window mean normalisation, Kaldi's ``apply-cmvn-sliding --center=true
+    --norm-vars=false --cmn-window=window``: frame ``t`` of ``features`` ``[..., T, D]`` minus
+    the mean of the ``min(window, n)`` frames ``[s, s + w)``, ``s = clip(t - window // 2, 0,
+    n - w)``, of its utterance of ``n = lengths`` frames (``[...]``, default all); frames past
+    ``n`` are zero."""
+    if window < 1:
+        raise ConfigError(f"sliding_cmn: window={window} must be >= 1")
+    features = jnp.asarray(features, jnp.float32)
+    frames = features.shape[-2]
+    counts = _frame_counts(features.shape[:-2], frames, lengths)
+    valid = _valid_mask(counts, frames)[..., None]
+    # cumulative sums of the features about their utterance mean stay small, hence exact
+    total = jnp.sum(jnp.where(valid, features, 0.0), axis=-2, keepdims=True)
+    utterance_mean = total / jnp.maximum(counts, 1)[..., None, None]
+    centred = jnp.where(valid, features - utterance_mean, 0.0)
+    zeros = jnp.zeros_like(centred[..., :1, :])
+    cumulative = jnp.concatenate([zeros, jnp.cumsum(centred, axis=-2)], axis=-2)
+    width = jnp.minimum(window, counts)[..., None]
+    start = jnp.clip(jnp.arange(frames) - window // 2, 0, counts[..., None] - width)
+    window_sum = jnp.take_along_axis(cumulative, (start + width)[..., None], -2)
+    window_sum = window_sum - jnp.take_along_axis(cumulative, start[..., None], -2)
+    mean = window_sum / jnp.maximum(width, 1)[..., None]
+    return jnp.where(valid, centred - mean, 0.0)
+
+
+def energy_vad(
+    log_energy: jax.Array,
+    lengths: jax.Array | None = None,
+    threshold: float = 5.5,
+    mean_scale: float = 0.5,
+    context: int = 0,
+    proportion: float = 0.6,
+) -> jax.Array:
+    """Energy-based voice activity, Kaldi's ``compute-vad``: bool ``[..., T]`` of
+    ``log_energy`` ``[..., T]`` (Kaldi's units: log energy of int16-scale samples).
+
+    A frame is above threshold when its log energy exceeds ``threshold + mean_scale ·
+    (mean log energy of the utterance)``; it is voiced when at least ``proportion`` of the
+    frames within ``context`` of it (clamped to the utterance) are above threshold. Frames
+    past ``lengths`` (``[...]`` frames, default all) are not voiced.
+    """
+    if context < 0:
+        raise ConfigError(f"energy_vad: context={context} must be >= 0")
+    log_energy = jnp.asarray(log_energy, jnp.float32)
+    frames = log_energy.shape[-1]
+    counts = _frame_counts(log_energy.shape[:-1], frames, lengths)
+    valid = _valid_mask(counts, frames)
+    mean = jnp.sum(jnp.where(valid, log_energy, 0.0), -1) / jnp.maximum(counts, 1)
+    above = valid & (log_energy > (threshold + mean_scale * mean)[..., None])
+    zeros = jnp.zeros((*above.shape[:-1], 1), jnp.int32)
+    cumulative = jnp.concatenate([zeros, jnp.cumsum(above.astype(jnp.int32), axis=-1)], -1)
+    time = jnp.arange(frames)
+    high = jnp.minimum(time + context, counts[..., None] - 1)
+    low = jnp.broadcast_to(jnp.maximum(time - context, 0), high.shape)
+    voiced_count = jnp.take_along_axis(cumulative, high + 1, -1)
+    voiced_count = voiced_count - jnp.take_along_axis(cumulative, low, -1)
+    window = (high - low + 1).astype(jnp.float32)
+    return valid & (voiced_count >= window * proportion)
 
 
 def _check_sample_rate(sample_rate: int) -> None:
