@@ -464,15 +464,13 @@ class Task:
         rows = []
 
         def row(system: str, scoring: str, scores: np.ndarray) -> dict:
-            p_target = self.config.eval.p_target
             return {
-                "trials": name,
-                "system": system,
-                "scoring": scoring,
-                "count": int(labels.size),
-                "targets": int(labels.sum()),
+                "system": f"{system} + {scoring}",
+                "trial list": name,
+                "trials": int(labels.size),
+                "target trials": int(labels.sum()),
                 "EER (%)": 100.0 * eer(scores, labels)[0],
-                f"minDCF ({p_target:g})": min_dcf(scores, labels, p_target)[0],
+                "minDCF": min_dcf(scores, labels, self.config.eval.p_target)[0],
             }
 
         raw = cosine_scores(emb[left], emb[right])
