@@ -78,7 +78,7 @@ def torch_model(classes: int, threads: int):
     torch.set_num_threads(threads)
     cfg = RESNET34
     n_fft, hop, win = 512, 160, 400
-    filters = torch.from_numpy(np.asarray(mel_filterbank(n_fft // 2 + 1, 80, SAMPLE_RATE, 20.0)))
+    filters = torch.from_numpy(np.array(mel_filterbank(n_fft // 2 + 1, 80, SAMPLE_RATE, 20.0)))
     window = torch.zeros(n_fft)
     window[(n_fft - win) // 2 : (n_fft - win) // 2 + win] = torch.hann_window(win)
 
