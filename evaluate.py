@@ -1,5 +1,7 @@
 """Evaluate a trained run: ``python evaluate.py --workdir DIR [--split test]
-[--checkpoint best|latest|STEP]``; writes ``DIR/eval/<split>.{md,csv,json}`` and prints the table.
+[--checkpoint best|latest|STEP] [--trials FILE]``; writes ``DIR/eval/<split>.{md,csv,json}``
+and prints the table. ``--trials``: score a trial list (``1 a.wav b.wav`` lines, paths below
+the data root or absolute) with a speaker-verification run, into ``DIR/eval/<list name>.*``.
 
 Everything is rebuilt from ``DIR/config.json`` and ``DIR/checkpoints``; for a multi-stage
 recipe, every stage's table is evaluated and concatenated into ``DIR/eval``.
@@ -33,6 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="best",
         help="best (by the validation metric), latest, or a step number (default: %(default)s)",
     )
+    parser.add_argument(
+        "--trials",
+        help="speaker verification: a trial list of 'label a.wav b.wav' lines to score instead "
+        "of the split's own (paths below the data root or absolute)",
+    )
     parser.add_argument("--coordinator", help="multi-host: address HOST:PORT of process 0")
     parser.add_argument("--num_processes", type=int, help="multi-host: number of processes")
     parser.add_argument("--process_id", type=int, help="multi-host: index of this process")
@@ -46,9 +53,10 @@ def main(argv: list[str] | None = None) -> None:
     from jaxspeech.train import stages  # after distributed initialisation
     from jaxspeech.train.logging import TABLE_SUFFIXES
 
-    _, markdown = stages.evaluate(args.workdir, args.split, args.checkpoint)
+    _, markdown = stages.evaluate(args.workdir, args.split, args.checkpoint, args.trials)
     print(markdown, end="")
-    stem = pathlib.Path(args.workdir).absolute() / "eval" / args.split
+    table = args.split if args.trials is None else pathlib.Path(args.trials).stem
+    stem = pathlib.Path(args.workdir).absolute() / "eval" / table
     for suffix in TABLE_SUFFIXES:
         print(f"wrote {stem.with_suffix(suffix)}")
 

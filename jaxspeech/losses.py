@@ -294,7 +294,7 @@ def aam_softmax(
       emb: ``[..., D]`` embeddings.
       weights: ``[D, C]`` class centres (one column per class).
       labels: ``[...]`` int class indices in ``[0, C)``.
-      margin: additive angle ``m`` in radians.
+      margin: additive angle ``m`` in radians (a float or a scalar array).
       scale: logit scale ``s``.
 
     Returns:
@@ -318,12 +318,13 @@ def aam_softmax(
     )
     cosine = jnp.clip(cosine, -1.0 + 1e-7, 1.0 - 1e-7)
     sine = jnp.sqrt(1.0 - jnp.square(cosine))
-    with_margin = cosine * math.cos(margin) - sine * math.sin(margin)
+    margin = jnp.asarray(margin, jnp.float32)  # a traced margin follows a warm-up schedule
+    with_margin = cosine * jnp.cos(margin) - sine * jnp.sin(margin)
     if easy_margin:
         with_margin = jnp.where(cosine > 0, with_margin, cosine)
     else:
         with_margin = jnp.where(
-            cosine > math.cos(math.pi - margin), with_margin, cosine - margin * math.sin(margin)
+            cosine > jnp.cos(math.pi - margin), with_margin, cosine - margin * jnp.sin(margin)
         )
     is_target = jax.nn.one_hot(labels, cosine.shape[-1], dtype=jnp.bool_)
     logits = scale * jnp.where(is_target, with_margin, cosine)

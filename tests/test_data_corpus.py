@@ -305,7 +305,13 @@ def test_data_path_needs_the_root_only_for_relative_paths(tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize(
-    "recipe", ["separation/convtasnet.py", "separation/dpcl.py", "enhancement/distill.py"]
+    "recipe",
+    [
+        "separation/convtasnet.py",
+        "separation/dpcl.py",
+        "enhancement/distill.py",
+        "speaker/resnet_kd.py",
+    ],
 )
 def test_recipes_never_touch_the_file_system(recipe, tmp_path, monkeypatch):
     """Configs load with no data root anywhere and hold only root-relative folders."""
@@ -365,3 +371,15 @@ def test_speaker_subset_is_stratified_nested_and_checked():
     for bad in (0, 41):
         with pytest.raises(ConfigError, match="1 to 40"):
             speaker_subset(utts, bad)
+
+
+def test_arctic_names_give_their_speakers_and_unlabelled_files_are_left_out(tmp_path):
+    for name in ("cmu_arctic_us_aew_a0001", "cmu_arctic_us_aew_b0002", "arctic_a0010"):
+        _write(tmp_path / f"{name}.wav")
+    _write(tmp_path / "cmu_arctic_us_axb_a0004.wav")
+    utts = scan_corpus(tmp_path)
+    assert [(pathlib.Path(u.path).stem, u.speaker) for u in utts] == [
+        ("cmu_arctic_us_aew_a0001", "aew"),
+        ("cmu_arctic_us_aew_b0002", "aew"),
+        ("cmu_arctic_us_axb_a0004", "axb"),
+    ]

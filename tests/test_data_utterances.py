@@ -247,3 +247,12 @@ def test_real_speechocean_with_noise_and_reverb(shared_data):
     groups = group_by_speaker(data.splits["test"])
     first = test[0]
     assert first["audio"].shape == (groups[first["info"]["speaker"]][0].num_samples,)
+
+
+def test_speed_perturbation_scales_the_pitch(root):
+    utt = next(u for u in scan_corpus(root / "speech") if u.seconds > 1.5)
+    cfg = _cfg(root, speed_range=(1.25, 1.25))
+    crop = make_crop(np.random.default_rng(0), cfg, utt, [], [], AudioCache(RATE))["audio"]
+    assert _dominant_hz(crop) == pytest.approx(1.25 * TONES[utt.speaker], abs=3.0)
+    with pytest.raises(ConfigError, match="positive"):
+        _cfg(root, speed_range=(0.0, 1.0))

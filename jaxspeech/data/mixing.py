@@ -251,6 +251,20 @@ def noise_gain(speech: np.ndarray, noise: np.ndarray, snr_db: float) -> float:
     )
 
 
+def speed_perturbed(
+    rng: np.random.Generator,
+    wav: np.ndarray,
+    speed_range: tuple[float, float] | None,
+    sample_rate: int,
+) -> np.ndarray:
+    """``wav`` played at a speed drawn from ``speed_range`` (resampled: tempo and pitch change
+    together), or ``wav`` itself when the range is None (no draw)."""
+    if speed_range is None:
+        return wav
+    speed = rng.uniform(*speed_range)  # x(speed · t): read at speed · rate, resampled
+    return soxr.resample(wav, sample_rate * speed, sample_rate, quality="HQ")
+
+
 def _draw_speakers(
     rng: np.random.Generator,
     speakers: Mapping[str, Sequence[Utterance]],
@@ -278,10 +292,7 @@ def _source_image(
     audio: AudioCache,
 ) -> tuple[np.ndarray, int, float]:
     """One source's crop ``[T]`` (reverberant when ``rir_path``), its start and active RMS."""
-    wav = audio(utt.path)
-    if cfg.speed_range is not None:
-        speed = rng.uniform(*cfg.speed_range)  # x(speed · t): read at speed · rate, resampled
-        wav = soxr.resample(wav, cfg.sample_rate * speed, cfg.sample_rate, quality="HQ")
+    wav = speed_perturbed(rng, audio(utt.path), cfg.speed_range, cfg.sample_rate)
     length = cfg.num_samples
     start = draw_start(rng, wav, length, utt.path, cfg.silent_crop_db, cfg.crop_tries)
     image = crop_image(wav, start, length, None if rir_path is None else audio(rir_path))

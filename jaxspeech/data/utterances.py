@@ -17,7 +17,9 @@ restored iterator state reproduces the next batch.
 
 Recipe of ``make_crop`` (``T = crop_seconds * sample_rate`` samples, helpers of ``mixing``):
 
-1. a ``T``-sample crop at a random position that is not more than ``silent_crop_db`` below
+1. with ``speed_range``, the utterance played at a speed drawn from it (resampled, the
+   speaker label unchanged, as SpeechBrain's speed perturbation), then
+   a ``T``-sample crop at a random position that is not more than ``silent_crop_db`` below
    the utterance's RMS (re-drawn up to ``crop_tries`` times); a shorter utterance is placed
    at a random offset and zero-padded;
 2. with probability ``reverb_prob``, convolved with a real room impulse response (the
@@ -40,7 +42,14 @@ import grain
 import numpy as np
 
 from jaxspeech.data.corpus import Utterance, audio_files, data_path, scan_corpus, split_speakers
-from jaxspeech.data.mixing import AudioCache, crop_image, draw_start, noise_crop, noise_gain
+from jaxspeech.data.mixing import (
+    AudioCache,
+    crop_image,
+    draw_start,
+    noise_crop,
+    noise_gain,
+    speed_perturbed,
+)
 from jaxspeech.data.pipeline import training_stream
 from jaxspeech.errors import ConfigError
 
@@ -67,6 +76,7 @@ class UtteranceDataConfig:
       rir: folder of room impulse responses (used with ``reverb_prob``).
       sample_rate: model rate (Hz); every file is resampled to it.
       crop_seconds: length of every training crop.
+      speed_range: (low, high) speed factors of training-time perturbation, or None.
       noise_snr_db_range: speech-to-noise ratio range in dB, or None for no noise.
       noise_prob: probability that a training crop gets noise (with ``noise_snr_db_range``).
       reverb_prob: probability that a training crop is reverberant.
@@ -83,6 +93,7 @@ class UtteranceDataConfig:
     rir: str | None = None
     sample_rate: int = 16000
     crop_seconds: float = 2.0
+    speed_range: tuple[float, float] | None = None
     noise_snr_db_range: tuple[float, float] | None = None
     noise_prob: float = 1.0
     reverb_prob: float = 0.0
@@ -101,6 +112,11 @@ class UtteranceDataConfig:
                     f"sample, got {self.sample_rate} Hz x {seconds} s"
                 )
         _check_range("noise_snr_db_range", self.noise_snr_db_range)
+        _check_range("speed_range", self.speed_range)
+        if self.speed_range is not None and self.speed_range[0] <= 0:
+            raise ConfigError(
+                f"UtteranceDataConfig.speed_range must be positive, got {self.speed_range}"
+            )
         for name in ("noise_prob", "reverb_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(
@@ -147,7 +163,7 @@ def make_crop(
     if cfg.reverb_prob > 0 and not rirs:
         raise ConfigError("make_crop: reverb_prob > 0 but no RIR files given")
     length, tries = cfg.num_samples, (cfg.silent_crop_db, cfg.crop_tries)
-    wav = audio(utt.path)
+    wav = speed_perturbed(rng, audio(utt.path), cfg.speed_range, cfg.sample_rate)
     start = draw_start(rng, wav, length, utt.path, *tries)
     rir_file = ""
     if cfg.reverb_prob > 0 and rng.random() < cfg.reverb_prob:

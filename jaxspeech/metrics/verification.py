@@ -108,3 +108,54 @@ def min_dcf(
     best = int(np.argmin(cost))
     default_cost = min(c_miss * p_target, c_fa * (1.0 - p_target))
     return float(cost[best] / default_cost), float(thresholds[best])
+
+
+def adaptive_snorm(scores, enrol_cohort, test_cohort, top_k: int = 100) -> np.ndarray:
+    """Adaptive symmetric score normalisation (AS-norm, Matějka et al. 2017), as WeSpeaker.
+
+    Each side is normalised by the mean and (population) standard deviation of its ``top_k``
+    highest scores against the cohort:
+    ``0.5 · ((s − μ_e) / σ_e + (s − μ_t) / σ_t)``.
+
+    Args:
+      scores: ``[n_trials]`` raw scores of the trials.
+      enrol_cohort, test_cohort: ``[n_trials, n_cohort]`` scores of each trial's enrolment and
+        test side against every cohort member.
+      top_k: how many of the highest cohort scores each side's statistics use (all of them
+        when the cohort is smaller).
+
+    Returns:
+      ``[n_trials]`` float64 normalised scores.
+
+    Raises:
+      TrialError: shapes that do not fit, ``top_k < 1``, or a side whose top cohort scores
+        are all equal (zero standard deviation).
+    """
+    scores = np.asarray(scores, np.float64)
+    enrol_cohort = np.asarray(enrol_cohort, np.float64)
+    test_cohort = np.asarray(test_cohort, np.float64)
+    if (
+        scores.ndim != 1
+        or enrol_cohort.ndim != 2
+        or enrol_cohort.shape != test_cohort.shape
+        or enrol_cohort.shape[0] != scores.shape[0]
+    ):
+        raise TrialError(
+            f"scores {scores.shape}, enrol_cohort {enrol_cohort.shape} and test_cohort "
+            f"{test_cohort.shape} must be [n_trials] and two [n_trials, n_cohort]"
+        )
+    if top_k < 1:
+        raise TrialError(f"top_k={top_k}; AS-norm needs at least one cohort score per side")
+    k = min(top_k, enrol_cohort.shape[1])
+
+    def normalised(cohort: np.ndarray) -> np.ndarray:
+        top = -np.partition(-cohort, k - 1, axis=1)[:, :k]
+        std = top.std(axis=1)
+        if np.any(std == 0):
+            raise TrialError(
+                f"AS-norm: {int(np.sum(std == 0))} trial side(s) have equal top-{k} cohort "
+                "scores; use a larger or more varied cohort"
+            )
+        return (scores - top.mean(axis=1)) / std
+
+    return 0.5 * (normalised(enrol_cohort) + normalised(test_cohort))

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 import jax
 
 from jaxspeech import parallel
-from jaxspeech.errors import JaxspeechError
+from jaxspeech.errors import ConfigError, JaxspeechError
 from jaxspeech.train import config as config_lib
 from jaxspeech.train.checkpoint import Checkpointer
 from jaxspeech.train.logging import write_table
@@ -91,11 +91,34 @@ def restore_run(
     return TrainedRun(workdir, task, model["params"], model["model_state"], step)
 
 
-def evaluate(workdir: str | pathlib.Path, split: str = "test", checkpoint: str = "best"):
-    """Calls ``task.evaluate`` on ``split`` with the params of ``checkpoint`` and writes
-    ``workdir/eval/<split>.{md,csv,json}`` (process 0). Returns ``(rows, markdown)``."""
+def scores_trials(task) -> bool:
+    """Whether a task (or task class) scores trial lists: its ``evaluate`` then also takes the
+    run's ``workdir`` (to write its trial lists and thresholds) and ``trials`` (a list file)."""
+    return getattr(task, "scores_trials", False)
+
+
+def evaluate(
+    workdir: str | pathlib.Path,
+    split: str = "test",
+    checkpoint: str = "best",
+    trials: str | None = None,
+):
+    """Calls ``task.evaluate`` on ``split`` (or, for a task that ``scores_trials``, on the trial
+    list ``trials`` when given) with the params of ``checkpoint`` and writes
+    ``workdir/eval/<split or list name>.{md,csv,json}`` (process 0). Returns
+    ``(rows, markdown)``."""
     run = restore_run(workdir, checkpoint)
-    rows = run.task.evaluate(run.params, run.model_state, split)
+    if scores_trials(run.task):
+        options = {"workdir": run.workdir if jax.process_index() == 0 else None, "trials": trials}
+        rows = run.task.evaluate(run.params, run.model_state, split, **options)
+    elif trials is not None:
+        raise ConfigError(
+            f"--trials: the run in {run.workdir} is a {run.task.config.task!r} run, which scores "
+            "no trial lists; give a speaker-verification workdir"
+        )
+    else:
+        rows = run.task.evaluate(run.params, run.model_state, split)
     rows = [{"checkpoint_step": run.step, **row} for row in rows]
-    markdown = write_table(rows, run.workdir / "eval" / split) if jax.process_index() == 0 else ""
+    name = split if trials is None else pathlib.Path(trials).stem
+    markdown = write_table(rows, run.workdir / "eval" / name) if jax.process_index() == 0 else ""
     return rows, markdown

@@ -29,6 +29,7 @@ from jaxspeech import files
 from jaxspeech.errors import ConfigError, JaxspeechError
 from jaxspeech.train import config as config_lib
 from jaxspeech.train import restore
+from jaxspeech.train.tasks import get_task_class
 from jaxspeech.train.workdir import check_stages
 
 STAGES_FILE = "stages.json"
@@ -139,9 +140,16 @@ def stage_names(workdir: str | pathlib.Path) -> list[str] | None:
     return json.loads(path.read_text())["stages"] if path.is_file() else None
 
 
-def evaluate(workdir: str | pathlib.Path, split: str = "test", checkpoint: str = "best"):
+def evaluate(
+    workdir: str | pathlib.Path,
+    split: str = "test",
+    checkpoint: str = "best",
+    trials: str | None = None,
+):
     """``restore.evaluate`` of a single run, or of every stage with its rows concatenated (a
-    ``stage`` column first) and written to ``workdir/eval/<split>.{md,csv,json}``.
+    ``stage`` column first) and written to ``workdir/eval/<split>.{md,csv,json}``. With a trial
+    list ``trials``, only the stages whose task scores trial lists are evaluated, on it
+    (``workdir/eval/<list name>.*``).
 
     Returns ``(rows, markdown)``.
     """
@@ -149,7 +157,7 @@ def evaluate(workdir: str | pathlib.Path, split: str = "test", checkpoint: str =
 
     names = stage_names(workdir)
     if names is None:
-        return restore.evaluate(workdir, split, checkpoint)
+        return restore.evaluate(workdir, split, checkpoint, trials)
     workdir = pathlib.Path(workdir).absolute()
     rows = []
     for name in names:
@@ -158,7 +166,14 @@ def evaluate(workdir: str | pathlib.Path, split: str = "test", checkpoint: str =
                 f"stage {name!r} has not been trained in {workdir / name}; run train.py with "
                 "the same --workdir to finish the recipe"
             )
-        stage_rows, _ = restore.evaluate(workdir / name, split, checkpoint)
+        if trials is not None and not restore.scores_trials(
+            get_task_class(restore.read_config(workdir / name).task)
+        ):
+            continue
+        stage_rows, _ = restore.evaluate(workdir / name, split, checkpoint, trials)
         rows.extend({"stage": name, **row} for row in stage_rows)
-    markdown = write_table(rows, workdir / "eval" / split) if jax.process_index() == 0 else ""
+    if not rows:
+        raise ConfigError(f"--trials: no stage of {workdir} scores trial lists ({names})")
+    table = split if trials is None else pathlib.Path(trials).stem
+    markdown = write_table(rows, workdir / "eval" / table) if jax.process_index() == 0 else ""
     return rows, markdown

@@ -119,6 +119,10 @@ class Task(Protocol):
     #     Called once, before step 1 of a new run (never on resume or restore): model state
     #     estimated from training data (e.g. feature-normalisation statistics), then saved in
     #     every checkpoint.
+    # scores_trials = True
+    #     ``evaluate(params, model_state, split, workdir=None, trials=None)`` also takes the
+    #     run's workdir (for the trial lists and thresholds it writes there) and a trial-list
+    #     file to score instead of the split's (``evaluate.py --trials``; speaker verification).
 
 
 class EstimationTask(Protocol):

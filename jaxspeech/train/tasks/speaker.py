@@ -1,0 +1,550 @@
+"""Speaker verification: a ResNet with attentive statistics pooling trained with AAM-softmax,
+optionally distilled from a frozen i-vector stage.
+
+Training: 2 s augmented crops of the training speakers (``jaxspeech.data.UtteranceData``:
+speed, real noise, real reverberation) -> :class:`jaxspeech.models.speaker.SpeakerNet` ->
+AAM-softmax over the training speakers (scale 32, margin 0.2 reached by a linear warm-up). With
+``model.teacher`` naming a frozen i-vector stage the stage reads, the loss is
+``AAM + distill_weight · MSE(P · embedding, i-vector)``, ``P`` a learned linear projection to
+the i-vector size and the i-vector the teacher's ``embed`` of the same crop (whitened,
+length-normalised); ``distill_weight = 0`` is the plain student.
+
+A frozen i-vector stage offers ``embed(params, model_state, waveforms [B, S], lengths [B]) ->
+[B, D]``, ``score(params, model_state, enrol [N, D], test [N, D]) -> [N]`` (PLDA) and
+``ivector_dim``; this task offers the same ``embed``.
+
+Evaluation: trial lists in the VoxCeleb format (``1 a.wav b.wav``, paths below the data root)
+are made deterministically from up to ``eval.utterances_per_speaker`` utterances of each
+speaker of a split (every pair) and written to ``WORKDIR/trials/<split>.txt``; any other list
+is scored with ``evaluate.py --trials FILE``. Rows: EER (%) and minDCF (p_target 0.01) for
+cosine scoring and adaptive s-norm (AS-norm, the cohort being the mean embeddings of the
+training speakers), and with ``eval.references`` the frozen i-vector teacher with cosine and
+PLDA scoring on the same trials. The EER threshold of the cosine scores on the validation
+trials is written to ``WORKDIR/verification.json`` for ``jaxspeech verify``.
+
+Validation during training (``eval_fn``): the gap between the mean cosine of same-speaker and
+different-speaker pairs within fixed batches of validation crops (higher is better).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import pathlib
+from collections.abc import Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from jaxspeech import audio, files
+from jaxspeech.data.corpus import data_path, resolve_data_root
+from jaxspeech.data.mixing import AudioCache, crop_image, draw_start
+from jaxspeech.data.utterances import EVAL_SPLITS, UtteranceData, UtteranceDataConfig
+from jaxspeech.errors import AudioFileError, ConfigError, TooShortError, TrialError
+from jaxspeech.losses import aam_softmax
+from jaxspeech.metrics.verification import adaptive_snorm, eer, min_dcf
+from jaxspeech.models.speaker import RESNET34, SpeakerNet, SpeakerNetConfig, features
+from jaxspeech.train.config import Config
+from jaxspeech.train.task import TrainedRun, frozen_run, refuse_frozen
+
+#: Recordings shorter than this are not embedded (refused by the CLI, left out of trials).
+MIN_SECONDS = 0.5
+TRIALS_FOLDER, VERIFICATION_FILE = "trials", "verification.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeakerModelConfig:
+    """The student and its training objective.
+
+    Attributes:
+      net: the ResNet-ASP network.
+      num_speakers: classes of the AAM-softmax: the number of training speakers of the data
+        section (checked when the data are read; the error says the right number).
+      aam_scale, aam_margin: AAM-softmax scale ``s`` and final margin ``m`` (radians).
+      margin_warmup: ``(start, end)`` steps: margin 0 before ``start``, rising linearly to
+        ``aam_margin`` at ``end``.
+      teacher: the frozen i-vector stage to distil from, or None.
+      distill_weight: ``λ`` of ``AAM + λ · MSE``; needs a teacher when positive.
+    """
+
+    net: SpeakerNetConfig = RESNET34
+    num_speakers: int = 0
+    aam_scale: float = 32.0
+    aam_margin: float = 0.2
+    margin_warmup: tuple[int, int] = (0, 0)
+    teacher: str | None = None
+    distill_weight: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeakerEvalConfig:
+    """The verification table.
+
+    Attributes:
+      system: the label of this model's rows.
+      utterances_per_speaker: utterances per speaker of a split in its trial list.
+      max_seconds: evaluation utterances are cut to their first ``max_seconds``.
+      batch_size: utterances per embedding call (padded to ``bucket_seconds`` multiples).
+      bucket_seconds: padded lengths are multiples of this (few compiled shapes).
+      cohort_utterances_per_speaker: training utterances per cohort speaker (AS-norm).
+      asnorm_top_k: cohort scores per side in AS-norm.
+      p_target: prior of minDCF.
+      references: add the frozen teacher's rows (i-vector with cosine and PLDA scoring).
+      valid_per_speaker: crops per validation speaker in the fixed validation batches.
+    """
+
+    system: str = "ResNet-ASP"
+    utterances_per_speaker: int = 6
+    max_seconds: float = 10.0
+    batch_size: int = 16
+    bucket_seconds: float = 1.0
+    cohort_utterances_per_speaker: int = 3
+    asnorm_top_k: int = 100
+    p_target: float = 0.01
+    references: bool = False
+    valid_per_speaker: int = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeakerConfig(Config):
+    """A speaker-verification recipe: the student, the labelled utterances and the table."""
+
+    task: str = "speaker"
+    model: SpeakerModelConfig = SpeakerModelConfig()
+    data: UtteranceDataConfig = dataclasses.field(default_factory=UtteranceDataConfig)
+    eval: SpeakerEvalConfig = SpeakerEvalConfig()
+
+
+def margin_at(step: jax.Array, margin: float, warmup: tuple[int, int]) -> jax.Array:
+    """The AAM margin at ``step``: 0 before ``warmup[0]``, linear to ``margin`` at
+    ``warmup[1]``, then ``margin``."""
+    start, end = warmup
+    progress = (jnp.asarray(step, jnp.float32) - start) / max(end - start, 1)
+    return margin * jnp.clip(progress, 0.0, 1.0) if end > 0 else jnp.float32(margin)
+
+
+def distillation_mse(projected: jax.Array, targets: jax.Array) -> jax.Array:
+    """Mean squared error over the last axis, ``[..., D] -> [...]`` (float32)."""
+    diff = projected.astype(jnp.float32) - targets.astype(jnp.float32)
+    return jnp.mean(jnp.square(diff), axis=-1)
+
+
+def cosine_scores(enrol: np.ndarray, test: np.ndarray) -> np.ndarray:
+    """Row-wise cosine ``[N]`` of ``enrol [N, D]`` and ``test [N, D]``."""
+    enrol, test = _unit(enrol), _unit(test)
+    return np.sum(enrol * test, axis=-1)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+# --- trial lists ---------------------------------------------------------------------------
+
+
+def pair_trials(speakers: Sequence[str]) -> list[tuple[int, int, int]]:
+    """Every pair ``(label, i, j)``, ``i < j``, of items with ``speakers``; label 1 when the
+    speakers are equal."""
+    return [
+        (int(speakers[i] == speakers[j]), i, j)
+        for i in range(len(speakers))
+        for j in range(i + 1, len(speakers))
+    ]
+
+
+def write_trials(path: pathlib.Path, trials: Sequence[tuple[int, str, str]]) -> None:
+    """``label a b`` lines (VoxCeleb format), written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    files.write_text(path, "".join(f"{label} {a} {b}\n" for label, a, b in trials))
+
+
+def read_trials(path: str | pathlib.Path) -> list[tuple[int, str, str]]:
+    """``[(label, a, b)]`` of a VoxCeleb-format trial list; TrialError naming the bad line."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise TrialError(f"{path}: no such trial list; give a file of 'label a.wav b.wav' lines")
+    trials = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 3 or fields[0] not in ("0", "1"):
+            raise TrialError(
+                f"{path} line {number}: {line!r}; each line must be 'label a.wav b.wav' with "
+                "label 1 (same speaker) or 0"
+            )
+        trials.append((int(fields[0]), fields[1], fields[2]))
+    if not trials:
+        raise TrialError(f"{path}: no trials; give 'label a.wav b.wav' lines")
+    return trials
+
+
+# --- embedding many recordings --------------------------------------------------------------
+
+
+def embed_waveforms(
+    embed: Callable[[np.ndarray, np.ndarray], jax.Array],
+    waveforms: Sequence[np.ndarray],
+    batch_size: int,
+    bucket: int,
+    desc: str | None = None,
+    max_batch_samples: int | None = None,
+) -> np.ndarray:
+    """Embeddings ``[N, D]`` float32 of recordings of any lengths, in their order.
+
+    Recordings are sorted by length and embedded ``batch_size`` at a time by ``embed(wav [B,
+    S], lengths [B])``, zero-padded to a multiple of ``bucket`` samples (a short last batch is
+    filled with copies of its first recording), so few shapes are compiled. With
+    ``max_batch_samples``, batches of long recordings hold fewer rows (at least one) so that
+    ``rows · padded length`` stays within it. ``desc``: show a progress bar with this label.
+    """
+    order = [int(i) for i in np.argsort([len(w) for w in waveforms], kind="stable")]
+    out: list[np.ndarray | None] = [None] * len(waveforms)
+    bar = tqdm(total=len(order), desc=desc, unit="utt", disable=desc is None, leave=False)
+    while order:
+        width = -(-len(waveforms[order[min(batch_size, len(order)) - 1]]) // bucket) * bucket
+        rows = batch_size
+        if max_batch_samples is not None and rows * width > max_batch_samples:
+            rows = max(1, max_batch_samples // width)
+            width = -(-len(waveforms[order[min(rows, len(order)) - 1]]) // bucket) * bucket
+        members, order = order[:rows], order[rows:]
+        chosen = [*members, *[members[0]] * (rows - len(members))]
+        lengths = np.asarray([len(waveforms[i]) for i in chosen], np.int32)
+        batch = np.zeros((rows, width), np.float32)
+        for row, index in enumerate(chosen):
+            batch[row, : lengths[row]] = waveforms[index]
+        vectors = np.asarray(embed(batch, lengths), np.float32)
+        for row, index in enumerate(members):
+            out[index] = vectors[row]
+        bar.update(len(members))
+    bar.close()
+    return np.stack(out)
+
+
+class Task:
+    """Speaker verification (see the module docstring)."""
+
+    valid_metric = "cosine_gap"
+    valid_mode = "max"
+    #: ``evaluate`` takes ``workdir`` and ``trials`` (``jaxspeech.train.restore.evaluate``).
+    scores_trials = True
+
+    def __init__(self, config, frozen: Mapping[str, TrainedRun] | None = None) -> None:
+        self.config = config
+        model = config.model
+        if model.num_speakers < 2:
+            raise ConfigError(
+                f"model.num_speakers={model.num_speakers}; set it to the number of training "
+                "speakers (at least 2; a wrong number is reported when the data are read)"
+            )
+        if model.distill_weight < 0:
+            raise ConfigError(f"model.distill_weight={model.distill_weight} must be >= 0")
+        if model.distill_weight > 0 and model.teacher is None:
+            raise ConfigError(
+                f"model.distill_weight={model.distill_weight} needs model.teacher, the frozen "
+                "i-vector stage to distil from; set it or set model.distill_weight=0"
+            )
+        self.sample_rate = config.data.sample_rate
+        self.net = SpeakerNet(model.net, config.train.dtype)
+        self.teacher = self._teacher(frozen or {})
+
+    def _teacher(self, frozen: Mapping[str, TrainedRun]) -> TrainedRun | None:
+        """The frozen i-vector stage ``model.teacher`` with host params, or None."""
+        name = self.config.model.teacher
+        if name is None:
+            refuse_frozen(frozen, "speaker without a teacher")
+            return None
+        run = frozen_run(frozen, name, f"model.teacher={name!r}")
+        for attribute in ("embed", "score", "ivector_dim"):
+            if not hasattr(run.task, attribute):
+                raise ConfigError(
+                    f"model.teacher={name!r}: the stage in {run.workdir} has no "
+                    f"{attribute!r} ({type(run.task).__module__}); name an i-vector stage"
+                )
+        return dataclasses.replace(
+            run, params=jax.device_get(run.params), model_state=jax.device_get(run.model_state)
+        )
+
+    @functools.cached_property
+    def data(self) -> UtteranceData:
+        """The corpus splits, label map and training stream, read on first use."""
+        data = UtteranceData(self.config.data, self.config.train.batch_size)
+        if data.num_speakers != self.config.model.num_speakers:
+            raise ConfigError(
+                f"the data section has {data.num_speakers} training speakers but "
+                f"model.num_speakers={self.config.model.num_speakers}; set "
+                f"model.num_speakers={data.num_speakers}"
+            )
+        return data
+
+    # --- numerics (pure jnp) ---------------------------------------------------------------
+
+    def _apply(self, params, model_state, wav, lengths, train: bool):
+        feats, mask = features(wav, lengths, self.config.model.net, self.sample_rate)
+        variables = {"params": params["net"], "batch_stats": model_state["batch_stats"]}
+        if not train:
+            return self.net.apply(variables, feats, mask, train=False), None
+        return self.net.apply(variables, feats, mask, train=True, mutable=["batch_stats"])
+
+    def embed(self, params, model_state, wav: jax.Array, lengths: jax.Array) -> jax.Array:
+        """Embeddings ``[B, embed_dim]`` of ``wav [B, S]`` whose first ``lengths [B]`` samples
+        are the recordings (the rest is padding and is ignored)."""
+        return self._apply(params, model_state, wav, lengths, train=False)[0]
+
+    def init_model(self, rng: jax.Array):
+        net_key, head_key, projection_key = jax.random.split(rng, 3)
+        model = self.config.model
+        wav = jnp.zeros((1, self.sample_rate), jnp.float32)
+        feats, mask = features(wav, jnp.full((1,), wav.shape[1]), model.net, self.sample_rate)
+        variables = self.net.init(net_key, feats, mask, train=False)
+        dim = model.net.embed_dim
+        params = {
+            "net": variables["params"],
+            # class centres, as WeSpeaker's ArcMarginProduct: Xavier-uniform
+            "classifier": jax.nn.initializers.xavier_uniform()(head_key, (dim, model.num_speakers)),
+        }
+        if self.teacher is not None:
+            shape = (dim, self.teacher.task.ivector_dim)
+            params["projection"] = {
+                "kernel": jax.nn.initializers.lecun_normal()(projection_key, shape),
+                "bias": jnp.zeros(shape[1:]),
+            }
+        model_state = {"batch_stats": variables["batch_stats"], "step": jnp.zeros((), jnp.int32)}
+        return params, model_state
+
+    def loss_fn(self, params, model_state, batch, rng):
+        del rng  # deterministic model
+        model = self.config.model
+        wav = batch["audio"]
+        lengths = jnp.full(wav.shape[:1], wav.shape[1], jnp.int32)
+        emb, updates = self._apply(params, model_state, wav, lengths, train=True)
+        margin = margin_at(model_state["step"], model.aam_margin, model.margin_warmup)
+        aam = aam_softmax(emb, params["classifier"], batch["speaker"], margin, model.aam_scale)
+        metrics = {"aam": aam.mean(), "margin": margin}
+        loss = metrics["aam"]
+        if self.teacher is not None:
+            teacher = self.teacher
+            targets = teacher.task.embed(teacher.params, teacher.model_state, wav, lengths)
+            projection = params["projection"]
+            projected = emb @ projection["kernel"] + projection["bias"]
+            metrics["distill_mse"] = distillation_mse(
+                projected, jax.lax.stop_gradient(targets)
+            ).mean()
+            loss = loss + model.distill_weight * metrics["distill_mse"]
+        new_state = {"batch_stats": updates["batch_stats"], "step": model_state["step"] + 1}
+        return loss, (metrics, new_state)
+
+    def eval_fn(self, params, model_state, batch):
+        emb = self.embed(params, model_state, batch["audio"], batch["lengths"])
+        unit = emb / jnp.maximum(jnp.linalg.norm(emb, axis=-1, keepdims=True), 1e-12)
+        cosine = unit @ unit.T
+        labels = batch["speaker"]
+        off_diagonal = ~jnp.eye(labels.shape[0], dtype=bool)
+        same = (labels[:, None] == labels[None, :]) & off_diagonal
+        different = (labels[:, None] != labels[None, :]) & off_diagonal
+
+        def mean_over(where):
+            return jnp.sum(jnp.where(where, cosine, 0.0)) / jnp.maximum(where.sum(), 1)
+
+        return {"cosine_gap": mean_over(same) - mean_over(different)}
+
+    # --- data ------------------------------------------------------------------------------
+
+    def train_dataset(self, process_index: int, process_count: int, seed: int):
+        return self.data.train_dataset(process_index, process_count, seed)
+
+    def valid_batches(self) -> list[dict]:
+        """Fixed crops (the training length) of ``eval.valid_per_speaker`` utterances of each
+        validation speaker, speaker by speaker, in whole global batches (the rest is left
+        out)."""
+        cfg, batch_size = self.config, self.config.train.batch_size
+        length = cfg.data.num_samples
+        chosen = self.eval_utterances("valid", cfg.eval.valid_per_speaker)
+        cache = AudioCache(self.sample_rate)
+        examples = []
+        for index, (utt, label) in enumerate(chosen):
+            wav = cache(utt.path)
+            rng = np.random.default_rng((cfg.data.split_seed, EVAL_SPLITS["valid"], index))
+            start = max(
+                draw_start(rng, wav, length, utt.path, cfg.data.silent_crop_db, 1), 0
+            )  # a short utterance starts at 0, its length says where it ends
+            crop = crop_image(wav, start, length).astype(np.float32)
+            examples.append((crop, min(len(wav) - start, length), label))
+        count = len(examples) // batch_size * batch_size
+        if count == 0:
+            raise ConfigError(
+                f"{len(examples)} validation crops do not fill one batch of "
+                f"train.batch_size={batch_size}; raise eval.valid_per_speaker or the valid share"
+            )
+        return [
+            {
+                "audio": np.stack([e[0] for e in examples[i : i + batch_size]]),
+                "lengths": np.asarray([e[1] for e in examples[i : i + batch_size]], np.int32),
+                "speaker": np.asarray([e[2] for e in examples[i : i + batch_size]], np.int32),
+            }
+            for i in range(0, count, batch_size)
+        ]
+
+    def eval_utterances(self, split: str, per_speaker: int):
+        """``[(utterance, speaker label)]``: up to ``per_speaker`` utterances of at least
+        ``MIN_SECONDS`` of each speaker of ``split`` (drawn with the split seed), speaker by
+        speaker in sorted order."""
+        if split not in (*EVAL_SPLITS, "train"):
+            raise ConfigError(f"unknown split {split!r}; use train, valid or test")
+        by_speaker: dict[str, list] = {}
+        for utt in self.data.splits[split]:
+            if utt.seconds >= MIN_SECONDS:
+                by_speaker.setdefault(utt.speaker, []).append(utt)
+        stream = {"train": 0, **EVAL_SPLITS}[split]
+        chosen = []
+        for label, speaker in enumerate(sorted(by_speaker)):
+            utts = by_speaker[speaker]
+            rng = np.random.default_rng((self.config.data.split_seed, stream, label))
+            picks = sorted(rng.permutation(len(utts))[:per_speaker])
+            chosen.extend((utts[i], label) for i in picks)
+        return chosen
+
+    # --- evaluation ------------------------------------------------------------------------
+
+    def embed_files(self, params, model_state, paths: Sequence[str], embed=None, desc=None):
+        """Embeddings ``[N, D]`` of audio files (cut to ``eval.max_seconds``) with ``embed``
+        (default: this model's; a frozen stage's ``embed`` with its params bound works too)."""
+        cfg = self.config.eval
+        cache = AudioCache(self.sample_rate)
+        limit = round(cfg.max_seconds * self.sample_rate)
+        waveforms = [cache(path)[:limit] for path in paths]
+        if embed is None:
+            embed = functools.partial(self.embed, params, model_state)
+        bucket = round(cfg.bucket_seconds * self.sample_rate)
+        return embed_waveforms(jax.jit(embed), waveforms, cfg.batch_size, bucket, desc)
+
+    def evaluate(self, params, model_state, split: str, workdir=None, trials=None) -> list[dict]:
+        """Rows of the verification table for ``split``'s trials (or the list ``trials``), see
+        the module docstring. With ``workdir``, the trial list is written to
+        ``workdir/trials/<split>.txt`` and the validation threshold to
+        ``workdir/verification.json``."""
+        root = resolve_data_root(self.config.data.root)
+        if trials is None:
+            chosen = self.eval_utterances(split, self.config.eval.utterances_per_speaker)
+            paths = [utt.path for utt, _ in chosen]
+            pairs = pair_trials([label for _, label in chosen])
+            listed = [(label, paths[i], paths[j]) for label, i, j in pairs]
+            if workdir is not None:
+                relative = [
+                    (label, _relative(a, root), _relative(b, root)) for label, a, b in listed
+                ]
+                write_trials(pathlib.Path(workdir) / TRIALS_FOLDER / f"{split}.txt", relative)
+            name = split
+        else:
+            listed = [
+                (label, str(data_path(a, root)), str(data_path(b, root)))
+                for label, a, b in read_trials(trials)
+            ]
+            name = pathlib.Path(trials).name
+        rows = self._score_systems(params, model_state, listed, name)
+        if workdir is not None:
+            self._write_threshold(params, model_state, pathlib.Path(workdir))
+        return rows
+
+    def _score_systems(self, params, model_state, listed, name: str) -> list[dict]:
+        paths = sorted({p for _, a, b in listed for p in (a, b)})
+        for path in paths:
+            if not pathlib.Path(path).is_file():
+                raise AudioFileError(f"{path}: no such file in the trial list; check its paths")
+        index = {path: i for i, path in enumerate(paths)}
+        labels = np.asarray([label for label, _, _ in listed])
+        left = np.asarray([index[a] for _, a, _ in listed])
+        right = np.asarray([index[b] for _, _, b in listed])
+        emb = self.embed_files(params, model_state, paths, desc=f"embedding {name}")
+        cohort = self.cohort(params, model_state)
+        rows = []
+
+        def row(system: str, scoring: str, scores: np.ndarray) -> dict:
+            return {
+                "system": f"{system} + {scoring}",
+                "trial list": name,
+                "trials": int(labels.size),
+                "target trials": int(labels.sum()),
+                "EER (%)": 100.0 * eer(scores, labels)[0],
+                "minDCF": min_dcf(scores, labels, self.config.eval.p_target)[0],
+            }
+
+        raw = cosine_scores(emb[left], emb[right])
+        cohort_scores = _unit(emb) @ _unit(cohort).T
+        normed = adaptive_snorm(
+            raw, cohort_scores[left], cohort_scores[right], self.config.eval.asnorm_top_k
+        )
+        rows += [
+            row(self.config.eval.system, "cosine", raw),
+            row(self.config.eval.system, "AS-norm", normed),
+        ]
+        if self.config.eval.references and self.teacher is not None:
+            teacher = self.teacher
+            embed = functools.partial(teacher.task.embed, teacher.params, teacher.model_state)
+            vectors = self.embed_files(None, None, paths, embed, desc=f"i-vectors {name}")
+            plda = teacher.task.score(
+                teacher.params, teacher.model_state, vectors[left], vectors[right]
+            )
+            rows += [
+                row("i-vector", "cosine", cosine_scores(vectors[left], vectors[right])),
+                row("i-vector", "PLDA", np.asarray(plda, np.float64)),
+            ]
+        return rows
+
+    def cohort(self, params, model_state) -> np.ndarray:
+        """Mean unit-length embeddings ``[n_train_speakers, D]`` of the training speakers
+        (``eval.cohort_utterances_per_speaker`` utterances each), the AS-norm cohort."""
+        chosen = self.eval_utterances("train", self.config.eval.cohort_utterances_per_speaker)
+        emb = _unit(
+            self.embed_files(params, model_state, [u.path for u, _ in chosen], desc="cohort")
+        )
+        labels = np.asarray([label for _, label in chosen])
+        return np.stack([emb[labels == k].mean(0) for k in np.unique(labels)])
+
+    def _write_threshold(self, params, model_state, workdir: pathlib.Path) -> None:
+        """The EER threshold of cosine scores on the validation trials, in
+        ``workdir/verification.json``."""
+        chosen = self.eval_utterances("valid", self.config.eval.utterances_per_speaker)
+        emb = self.embed_files(params, model_state, [u.path for u, _ in chosen], desc="valid")
+        pairs = np.asarray(pair_trials([label for _, label in chosen]))
+        scores = cosine_scores(emb[pairs[:, 1]], emb[pairs[:, 2]])
+        rate, threshold = eer(scores, pairs[:, 0])
+        record = {"threshold": threshold, "valid_eer": rate, "min_seconds": MIN_SECONDS}
+        files.write_text(workdir / VERIFICATION_FILE, json.dumps(record, indent=2) + "\n")
+
+    # --- files -----------------------------------------------------------------------------
+
+    def prepare_waveform(self, wav: np.ndarray, sample_rate: int, source="audio") -> np.ndarray:
+        """``prepare_recording`` at this model's rate."""
+        return prepare_recording(wav, sample_rate, self.sample_rate, source)
+
+
+def prepare_recording(wav: np.ndarray, sample_rate: int, model_rate: int, source="audio"):
+    """One recording (``[samples]`` or ``[channels, samples]``, any rate) as a model's input
+    ``[samples']`` float32, mono (channel mean) at ``model_rate``.
+
+    Raises ``EmptyAudioError`` / ``NonFiniteAudioError`` (``audio.validate``) and
+    ``TooShortError`` under ``MIN_SECONDS``, naming ``source``.
+    """
+    wav = audio.validate(np.asarray(wav, np.float32), source)
+    if wav.ndim == 2:
+        wav = wav.mean(axis=0)
+    wav = audio.resample(audio.require_mono(wav, source), sample_rate, model_rate)
+    if wav.shape[-1] < round(MIN_SECONDS * model_rate):
+        raise TooShortError(
+            f"{source}: {wav.shape[-1] / model_rate:.2f} s of audio; speaker embeddings need "
+            f"at least {MIN_SECONDS} s; pass a longer recording"
+        )
+    return wav
+
+
+def _relative(path: str, root: pathlib.Path) -> str:
+    """``path`` relative to the data root when below it, else absolute."""
+    try:
+        return str(pathlib.Path(path).absolute().relative_to(root))
+    except ValueError:
+        return str(pathlib.Path(path).absolute())
