@@ -256,3 +256,29 @@ def test_speed_perturbation_scales_the_pitch(root):
     assert _dominant_hz(crop) == pytest.approx(1.25 * TONES[utt.speaker], abs=3.0)
     with pytest.raises(ConfigError, match="positive"):
         _cfg(root, speed_range=(0.0, 1.0))
+
+
+@pytest.mark.parametrize("sampling", ["utterance", "speaker"])
+def test_speaker_sampling_evens_out_speakers_with_more_utterances(root, sampling):
+    """s0 keeps its 3 utterances, s1..s3 one each: per-utterance crops give s0 half the
+    stream, per-speaker crops give every speaker a quarter."""
+    groups = group_by_speaker(scan_corpus(root / "speech"))
+    utts = groups["s0"] + [groups[s][0] for s in ("s1", "s2", "s3")]
+    ids = {s: i for i, s in enumerate(("s0", "s1", "s2", "s3"))}
+    cfg = _cfg(root, sampling=sampling)
+    ds = utterance_dataset(cfg, utts, ids, [], [], seed=0, batch_size=6, num_epochs=60)
+    batches = list(ds)
+    labels = np.concatenate([b["speaker"] for b in batches])
+    for crop, label in zip(batches[0]["audio"], batches[0]["speaker"], strict=True):
+        assert _dominant_hz(crop) == pytest.approx(TONES[f"s{int(label)}"], abs=2.0)
+    shares = np.bincount(labels, minlength=4) / len(labels)
+    assert len(labels) == 360
+    if sampling == "utterance":
+        np.testing.assert_allclose(shares, [0.5, 1 / 6, 1 / 6, 1 / 6])
+    else:
+        assert np.all(np.abs(shares - 0.25) < 0.07), shares
+
+
+def test_unknown_sampling_is_refused(root):
+    with pytest.raises(ConfigError, match="sampling='speakers'"):
+        _cfg(root, sampling="speakers")

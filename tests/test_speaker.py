@@ -296,9 +296,17 @@ def test_one_and_eight_devices_train_alike(trained):
     assert int(eight.model_state["step"]) == 2
 
 
-def test_evaluation_writes_trials_and_the_threshold(trained, corpus):
+@pytest.fixture(scope="module")
+def evaluated(trained):
+    """The 8-device workdir after ``evaluate`` (which stores the verification threshold):
+    ``(workdir, rows)``."""
     workdir, _ = trained
     rows, _ = restore.evaluate(workdir, "test")
+    return workdir, rows
+
+
+def test_evaluation_writes_trials_and_the_threshold(evaluated):
+    workdir, rows = evaluated
     assert [r["system"] for r in rows] == ["ResNet-ASP + cosine", "ResNet-ASP + AS-norm"]
     lines = (workdir / "trials" / "test.txt").read_text().splitlines()
     assert len(lines) == rows[0]["trials"] == 28 and rows[0]["target trials"] == 12  # 2 × 4
@@ -310,8 +318,8 @@ def test_evaluation_writes_trials_and_the_threshold(trained, corpus):
     assert (workdir / "eval" / "test.md").is_file()
 
 
-def test_embed_and_verify_commands(trained, corpus, tmp_path, capsys):
-    workdir, _ = trained
+def test_embed_and_verify_commands(evaluated, corpus, tmp_path, capsys):
+    workdir, _ = evaluated
     files = sorted((corpus / "speech" / "s0").glob("*.wav"))
     out = tmp_path / "emb.npz"
     argv = ["embed", str(files[2]), str(corpus / "speech" / "s1"), "--workdir", str(workdir)]

@@ -11,7 +11,9 @@ Data: every labelled speaker of the data root's speech corpora (LibriSpeech test
 spoken digits, CMU ARCTIC, speechocean762; the GRID talkers are not used: their audio is in
 MPEG video files), split speaker-disjoint 80/10/10, stratified by gender and age; 2 s random
 crops at 16 kHz, speed 0.9–1.1, real noise at 0–15 dB SNR on 60 % of the crops and real
-reverberation on 30 % (the i-vector stages train on clean 4 s crops).
+reverberation on 30 % (the i-vector stages train on clean 4 s crops). Every crop's speaker is
+drawn uniformly (``sampling="speaker"``): per utterance, the 4 spoken-digit training speakers
+(500 utterances each) would give two thirds of the crops.
 
 ``evaluate.py --workdir WORKDIR`` writes the test trial list to ``WORKDIR/<stage>/trials/`` and
 tabulates EER and minDCF (p_target 0.01): the students with cosine scoring and AS-norm, and on
@@ -69,6 +71,7 @@ def student_config(variant: str) -> SpeakerConfig:
             noise_prob=0.6,
             reverb_prob=0.3,
             split_fractions=(0.8, 0.1, 0.1),
+            sampling="speaker",
         ),
         eval=SpeakerEvalConfig(),
         optim=OptimConfig(

@@ -11,9 +11,12 @@ Training stream (``utterance_dataset``), the pattern of ``pipeline.mixture_datas
       -> map_with_index(make_crop) -> [process_index::process_count]
       -> batch(drop_remainder) -> to_iter_dataset
 
-An epoch has one crop per utterance, in a fresh order. Each crop is drawn by a generator
-seeded by ``(seed, position in the stream)``, so it is a pure function of its position and a
-restored iterator state reproduces the next batch.
+An epoch has one crop per utterance, in a fresh order. With ``sampling="utterance"`` each
+utterance gives one crop per epoch, so a speaker with many utterances gives many crops; with
+``sampling="speaker"`` every crop's speaker is drawn uniformly and then one of its utterances,
+so each speaker contributes equally however many utterances it has. Each crop is drawn by a
+generator seeded by ``(seed, position in the stream)``, so it is a pure function of its
+position and a restored iterator state reproduces the next batch.
 
 Recipe of ``make_crop`` (``T = crop_seconds * sample_rate`` samples, helpers of ``mixing``):
 
@@ -50,7 +53,7 @@ from jaxspeech.data.mixing import (
     noise_gain,
     speed_perturbed,
 )
-from jaxspeech.data.pipeline import training_stream
+from jaxspeech.data.pipeline import SAMPLINGS, training_stream
 from jaxspeech.errors import ConfigError
 
 #: The evaluation sets of ``UtteranceData`` and the generator stream of each one's crops.
@@ -85,6 +88,8 @@ class UtteranceDataConfig:
       eval_seconds: length of the fixed evaluation crops, or None for whole utterances.
       split_fractions: train/valid/test shares of the speakers (speaker-disjoint).
       split_seed: seed of the speaker split (and of the evaluation crops).
+      sampling: "utterance" (one crop per utterance and epoch) or "speaker" (each crop's
+        speaker drawn uniformly, then one of its utterances); see the module docstring.
     """
 
     root: str | None = None
@@ -102,6 +107,7 @@ class UtteranceDataConfig:
     eval_seconds: float | None = None
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     split_seed: int = 0
+    sampling: str = "utterance"
 
     def __post_init__(self):
         for name in ("crop_seconds", "eval_seconds"):
@@ -111,6 +117,10 @@ class UtteranceDataConfig:
                     f"UtteranceDataConfig: sample_rate and {name} must give at least one "
                     f"sample, got {self.sample_rate} Hz x {seconds} s"
                 )
+        if self.sampling not in SAMPLINGS:
+            raise ConfigError(
+                f"UtteranceDataConfig.sampling={self.sampling!r}; use one of {SAMPLINGS}"
+            )
         _check_range("noise_snr_db_range", self.noise_snr_db_range)
         _check_range("speed_range", self.speed_range)
         if self.speed_range is not None and self.speed_range[0] <= 0:
@@ -193,12 +203,19 @@ class _CropMaker(grain.transforms.MapWithIndex):
     def __init__(self, cfg, utterances, speaker_ids, noises, rirs, seed):
         self.cfg, self.utterances, self.seed = cfg, list(utterances), seed
         self.labels = [np.int32(speaker_ids[u.speaker]) for u in self.utterances]
+        by_speaker: dict[str, list[int]] = {}
+        for i, utt in enumerate(self.utterances):
+            by_speaker.setdefault(utt.speaker, []).append(i)
+        self.speaker_utterances = list(by_speaker.values())
         self.noises = [os.fspath(p) for p in noises]
         self.rirs = [os.fspath(p) for p in rirs]
         self.audio = AudioCache(cfg.sample_rate)
 
     def map_with_index(self, index: int, element: int) -> dict[str, np.ndarray]:
         rng = np.random.default_rng((self.seed, index))
+        if self.cfg.sampling == "speaker":
+            choices = self.speaker_utterances[rng.integers(len(self.speaker_utterances))]
+            element = choices[rng.integers(len(choices))]
         utt = self.utterances[element]
         crop = make_crop(rng, self.cfg, utt, self.noises, self.rirs, self.audio)
         return {"audio": crop["audio"], "speaker": self.labels[element]}
