@@ -57,8 +57,12 @@ def main(argv: list[str] | None = None) -> None:
     print(markdown, end="")
     table = args.split if args.trials is None else pathlib.Path(args.trials).stem
     stem = pathlib.Path(args.workdir).absolute() / "eval" / table
-    for suffix in TABLE_SUFFIXES:
-        print(f"wrote {stem.with_suffix(suffix)}")
+    written = [stem]
+    if args.trials is None and stages.comparisons(args.workdir):
+        written.append(stem.with_name(f"{table}-paired"))
+    for path in written:
+        for suffix in TABLE_SUFFIXES:
+            print(f"wrote {path.with_suffix(suffix)}")
 
 
 if __name__ == "__main__":

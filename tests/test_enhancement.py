@@ -112,6 +112,14 @@ def test_distill_recipe_table(distill_run):
         # steps 1.7–3.1 dB SI-SDRi at −5 dB over three seeds, against −0.1–0.3 dB after 2
         # (overall, every system is still slightly below the input, as in the README).
         assert lowest_snr[name]["SI-SDRi"] > 0.75, (name, lowest_snr[name]["SI-SDRi"])
+    # the paired comparison scores the same utterances as the table, one row per metric
+    paired = json.loads((distill_run / "eval" / "test-paired.json").read_text())
+    assert [r["metric"] for r in paired] == ["PESQ", "STOI", "SI-SDR", "SI-SDRi"]
+    for row in paired:
+        assert row["seeds (A, B)"] == "1, 1" and row["utterances"] == 12
+        assert row["A"] == pytest.approx(overall["student"][row["metric"]], abs=1e-5)
+        assert row["B"] == pytest.approx(overall["baseline"][row["metric"]], abs=1e-5)
+        assert row["low"] <= row["difference"] <= row["high"]
 
 
 @pytest.fixture(scope="module")

@@ -4,12 +4,14 @@ reading it frozen, and runs restored from their workdir alone."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
 import jax
 import numpy as np
 import pytest
+import scipy.stats
 import toy_task
 
 from jaxspeech.errors import ConfigError, JaxspeechError
@@ -162,3 +164,38 @@ def test_restore_needs_no_optimizer_and_any_device_count(statistics_run, tmp_pat
     restored = restore_run(tmp_path / "eight", "latest", devices=jax.devices()[:3])
     assert restored.step == 2 and set(restored.params) == {"Dense_0", "BatchNorm_0", "Dense_1"}
     assert {len(x.sharding.device_set) for x in jax.tree.leaves(restored.params)} == {3}
+
+
+def test_comparisons_are_recorded_and_paired_by_example(tmp_path):
+    with pytest.raises(ConfigError, match="unknown: \\['c'\\]"):
+        stages.MultiStage(
+            (stages.Stage("a", toy_config()),), (stages.Comparison("x", ("a",), ("c",)),)
+        )
+    seeded = [dataclasses.replace(toy_config(steps=2), train=dataclasses.replace(
+        toy_config().train, seed=seed, steps=2)) for seed in (0, 1)]  # fmt: skip
+    recipe = stages.MultiStage(
+        (
+            stages.Stage("a0", seeded[0]),
+            stages.Stage("a1", seeded[1]),
+            stages.Stage("b", toy_config(steps=4)),
+        ),
+        (stages.Comparison("a − b", ("a0", "a1"), ("b",)),),
+    )
+    stages.run(recipe, tmp_path)
+    listing = json.loads((tmp_path / "stages.json").read_text())
+    assert listing["comparisons"] == [{"name": "a − b", "a": ["a0", "a1"], "b": ["b"]}]
+    _, markdown = stages.evaluate(tmp_path, "test", "latest")
+    (row,) = json.loads((tmp_path / "eval" / "test-paired.json").read_text())
+    assert "| comparison |" in markdown
+    errors = {}
+    for name in ("a0", "a1", "b"):
+        run_ = restore_run(tmp_path / name, "latest")
+        errors[name] = run_.task.utterance_scores(run_.params, run_.model_state, "test")
+    a = (errors["a0"]["squared_error"] + errors["a1"]["squared_error"]) / 2
+    b = errors["b"]["squared_error"]
+    reference = scipy.stats.ttest_rel(a, b).confidence_interval(0.95)
+    assert row["metric"] == "squared_error" and row["utterances"] == a.size
+    np.testing.assert_allclose(row["difference"], np.mean(a - b), rtol=1e-6)
+    np.testing.assert_allclose([row["low"], row["high"]], reference, rtol=1e-6)
+    seed_means = [errors[n]["squared_error"].mean() for n in ("a0", "a1")]
+    np.testing.assert_allclose([row["A seed min"], row["A seed max"]], sorted(seed_means))

@@ -12,7 +12,10 @@ evaluable on its own. A stage may be of either task kind (gradient descent or es
 EM); see ``jaxspeech.train.task``.
 
 ``WORKDIR/stages.json`` lists the stages; :func:`evaluate` concatenates their tables (a
-``stage`` column first) into ``WORKDIR/eval/<split>.{md,csv,json}``.
+``stage`` column first) into ``WORKDIR/eval/<split>.{md,csv,json}``. A recipe may also declare
+:class:`Comparison` s (one system against another, each trained with several seeds); they are
+recorded in ``stages.json`` and :func:`evaluate` writes them, paired by test utterance, to
+``WORKDIR/eval/<split>-paired.{md,csv,json}``.
 
 Overrides ``section.key=value`` apply to every stage; ``<stage>.section.key=value`` to one.
 """
@@ -24,6 +27,7 @@ import json
 import pathlib
 
 import jax
+import numpy as np
 
 from jaxspeech import files
 from jaxspeech.errors import ConfigError, JaxspeechError
@@ -54,10 +58,22 @@ class Stage:
 
 
 @dataclasses.dataclass(frozen=True)
+class Comparison:
+    """System A (stages ``a``, one per training seed) against system B (stages ``b``), scored
+    per test utterance by the stages' tasks (``utterance_scores``) and compared paired by
+    utterance (:func:`jaxspeech.metrics.paired.paired_difference`)."""
+
+    name: str
+    a: tuple[str, ...]
+    b: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
 class MultiStage:
-    """Stages trained in the given order."""
+    """Stages trained in the given order, and the comparisons ``evaluate`` reports."""
 
     stages: tuple[Stage, ...]
+    comparisons: tuple[Comparison, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.stages:
@@ -78,6 +94,13 @@ class MultiStage:
                         f"stage (earlier: {seen or 'none'})"
                     )
             seen.append(stage.name)
+        for comparison in self.comparisons:
+            unknown = [name for name in comparison.a + comparison.b if name not in seen]
+            if unknown or not comparison.a or not comparison.b:
+                raise ConfigError(
+                    f"comparison {comparison.name!r} needs stages on both sides, all of them in "
+                    f"the recipe ({seen}); unknown: {unknown}"
+                )
 
     @property
     def names(self) -> list[str]:
@@ -109,7 +132,7 @@ def apply_overrides(recipe: Recipe, overrides: list[str]) -> Recipe:
         for index in targets:
             config = config_lib.apply_overrides(stages[index].config, [text])
             stages[index] = dataclasses.replace(stages[index], config=config)
-    return MultiStage(tuple(stages))
+    return dataclasses.replace(recipe, stages=tuple(stages))
 
 
 def run(recipe: Recipe, workdir: str | pathlib.Path, allow_changes: bool = False) -> None:
@@ -125,7 +148,10 @@ def run(recipe: Recipe, workdir: str | pathlib.Path, allow_changes: bool = False
     check_stages(workdir, recipe.names)
     workdir.mkdir(parents=True, exist_ok=True)
     if jax.process_index() == 0:
-        files.write_text(workdir / STAGES_FILE, json.dumps({"stages": recipe.names}, indent=2))
+        listing = {"stages": recipe.names}
+        if recipe.comparisons:
+            listing["comparisons"] = [dataclasses.asdict(c) for c in recipe.comparisons]
+        files.write_text(workdir / STAGES_FILE, json.dumps(listing, indent=2))
     for stage in recipe.stages:
         frozen = {
             name: restore.restore_run(workdir / name, stage.read_checkpoint) for name in stage.reads
@@ -138,6 +164,49 @@ def stage_names(workdir: str | pathlib.Path) -> list[str] | None:
     """The stages of a multi-stage workdir, or None for a single run."""
     path = pathlib.Path(workdir) / STAGES_FILE
     return json.loads(path.read_text())["stages"] if path.is_file() else None
+
+
+def comparisons(workdir: str | pathlib.Path) -> list[Comparison]:
+    """The comparisons recorded in a multi-stage workdir's ``stages.json`` (none for a run)."""
+    path = pathlib.Path(workdir) / STAGES_FILE
+    listed = json.loads(path.read_text()).get("comparisons", []) if path.is_file() else []
+    return [Comparison(c["name"], tuple(c["a"]), tuple(c["b"])) for c in listed]
+
+
+def paired_rows(
+    workdir: pathlib.Path, comparison: Comparison, split: str, checkpoint: str
+) -> list[dict]:
+    """One row per metric of ``comparison``: A's and B's means, the paired difference with its
+    95 % interval and each side's range of per-seed means."""
+    from jaxspeech.metrics.paired import paired_difference
+
+    def scores(names: tuple[str, ...]) -> list[dict]:
+        out = []
+        for name in names:
+            run = restore.restore_run(workdir / name, checkpoint)
+            if not hasattr(run.task, "utterance_scores"):
+                raise ConfigError(
+                    f"comparison {comparison.name!r}: the task of stage {name!r} has no "
+                    "per-utterance scores (utterance_scores)"
+                )
+            out.append(run.task.utterance_scores(run.params, run.model_state, split))
+        return out
+
+    a, b = scores(comparison.a), scores(comparison.b)
+    rows = []
+    for metric in a[0]:
+        result = paired_difference(
+            np.stack([s[metric] for s in a]), np.stack([s[metric] for s in b])
+        )
+        rows.append(
+            {
+                "comparison": comparison.name,
+                "metric": metric,
+                "seeds (A, B)": f"{len(a)}, {len(b)}",
+                **result,
+            }
+        )
+    return rows
 
 
 def evaluate(
@@ -176,4 +245,8 @@ def evaluate(
         raise ConfigError(f"--trials: no stage of {workdir} scores trial lists ({names})")
     table = split if trials is None else pathlib.Path(trials).stem
     markdown = write_table(rows, workdir / "eval" / table) if jax.process_index() == 0 else ""
+    paired = [] if trials is not None else comparisons(workdir)
+    paired = [row for c in paired for row in paired_rows(workdir, c, split, checkpoint)]
+    if paired and jax.process_index() == 0:
+        markdown += "\n" + write_table(paired, workdir / "eval" / f"{table}-paired")
     return rows, markdown

@@ -297,6 +297,31 @@ class Task:
         params, model MACs per second of audio (analytic, ``macs_per_frame``) and the CPU
         real-time factor (batch of one test utterance, after compilation)."""
         cfg = self.config.eval
+        outputs, clean, noisy, snrs = self._test_outputs(params, model_state, split)
+        costs = self.costs(params, model_state, noisy[0])
+        rows = []
+        for name, output in outputs.items():
+            scores = quality_scores(output, clean, noisy, self.sample_rate)
+            cost = costs if name == cfg.system else dict.fromkeys(costs)
+            for label, member in snr_groups(snrs):
+                row = {"system": name, "SNR (dB)": label, "utterances": int(member.sum())}
+                row.update({key: float(values[member].mean()) for key, values in scores.items()})
+                rows.append({**row, **cost})
+        return rows
+
+    def utterance_scores(self, params, model_state, split: str) -> dict[str, np.ndarray]:
+        """This model's PESQ, STOI, SI-SDR and SI-SDRi ``[utterances]`` on the fixed ``split``
+        set, one per utterance in a fixed order (the same for every run of the recipe's data
+        config), for paired comparisons between runs."""
+        outputs, clean, noisy, _ = self._test_outputs(params, model_state, split, False)
+        return quality_scores(outputs[self.config.eval.system], clean, noisy, self.sample_rate)
+
+    def _test_outputs(self, params, model_state, split: str, references: bool | None = None):
+        """``(outputs, clean, noisy, snrs)`` on the fixed ``split`` set: ``outputs`` maps each
+        system (this model; with ``references``, default ``eval.references``, also the noisy
+        input and the oracle mask) to its ``[utterances, samples]`` output."""
+        cfg = self.config.eval
+        references = cfg.references if references is None else references
         if cfg.size % cfg.batch_size:
             raise ConfigError(f"eval.size={cfg.size} must be a multiple of eval.batch_size")
         enhance = jax.jit(self.enhance)
@@ -306,30 +331,21 @@ class Task:
             )
         )
         examples = self.data.fixed_set(split, cfg.size, cfg.snrs_db, cfg.segment_seconds)
-        outputs = {cfg.system: []}
-        if cfg.references:
-            outputs = {"noisy": [], f"oracle {self.config.model.target.upper()}": [], **outputs}
+        oracle_name = f"oracle {self.config.model.target.upper()}"
+        outputs = {"noisy": [], oracle_name: []} if references else {}
+        outputs[cfg.system] = []
         clean, noisy, snrs = [], [], []
         for batch in batch_examples(examples, cfg.batch_size):
             outputs[cfg.system].append(np.asarray(enhance(params, model_state, batch["mixture"])))
-            if cfg.references:
+            if references:
                 outputs["noisy"].append(batch["mixture"])
                 oracle_out = oracle(batch["mixture"], batch["sources"][:, 0], batch["noise"])
-                outputs[f"oracle {self.config.model.target.upper()}"].append(np.asarray(oracle_out))
+                outputs[oracle_name].append(np.asarray(oracle_out))
             clean.append(batch["sources"][:, 0])
             noisy.append(batch["mixture"])
             snrs.append(batch["snr_db"])
-        clean, noisy, snrs = map(np.concatenate, (clean, noisy, snrs))
-        costs = self.costs(params, model_state, examples[0]["mixture"])
-        rows = []
-        for name, parts in outputs.items():
-            scores = quality_scores(np.concatenate(parts), clean, noisy, self.sample_rate)
-            cost = costs if name == cfg.system else dict.fromkeys(costs)
-            for label, member in snr_groups(snrs):
-                row = {"system": name, "SNR (dB)": label, "utterances": int(member.sum())}
-                row.update({key: float(values[member].mean()) for key, values in scores.items()})
-                rows.append({**row, **cost})
-        return rows
+        outputs = {name: np.concatenate(parts) for name, parts in outputs.items()}
+        return outputs, *map(np.concatenate, (clean, noisy, snrs))
 
     def costs(self, params, model_state, utterance: np.ndarray) -> dict:
         """Params, model MMAC per second of audio and CPU real-time factor on ``utterance``."""
