@@ -28,14 +28,14 @@ from jaxspeech.errors import ConfigError
 from jaxspeech.models.masknet import LSTMMaskNetConfig, TCNMaskNetConfig
 from jaxspeech.models.tcn import TCNConfig
 from jaxspeech.train.config import OptimConfig, ScheduleConfig, TrainConfig
-from jaxspeech.train.stages import MultiStage, Stage
+from jaxspeech.train.stages import Comparison, MultiStage, Stage
 from jaxspeech.train.tasks.enhancement import (
     EnhancementConfig,
     EnhancementEvalConfig,
     EnhancementModelConfig,
 )
 
-VARIANTS = ("", "tcn", "smoke")
+VARIANTS = ("", "tcn", "smoke", "cpu")
 #: The 16 kHz speakers: LibriSpeech (10, genders known) and speechocean762 (200 children and
 #: adults, gender and age known). The spoken digits (8 kHz, nothing above 4 kHz) would teach a
 #: 16 kHz mask net that clean speech has no upper band; ARCTIC's 2 speakers (6 sentences) add
@@ -60,6 +60,10 @@ ESTIMATORS = {
     "smoke": (
         LSTMMaskNetConfig(hidden=64, layers=2, bidirectional=True),
         LSTMMaskNetConfig(hidden=32, layers=1),
+    ),
+    "cpu": (
+        LSTMMaskNetConfig(hidden=128, layers=2, bidirectional=True),
+        LSTMMaskNetConfig(hidden=64, layers=2),
     ),
 }  # fmt: skip
 
@@ -90,22 +94,41 @@ def base_config(variant: str) -> EnhancementConfig:
             steps=50_000, batch_size=16, checkpoint_every=2000, eval_every=2000, log_every=100
         ),
     )
-    if variant != "smoke":
-        return config
-    return dataclasses.replace(
-        config,
-        data=dataclasses.replace(
-            config.data,
-            mixture=dataclasses.replace(config.data.mixture, segment_seconds=1.0),
-            valid_size=16,
-        ),
-        eval=dataclasses.replace(config.eval, size=96, segment_seconds=3.0, rtf_repeats=2),
-        optim=OptimConfig(name="adam", learning_rate=3e-3, clip_norm=5.0),
-        schedule=ScheduleConfig(name="constant"),
-        train=TrainConfig(
-            steps=600, batch_size=8, checkpoint_every=150, eval_every=150, log_every=50
-        ),
-    )
+    if variant == "smoke":
+        return dataclasses.replace(
+            config,
+            data=dataclasses.replace(
+                config.data,
+                mixture=dataclasses.replace(config.data.mixture, segment_seconds=1.0),
+                valid_size=16,
+            ),
+            eval=dataclasses.replace(config.eval, size=96, segment_seconds=3.0, rtf_repeats=2),
+            optim=OptimConfig(name="adam", learning_rate=3e-3, clip_norm=5.0),
+            schedule=ScheduleConfig(name="constant"),
+            train=TrainConfig(
+                steps=600, batch_size=8, checkpoint_every=150, eval_every=150, log_every=50
+            ),
+        )
+    if variant == "cpu":
+        return dataclasses.replace(
+            config,
+            data=dataclasses.replace(
+                config.data,
+                mixture=dataclasses.replace(config.data.mixture, segment_seconds=2.0),
+            ),
+            eval=dataclasses.replace(config.eval, size=96, segment_seconds=3.0, rtf_repeats=2),
+            schedule=ScheduleConfig(name="warmup_cosine", warmup_steps=200, final_factor=0.05),
+            train=TrainConfig(
+                steps=1500, batch_size=16, checkpoint_every=250, eval_every=250, log_every=50
+            ),
+        )
+    return config
+
+
+#: Training seeds of the students per variant: the ``cpu`` variant trains each student three
+#: times (stages ``student``/``baseline`` for seed 0, ``student_seed1``, ``baseline_seed1``, ...)
+#: so that ``evaluate.py`` can compare them paired on the same test utterances.
+STUDENT_SEEDS = {"cpu": (0, 1, 2)}
 
 
 def get_config(variant: str = "") -> MultiStage:
@@ -114,16 +137,22 @@ def get_config(variant: str = "") -> MultiStage:
     config = base_config(variant)
     teacher_net, student_net = ESTIMATORS[variant]
 
-    def stage(name: str, estimator, references: bool, teacher=None) -> Stage:
+    def stage(name: str, estimator, references: bool, teacher=None, seed=0) -> Stage:
         model = dataclasses.replace(config.model, estimator=estimator, teacher=teacher)
         evaluation = dataclasses.replace(config.eval, system=name, references=references)
-        reads = () if teacher is None else (teacher,)
-        return Stage(name, dataclasses.replace(config, model=model, eval=evaluation), reads)
+        train = dataclasses.replace(config.train, seed=seed)
+        stage_config = dataclasses.replace(config, model=model, eval=evaluation, train=train)
+        return Stage(name, stage_config, () if teacher is None else (teacher,))
 
-    return MultiStage(
-        (
-            stage("teacher", teacher_net, references=True),
-            stage("student", student_net, False, teacher="teacher"),
-            stage("baseline", student_net, references=False),
-        )
+    stages, students, baselines = [stage("teacher", teacher_net, references=True)], [], []
+    for seed in STUDENT_SEEDS.get(variant, (0,)):
+        suffix = f"_seed{seed}" if seed else ""
+        students.append(stage("student" + suffix, student_net, False, "teacher", seed))
+        baselines.append(stage("baseline" + suffix, student_net, False, seed=seed))
+        stages += [students[-1], baselines[-1]]
+    comparison = Comparison(
+        "distilled − plain student",
+        tuple(s.name for s in students),
+        tuple(s.name for s in baselines),
     )
+    return MultiStage(tuple(stages), (comparison,))
