@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+from collections import Counter
 from fractions import Fraction
 
 import jax
@@ -37,6 +38,22 @@ def write_tone_corpus(
     return root
 
 
+def assert_stratified(utterances, splits: dict, fractions) -> None:
+    """Each of ``splits`` (``split_speakers`` of ``utterances``) holds its share of the speakers
+    of every (gender, age group) stratum, within one speaker."""
+    from jaxspeech.data.corpus import SPLITS, age_group
+
+    def strata(utts):
+        speakers = {u.speaker: (u.gender, age_group(u.age)) for u in utts}
+        return Counter(speakers.values())
+
+    in_corpus = strata(utterances)
+    for name, share in zip(SPLITS, fractions, strict=True):
+        in_split = strata(splits[name])
+        for stratum, count in in_corpus.items():
+            assert abs(in_split[stratum] - share * count) <= 1, (name, stratum)
+
+
 def take(dataset, n: int, state=None) -> list:
     """The first ``n`` items of a fresh iterator of ``dataset`` (from ``state`` when given)."""
     iterator = iter(dataset)
@@ -50,9 +67,14 @@ def batches_equal(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
-def write_video(path: pathlib.Path, frames: np.ndarray, pts_ms) -> None:
-    """A silent MPEG-4 video (needs PyAV) of ``frames`` ``[F, H, W]`` uint8 gray, frame ``i``
-    shown at ``pts_ms[i]`` milliseconds (any spacing: variable frame rate)."""
+def write_video(
+    path: pathlib.Path, frames: np.ndarray, pts_ms, audio: np.ndarray | None = None, rate=44100
+) -> None:
+    """An MPEG-4-coded video (needs PyAV; the container follows the extension, ``.mpg``:
+    MPEG programme stream) of ``frames`` ``[F, H, W]`` uint8 gray, frame ``i`` shown at
+    ``pts_ms[i]`` milliseconds (any spacing: variable frame rate). Silent, or with ``audio``
+    ``[S]`` float32 at ``rate`` as its track in both channels of MP2 stereo, as GRID's clips
+    (the encoder pads the track to whole 1152-sample frames)."""
     import av
 
     with av.open(str(path), "w") as container:
@@ -60,11 +82,18 @@ def write_video(path: pathlib.Path, frames: np.ndarray, pts_ms) -> None:
         stream.height, stream.width = frames.shape[1:]
         stream.pix_fmt = "yuv420p"
         stream.codec_context.time_base = Fraction(1, 1000)
+        track = None if audio is None else container.add_stream("mp2", rate=rate, layout="stereo")
         for image, pts in zip(frames, pts_ms, strict=True):
             frame = av.VideoFrame.from_ndarray(np.repeat(image[..., None], 3, axis=2), "rgb24")
             frame.pts, frame.time_base = int(pts), Fraction(1, 1000)
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
+        if track is not None:
+            samples = np.stack([audio, audio]).astype(np.float32)  # planar [channels, S]
+            frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="stereo")
+            frame.sample_rate, frame.pts = rate, 0
+            container.mux(track.encode(frame))
+            container.mux(track.encode(None))
 
 
 def random_params(module, *inputs, seed=0, scale=0.3):

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import pathlib
+import sys
+import warnings
 
 import numpy as np
 import pytest
 import soundfile as sf
+from synthetic import assert_stratified, tone, write_video
 
 from jaxspeech.data.corpus import (
     SpeakerInfo,
@@ -16,16 +19,20 @@ from jaxspeech.data.corpus import (
     audio_files,
     data_path,
     group_by_speaker,
+    load_audio,
     resolve_data_root,
     scan_corpus,
     speaker_metadata,
     speaker_subset,
     split_speakers,
 )
-from jaxspeech.errors import AudioFileError, ConfigError
+from jaxspeech.data.mixing import AudioCache
+from jaxspeech.data.video import read_video_audio
+from jaxspeech.errors import AudioFileError, ConfigError, MissingExtraError
 from jaxspeech.train.config import call_get_config
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
+VIDEO_REASON = 'needs the video extra: pip install -e ".[video]"'
 
 
 def _write(path, seconds=0.1, sample_rate=8000):
@@ -343,17 +350,7 @@ def test_real_speechocean_genders_ages_and_stratified_split(shared_data):
     assert sum(g == "F" for g, _ in speakers.values()) == 100
     assert sum(age < 13 for _, age in speakers.values()) == 85
     assert sum(age >= 18 for _, age in speakers.values()) == 100
-    splits = split_speakers(utts, (0.6, 0.2, 0.2), seed=0)
-    for name, share in {"train": 0.6, "valid": 0.2, "test": 0.2}.items():
-        split_speakers_of = {u.speaker for u in splits[name]}
-        for stratum in {(g, age_group(a)) for g, a in speakers.values()}:
-            in_corpus = sum((g, age_group(a)) == stratum for g, a in speakers.values())
-            in_split = sum(
-                (g, age_group(a)) == stratum
-                for s, (g, a) in speakers.items()
-                if s in split_speakers_of
-            )
-            assert abs(in_split - share * in_corpus) <= 1, (name, stratum)
+    assert_stratified(utts, split_speakers(utts, (0.6, 0.2, 0.2), seed=0), (0.6, 0.2, 0.2))
 
 
 def test_speaker_subset_is_stratified_nested_and_checked():
@@ -383,3 +380,71 @@ def test_arctic_names_give_their_speakers_and_unlabelled_files_are_left_out(tmp_
         ("cmu_arctic_us_aew_b0002", "aew"),
         ("cmu_arctic_us_axb_a0004", "axb"),
     ]
+
+
+def _write_clip(path, freq, seconds=0.3):
+    """A GRID-like clip: three frames and a ``freq`` Hz tone as its MP2 track at 44.1 kHz."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_video(path, np.zeros((3, 16, 16), np.uint8), [0, 40, 80], tone(freq, seconds, 44100))
+
+
+def test_grid_talker_folders_give_their_speakers_and_clips_outside_are_left_out(tmp_path):
+    pytest.importorskip("av", reason=VIDEO_REASON)
+    grid = tmp_path / "grid"
+    for name, freq in {"s1/bbaf2n": 220.0, "s1/lwbsza": 330.0, "s12/pbai1n": 440.0}.items():
+        _write_clip(grid / f"{name}.mpg", freq)
+    _write_clip(grid / "talkers" / "sbwe5n.mpg", 550.0)  # no talker folder: left out
+    utts = scan_corpus(grid)
+    assert [(u.speaker, u.label) for u in utts] == [
+        ("grid_s1", "bbaf2n"),
+        ("grid_s1", "lwbsza"),
+        ("grid_s12", "pbai1n"),
+    ]
+    for utt in utts:  # the header counts the decoded track at its own rate
+        assert utt.sample_rate == 44100
+        assert utt.num_samples == read_video_audio(utt.path, 44100).size
+        assert 0.3 * 44100 <= utt.num_samples < 0.3 * 44100 + 3 * 1152
+    assert scan_corpus(grid / "s1") == utts[:2]  # the talker folder as the root
+    with pytest.raises(ConfigError, match="talker's folder s<N>"):
+        scan_corpus(grid / "talkers")
+    wav = load_audio(utts[0].path, 16000)
+    np.testing.assert_array_equal(wav, read_video_audio(utts[0].path, 16000))
+    np.testing.assert_array_equal(AudioCache(16000)(utts[0].path), wav)
+    spectrum = np.abs(np.fft.rfft(wav))
+    assert np.argmax(spectrum) * 16000 / wav.size == pytest.approx(220.0, abs=16000 / wav.size)
+
+
+def test_grid_clips_without_pyav_name_the_extra(tmp_path, monkeypatch):
+    (tmp_path / "s1").mkdir()
+    (tmp_path / "s1" / "bbaf2n.mpg").write_bytes(b"\0" * 100)
+    monkeypatch.setitem(sys.modules, "av", None)  # import av raises ImportError
+    with pytest.raises(MissingExtraError, match=r'pip install -e "\.\[video\]"'):
+        scan_corpus(tmp_path)
+    with pytest.raises(MissingExtraError, match=r'pip install -e "\.\[video\]"'):
+        load_audio(tmp_path / "s1" / "bbaf2n.mpg", 16000)
+
+
+def _speaker_recipe(variant):
+    return call_get_config(f"{CONFIGS / 'speaker' / 'resnet_kd.py'}:{variant}")
+
+
+def test_speaker_recipe_includes_grid_s1_with_pyav():
+    pytest.importorskip("av", reason=VIDEO_REASON)
+    for variant in ("", "smoke"):
+        with warnings.catch_warnings(record=True) as got:
+            warnings.simplefilter("always")
+            stages = _speaker_recipe(variant).stages
+        assert not [w for w in got if "GRID" in str(w.message)]
+        assert all(stage.config.data.speech[-1] == "grid/s1" for stage in stages)
+        assert {stage.config.model.num_speakers for stage in stages[2:]} == {175}
+
+
+def test_speaker_recipe_leaves_grid_out_with_one_warning_without_pyav(monkeypatch):
+    monkeypatch.setitem(sys.modules, "av", None)
+    with pytest.warns(UserWarning, match=r'leaves out GRID.*pip install -e "\.\[video\]"') as got:
+        stages = _speaker_recipe("smoke").stages
+    assert len(got) == 1
+    assert {stage.config.data.speech for stage in stages} == {
+        ("librispeech/test-other", "fsdd/recordings", "arctic", "speechocean762")
+    }
+    assert {stage.config.model.num_speakers for stage in stages[2:]} == {174}

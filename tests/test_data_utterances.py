@@ -7,10 +7,11 @@ at 8 kHz, so the frequency of a crop tells whose it is.
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 
 import numpy as np
 import pytest
-from synthetic import batches_equal, take, write_tone_corpus
+from synthetic import assert_stratified, batches_equal, take, write_tone_corpus
 
 from jaxspeech.audio import load
 from jaxspeech.data.corpus import group_by_speaker, scan_corpus
@@ -22,6 +23,7 @@ from jaxspeech.data.utterances import (
     utterance_dataset,
 )
 from jaxspeech.errors import ConfigError
+from jaxspeech.train.config import call_get_config
 
 FILE_RATE, RATE = 16000, 8000
 TONES = {f"s{k}": 300.0 + 250.0 * k for k in range(6)}
@@ -247,6 +249,33 @@ def test_real_speechocean_with_noise_and_reverb(shared_data):
     groups = group_by_speaker(data.splits["test"])
     first = test[0]
     assert first["audio"].shape == (groups[first["info"]["speaker"]][0].num_samples,)
+
+
+def test_real_speaker_recipe_data_with_grid_s1(shared_data):
+    """The smoke recipe's student data: GRID s1 is one stratified speaker among 219, and its
+    clips crop like any utterance."""
+    pytest.importorskip("av", reason='needs the video extra: pip install -e ".[video]"')
+    recipe = pathlib.Path(__file__).resolve().parents[1] / "configs/speaker/resnet_kd.py"
+    student = call_get_config(f"{recipe}:smoke").stages[2].config
+    cfg = dataclasses.replace(student.data, root=str(shared_data))
+    data = UtteranceData(cfg, batch_size=student.train.batch_size)
+    corpus = sorted(u for split in data.splits.values() for u in split)
+    assert len({u.speaker for u in corpus}) == 219
+    assert data.num_speakers == student.model.num_speakers == 175
+    holding = [
+        name for name, utts in data.splits.items() if any(u.speaker == "grid_s1" for u in utts)
+    ]
+    assert len(holding) == 1
+    grid = [u for u in data.splits[holding[0]] if u.speaker == "grid_s1"]
+    assert len(grid) == 40 and {u.sample_rate for u in grid} == {44100}
+    assert_stratified(corpus, data.splits, cfg.split_fractions)
+    (batch,) = take(data.train_dataset(seed=0), 1)
+    assert batch["audio"].shape == (16, 32000) and np.all(np.isfinite(batch["audio"]))
+    crop = make_crop(
+        np.random.default_rng(0), cfg, grid[0], data.noises, data.rirs, AudioCache(16000)
+    )
+    assert crop["audio"].shape == (32000,) and crop["info"]["speaker"] == "grid_s1"
+    assert np.all(np.isfinite(crop["audio"])) and np.std(crop["audio"]) > 1e-3
 
 
 def test_speed_perturbation_scales_the_pitch(root):

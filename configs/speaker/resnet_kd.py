@@ -8,8 +8,13 @@ Stages (each in ``WORKDIR/<stage>``, each resumable):
   plain     the same student with AAM-softmax alone (λ = 0), for comparison.
 
 Data: every labelled speaker of the data root's speech corpora (LibriSpeech test-other, the
-spoken digits, CMU ARCTIC, speechocean762; the GRID talkers are not used: their audio is in
-MPEG video files), split speaker-disjoint 80/10/10, stratified by gender and age; 2 s random
+spoken digits, CMU ARCTIC, speechocean762, and GRID talker s1's 40 clips, whose audio track
+PyAV reads from the MPEG video: without the ``video`` extra the recipe leaves GRID out with a
+warning). GRID's ``talkers/`` clips are not used: their files are named by sentence, not by
+talker (``talkers/bbaf2n.mpg`` is a byte-for-byte copy of ``s1/bbaf2n.mpg``), so they have no
+speaker labels. 219 speakers (218 without GRID), split speaker-disjoint 80/10/10, stratified by
+gender and age (no table gives GRID s1's gender: like the spoken digits', it counts as
+unknown); 2 s random
 crops at 16 kHz, speed 0.9–1.1, real noise at 0–15 dB SNR on 60 % of the crops and real
 reverberation on 30 % (the i-vector stages train on clean 4 s crops). Every crop's speaker is
 drawn uniformly (``sampling="speaker"``): per utterance, the 4 spoken-digit training speakers
@@ -31,9 +36,12 @@ Variants:
 """
 
 import dataclasses
+import warnings
 
 from jaxspeech.data import UtteranceDataConfig
-from jaxspeech.errors import ConfigError
+from jaxspeech.data.corpus import split_sizes
+from jaxspeech.data.video import VIDEO_EXTRA_HINT, import_av
+from jaxspeech.errors import ConfigError, MissingExtraError
 from jaxspeech.models.ivector import UBMConfig
 from jaxspeech.models.speaker import RESNET34, SpeakerNetConfig
 from jaxspeech.train.config import OptimConfig, ScheduleConfig, TrainConfig
@@ -44,8 +52,17 @@ from jaxspeech.train.tasks.ubm import EMConfig, UBMTaskConfig
 
 VARIANTS = ("", "smoke")
 SPEECH = ("librispeech/test-other", "fsdd/recordings", "arctic", "speechocean762")
-#: Training speakers of SPEECH under the 80/10/10 split with seed 0.
-TRAIN_SPEAKERS = 174
+#: GRID talker s1's clips (MPEG-1 video with MP2 audio): a corpus when PyAV is installed.
+GRID_S1 = "grid/s1"
+#: Labelled speakers of each corpus (the number of training speakers follows from them).
+CORPUS_SPEAKERS = {
+    "librispeech/test-other": 10,
+    "fsdd/recordings": 6,
+    "arctic": 2,
+    "speechocean762": 200,
+    GRID_S1: 1,
+}
+SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 #: λ of the distilled student: the MSE is a mean over the i-vector's dimensions, about 1/rank
 #: for length-normalised vectors, so this puts it at a few tenths of the AAM loss.
 DISTILL_WEIGHT = 20.0
@@ -54,14 +71,31 @@ DISTILL_WEIGHT = 20.0
 TEACHERS = {"": ((256, 4, 40, 16), (100, 10)), "smoke": ((32, 2, 12, 8), (32, 3))}
 
 
+def speech_corpora() -> tuple[str, ...]:
+    """SPEECH and GRID_S1; SPEECH alone, with a warning, when PyAV cannot be imported."""
+    try:
+        import_av()
+    except MissingExtraError:
+        warnings.warn(
+            f"the speaker recipe leaves out GRID talker s1 ({GRID_S1}): reading its MPEG clips "
+            f"needs PyAV, which is not installed; to include it: {VIDEO_EXTRA_HINT}",
+            stacklevel=2,
+        )
+        return SPEECH
+    return (*SPEECH, GRID_S1)
+
+
 def student_config(variant: str) -> SpeakerConfig:
     """The student's settings (the plain student: distillation weight 0)."""
+    speech = speech_corpora()
+    n_speakers = sum(CORPUS_SPEAKERS[corpus] for corpus in speech)
+    train_speakers = split_sizes(n_speakers, SPLIT_FRACTIONS, "speaker recipe", "speakers")[0]
     config = SpeakerConfig(
         model=SpeakerModelConfig(
-            net=RESNET34, num_speakers=TRAIN_SPEAKERS, margin_warmup=(2000, 6000)
+            net=RESNET34, num_speakers=train_speakers, margin_warmup=(2000, 6000)
         ),
         data=UtteranceDataConfig(
-            speech=SPEECH,
+            speech=speech,
             noise="noise",
             rir="rir",
             sample_rate=16000,
@@ -70,7 +104,7 @@ def student_config(variant: str) -> SpeakerConfig:
             noise_snr_db_range=(0.0, 15.0),
             noise_prob=0.6,
             reverb_prob=0.3,
-            split_fractions=(0.8, 0.1, 0.1),
+            split_fractions=SPLIT_FRACTIONS,
             sampling="speaker",
         ),
         eval=SpeakerEvalConfig(),

@@ -10,6 +10,12 @@ Supported layouts (detected per root folder):
 * flat, CMU ARCTIC style: ``root/cmu_arctic_us_<speaker>_<utterance>.wav`` (e.g.
   ``cmu_arctic_us_aew_a0001``). ARCTIC prompts without a speaker (``arctic_a0010.wav``, the
   name the CMU release gives every speaker's files) are left out: their speaker is unknown.
+* GRID talking-face clips: ``<root>/s<N>/<sentence>.mpg``, or the talker folder ``s<N>`` itself
+  as the root (e.g. ``grid/s1``), are talker N's: speaker ``grid_s<N>``, label the sentence code
+  (``bbaf2n`` = "bin blue at f two now"). Their audio track is read with PyAV (the ``video``
+  extra; without it reading one raises MissingExtraError). Clips outside a talker folder (the
+  data root's ``grid/talkers/`` samples, named by sentence only) are left out: their talker is
+  unknown.
 
 Speaker metadata come from a speaker table in the root, below it or in a folder above it:
 LibriSpeech's ``SPEAKERS.TXT`` (``ID | SEX | ...``: genders) or speechocean762's
@@ -21,7 +27,7 @@ Corpus folders in configs are relative to the data root (``resolve_data_root``),
 looked up when data are read, never when a config is made, so configs stay portable.
 
 Only the file headers are read (``soundfile``), so scanning thousands of files takes well under
-a second.
+a second; a GRID clip's audio track is decoded to count its samples (about 20 ms a clip).
 """
 
 from __future__ import annotations
@@ -38,15 +44,21 @@ from typing import NamedTuple
 import numpy as np
 import soundfile as sf
 
+from jaxspeech import audio
+from jaxspeech.data import video
 from jaxspeech.errors import AudioFileError, ConfigError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
+#: Video files whose audio track is speech (GRID's clips), read with PyAV.
+VIDEO_EXTENSIONS = (".mpg",)
+SPEECH_EXTENSIONS = AUDIO_EXTENSIONS + VIDEO_EXTENSIONS
 SPLITS = ("train", "valid", "test")
 
 _LIBRISPEECH_NAME = re.compile(r"^(?P<speaker>\d+)-(?P<chapter>\d+)-(?P<utterance>\d+)$")
 _FLAT_NAME = re.compile(r"^(?P<label>[^_]+)_(?P<speaker>[^_]+)_(?P<n>\d+)$")
 _ARCTIC_NAME = re.compile(r"^cmu_arctic_us_(?P<speaker>[a-z]+)_(?P<utterance>[ab]\d{4})$")
 _UNLABELLED_ARCTIC_NAME = re.compile(r"^arctic_[ab]\d{4}$")
+_GRID_TALKER_FOLDER = re.compile(r"^s(?P<talker>\d+)$")
 _LIBRISPEECH_TABLE, _TSV_TABLE = "SPEAKERS.TXT", "SPEAKERS.tsv"
 _TSV_COLUMNS = ("speaker", "gender", "age")
 #: Age groups of the speaker split: under 13, 13 to 17, 18 and over (upper bounds, exclusive).
@@ -62,7 +74,8 @@ class Utterance:
     Attributes:
       path: the audio file.
       speaker: speaker id (unique within the scanned corpora).
-      label: what is said when the corpus names it (the digit for spoken digits), else None.
+      label: what is said when the corpus names it (the digit for spoken digits, the sentence
+        code for GRID), else None.
       num_samples: length at the file's own rate.
       sample_rate: the file's sample rate (Hz).
       gender: "F" or "M" when the corpus metadata says, else None.
@@ -82,8 +95,15 @@ class Utterance:
         return self.num_samples / self.sample_rate
 
 
+def _is_video(path: str | os.PathLike) -> bool:
+    return pathlib.Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
 def _header(path: str) -> tuple[int, int]:
-    """``(num_samples, sample_rate)`` from the file header; AudioFileError when unreadable."""
+    """``(num_samples, sample_rate)`` from the file header (of a video's audio track:
+    ``video.audio_header``); AudioFileError (VideoFileError) when unreadable."""
+    if _is_video(path):
+        return video.audio_header(path)
     try:
         with sf.SoundFile(path) as f:
             return int(f.frames), int(f.samplerate)
@@ -94,31 +114,49 @@ def _header(path: str) -> tuple[int, int]:
         ) from err
 
 
-def audio_files(root: str | os.PathLike) -> list[str]:
-    """Sorted paths of every audio file (WAV, FLAC, OGG) below ``root``, recursively.
+def audio_files(root: str | os.PathLike, extensions: Sequence[str] = AUDIO_EXTENSIONS) -> list[str]:
+    """Sorted paths of every file below ``root``, recursively, with one of ``extensions``
+    (default: the audio files, WAV, FLAC, OGG; ``SPEECH_EXTENSIONS`` adds GRID's videos).
 
     Raises:
-      ConfigError: ``root`` is not a folder. AudioFileError: it holds no audio file.
+      ConfigError: ``root`` is not a folder. AudioFileError: it holds no such file.
     """
     root = pathlib.Path(root)
     if not root.is_dir():
         raise ConfigError(f"{root}: no such folder; point the data path at an existing folder")
     files = sorted(
-        str(p) for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()
+        str(p) for p in root.rglob("*") if p.suffix.lower() in extensions and p.is_file()
     )
     if not files:
         raise AudioFileError(
-            f"{root}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) found below this folder; "
+            f"{root}: no audio files ({', '.join(extensions)}) found below this folder; "
             "check the data path"
         )
     return files
 
 
+def load_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
+    """The mono float32 audio ``[samples]`` of a corpus file at ``sample_rate`` (soxr): an audio
+    file through ``audio.load``, a GRID clip's audio track through ``video.read_video_audio``.
+
+    Raises:
+      AudioFileError / VideoFileError: missing or unreadable; MissingExtraError: a video file
+      without PyAV; EmptyAudioError, NonFiniteAudioError: as ``audio.validate``.
+    """
+    if _is_video(path):
+        return video.read_video_audio(path, sample_rate)
+    return audio.load(path, sample_rate=sample_rate)[0]
+
+
 def _speaker_and_label(root: pathlib.Path, path: str) -> tuple[str, str | None] | None:
     """Speaker and label of ``path`` under the layout rules of the module docstring; None for
-    a file whose speaker is unknown (an unlabelled ARCTIC prompt)."""
+    a file whose speaker is unknown (an unlabelled ARCTIC prompt, a GRID clip outside a talker
+    folder)."""
     rel = pathlib.Path(path).relative_to(root)
     stem = rel.stem
+    if _is_video(path):
+        talker = _GRID_TALKER_FOLDER.match(pathlib.Path(path).parent.name)
+        return None if talker is None else (f"grid_s{talker['talker']}", stem)
     if len(rel.parts) == 1:
         if _UNLABELLED_ARCTIC_NAME.match(stem):
             return None
@@ -198,8 +236,10 @@ def scan_corpus(roots: str | os.PathLike | Iterable[str | os.PathLike]) -> list[
       Utterances sorted by ``(path, ...)``, hence the same list on every machine and run.
 
     Raises:
-      ConfigError: a root is missing, a flat file is misnamed, or no root is given.
+      ConfigError: a root is missing, a flat file is misnamed, a root has no file of a known
+        speaker, or no root is given.
       AudioFileError: a root holds no audio, or a file header cannot be read.
+      MissingExtraError: a root holds GRID clips and PyAV is not installed.
     """
     if isinstance(roots, str | os.PathLike):
         roots = [roots]
@@ -209,11 +249,15 @@ def scan_corpus(roots: str | os.PathLike | Iterable[str | os.PathLike]) -> list[
     utterances = []
     for root in roots:
         metadata = speaker_metadata(root)
-        for path in audio_files(root):
-            named = _speaker_and_label(root, path)
-            if named is None:
-                continue
-            speaker, label = named
+        files = audio_files(root, SPEECH_EXTENSIONS)
+        named = [(path, _speaker_and_label(root, path)) for path in files]
+        named = [(path, found) for path, found in named if found is not None]
+        if not named:
+            raise ConfigError(
+                f"{root}: none of its {len(files)} files has a known speaker (module docstring "
+                "of jaxspeech.data.corpus); GRID clips must be in their talker's folder s<N>"
+            )
+        for path, (speaker, label) in named:
             num_samples, sample_rate = _header(path)
             info = metadata.get(speaker, SpeakerInfo(None, None))
             utterances.append(

@@ -40,8 +40,7 @@ import numpy as np
 import scipy.signal
 import soxr
 
-from jaxspeech.audio import load
-from jaxspeech.data.corpus import Utterance
+from jaxspeech.data.corpus import Utterance, load_audio
 from jaxspeech.errors import ConfigError, SilentAudioError
 
 
@@ -124,7 +123,8 @@ class AudioCache:
     fills its own cache.
 
     Args:
-      sample_rate: the rate every file is resampled to (soxr, via ``jaxspeech.audio.load``).
+      sample_rate: the rate every file is resampled to (soxr, via ``corpus.load_audio``: audio
+        files and GRID clips' audio tracks).
       max_bytes: evict least recently used files past this total size.
     """
 
@@ -143,7 +143,7 @@ class AudioCache:
             if wav is not None:
                 self._entries.move_to_end(path)
                 return wav
-        wav, _ = load(path, sample_rate=self.sample_rate)
+        wav = load_audio(path, self.sample_rate)
         wav.setflags(write=False)
         with self._lock:
             if path not in self._entries:

@@ -11,6 +11,7 @@ Importing this module does not need PyAV; reading a file does, and says how to i
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from fractions import Fraction
@@ -110,11 +111,20 @@ def read_video_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
       VideoFileError: missing, undecodable, or no audio stream.
       MissingExtraError: PyAV is not installed.
     """
-    av = import_av()
-    path = os.fspath(path)
-    with _open(av, path) as container:
-        _require_audio_stream(container, path)
+    with _audio_track(path) as (av, container, path):
         return _decode(av, container, path, video=False, sample_rate=sample_rate)[3]
+
+
+def audio_header(path: str | os.PathLike) -> tuple[int, int]:
+    """``(num_samples, sample_rate)`` of the audio track of ``path`` at its own rate, counted
+    by decoding the track (an MPEG programme stream's headers give no exact length); raises
+    as :func:`read_video_audio`."""
+    with _audio_track(path) as (av, container, path):
+        stream = container.streams.audio[0]
+        try:
+            return sum(frame.samples for frame in container.decode(stream)), stream.rate
+        except av.FFmpegError as err:
+            raise _undecodable(path, err) from err
 
 
 def video_frame_per_stft_frame(
@@ -170,9 +180,21 @@ def _open(av, path: str):
     try:
         return av.open(path)
     except av.FFmpegError as err:
-        raise VideoFileError(
-            f"{path}: cannot be decoded ({err}); re-encode it as MP4 (H.264) or MPEG"
-        ) from err
+        raise _undecodable(path, err) from err
+
+
+def _undecodable(path: str, err: Exception) -> VideoFileError:
+    return VideoFileError(f"{path}: cannot be decoded ({err}); re-encode it as MP4 (H.264) or MPEG")
+
+
+@contextlib.contextmanager
+def _audio_track(path: str | os.PathLike):
+    """``(av, open container, path as str)`` of a file checked to have an audio stream."""
+    av = import_av()
+    path = os.fspath(path)
+    with _open(av, path) as container:
+        _require_audio_stream(container, path)
+        yield av, container, path
 
 
 def _require_audio_stream(container, path: str) -> None:
@@ -224,9 +246,7 @@ def _decode(av, container, path: str, *, video: bool, sample_rate: int | None):
         if sample_rate is not None:
             chunks.extend(f.to_ndarray().mean(axis=0) for f in to_float.resample(None))
     except av.FFmpegError as err:
-        raise VideoFileError(
-            f"{path}: cannot be decoded ({err}); re-encode it as MP4 (H.264) or MPEG"
-        ) from err
+        raise _undecodable(path, err) from err
     if video and not frames:
         raise VideoFileError(f"{path}: the video stream has no decodable frames")
     wav = None
