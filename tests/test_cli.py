@@ -16,6 +16,8 @@ import soundfile as sf
 
 import jaxspeech
 from jaxspeech import audio, cli, infer
+from jaxspeech.commands.enhance import OUTPUT_PEAK
+from jaxspeech.commands.runs import load_trained_model, stage_workdir
 from jaxspeech.errors import AudioFileError
 
 #: A 2-step run of the smoke recipe with an even smaller model, so the fixture is quick.
@@ -70,7 +72,7 @@ def workdir(tmp_path_factory, shared_data) -> pathlib.Path:
 @pytest.fixture(scope="session")
 def trained(workdir):
     """`(task, params, sample_rate)` of the best checkpoint."""
-    task, params, _, rate = cli.load_trained_model(str(workdir), "best")
+    task, params, _, rate = load_trained_model(str(workdir), "best")
     return task, params, rate
 
 
@@ -99,12 +101,12 @@ def enhance_workdir(tmp_path_factory, shared_data) -> pathlib.Path:
 @pytest.fixture(scope="session")
 def enhancer(enhance_workdir):
     """`(task, params, model_state, sample_rate)` of the student's best checkpoint."""
-    return cli.load_trained_model(str(enhance_workdir / "student"), "best")
+    return load_trained_model(str(enhance_workdir / "student"), "best")
 
 
 def limit_peak(wav: np.ndarray) -> np.ndarray:
     peak = np.abs(wav).max()
-    return wav * min(1.0, cli.OUTPUT_PEAK / peak)
+    return wav * min(1.0, OUTPUT_PEAK / peak)
 
 
 def run_cli(capsys, *argv) -> tuple[int, str, str]:
@@ -318,8 +320,8 @@ def test_enhance_default_stage_is_the_last_without_a_student(enhance_workdir, tm
     other.mkdir()
     (other / "final").symlink_to(enhance_workdir / "student")
     (other / "stages.json").write_text(json.dumps({"stages": ["first", "final"]}))
-    assert cli.stage_workdir(str(other), None) == other / "final"
-    assert cli.stage_workdir(str(enhance_workdir), None) == enhance_workdir / "student"
+    assert stage_workdir(str(other), None) == other / "final"
+    assert stage_workdir(str(enhance_workdir), None) == enhance_workdir / "student"
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,144 @@
+"""``jaxspeech enhance``: remove background noise with an enhancement run, or with an
+audio-visual run and the talker's video (``--video``, or a video as the input)."""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+
+import jax
+import numpy as np
+
+from jaxspeech import audio, infer
+from jaxspeech.commands.chunks import add_chunk_arguments, check_chunk_arguments, chunk_samples
+from jaxspeech.commands.outputs import (
+    add_run_arguments,
+    check_output_file,
+    check_output_folder,
+    report_conversion,
+)
+from jaxspeech.commands.runs import (
+    add_model_arguments,
+    load_trained_model,
+    stage_workdir,
+    trained_run,
+)
+from jaxspeech.errors import ConfigError
+
+#: Largest magnitude written by ``enhance`` (16-bit PCM never clips below 1).
+OUTPUT_PEAK = 0.99
+
+
+def _enhance_with_video(args: argparse.Namespace, run_dir: pathlib.Path, video: str) -> None:
+    """``jaxspeech enhance`` with an audio-visual (gate) run and the talker's video."""
+    from jaxspeech import avfile
+    from jaxspeech.data.video import read_video_audio
+
+    output = pathlib.Path(args.output)
+    check_output_file(output, args.noisy, args.overwrite)
+    if args.plot:
+        plot = pathlib.Path(args.plot)
+        if plot.suffix.lower() != ".png":
+            raise ConfigError(f"--plot={plot}: the picture is written as PNG; name it *.png")
+        if plot.exists() and not args.overwrite:
+            raise ConfigError(f"{plot} exists; pass --overwrite to replace it")
+        check_output_folder(plot.parent)
+        avfile.pyplot()  # the plot extra is there before any work
+    from jaxspeech.train.restore import restore_run
+
+    run = restore_run(str(run_dir), args.checkpoint, devices=jax.devices()[:1])
+    task, params, sample_rate = run.task, run.params, run.task.sample_rate
+    if args.noisy == video:
+        noisy, file_rate = read_video_audio(video, sample_rate), sample_rate
+    else:
+        noisy, file_rate = audio.load(args.noisy, mono=False)
+        report_conversion(args.noisy, noisy.shape[0], file_rate, sample_rate, args.quiet)
+    noisy = task.audio.prepare_waveform(noisy, file_rate, args.noisy)
+    enhanced, lips, face = avfile.enhance_with_video(
+        task, params, noisy, video, progress=not args.quiet
+    )
+    peak = float(np.abs(enhanced).max())
+    if peak > OUTPUT_PEAK:
+        enhanced = enhanced * (OUTPUT_PEAK / peak)
+    audio.save(output, enhanced, sample_rate)
+    print(output, flush=True)
+    if args.plot:
+        print(avfile.plot_enhancement(args.plot, task, params, noisy, enhanced, lips, face))
+
+
+def _enhance(args: argparse.Namespace) -> None:
+    from jaxspeech.data.av import VIDEO_EXTENSIONS
+    from jaxspeech.train.restore import read_config
+
+    check_chunk_arguments(args)
+    is_video = pathlib.Path(args.noisy).suffix.lower() in VIDEO_EXTENSIONS
+    video = args.noisy if is_video else args.video
+    stage = args.stage
+    config = read_config(stage_workdir(args.workdir, stage))
+    if config.task == "av" and config.model.net == "gate" and video is not None:
+        _enhance_with_video(args, stage_workdir(args.workdir, stage), video)
+        return
+    if video is not None:
+        raise ConfigError(
+            f"--video / a video input needs an audio-visual workdir (configs/av/*.py); "
+            f"{args.workdir} is not one (or pick its gate --stage)"
+        )
+    if args.plot:
+        raise ConfigError("--plot draws the audio-visual masks; it needs --video")
+    if config.task == "av":  # an AV workdir without video: Net 1 alone
+        stage = config.model.audio_stage
+    noisy, file_rate = audio.load(args.noisy, mono=False)  # [channels, samples]
+    run_dir, _ = trained_run(args.workdir, stage, "enhancement")
+    check_output_file(pathlib.Path(args.output), args.noisy, args.overwrite)
+    task, params, model_state, sample_rate = load_trained_model(str(run_dir), args.checkpoint)
+    channels = noisy.shape[0]
+    noisy = task.prepare_waveform(noisy, file_rate, args.noisy)
+    report_conversion(args.noisy, channels, file_rate, sample_rate, args.quiet)
+    chunking = chunk_samples(args, sample_rate)
+    if chunking["chunk"] <= task.n_fft // 2:
+        raise ConfigError(
+            f"--chunk-seconds={args.chunk_seconds} is shorter than half an STFT window "
+            f"({task.n_fft // 2 + 1} samples at {sample_rate} Hz); use longer chunks"
+        )
+    variables = (params, model_state)
+    enhanced = infer.separate_long(task.enhance_chunks, variables, noisy, **chunking)[0]
+    peak = float(np.abs(enhanced).max())
+    if peak > OUTPUT_PEAK:
+        enhanced = enhanced * (OUTPUT_PEAK / peak)
+    audio.save(args.output, enhanced, sample_rate)
+    print(args.output, flush=True)
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "enhance",
+        help="remove background noise from a recording",
+        description="Enhances NOISY with a trained mask-based enhancement model into OUTPUT at "
+        "the model's sample rate, at the input's level (scaled down only if a sample would "
+        f"exceed ±{OUTPUT_PEAK}). Stereo input is downmixed, other rates are resampled; "
+        "silence stays silence; clipped input is enhanced as it is (clipping is not repaired). "
+        "Files of any length are processed in overlapping chunks. An existing OUTPUT is refused "
+        "before the model runs, unless --overwrite.",
+    )
+    parser.add_argument("noisy", help="audio file (WAV, FLAC or OGG) or a video (.mpg, .mp4, …)")
+    add_model_arguments(parser)
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help=f"enhanced audio file, {', '.join(audio.OUTPUT_FORMATS)} (the format follows the "
+        "extension; its folder is created if missing)",
+    )
+    parser.add_argument(
+        "--video",
+        help="audio-visual workdirs: the video of the talker's face (NOISY may also be the "
+        "video itself, its sound track enhanced); without it only the audio net runs",
+    )
+    parser.add_argument(
+        "--plot",
+        help="with a video: also draw the spectrograms, lip band mask, gate and face flag "
+        "into this PNG (needs the plot extra)",
+    )
+    add_chunk_arguments(parser)
+    add_run_arguments(parser)
+    parser.set_defaults(run=_enhance)
