@@ -93,7 +93,7 @@ def test_json_round_trip_keeps_types(config):
 
 
 def test_json_round_trip_of_the_recipes():
-    for spec in ("convtasnet.py", "convtasnet.py:causal", "dpcl.py:smoke"):
+    for spec in ("convtasnet.py", "convtasnet.py:causal", "convtasnet.py:cpu", "dpcl.py:smoke"):
         recipe = config_lib.load_recipe(f"{REPO}/configs/separation/{spec}")
         assert config_lib.from_json(config_lib.to_json(recipe)) == recipe
 
