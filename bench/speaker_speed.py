@@ -8,12 +8,15 @@ Ours is the speaker task's real training step (``jaxspeech.train.loop.make_train
 ``jaxspeech.train.tasks.speaker.Task``): waveforms -> 80-dim log-mel fbank with per-utterance
 mean normalisation -> ResNet34 (BasicBlocks [3, 4, 6, 3], width 32) -> attentive statistics
 pooling -> 256-dim embedding -> AAM-softmax over ``--classes`` speakers, backward, SGD with
-Nesterov momentum and weight decay. PyTorch's is the same network written here (WeSpeaker's
-``ResNet34`` with ``ASTP`` pooling and ``ArcMarginProduct``; never part of the package) with
-the same fbank (``torch.stft`` and our mel filters), loss and optimiser; the parameter counts
-are asserted equal. Embedding extraction: eval mode, ``--embed-batch`` utterances of
-``--embed-seconds``, utterances per second. The two alternate (ours, PyTorch, ours, …) so that
-machine load hits both alike; medians after one warm-up call each.
+Nesterov momentum and weight decay, under train.py's XLA options (``jaxspeech.xla_flags``:
+no YNNPACK convolutions; to keep them, run with
+``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=+individual_convolution``). PyTorch's is
+the same network written here (WeSpeaker's ``ResNet34`` with ``ASTP`` pooling and
+``ArcMarginProduct``; never part of the package) with the same fbank (``torch.stft`` and our
+mel filters), loss and optimiser; the parameter counts are asserted equal. Embedding
+extraction: eval mode, ``--embed-batch`` utterances of ``--embed-seconds``, utterances per
+second. The two alternate (ours, PyTorch, ours, …) so that machine load hits both alike;
+medians after one warm-up call each.
 """
 
 import argparse
@@ -31,6 +34,7 @@ from jaxspeech.models.speaker import RESNET34, param_count
 from jaxspeech.train import loop, optim
 from jaxspeech.train.config import OptimConfig, TrainConfig
 from jaxspeech.train.tasks.speaker import SpeakerConfig, SpeakerModelConfig, Task
+from jaxspeech.xla_flags import use_training_xla_flags
 
 SAMPLE_RATE = 16000
 OPTIM = OptimConfig(name="sgd-nesterov", learning_rate=0.1, momentum=0.9, weight_decay=1e-4)
@@ -197,6 +201,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     args = parser.parse_args()
+    use_training_xla_flags()  # as train.py
     rng = np.random.default_rng(0)
     wav = (0.1 * rng.standard_normal((args.batch, round(args.seconds * SAMPLE_RATE)))).astype(
         np.float32
@@ -213,6 +218,7 @@ def main() -> None:
     assert len(set(counts.values())) == 1, f"parameter counts differ: {counts}"
     print(f"parameters: {counts['PyTorch']:,} each (embedding net + {args.classes}-class AAM head)")
     print(f"JAX {jax.__version__} on {jax.devices()[0].platform}; torch threads {args.threads}")
+    print(f"XLA_FLAGS={os.environ['XLA_FLAGS']!r}")
     train = {name: [] for name in runners}
     embed = {name: [] for name in runners}
     for runner in runners.values():  # warm-up: compile, first touch
