@@ -3,7 +3,8 @@
 
 Running the same command again resumes from the latest checkpoint in ``DIR``; SIGINT (Ctrl-C)
 or SIGTERM saves a checkpoint after the current step and stops. The process restarts itself
-once under a faster memory allocator (``jaxspeech.allocator``). A multi-stage recipe trains its
+once under a faster memory allocator (``jaxspeech.allocator``), with XLA:CPU's training
+options (``jaxspeech.xla_flags``). A multi-stage recipe trains its
 stages in ``DIR/<stage>`` in order (``jaxspeech.train.stages``).
 """
 
@@ -16,6 +17,7 @@ from jaxspeech.allocator import allocator_in_use, restart_with_fast_allocator
 from jaxspeech.errors import DEBUG_FLAG, DEBUG_HELP, ConfigError, run_command
 from jaxspeech.parallel import maybe_initialize_distributed
 from jaxspeech.train.workdir import CONTINUE_FLAG
+from jaxspeech.xla_flags import use_training_xla_flags
 
 OVERRIDES_HELP = """\
 overrides:
@@ -78,5 +80,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    use_training_xla_flags()  # see jaxspeech.xla_flags; kept by the restart below
     restart_with_fast_allocator()  # see jaxspeech.allocator; JAXSPEECH_MALLOC=system skips it
     sys.exit(run_command("train.py", main, None))

@@ -3,17 +3,23 @@ architecture in PyTorch, in one process.
 
 Usage (torch installed, e.g. the parity venv of bench/setup_parity.sh):
     python bench/speaker_speed.py [--batch 64] [--seconds 2] [--repeats 3] [--threads 2]
+                                  [--with-ynn-convolutions]
 
 Ours is the speaker task's real training step (``jaxspeech.train.loop.make_train_step`` on
 ``jaxspeech.train.tasks.speaker.Task``): waveforms -> 80-dim log-mel fbank with per-utterance
 mean normalisation -> ResNet34 (BasicBlocks [3, 4, 6, 3], width 32) -> attentive statistics
 pooling -> 256-dim embedding -> AAM-softmax over ``--classes`` speakers, backward, SGD with
-Nesterov momentum and weight decay. PyTorch's is the same network written here (WeSpeaker's
-``ResNet34`` with ``ASTP`` pooling and ``ArcMarginProduct``; never part of the package) with
-the same fbank (``torch.stft`` and our mel filters), loss and optimiser; the parameter counts
-are asserted equal. Embedding extraction: eval mode, ``--embed-batch`` utterances of
-``--embed-seconds``, utterances per second. The two alternate (ours, PyTorch, ours, …) so that
-machine load hits both alike; medians after one warm-up call each.
+Nesterov momentum and weight decay, under train.py's XLA options (``jaxspeech.xla_flags``:
+no YNNPACK convolutions; to keep them, run with
+``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=+individual_convolution``). PyTorch's is
+the same network written here (WeSpeaker's ``ResNet34`` with ``ASTP`` pooling and
+``ArcMarginProduct``; never part of the package) with the same fbank (``torch.stft`` and our
+mel filters), loss and optimiser; the parameter counts are asserted equal. Embedding
+extraction: eval mode, ``--embed-batch`` utterances of ``--embed-seconds``, utterances per
+second. The two alternate (ours, PyTorch, ours, …) so that machine load hits both alike;
+medians after one warm-up call each. ``--with-ynn-convolutions`` also times, alternating with
+the others, our step compiled as jaxlib compiles it by default (YNNPACK's convolutions), to
+measure what ``jaxspeech.xla_flags`` gains.
 """
 
 import argparse
@@ -31,15 +37,23 @@ from jaxspeech.models.speaker import RESNET34, param_count
 from jaxspeech.train import loop, optim
 from jaxspeech.train.config import OptimConfig, TrainConfig
 from jaxspeech.train.tasks.speaker import SpeakerConfig, SpeakerModelConfig, Task
+from jaxspeech.xla_flags import use_training_xla_flags
 
 SAMPLE_RATE = 16000
 OPTIM = OptimConfig(name="sgd-nesterov", learning_rate=0.1, momentum=0.9, weight_decay=1e-4)
+#: XLA options of a training step compiled as jaxlib 0.10.2 does by default: YNNPACK's fusion
+#: types (the option replaces the list) with its convolutions.
+WITH_YNN_CONVOLUTIONS = {
+    "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,"
+    "LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"
+}
 
 
 class Ours:
-    """The speaker task's training step and ``embed`` on one device."""
+    """The speaker task's training step (compiled with ``compiler_options``, XLA debug options
+    on top of ``XLA_FLAGS``) and ``embed`` on one device."""
 
-    def __init__(self, batch: int, classes: int):
+    def __init__(self, batch: int, classes: int, compiler_options: dict | None = None):
         config = SpeakerConfig(
             model=SpeakerModelConfig(net=RESNET34, num_speakers=classes),
             optim=OPTIM,
@@ -55,13 +69,18 @@ class Ours:
         init = lambda: loop.init_state(self.task, optimizer, 0)
         self.state = jax.jit(init, out_shardings=replicated)()
         self.embed_fn = jax.jit(self.task.embed)
+        self.compiler_options = compiler_options or {}
+        self.compiled_step = None
 
     def params(self) -> int:
         return param_count(self.state.params)
 
     def train_step(self, wav: np.ndarray, labels: np.ndarray) -> None:
         batch = parallel.shard_batch(self.mesh, {"audio": wav, "speaker": labels})
-        self.state, metrics = self.step_fn(self.state, batch)
+        if self.compiled_step is None:
+            lowered = self.step_fn.lower(self.state, batch)
+            self.compiled_step = lowered.compile(self.compiler_options)
+        self.state, metrics = self.compiled_step(self.state, batch)
         jax.block_until_ready(metrics["loss"])
 
     def embed(self, wav: np.ndarray) -> None:
@@ -196,7 +215,13 @@ def main() -> None:
     parser.add_argument("--embed-seconds", type=float, default=4.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument(
+        "--with-ynn-convolutions",
+        action="store_true",
+        help="also time our step compiled with YNNPACK's convolutions (jaxlib's default)",
+    )
     args = parser.parse_args()
+    use_training_xla_flags()  # as train.py
     rng = np.random.default_rng(0)
     wav = (0.1 * rng.standard_normal((args.batch, round(args.seconds * SAMPLE_RATE)))).astype(
         np.float32
@@ -205,14 +230,16 @@ def main() -> None:
     utterances = (
         0.1 * rng.standard_normal((args.embed_batch, round(args.embed_seconds * SAMPLE_RATE)))
     ).astype(np.float32)
-    runners = {
-        "ours (JAX)": Ours(args.batch, args.classes),
-        "PyTorch": Torch(args.classes, args.threads),
-    }
+    runners = {"ours (JAX)": Ours(args.batch, args.classes)}
+    if args.with_ynn_convolutions:
+        ynn_runner = Ours(args.batch, args.classes, WITH_YNN_CONVOLUTIONS)
+        runners["ours, YNNPACK convolutions"] = ynn_runner
+    runners["PyTorch"] = Torch(args.classes, args.threads)
     counts = {name: r.params() for name, r in runners.items()}
     assert len(set(counts.values())) == 1, f"parameter counts differ: {counts}"
     print(f"parameters: {counts['PyTorch']:,} each (embedding net + {args.classes}-class AAM head)")
     print(f"JAX {jax.__version__} on {jax.devices()[0].platform}; torch threads {args.threads}")
+    print(f"XLA_FLAGS={os.environ['XLA_FLAGS']!r}")
     train = {name: [] for name in runners}
     embed = {name: [] for name in runners}
     for runner in runners.values():  # warm-up: compile, first touch
@@ -232,6 +259,10 @@ def main() -> None:
     embed_ratio = statistics.median(embed["PyTorch"]) / statistics.median(embed["ours (JAX)"])
     print(f"\nours / PyTorch speed: training step {ratio:.2f}×, embedding {embed_ratio:.2f}× "
           f"(medians of {args.repeats})")  # fmt: skip
+    if args.with_ynn_convolutions:
+        ynn = statistics.median(train["ours, YNNPACK convolutions"])
+        print(f"ours / ours with YNNPACK convolutions: training step "
+              f"{ynn / statistics.median(train['ours (JAX)']):.2f}×")  # fmt: skip
 
 
 if __name__ == "__main__":
