@@ -8,8 +8,8 @@ Variants:
   "causal"  the same with causal convolutions and cumulative layer norm.
   "smoke"   a small model (8 blocks of 64 channels in one repeat: 0.5 s receptive field) on
             1 s crops, batch 8, Adam 3e-3 with 100 warm-up steps and a cosine decay to zero,
-            2,000 steps: about 4 min 20 s of training on an idle 2-core CPU (estimated: 1,500
-            steps took 3 min 13 s there).
+            2,000 steps: 3 min 56 s of training on the idle 2-core CPU (the CI's run of the
+            README's first command).
   "cpu"     the same at 128 channels (bottleneck and skip 64; 236,113 parameters) for 3,000
             steps (16 validations). As committed it is sized to finish on a CPU shared with
             other training jobs: 3,000 steps took 38 min 16 s (0.77 s/step) on the 2-core CPU at
