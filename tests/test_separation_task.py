@@ -42,8 +42,9 @@ def test_buckets_partition_values():
 #: Per recipe: the training overrides, and what that short training must show.
 #: Conv-TasNet beats the mixture after 80 steps (1.65–1.78 dB SI-SNRi, 2.14–2.45 dB SDRi on
 #: these test mixtures over three seeds, measured with the earlier constant rate of 1e-3; the
-#: smoke recipe's warm-up now keeps the 80 steps below its peak rate of 3e-3). Deep clustering needs hundreds of steps for that
-#: (still −7 to −3 dB SI-SNRi after 120; the README's 1.29 dB took 1,500), so its 20 steps
+#: smoke recipe's warm-up now keeps the 80 steps below its peak rate of 3e-3). Deep clustering
+#: needs hundreds of steps for that (still −7 to −3 dB SI-SNRi after 120; the README's 1.29 dB
+#: took 1,500), so its 20 steps
 #: must more than halve the affinity loss (0.62–0.63 to 0.25–0.27 over three seeds).
 class ShortRun(NamedTuple):
     model_name: str
