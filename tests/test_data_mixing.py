@@ -6,16 +6,24 @@ at 8 kHz, so the frequency of a source tells who it is and whether it was resamp
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 
 import numpy as np
 import pytest
+import scipy.signal
 import soundfile as sf
 from synthetic import tone, write_tone_corpus
 
 from jaxspeech.audio import load
 from jaxspeech.data.corpus import audio_files, group_by_speaker, scan_corpus
-from jaxspeech.data.mixing import AudioCache, MixtureConfig, make_mixture, tilt_spectrum
+from jaxspeech.data.mixing import (
+    AudioCache,
+    MixtureConfig,
+    colored_noise,
+    make_mixture,
+    tilt_spectrum,
+)
 from jaxspeech.errors import ConfigError, SilentAudioError
 
 FILE_RATE, RATE = 16000, 8000
@@ -187,6 +195,56 @@ def test_noise_tilt_keeps_the_snr_and_spreads_the_noise_spectrum(corpus, audio):
     assert high_share[1] > 2 * high_share[0]
 
 
+def test_colored_noise_has_its_drawn_octave_gains():
+    """Welch's PSD (scipy) follows the documented envelope: the generator's first draw gives
+    the gains at 62.5 Hz · 2^k and the Nyquist rate, linear in dB over log-frequency."""
+    rate, db = 16000, 12.0
+    noise = colored_noise(np.random.default_rng(5), 30 * rate, rate, db)
+    anchors = np.append(62.5 * 2.0 ** np.arange(7), rate / 2)  # 62.5 Hz … 4 kHz, then 8 kHz
+    gains_db = np.random.default_rng(5).uniform(-db, db, size=len(anchors))
+    freqs, psd = scipy.signal.welch(noise, rate, nperseg=2048)
+    band = (freqs >= 100) & (freqs <= 7900)
+    expected = np.interp(np.log2(freqs[band]), np.log2(anchors), gains_db)
+    error = 10 * np.log10(psd[band]) - expected
+    error -= np.median(error)  # the overall level is not part of the envelope
+    assert np.median(np.abs(error)) < 0.4 and np.percentile(np.abs(error), 95) < 1.2
+    flat = colored_noise(np.random.default_rng(1), 30 * rate, rate, 0.0)
+    _, flat_psd = scipy.signal.welch(flat, rate, nperseg=2048)
+    assert np.percentile(np.abs(10 * np.log10(flat_psd[band] / np.median(flat_psd))), 95) < 1.2
+
+
+def test_babble_and_colored_noise_replace_the_recording_at_their_rates(corpus, audio):
+    cfg = _cfg(
+        noise_snr_db_range=(5.0, 5.0), babble_prob=0.3, colored_noise_prob=0.4,
+        babble_talkers=(2, 3),
+    )  # fmt: skip
+    kinds = []
+    for seed in range(60):
+        ex = _mix(seed, corpus, audio, cfg, n_src=1)
+        np.testing.assert_array_equal(ex["mixture"], ex["sources"].sum(0) + ex["noise"])
+        assert _db(ex["sources"].sum(0)) - _db(ex["noise"]) == pytest.approx(5.0, abs=1e-3)
+        name = ex["info"]["noise_file"]
+        kinds.append(name.split(":")[0] if ":" in name else name)
+        if name.startswith("babble:"):
+            talkers = {f.split("/")[-2] for f in name[len("babble:") :].split("+")}
+            assert 2 <= len(talkers) <= 3 and ex["info"]["speakers"][0] not in talkers
+            spectrum = np.abs(np.fft.rfft(ex["noise"], RATE))  # 1 Hz bins
+            assert all(spectrum[round(TONES[t])] > 10 * np.median(spectrum) for t in talkers)
+    counts = {kind: kinds.count(kind) for kind in ("babble", "colored")}
+    assert 8 <= counts["babble"] <= 30 and 12 <= counts["colored"] <= 36  # binomial, ±3σ
+    assert len(kinds) - sum(counts.values()) >= 8  # the rest are the recordings
+    with pytest.raises(ConfigError, match="babble needs at least 5"):
+        _mix(
+            0,
+            corpus,
+            audio,
+            dataclasses.replace(
+                cfg, babble_prob=1.0, colored_noise_prob=0.0, babble_talkers=(5, 6)
+            ),
+            n_src=1,
+        )
+
+
 def test_first_source_is_kept_and_others_differ(corpus, audio):
     _, speakers, *_ = corpus
     for seed in range(10):
@@ -247,6 +305,11 @@ def test_audio_cache(corpus):
         {"speed_range": (1.2, 0.8)},
         {"speed_range": (0.0, 1.1)},
         {"noise_tilt_db_range": (6.0, -6.0)},
+        {"babble_prob": -0.1},
+        {"babble_prob": 0.6, "colored_noise_prob": 0.5},
+        {"colored_noise_db": -1.0},
+        {"babble_talkers": (0, 3)},
+        {"babble_talkers": (4, 3)},
     ],
 )
 def test_bad_config(kwargs):

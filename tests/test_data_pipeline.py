@@ -282,3 +282,31 @@ def test_noise_split_keeps_the_test_noises_out_of_training(shared_data):
     assert all(files == audio_files(shared_data / "noise") for files in shared.noises.values())
     with pytest.raises(ConfigError, match="cannot fill"):
         split_files(["a.wav", "b.wav"], (0.5, 0.25, 0.25))
+
+
+def test_train_noise_and_noise_augmentations_reach_training_only(shared_data):
+    mixture = MixtureConfig(
+        sample_rate=8000,
+        segment_seconds=0.25,
+        noise_snr_db_range=(0, 5),
+        babble_prob=0.3,
+        colored_noise_prob=0.3,
+    )
+    cfg = MixtureDataConfig(
+        root=str(shared_data),
+        speech=("librispeech/test-other",),
+        noise="noise",
+        mixture=mixture,
+        split_fractions=(0.6, 0.2, 0.2),
+        noise_split_fractions=(0.625, 0.125, 0.25),
+        train_noise=("rir",),  # any folder of recordings: here the 4 impulse responses
+    )
+    data = MixtureData(cfg, batch_size=4, n_src=1)
+    rirs = audio_files(shared_data / "rir")
+    assert data.noises["train"][-len(rirs) :] == rirs and len(data.noises["train"]) == 5 + 4
+    assert not set(rirs) & set(data.noises["valid"] + data.noises["test"])
+    for split in ("valid", "test"):
+        files = {e["info"]["noise_file"] for e in data.fixed_set(split, 24)}
+        assert files <= set(data.noises[split])  # never babble, coloured noise or train_noise
+    with pytest.raises(ConfigError, match="train_noise is set but"):
+        MixtureData(dataclasses.replace(cfg, noise=None), 4, 1)

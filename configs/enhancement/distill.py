@@ -13,7 +13,9 @@ Variants:
   ""       BLSTM teacher (2 × 384 per direction) → causal LSTM student (2 × 128); noisy
            speech of 210 speakers (``SPEECH``) at 16 kHz, 4 s crops, SNR −5…30 dB over real
            noises (5 for training; 1 validation and 2 test noises never trained on), each
-           training noise tilted by −3…12 dB per octave, 20 % reverberant; 32 ms Hann window,
+           training noise tilted by −3…12 dB per octave; half the training mixtures have
+           Gaussian noise of a random spectral envelope instead of a recording
+           (``colored_noise_prob``); 20 % reverberant; 32 ms Hann window,
            16 ms hop; mask loss weighted by the noisy bin energy.
   "tcn"    Conv-TasNet-style TCN teacher (B=256, H=512, X=8, R=3, gLN) → causal TCN student
            (B=64, H=128, X=6, R=2, cLN).
@@ -87,6 +89,7 @@ def base_config(variant: str) -> EnhancementConfig:
                 segment_seconds=4.0,
                 noise_snr_db_range=(-5.0, 30.0),
                 noise_tilt_db_range=(-3.0, 12.0),
+                colored_noise_prob=0.5,
                 reverb_prob=0.2,
             ),
             split_fractions=(0.6, 0.2, 0.2),

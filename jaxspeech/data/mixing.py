@@ -20,8 +20,11 @@ Recipe of ``make_mixture`` (``T = segment_seconds * sample_rate`` samples):
 4. set the level of each source by its active RMS (over the samples the utterance covers):
    the first source at a level drawn from ``level_db_range`` dBFS, every other one at that
    level plus a relative gain drawn from ``gain_db_range`` dB;
-5. add a crop of a real noise (looped if shorter than ``T``), with ``noise_tilt_db_range``
-   tilted by a slope drawn from it (``tilt_spectrum``), scaled to an SNR drawn from
+5. add a crop of a real noise (looped if shorter than ``T``); or, with probability
+   ``babble_prob``, babble: the sum of ``babble_talkers`` crops of other speakers at equal
+   active levels (``babble``); or, with probability ``colored_noise_prob``, Gaussian noise
+   with a random spectral envelope (``colored_noise``); with ``noise_tilt_db_range`` tilted
+   by a slope drawn from it (``tilt_spectrum``), scaled to an SNR drawn from
    ``noise_snr_db_range``, measured against the speech (the sum of the sources);
 6. scale mixture, sources and noise together so that the largest peak of any is at most
    ``max_peak`` (never scaled up), then ``mixture = sources.sum(0) + noise`` in float32.
@@ -74,6 +77,14 @@ class MixtureConfig:
         each mixture, or None: training-time augmentation that spreads a few recorded noises
         over other spectral shapes (a low hum becomes a broadband hiss with a positive
         slope); never applied to the fixed sets either.
+      babble_prob: probability that a noisy mixture's noise is babble of other speakers of
+        the same corpus instead of a noise recording (training-time augmentation for
+        enhancement: speech-like, non-stationary noise; never applied to the fixed sets).
+      babble_talkers: (low, high) number of babble talkers, both included.
+      colored_noise_prob: probability that a noisy mixture's noise is stationary Gaussian
+        noise with a random spectral envelope (``colored_noise``; training-time augmentation,
+        never applied to the fixed sets). ``babble_prob + colored_noise_prob <= 1``.
+      colored_noise_db: the envelope's gain at each octave is drawn from ``±`` this, in dB.
     """
 
     sample_rate: int = 8000
@@ -87,6 +98,10 @@ class MixtureConfig:
     crop_tries: int = 5
     speed_range: tuple[float, float] | None = None
     noise_tilt_db_range: tuple[float, float] | None = None
+    babble_prob: float = 0.0
+    babble_talkers: tuple[int, int] = (3, 6)
+    colored_noise_prob: float = 0.0
+    colored_noise_db: float = 10.0
 
     def __post_init__(self):
         if self.sample_rate <= 0 or self.num_samples < 1:
@@ -100,6 +115,22 @@ class MixtureConfig:
         if not 0.0 <= self.reverb_prob <= 1.0:
             raise ConfigError(
                 f"MixtureConfig.reverb_prob must be in [0, 1], got {self.reverb_prob}"
+            )
+        probs = (self.babble_prob, self.colored_noise_prob)
+        if min(probs) < 0.0 or sum(probs) > 1.0:
+            raise ConfigError(
+                "MixtureConfig.babble_prob and colored_noise_prob must be >= 0 with a sum of at "
+                f"most 1, got {self.babble_prob} and {self.colored_noise_prob}"
+            )
+        if self.colored_noise_db < 0:
+            raise ConfigError(
+                f"MixtureConfig.colored_noise_db must be >= 0, got {self.colored_noise_db}"
+            )
+        low, high = self.babble_talkers
+        if not 1 <= low <= high:
+            raise ConfigError(
+                f"MixtureConfig.babble_talkers must be (low, high) with 1 <= low <= high, got "
+                f"{self.babble_talkers}"
             )
         if not 0.0 < self.max_peak <= 1.0:
             raise ConfigError(f"MixtureConfig.max_peak must be in (0, 1], got {self.max_peak}")
@@ -303,6 +334,56 @@ def _source_image(
     return image, start, level
 
 
+def babble(
+    rng: np.random.Generator,
+    cfg: MixtureConfig,
+    speakers: Mapping[str, Sequence[Utterance]],
+    exclude: Sequence[str],
+    audio: AudioCache,
+) -> tuple[np.ndarray, list[str]]:
+    """Babble ``[T]`` (float64): crops of ``babble_talkers`` distinct speakers other than
+    ``exclude``, each at unit active RMS, summed; and the files used.
+
+    Raises:
+      ConfigError: fewer speakers than the low end of ``babble_talkers``.
+    """
+    others = {name: utts for name, utts in speakers.items() if name not in exclude}
+    low, high = cfg.babble_talkers
+    if len(others) < low:
+        raise ConfigError(
+            f"make_mixture: babble needs at least {low} other speakers, the corpus has "
+            f"{len(others)}; add speakers or lower babble_talkers"
+        )
+    talkers = _draw_speakers(rng, others, int(rng.integers(low, min(high, len(others)) + 1)), None)
+    crops = [_source_image(rng, utt, None, cfg, audio) for utt in talkers]
+    return sum(image / level for image, _, level in crops), [u.path for u in talkers]
+
+
+def colored_noise(rng: np.random.Generator, length: int, sample_rate: int, db: float) -> np.ndarray:
+    """Stationary Gaussian noise ``[length]`` (float64) whose spectral envelope has a gain
+    drawn uniformly from ``[-db, db]`` dB at every octave from 62.5 Hz to the Nyquist rate,
+    linear in dB between them on a log-frequency axis (flat outside)."""
+    nyquist = sample_rate / 2
+    anchors = np.log2(62.5 * 2.0 ** np.arange(int(np.log2(nyquist / 62.5)) + 1))
+    anchors = np.append(anchors, np.log2(nyquist))
+    gains_db = rng.uniform(-db, db, size=len(anchors))
+    freqs = np.fft.rfftfreq(length, 1.0 / sample_rate)
+    envelope = np.interp(np.log2(np.maximum(freqs, 1.0)), anchors, gains_db)
+    spectrum = np.fft.rfft(rng.standard_normal(length)) * 10.0 ** (envelope / 20.0)
+    return np.fft.irfft(spectrum, n=length)
+
+
+def _noise_kind(rng: np.random.Generator, cfg: MixtureConfig) -> str:
+    """ "babble", "colored" or "recording" for one noisy mixture (no draw when neither
+    augmentation is on, so mixtures without them stay as they were)."""
+    if cfg.babble_prob == 0 and cfg.colored_noise_prob == 0:
+        return "recording"
+    u = rng.random()
+    if u < cfg.babble_prob:
+        return "babble"
+    return "colored" if u < cfg.babble_prob + cfg.colored_noise_prob else "recording"
+
+
 def make_mixture(
     rng: np.random.Generator,
     cfg: MixtureConfig,
@@ -366,11 +447,25 @@ def make_mixture(
     noise_file, noise_start = "", 0
     snr = math.inf
     if with_noise:
-        noise_file = os.fspath(noises[int(rng.integers(len(noises)))])
+        kind = _noise_kind(rng, cfg)
+        if kind == "recording":
+            noise_file = os.fspath(noises[int(rng.integers(len(noises)))])
         snr = float(snr_db) if snr_db is not None else float(rng.uniform(*cfg.noise_snr_db_range))
-        noise, noise_start = noise_crop(
-            rng, audio(noise_file), cfg.num_samples, noise_file, cfg.silent_crop_db, cfg.crop_tries
-        )
+        if kind == "babble":
+            noise, babble_files = babble(rng, cfg, speakers, [u.speaker for u in utts], audio)
+            noise_file = "babble:" + "+".join(babble_files)
+        elif kind == "colored":
+            noise = colored_noise(rng, cfg.num_samples, cfg.sample_rate, cfg.colored_noise_db)
+            noise_file = "colored"
+        else:
+            noise, noise_start = noise_crop(
+                rng,
+                audio(noise_file),
+                cfg.num_samples,
+                noise_file,
+                cfg.silent_crop_db,
+                cfg.crop_tries,
+            )
         if cfg.noise_tilt_db_range is not None:
             noise = tilt_spectrum(noise, rng.uniform(*cfg.noise_tilt_db_range), cfg.sample_rate)
         noise *= noise_gain(sources.sum(axis=0), noise, snr)

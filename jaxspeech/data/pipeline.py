@@ -364,6 +364,8 @@ class MixtureDataConfig:
       split_seed: seed of the speaker split, the noise split and the fixed sets.
       noise_split_fractions: train/valid/test shares of the noise files, so that the test
         noises are unseen in training; None: every split mixes with every noise file.
+      train_noise: more folders of recordings used as noise in training only (any rate,
+        resampled; e.g. music), added to the training share of ``noise``.
       valid_size: mixtures in the fixed validation set (a multiple of the batch size).
       sampling: how training mixtures pick their speakers: "speaker" (uniform over speakers)
         or "utterance" (weighted by utterance count); see the module docstring.
@@ -380,6 +382,7 @@ class MixtureDataConfig:
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     split_seed: int = 0
     noise_split_fractions: tuple[float, float, float] | None = None
+    train_noise: tuple[str, ...] = ()
     valid_size: int = 32
     sampling: str = "speaker"
     train_speakers: int | None = None
@@ -417,6 +420,11 @@ class MixtureData:
             self.noises = split_files(noises, cfg.noise_split_fractions, cfg.split_seed)
         else:
             self.noises = dict.fromkeys(self.splits, noises)
+        if cfg.train_noise and not noises:
+            raise ConfigError("data.train_noise is set but data.noise is not; set both")
+        self.noises["train"] = self.noises["train"] + [
+            path for folder in cfg.train_noise for path in audio_files(data_path(folder, cfg.root))
+        ]
         self.rirs = audio_files(data_path(cfg.rir, cfg.root)) if cfg.rir else []
         if cfg.mixture.noise_snr_db_range is not None and not noises:
             raise ConfigError("data.mixture.noise_snr_db_range is set but data.noise is not")
@@ -446,7 +454,13 @@ class MixtureData:
         if split not in FIXED_SPLITS:
             raise ConfigError(f"unknown split {split!r}; use one of {sorted(FIXED_SPLITS)}")
         # Training-only augmentations.
-        mixture = dataclasses.replace(self.mixture, speed_range=None, noise_tilt_db_range=None)
+        mixture = dataclasses.replace(
+            self.mixture,
+            speed_range=None,
+            noise_tilt_db_range=None,
+            babble_prob=0.0,
+            colored_noise_prob=0.0,
+        )
         if seconds is not None:
             mixture = dataclasses.replace(mixture, segment_seconds=seconds)
         seed = self.cfg.split_seed * 1000 + FIXED_SPLITS[split]
