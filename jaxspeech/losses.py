@@ -238,13 +238,18 @@ def _weighted_mean_over_bins(per_bin: jnp.ndarray, weights: jnp.ndarray | None) 
 
 
 def mask_distillation(
-    m_s: jnp.ndarray, m_t: jnp.ndarray, m_r: jnp.ndarray, weights: jnp.ndarray | None = None
+    m_s: jnp.ndarray,
+    m_t: jnp.ndarray,
+    m_r: jnp.ndarray,
+    weights: jnp.ndarray | None = None,
+    ideal_weight: float | None = None,
 ) -> jnp.ndarray:
     """Teacher→student mask distillation loss.
 
     ``mean over bins of a·(m_r − m_s)² + (1 − a)·(m_t − m_s)²`` with, per bin,
     ``a = min(|m_r − m_t| + 0.5, 1)``: the student follows the ideal mask at least half-way,
-    and fully where the teacher is far from it. ``a`` is treated as a constant
+    and fully where the teacher is far from it; or, with ``ideal_weight``, the same ``a`` in
+    every bin (the fixed interpolation of classic distillation). ``a`` is treated as a constant
     (``stop_gradient``): it is a weighting, not something to optimise. Gradients still reach
     ``m_t`` through the second term; freeze the teacher's parameters in the caller.
 
@@ -253,15 +258,21 @@ def mask_distillation(
       m_t: same shape, teacher mask.
       m_r: same shape, reference (ideal) mask.
       weights: optional bin weights, as for :func:`mask_mse` (a weighted mean over bins).
+      ideal_weight: a fixed ``a`` in [0, 1], or None for the per-bin rule.
 
     Returns:
       ``[...]`` float32.
     """
+    if ideal_weight is not None and not 0.0 <= ideal_weight <= 1.0:
+        raise ValueError(f"mask_distillation: ideal_weight must be in [0, 1], got {ideal_weight}")
     _require_same_shape(m_s, m_t, "m_s", "m_t")
     _require_same_shape(m_s, m_r, "m_s", "m_r")
     _require_mask_layout(m_s, "m_s")
     m_s, m_t, m_r = _float32(m_s), _float32(m_t), _float32(m_r)
-    a = lax.stop_gradient(jnp.minimum(jnp.abs(m_r - m_t) + 0.5, 1.0))
+    if ideal_weight is None:
+        a = lax.stop_gradient(jnp.minimum(jnp.abs(m_r - m_t) + 0.5, 1.0))
+    else:
+        a = jnp.float32(ideal_weight)
     per_bin = a * jnp.square(m_r - m_s) + (1.0 - a) * jnp.square(m_t - m_s)
     return _weighted_mean_over_bins(per_bin, weights)
 

@@ -24,7 +24,7 @@ from jaxspeech.errors import (
 )
 from jaxspeech.losses import mask_distillation, mask_mse, si_snr
 from jaxspeech.models.masknet import param_count
-from jaxspeech.train.restore import restore_run
+from jaxspeech.train.restore import restore_frozen, restore_run
 from jaxspeech.train.tasks.enhancement import build_mask_net, snr_groups
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -139,7 +139,7 @@ def test_feature_stats_are_saved_and_restored(student):
 
 
 @pytest.mark.slow
-def test_student_loss_is_distillation_from_frozen_teacher(student):
+def test_student_loss_is_distillation_from_frozen_teacher(student, distill_run):
     task, params, model_state = student
     teacher_task, teacher_params, teacher_state = task.teacher
     assert param_count(params) <= param_count(teacher_params) / 4
@@ -152,6 +152,14 @@ def test_student_loss_is_distillation_from_frozen_teacher(student):
     weights = task.bin_weights(spec)
     np.testing.assert_allclose(loss, mask_distillation(m_s, m_t, m_r, weights).mean(), rtol=1e-5)
     assert metrics["teacher_mask_mse"] > 0
+    fixed = dataclasses.replace(task.config.model, distill_ideal_weight=0.25)
+    fixed_task = type(task)(
+        dataclasses.replace(task.config, model=fixed), restore_frozen(distill_run / "student")
+    )
+    fixed_loss, _ = jax.jit(fixed_task.loss_fn)(params, model_state, batch, None)
+    expected = mask_distillation(m_s, m_t, m_r, weights, ideal_weight=0.25).mean()
+    np.testing.assert_allclose(fixed_loss, expected, rtol=1e-5)
+    assert abs(float(fixed_loss) - float(loss)) > 1e-3 * float(loss)  # the rule matters here
     assert jax.tree.structure(grads) == jax.tree.structure(params)
     assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
 
@@ -188,6 +196,9 @@ def test_enhancement_config_errors(shared_data):
     bad_target = dataclasses.replace(config.model, target="wiener")
     with pytest.raises(ConfigError, match="target"):
         Task(dataclasses.replace(config, model=bad_target))
+    bad_weight = dataclasses.replace(config.model, distill_ideal_weight=1.5)
+    with pytest.raises(ConfigError, match="distill_ideal_weight"):
+        Task(dataclasses.replace(config, model=bad_weight))
     clean = dataclasses.replace(config.data.mixture, noise_snr_db_range=None)
     with pytest.raises(ConfigError, match="noise_snr_db_range"):
         Task(dataclasses.replace(config, data=dataclasses.replace(config.data, mixture=clean)))

@@ -248,6 +248,19 @@ def test_mask_distillation_matches_numpy(rng):
     assert 0.5 < a.min() < 1.0 and a.max() == 1.0  # both regimes of a are exercised
 
 
+def test_mask_distillation_with_a_fixed_ideal_weight(rng):
+    m_s, m_t, m_r = (rng.uniform(size=(2, 6, 7)).astype(np.float32) for _ in range(3))
+    expected = (0.3 * (m_r - m_s) ** 2 + 0.7 * (m_t - m_s) ** 2).mean(axis=(-2, -1))
+    got = losses.mask_distillation(m_s, m_t, m_r, ideal_weight=0.3)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    np.testing.assert_allclose(
+        losses.mask_distillation(m_s, m_t, m_r, ideal_weight=1.0), losses.mask_mse(m_s, m_r),
+        rtol=1e-6,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="ideal_weight"):
+        losses.mask_distillation(m_s, m_t, m_r, ideal_weight=1.5)
+
+
 def test_mask_distillation_reduces_to_mse_when_teacher_is_ideal(rng):
     m_s, m_r = rng.uniform(size=(2, 6, 7)), rng.uniform(size=(2, 6, 7))
     np.testing.assert_allclose(

@@ -78,6 +78,8 @@ class EnhancementModelConfig:
       target: "irm" ((S²/(S²+N²))^irm_beta) or "ibm" (local SNR above ibm_lc_db).
       teacher: the earlier stage (an enhancement run the stage reads) whose masks the student
         distils, or None to train on the ideal mask alone.
+      distill_ideal_weight: with a teacher, the fixed weight ``a`` of the ideal mask in the
+        distillation loss, or None for the per-bin rule (``losses.mask_distillation``).
       bin_weights: how the mask loss weighs the bins: "energy" by the noisy bin's energy
         ``|Y|²`` (the mask error in the enhanced spectrum, ``Σ|Y|²(m − m_r)²``, which is what
         the output's SI-SDR sees), or "uniform" (every bin alike, silent ones included).
@@ -91,6 +93,7 @@ class EnhancementModelConfig:
     irm_beta: float = 0.5
     ibm_lc_db: float = 0.0
     teacher: str | None = None
+    distill_ideal_weight: float | None = None
     bin_weights: str = "energy"
 
 
@@ -146,6 +149,9 @@ class Task:
             )
         if model.target not in TARGETS:
             raise ConfigError(f"model.target={model.target!r}; use one of {TARGETS}")
+        weight = model.distill_ideal_weight
+        if weight is not None and not 0.0 <= weight <= 1.0:
+            raise ConfigError(f"model.distill_ideal_weight={weight}; use a value in [0, 1] or None")
         if model.bin_weights not in BIN_WEIGHTS:
             raise ConfigError(f"model.bin_weights={model.bin_weights!r}; use one of {BIN_WEIGHTS}")
         self.mixture = data.mixture
@@ -276,7 +282,9 @@ class Task:
         teacher, teacher_params, teacher_state = self.teacher
         m_t, _ = teacher.mask(teacher_params, teacher_state, batch["mixture"])
         weights = self.bin_weights(spec)
-        loss = mask_distillation(m_s, jax.lax.stop_gradient(m_t), m_r, weights).mean()
+        ideal_weight = self.config.model.distill_ideal_weight
+        loss = mask_distillation(m_s, jax.lax.stop_gradient(m_t), m_r, weights, ideal_weight)
+        loss = loss.mean()
         metrics_["teacher_mask_mse"] = mask_mse(m_t, m_r, weights).mean()
         return loss, (metrics_, model_state)
 
