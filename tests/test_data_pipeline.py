@@ -259,16 +259,22 @@ def test_sampling_weighs_speakers_or_utterances(shared_data, sampling, expected)
         assert 4 <= n_heavy <= 24
 
 
-def test_noise_split_keeps_the_test_noises_out_of_training(shared_data):
-    mixture = MixtureConfig(sample_rate=8000, segment_seconds=0.25, noise_snr_db_range=(0, 5))
-    cfg = MixtureDataConfig(
+def _noisy_data_config(shared_data, **mixture) -> MixtureDataConfig:
+    """LibriSpeech test-other in short noisy mixtures, the noise files dealt 5 / 1 / 2."""
+    return MixtureDataConfig(
         root=str(shared_data),
         speech=("librispeech/test-other",),
         noise="noise",
-        mixture=mixture,
+        mixture=MixtureConfig(
+            sample_rate=8000, segment_seconds=0.25, noise_snr_db_range=(0, 5), **mixture
+        ),
         split_fractions=(0.6, 0.2, 0.2),
         noise_split_fractions=(0.625, 0.125, 0.25),
     )
+
+
+def test_noise_split_keeps_the_test_noises_out_of_training(shared_data):
+    cfg = _noisy_data_config(shared_data)
     data = MixtureData(cfg, batch_size=4, n_src=1)
     sizes = {split: len(files) for split, files in data.noises.items()}
     assert sizes == {"train": 5, "valid": 1, "test": 2}
@@ -285,20 +291,8 @@ def test_noise_split_keeps_the_test_noises_out_of_training(shared_data):
 
 
 def test_train_noise_and_noise_augmentations_reach_training_only(shared_data):
-    mixture = MixtureConfig(
-        sample_rate=8000,
-        segment_seconds=0.25,
-        noise_snr_db_range=(0, 5),
-        babble_prob=0.3,
-        colored_noise_prob=0.3,
-    )
-    cfg = MixtureDataConfig(
-        root=str(shared_data),
-        speech=("librispeech/test-other",),
-        noise="noise",
-        mixture=mixture,
-        split_fractions=(0.6, 0.2, 0.2),
-        noise_split_fractions=(0.625, 0.125, 0.25),
+    cfg = dataclasses.replace(
+        _noisy_data_config(shared_data, babble_prob=0.3, colored_noise_prob=0.3),
         train_noise=("rir",),  # any folder of recordings: here the 4 impulse responses
     )
     data = MixtureData(cfg, batch_size=4, n_src=1)
