@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import types
 
 import jax
 import numpy as np
@@ -16,11 +17,12 @@ import toy_task
 
 from jaxspeech.errors import ConfigError, JaxspeechError
 from jaxspeech.train import config as config_lib
-from jaxspeech.train import stages
+from jaxspeech.train import restore, stages
 from jaxspeech.train import task as task_lib
 from jaxspeech.train.logging import read_metrics
 from jaxspeech.train.loop import run
 from jaxspeech.train.restore import restore_run
+from jaxspeech.train.task import TrainedRun
 
 
 def toy_config(steps=2, **model):
@@ -190,7 +192,7 @@ def test_comparisons_are_recorded_and_paired_by_example(tmp_path):
     errors = {}
     for name in ("a0", "a1", "b"):
         run_ = restore_run(tmp_path / name, "latest")
-        errors[name] = run_.task.utterance_scores(run_.params, run_.model_state, "test")
+        errors[name] = run_.task.evaluate_with_scores(run_.params, run_.model_state, "test")[1]
     a = (errors["a0"]["squared_error"] + errors["a1"]["squared_error"]) / 2
     b = errors["b"]["squared_error"]
     reference = scipy.stats.ttest_rel(a, b).confidence_interval(0.95)
@@ -199,3 +201,16 @@ def test_comparisons_are_recorded_and_paired_by_example(tmp_path):
     np.testing.assert_allclose([row["low"], row["high"]], reference, rtol=1e-6)
     seed_means = [errors[n]["squared_error"].mean() for n in ("a0", "a1")]
     np.testing.assert_allclose([row["A seed min"], row["A seed max"]], sorted(seed_means))
+
+
+def test_a_comparison_needs_per_utterance_scores(tmp_path):
+    class TableOnly:  # a task with a table but no per-utterance scores
+        config = types.SimpleNamespace(task="table-only")
+
+        def evaluate(self, params, model_state, split):
+            return [{"split": split}]
+
+    run = TrainedRun(tmp_path, TableOnly(), {}, {}, 3)
+    assert restore.evaluate_run(run, "test") == ([{"checkpoint_step": 3, "split": "test"}], None)
+    with pytest.raises(ConfigError, match="no per-utterance scores"):
+        restore.evaluate_run(run, "test", with_scores=True)

@@ -155,18 +155,18 @@ class Task:
         ]
 
     def evaluate(self, params, model_state, split):
+        return self.evaluate_with_scores(params, model_state, split)[0]
+
+    def evaluate_with_scores(self, params, model_state, split):
+        """The table row and each test example's squared error ``[examples]`` (for paired
+        comparisons)."""
         seed = {"test": TEST_SEED, "valid": VALID_SEED}[split]
         batch = examples(seed, np.arange(self.config.data.test_examples))
         mse = float(jax.jit(self.eval_fn)(params, model_state, batch)["mse"])
-        return [{"split": split, "examples": self.config.data.test_examples, "mse": mse}]
-
-    def utterance_scores(self, params, model_state, split):
-        """Each test example's squared error ``[examples]`` (for paired comparisons)."""
-        seed = {"test": TEST_SEED, "valid": VALID_SEED}[split]
-        batch = examples(seed, np.arange(self.config.data.test_examples))
         pred = self.model.apply({"params": params, **model_state}, batch["x"], train=False)
         error = np.square(np.asarray(pred) - batch["y"])
-        return {"squared_error": error.reshape(len(error), -1).mean(axis=1)}
+        row = {"split": split, "examples": self.config.data.test_examples, "mse": mse}
+        return [row], {"squared_error": error.reshape(len(error), -1).mean(axis=1)}
 
 
 def shifted(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -97,17 +97,14 @@ def scores_trials(task) -> bool:
     return getattr(task, "scores_trials", False)
 
 
-def evaluate(
-    workdir: str | pathlib.Path,
-    split: str = "test",
-    checkpoint: str = "best",
-    trials: str | None = None,
-):
-    """Calls ``task.evaluate`` on ``split`` (or, for a task that ``scores_trials``, on the trial
-    list ``trials`` when given) with the params of ``checkpoint`` and writes
-    ``workdir/eval/<split or list name>.{md,csv,json}`` (process 0). Returns
-    ``(rows, markdown)``."""
-    run = restore_run(workdir, checkpoint)
+def evaluate_run(
+    run: TrainedRun, split: str = "test", trials: str | None = None, with_scores: bool = False
+) -> tuple[list[dict], dict | None]:
+    """``(rows, scores)`` of a restored run: ``task.evaluate`` on ``split`` (or, for a task that
+    ``scores_trials``, on the trial list ``trials`` when given) with a ``checkpoint_step``
+    column; with ``with_scores``, ``task.evaluate_with_scores`` instead, whose per-utterance
+    scores ``{metric: [utterances]}`` come back too (None without)."""
+    scores = None
     if scores_trials(run.task):
         options = {"workdir": run.workdir if jax.process_index() == 0 else None, "trials": trials}
         rows = run.task.evaluate(run.params, run.model_state, split, **options)
@@ -116,9 +113,29 @@ def evaluate(
             f"--trials: the run in {run.workdir} is a {run.task.config.task!r} run, which scores "
             "no trial lists; give a speaker-verification workdir"
         )
+    elif with_scores:
+        if not hasattr(run.task, "evaluate_with_scores"):
+            raise ConfigError(
+                f"the task of {run.workdir} ({run.task.config.task!r}) has no per-utterance "
+                "scores (evaluate_with_scores), so it cannot be compared paired"
+            )
+        rows, scores = run.task.evaluate_with_scores(run.params, run.model_state, split)
     else:
         rows = run.task.evaluate(run.params, run.model_state, split)
-    rows = [{"checkpoint_step": run.step, **row} for row in rows]
+    return [{"checkpoint_step": run.step, **row} for row in rows], scores
+
+
+def evaluate(
+    workdir: str | pathlib.Path,
+    split: str = "test",
+    checkpoint: str = "best",
+    trials: str | None = None,
+):
+    """``evaluate_run`` of the run in ``workdir`` at ``checkpoint``, written to
+    ``workdir/eval/<split or list name>.{md,csv,json}`` (process 0). Returns
+    ``(rows, markdown)``."""
+    run = restore_run(workdir, checkpoint)
+    rows, _ = evaluate_run(run, split, trials)
     name = split if trials is None else pathlib.Path(trials).stem
     markdown = write_table(rows, run.workdir / "eval" / name) if jax.process_index() == 0 else ""
     return rows, markdown

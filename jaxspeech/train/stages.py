@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+from collections.abc import Mapping
 
 import jax
 import numpy as np
@@ -60,7 +61,7 @@ class Stage:
 @dataclasses.dataclass(frozen=True)
 class Comparison:
     """System A (stages ``a``, one per training seed) against system B (stages ``b``), scored
-    per test utterance by the stages' tasks (``utterance_scores``) and compared paired by
+    per test utterance by the stages' tasks (``evaluate_with_scores``) and compared paired by
     utterance (:func:`jaxspeech.metrics.paired.paired_difference`)."""
 
     name: str
@@ -173,26 +174,13 @@ def comparisons(workdir: str | pathlib.Path) -> list[Comparison]:
     return [Comparison(c["name"], tuple(c["a"]), tuple(c["b"])) for c in listed]
 
 
-def paired_rows(
-    workdir: pathlib.Path, comparison: Comparison, split: str, checkpoint: str
-) -> list[dict]:
+def paired_rows(comparison: Comparison, scores: Mapping[str, dict[str, np.ndarray]]) -> list[dict]:
     """One row per metric of ``comparison``: A's and B's means, the paired difference with its
-    95 % interval and each side's range of per-seed means."""
+    95 % interval and each side's range of per-seed means, from each stage's per-utterance
+    ``scores[stage]`` (``{metric: [utterances]}``)."""
     from jaxspeech.metrics.paired import paired_difference
 
-    def scores(names: tuple[str, ...]) -> list[dict]:
-        out = []
-        for name in names:
-            run = restore.restore_run(workdir / name, checkpoint)
-            if not hasattr(run.task, "utterance_scores"):
-                raise ConfigError(
-                    f"comparison {comparison.name!r}: the task of stage {name!r} has no "
-                    "per-utterance scores (utterance_scores)"
-                )
-            out.append(run.task.utterance_scores(run.params, run.model_state, split))
-        return out
-
-    a, b = scores(comparison.a), scores(comparison.b)
+    a, b = [scores[n] for n in comparison.a], [scores[n] for n in comparison.b]
     rows = []
     for metric in a[0]:
         result = paired_difference(
@@ -228,7 +216,9 @@ def evaluate(
     if names is None:
         return restore.evaluate(workdir, split, checkpoint, trials)
     workdir = pathlib.Path(workdir).absolute()
-    rows = []
+    paired = [] if trials is not None else comparisons(workdir)
+    compared = {name for c in paired for name in (*c.a, *c.b)}
+    rows, scores = [], {}
     for name in names:
         if not (workdir / name / "config.json").is_file():
             raise JaxspeechError(
@@ -239,14 +229,17 @@ def evaluate(
             get_task_class(restore.read_config(workdir / name).task)
         ):
             continue
-        stage_rows, _ = restore.evaluate(workdir / name, split, checkpoint, trials)
+        run = restore.restore_run(workdir / name, checkpoint)
+        stage_rows, scores[name] = restore.evaluate_run(run, split, trials, name in compared)
+        if jax.process_index() == 0:
+            table = split if trials is None else pathlib.Path(trials).stem
+            write_table(stage_rows, workdir / name / "eval" / table)
         rows.extend({"stage": name, **row} for row in stage_rows)
     if not rows:
         raise ConfigError(f"--trials: no stage of {workdir} scores trial lists ({names})")
     table = split if trials is None else pathlib.Path(trials).stem
     markdown = write_table(rows, workdir / "eval" / table) if jax.process_index() == 0 else ""
-    paired = [] if trials is not None else comparisons(workdir)
-    paired = [row for c in paired for row in paired_rows(workdir, c, split, checkpoint)]
+    paired = [row for c in paired for row in paired_rows(c, scores)]
     if paired and jax.process_index() == 0:
         markdown += "\n" + write_table(paired, workdir / "eval" / f"{table}-paired")
     return rows, markdown

@@ -304,32 +304,33 @@ class Task:
         """Rows: system × input SNR ("all" first), with PESQ, STOI, SI-SDR, SI-SDRi means,
         params, model MACs per second of audio (analytic, ``macs_per_frame``) and the CPU
         real-time factor (batch of one test utterance, after compilation)."""
+        return self.evaluate_with_scores(params, model_state, split)[0]
+
+    def evaluate_with_scores(self, params, model_state, split: str):
+        """``(rows, scores)``: ``evaluate``'s rows and this model's PESQ, STOI, SI-SDR and
+        SI-SDRi ``[utterances]`` on the fixed ``split`` set, one per utterance in a fixed order
+        (the same for every run of the recipe's data config), for paired comparisons."""
         cfg = self.config.eval
         outputs, clean, noisy, snrs = self._test_outputs(params, model_state, split)
         costs = self.costs(params, model_state, noisy[0])
-        rows = []
+        rows, model_scores = [], None
         for name, output in outputs.items():
             scores = quality_scores(output, clean, noisy, self.sample_rate)
+            if name == cfg.system:
+                model_scores = scores
             cost = costs if name == cfg.system else dict.fromkeys(costs)
             for label, member in snr_groups(snrs):
                 row = {"system": name, "SNR (dB)": label, "utterances": int(member.sum())}
                 row.update({key: float(values[member].mean()) for key, values in scores.items()})
                 rows.append({**row, **cost})
-        return rows
+        return rows, model_scores
 
-    def utterance_scores(self, params, model_state, split: str) -> dict[str, np.ndarray]:
-        """This model's PESQ, STOI, SI-SDR and SI-SDRi ``[utterances]`` on the fixed ``split``
-        set, one per utterance in a fixed order (the same for every run of the recipe's data
-        config), for paired comparisons between runs."""
-        outputs, clean, noisy, _ = self._test_outputs(params, model_state, split, False)
-        return quality_scores(outputs[self.config.eval.system], clean, noisy, self.sample_rate)
-
-    def _test_outputs(self, params, model_state, split: str, references: bool | None = None):
+    def _test_outputs(self, params, model_state, split: str):
         """``(outputs, clean, noisy, snrs)`` on the fixed ``split`` set: ``outputs`` maps each
-        system (this model; with ``references``, default ``eval.references``, also the noisy
-        input and the oracle mask) to its ``[utterances, samples]`` output."""
+        system (this model; with ``eval.references``, also the noisy input and the oracle mask)
+        to its ``[utterances, samples]`` output."""
         cfg = self.config.eval
-        references = cfg.references if references is None else references
+        references = cfg.references
         if cfg.size % cfg.batch_size:
             raise ConfigError(f"eval.size={cfg.size} must be a multiple of eval.batch_size")
         enhance = jax.jit(self.enhance)
