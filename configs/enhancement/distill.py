@@ -24,7 +24,8 @@ Variants:
   "cpu"    BLSTM 2 × 128 → LSTM 2 × 64, 2 s crops, batch 16, warm-up + cosine, 1,500 steps
            per stage; each student is trained with seeds 0, 1 and 2 (``STUDENT_SEEDS``), so
            ``evaluate.py`` reports the distilled-vs-plain difference over three seeds each,
-           paired by test utterance. All seven stages: under an hour on the idle 2-core CPU.
+           paired by test utterance. All seven stages trained in 47 minutes on the 2-core
+           CPU while two or three other training jobs shared it.
 
 Every variant declares that comparison (``eval/test-paired.md``).
 """
