@@ -136,6 +136,11 @@ def evaluate(
     ``(rows, markdown)``."""
     run = restore_run(workdir, checkpoint)
     rows, _ = evaluate_run(run, split, trials)
-    name = split if trials is None else pathlib.Path(trials).stem
-    markdown = write_table(rows, run.workdir / "eval" / name) if jax.process_index() == 0 else ""
+    path = run.workdir / "eval" / table_name(split, trials)
+    markdown = write_table(rows, path) if jax.process_index() == 0 else ""
     return rows, markdown
+
+
+def table_name(split: str, trials: str | None) -> str:
+    """The name of an evaluation's tables in ``eval/``: the split, or the trial list's stem."""
+    return split if trials is None else pathlib.Path(trials).stem

@@ -216,8 +216,9 @@ def evaluate(
     if names is None:
         return restore.evaluate(workdir, split, checkpoint, trials)
     workdir = pathlib.Path(workdir).absolute()
-    paired = [] if trials is not None else comparisons(workdir)
-    compared = {name for c in paired for name in (*c.a, *c.b)}
+    wanted = [] if trials is not None else comparisons(workdir)
+    compared = {name for c in wanted for name in (*c.a, *c.b)}
+    table = restore.table_name(split, trials)
     rows, scores = [], {}
     for name in names:
         if not (workdir / name / "config.json").is_file():
@@ -232,14 +233,12 @@ def evaluate(
         run = restore.restore_run(workdir / name, checkpoint)
         stage_rows, scores[name] = restore.evaluate_run(run, split, trials, name in compared)
         if jax.process_index() == 0:
-            table = split if trials is None else pathlib.Path(trials).stem
             write_table(stage_rows, workdir / name / "eval" / table)
         rows.extend({"stage": name, **row} for row in stage_rows)
     if not rows:
         raise ConfigError(f"--trials: no stage of {workdir} scores trial lists ({names})")
-    table = split if trials is None else pathlib.Path(trials).stem
     markdown = write_table(rows, workdir / "eval" / table) if jax.process_index() == 0 else ""
-    paired = [row for c in paired for row in paired_rows(c, scores)]
+    paired = [row for c in wanted for row in paired_rows(c, scores)]
     if paired and jax.process_index() == 0:
         markdown += "\n" + write_table(paired, workdir / "eval" / f"{table}-paired")
     return rows, markdown
