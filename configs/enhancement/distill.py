@@ -105,33 +105,36 @@ def base_config(variant: str) -> EnhancementConfig:
         ),
     )
     if variant == "smoke":
-        return dataclasses.replace(
-            config,
-            data=dataclasses.replace(
-                config.data,
-                mixture=dataclasses.replace(config.data.mixture, segment_seconds=1.0),
-            ),
-            eval=dataclasses.replace(config.eval, size=96, segment_seconds=3.0, rtf_repeats=2),
-            optim=OptimConfig(name="adam", learning_rate=3e-3, clip_norm=5.0),
-            schedule=ScheduleConfig(name="constant"),
-            train=TrainConfig(
-                steps=1500, batch_size=8, checkpoint_every=250, eval_every=250, log_every=50
-            ),
-        )
+        optim = OptimConfig(name="adam", learning_rate=3e-3, clip_norm=5.0)
+        return _short(config, 1.0, optim, ScheduleConfig(name="constant"), batch_size=8)
     if variant == "cpu":
-        return dataclasses.replace(
-            config,
-            data=dataclasses.replace(
-                config.data,
-                mixture=dataclasses.replace(config.data.mixture, segment_seconds=2.0),
-            ),
-            eval=dataclasses.replace(config.eval, size=96, segment_seconds=3.0, rtf_repeats=2),
-            schedule=ScheduleConfig(name="warmup_cosine", warmup_steps=200, final_factor=0.05),
-            train=TrainConfig(
-                steps=1500, batch_size=16, checkpoint_every=250, eval_every=250, log_every=50
-            ),
-        )
+        schedule = ScheduleConfig(name="warmup_cosine", warmup_steps=200, final_factor=0.05)
+        return _short(config, 2.0, config.optim, schedule, batch_size=16)
     return config
+
+
+def _short(
+    config: EnhancementConfig,
+    seconds: float,
+    optim: OptimConfig,
+    schedule: ScheduleConfig,
+    batch_size: int,
+) -> EnhancementConfig:
+    """``config`` trained for 1,500 steps of ``batch_size`` crops ``seconds`` long (validated
+    and checkpointed every 250) and tested on 96 utterances of 3 s."""
+    return dataclasses.replace(
+        config,
+        data=dataclasses.replace(
+            config.data,
+            mixture=dataclasses.replace(config.data.mixture, segment_seconds=seconds),
+        ),
+        eval=dataclasses.replace(config.eval, size=96, segment_seconds=3.0, rtf_repeats=2),
+        optim=optim,
+        schedule=schedule,
+        train=TrainConfig(
+            steps=1500, batch_size=batch_size, checkpoint_every=250, eval_every=250, log_every=50
+        ),
+    )
 
 
 #: Training seeds of the students per variant: the ``cpu`` variant trains each student three
