@@ -20,7 +20,6 @@ Variants:
 """
 
 import dataclasses
-import importlib.util
 import pathlib
 
 from jaxspeech.data.av import AVDataConfig
@@ -28,7 +27,7 @@ from jaxspeech.data.mouths import MouthConfig
 from jaxspeech.errors import ConfigError
 from jaxspeech.models.av import GateNetConfig, LipNetConfig
 from jaxspeech.models.masknet import LSTMMaskNetConfig
-from jaxspeech.train.config import OptimConfig, ScheduleConfig, TrainConfig
+from jaxspeech.train.config import OptimConfig, ScheduleConfig, TrainConfig, recipe_module
 from jaxspeech.train.stages import MultiStage, Stage
 from jaxspeech.train.tasks.av import AVConfig, AVEvalConfig, AVModelConfig
 
@@ -38,10 +37,7 @@ _DISTILL = pathlib.Path(__file__).resolve().parents[1] / "enhancement" / "distil
 
 
 def _enhancement_base(variant: str):
-    spec = importlib.util.spec_from_file_location("_jaxspeech_recipe_distill", _DISTILL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.base_config(variant)
+    return recipe_module(_DISTILL).base_config(variant)
 
 
 SIZES = {

@@ -159,15 +159,21 @@ def call_get_config(spec: str) -> Any:
     """What ``get_config(variant)`` of the recipe file ``"configs/x/y.py[:variant]"`` returns
     (a :class:`Config`, or a multi-stage recipe of ``jaxspeech.train.stages``)."""
     path_str, _, variant = spec.partition(":")
-    path = pathlib.Path(path_str)
+    module = recipe_module(path_str)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"recipe {path_str} defines no get_config(variant: str = '')")
+    return module.get_config(variant) if variant else module.get_config()
+
+
+def recipe_module(path: str | pathlib.Path) -> types.ModuleType:
+    """The recipe file ``path`` imported as a module (recipes are files, not a package)."""
+    path = pathlib.Path(path)
     if not path.is_file():
         raise ConfigError(f"recipe file {path} not found; pass --config configs/<task>/<x>.py")
     module_spec = importlib.util.spec_from_file_location(f"_jaxspeech_recipe_{path.stem}", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
-        raise ConfigError(f"recipe {path} defines no get_config(variant: str = '')")
-    return module.get_config(variant) if variant else module.get_config()
+    return module
 
 
 def _field_types(cls: type) -> dict[str, Any]:
