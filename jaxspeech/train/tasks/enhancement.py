@@ -330,7 +330,6 @@ class Task:
         system (this model; with ``eval.references``, also the noisy input and the oracle mask)
         to its ``[utterances, samples]`` output."""
         cfg = self.config.eval
-        references = cfg.references
         if cfg.size % cfg.batch_size:
             raise ConfigError(f"eval.size={cfg.size} must be a multiple of eval.batch_size")
         enhance = jax.jit(self.enhance)
@@ -341,12 +340,12 @@ class Task:
         )
         examples = self.data.fixed_set(split, cfg.size, cfg.snrs_db, cfg.segment_seconds)
         oracle_name = f"oracle {self.config.model.target.upper()}"
-        outputs = {"noisy": [], oracle_name: []} if references else {}
+        outputs = {"noisy": [], oracle_name: []} if cfg.references else {}
         outputs[cfg.system] = []
         clean, noisy, snrs = [], [], []
         for batch in batch_examples(examples, cfg.batch_size):
             outputs[cfg.system].append(np.asarray(enhance(params, model_state, batch["mixture"])))
-            if references:
+            if cfg.references:
                 outputs["noisy"].append(batch["mixture"])
                 oracle_out = oracle(batch["mixture"], batch["sources"][:, 0], batch["noise"])
                 outputs[oracle_name].append(np.asarray(oracle_out))
