@@ -1,6 +1,6 @@
 """Time per hour of audio of the i-vector pipeline: UBM E-step, T-matrix EM and extraction.
 
-Usage: python bench/ivector_speed.py [--components 256] [--rank 100] [--batch 16]
+Usage: PYTHONPATH=$PWD python bench/ivector_speed.py [--components 256] [--rank 100] [--batch 16]
        [--seconds 4] [--repeats 5]
 
 Each stage is one jitted function of a batch of ``--batch`` utterances of ``--seconds`` of
@@ -15,13 +15,13 @@ included: MFCC + Δ + ΔΔ, sliding CMN, VAD. Prints the median wall time per ba
 """
 
 import argparse
-import statistics
-import time
+import types
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bench.tasnet_speed import interleaved_medians
 from jaxspeech.models import ivector
 
 RATE = 16000
@@ -34,35 +34,21 @@ def audio(batch: int, seconds: float) -> jax.Array:
     return jnp.asarray(0.1 * envelope * rng.standard_normal((batch, n)), jnp.float32)
 
 
-def median_time(fn, repeats: int) -> float:
-    jax.block_until_ready(fn())  # compile and warm up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--components", type=int, default=256)
-    parser.add_argument("--rank", type=int, default=100)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=4.0)
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
+def measure(components: int, rank: int, batch: int, seconds: float, repeats_for):
+    """Median seconds per batch of each stage (the M-step: per EM iteration) over the timed
+    calls after one warm-up (compile) call each, and their number,
+    ``repeats_for(seconds of the warm-up round)``."""
     cfg = ivector.FrontEndConfig()
     dim, key = cfg.feature_dim, jax.random.PRNGKey(0)
     ubm = {
-        "weights": jnp.full(args.components, 1.0 / args.components),
-        "means": jax.random.normal(key, (args.components, dim)),
-        "variances": jnp.ones((args.components, dim)),
+        "weights": jnp.full(components, 1.0 / components),
+        "means": jax.random.normal(key, (components, dim)),
+        "variances": jnp.ones((components, dim)),
     }
-    tv = ivector.init_total_variability(key, ubm, args.rank)
-    backend = {"mean": jnp.zeros(args.rank), "whitening": jnp.eye(args.rank)}
-    wav = audio(args.batch, args.seconds)
-    lengths = jnp.full(args.batch, wav.shape[1], jnp.int32)
+    tv = ivector.init_total_variability(key, ubm, rank)
+    backend = {"mean": jnp.zeros(rank), "whitening": jnp.eye(rank)}
+    wav = audio(batch, seconds)
+    lengths = jnp.full(batch, wav.shape[1], jnp.int32)
 
     def bw(ubm, wav):
         features, voiced = ivector.frontend(cfg, wav, lengths, RATE)
@@ -84,21 +70,38 @@ def main() -> None:
 
     sums = tv_e_step(ubm, tv, wav)
     m_step = jax.jit(ivector.tv_update)
+    calls = {
+        "UBM E-step": lambda _: jax.block_until_ready(ubm_e_step(ubm, wav)),
+        "T-matrix E-step": lambda _: jax.block_until_ready(tv_e_step(ubm, tv, wav)),
+        "extraction": lambda _: jax.block_until_ready(extraction(ubm, tv, backend, wav)),
+        "T-matrix M-step": lambda _: jax.block_until_ready(m_step(tv, sums)),
+    }
+    ours = types.SimpleNamespace(name="jaxspeech")
+    timings, repeats = interleaved_medians([ours], calls, 1, repeats_for)
+    return {stage: by["jaxspeech"][0] for stage, by in timings.items()}, repeats
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--components", type=int, default=256)
+    parser.add_argument("--rank", type=int, default=100)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
     hours = args.batch * args.seconds / 3600
     print(
-        f"{jax.devices()[0].platform}: C={args.components}, D={dim}, R={args.rank}, batch "
-        f"{args.batch} x {args.seconds:g} s ({hours * 3600:.0f} s of audio), median of "
-        f"{args.repeats}"
+        f"{jax.devices()[0].platform}: C={args.components}, D="
+        f"{ivector.FrontEndConfig().feature_dim}, R={args.rank}, batch {args.batch} x "
+        f"{args.seconds:g} s ({hours * 3600:.0f} s of audio), median of {args.repeats}"
     )
-    for name, fn in (
-        ("UBM E-step", lambda: ubm_e_step(ubm, wav)),
-        ("T-matrix E-step", lambda: tv_e_step(ubm, tv, wav)),
-        ("extraction", lambda: extraction(ubm, tv, backend, wav)),
-    ):
-        seconds = median_time(fn, args.repeats)
-        print(f"{name}: {seconds:.3f} s per batch, {seconds / hours:.1f} s per hour of audio")
-    seconds = median_time(lambda: m_step(tv, sums), args.repeats)
-    print(f"T-matrix M-step: {seconds:.3f} s per EM iteration")
+    seconds, _ = measure(
+        args.components, args.rank, args.batch, args.seconds, lambda _: args.repeats
+    )
+    m_step = seconds.pop("T-matrix M-step")
+    for name, value in seconds.items():
+        print(f"{name}: {value:.3f} s per batch, {value / hours:.1f} s per hour of audio")
+    print(f"T-matrix M-step: {m_step:.3f} s per EM iteration")
 
 
 if __name__ == "__main__":

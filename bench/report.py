@@ -91,6 +91,11 @@ def append_section(path: pathlib.Path, section: str) -> None:
     through a temporary file and a rename; the existing text is not changed."""
     old = path.read_text() if path.exists() else HEADING
     separator = "" if old.endswith("\n\n") else "\n" if old.endswith("\n") else "\n\n"
+    write_atomically(path, old + separator + section)
+
+
+def write_atomically(path: pathlib.Path, text: str) -> None:
+    """Writes `text` to a temporary file beside `path` and renames it to `path`."""
     temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(old + separator + section)
+    temporary.write_text(text)
     os.replace(temporary, path)

@@ -233,7 +233,7 @@ def select_device(device: str) -> None:
     if device == "gpu" and backend != "gpu":
         raise ConfigError(
             f"--device gpu: JAX sees no GPU (its backend is {backend}); install JAX's CUDA "
-            "plugin (jax[cuda13], as bench/fetch_wheels.sh does) or use --device cpu"
+            "plugin (jax[cuda13]) or use --device cpu"
         )
 
 

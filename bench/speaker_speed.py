@@ -2,8 +2,8 @@
 architecture in PyTorch, in one process.
 
 Usage (torch installed, e.g. the parity venv of bench/setup_parity.sh):
-    python bench/speaker_speed.py [--batch 64] [--seconds 2] [--repeats 3] [--threads 2]
-                                  [--with-ynn-convolutions]
+    PYTHONPATH=$PWD python bench/speaker_speed.py [--batch 64] [--seconds 2] [--repeats 3]
+                                  [--threads 2] [--with-ynn-convolutions]
 
 Ours is the speaker task's real training step (``jaxspeech.train.loop.make_train_step`` on
 ``jaxspeech.train.tasks.speaker.Task``): waveforms -> 80-dim log-mel fbank with per-utterance
@@ -25,15 +25,14 @@ measure what ``jaxspeech.xla_flags`` gains.
 import argparse
 import math
 import os
-import statistics
-import time
 
 import jax
 import numpy as np
 
+from bench.tasnet_speed import interleaved_medians
 from jaxspeech import parallel
 from jaxspeech.dsp import mel_filterbank
-from jaxspeech.models.speaker import RESNET34, param_count
+from jaxspeech.models.speaker import RESNET34, SpeakerNetConfig, param_count
 from jaxspeech.train import loop, optim
 from jaxspeech.train.config import OptimConfig, TrainConfig
 from jaxspeech.train.tasks.speaker import SpeakerConfig, SpeakerModelConfig, Task
@@ -53,9 +52,17 @@ class Ours:
     """The speaker task's training step (compiled with ``compiler_options``, XLA debug options
     on top of ``XLA_FLAGS``) and ``embed`` on one device."""
 
-    def __init__(self, batch: int, classes: int, compiler_options: dict | None = None):
+    def __init__(
+        self,
+        batch: int,
+        classes: int,
+        compiler_options: dict | None = None,
+        net: SpeakerNetConfig = RESNET34,
+        name: str = "ours (JAX)",
+    ):
+        self.name = name
         config = SpeakerConfig(
-            model=SpeakerModelConfig(net=RESNET34, num_speakers=classes),
+            model=SpeakerModelConfig(net=net, num_speakers=classes),
             optim=OPTIM,
             train=TrainConfig(batch_size=batch),
         )
@@ -89,17 +96,20 @@ class Ours:
         jax.block_until_ready(self.embed_fn(state.params, state.model_state, wav, lengths))
 
 
-def torch_model(classes: int, threads: int):
-    """WeSpeaker-style ResNet34-ASP, fbank front end and AAM head in PyTorch."""
+def torch_model(classes: int, threads: int, cfg: SpeakerNetConfig, device: str):
+    """WeSpeaker-style ResNet-ASP of ``cfg``, fbank front end and AAM head in PyTorch, on
+    ``device``."""
     import torch
     from torch import nn
 
     torch.set_num_threads(threads)
-    cfg = RESNET34
+    torch.backends.cudnn.benchmark = True  # as WeSpeaker's training script
     n_fft, hop, win = 512, 160, 400
-    filters = torch.from_numpy(np.array(mel_filterbank(n_fft // 2 + 1, 80, SAMPLE_RATE, 20.0)))
-    window = torch.zeros(n_fft)
-    window[(n_fft - win) // 2 : (n_fft - win) // 2 + win] = torch.hann_window(win)
+    filters = torch.from_numpy(
+        np.array(mel_filterbank(n_fft // 2 + 1, cfg.n_mels, SAMPLE_RATE, 20.0))
+    ).to(device)
+    window = torch.zeros(n_fft, device=device)
+    window[(n_fft - win) // 2 : (n_fft - win) // 2 + win] = torch.hann_window(win, device=device)
 
     def fbank(wav):
         previous = torch.cat([wav[:, :1], wav[:, :-1]], dim=1)
@@ -172,7 +182,7 @@ def torch_model(classes: int, threads: int):
         one_hot = nn.functional.one_hot(labels, classes).bool()
         return nn.functional.cross_entropy(scale * torch.where(one_hot, phi, cosine), labels)
 
-    model = ResNetASP()
+    model = ResNetASP().to(device)
     optimizer = torch.optim.SGD(
         model.parameters(), lr=OPTIM.learning_rate, momentum=OPTIM.momentum, nesterov=True,
         weight_decay=OPTIM.weight_decay,
@@ -181,29 +191,63 @@ def torch_model(classes: int, threads: int):
 
 
 class Torch:
-    def __init__(self, classes: int, threads: int):
-        self.torch, self.model, self.optimizer, self.loss = torch_model(classes, threads)
+    """The PyTorch network on ``device`` ("cpu" or "cuda"; CUDA work is synchronised before
+    each call returns)."""
+
+    name = "PyTorch"
+
+    def __init__(
+        self, classes: int, threads: int, net: SpeakerNetConfig = RESNET34, device: str = "cpu"
+    ):
+        self.torch, self.model, self.optimizer, self.loss = torch_model(
+            classes, threads, net, device
+        )
+        self.device = device
 
     def params(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
+    def _synchronize(self) -> None:
+        if self.device == "cuda":
+            self.torch.cuda.synchronize()
+
     def train_step(self, wav: np.ndarray, labels: np.ndarray) -> None:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        wav_t, labels_t = self.torch.from_numpy(wav), self.torch.from_numpy(labels).long()
+        wav_t = self.torch.from_numpy(wav).to(self.device)
+        labels_t = self.torch.from_numpy(labels).long().to(self.device)
         self.loss(self.model(wav_t), labels_t).backward()
         self.optimizer.step()
+        self._synchronize()
 
     def embed(self, wav: np.ndarray) -> None:
         self.model.eval()
         with self.torch.inference_mode():
-            self.model(self.torch.from_numpy(wav))
+            self.model(self.torch.from_numpy(wav).to(self.device))
+        self._synchronize()
 
 
-def timed(fn, *args) -> float:
-    start = time.perf_counter()
-    fn(*args)
-    return time.perf_counter() - start
+def measure(runners, wav, labels, utterances, repeats_for) -> tuple[dict, int]:
+    """Per call ("train", "embed"), per runner name, the median seconds of the timed calls
+    after one warm-up call each (compile, first touch), the runners alternating; and the
+    number of timed calls, ``repeats_for(seconds of the warm-up round)``."""
+    calls = {
+        "train": lambda runner: runner.train_step(wav, labels),
+        "embed": lambda runner: runner.embed(utterances),
+    }
+    timings, repeats = interleaved_medians(runners, calls, 1, repeats_for)
+    medians = {call: {name: s for name, (s, _) in by.items()} for call, by in timings.items()}
+    return medians, repeats
+
+
+def inputs(batch: int, seconds: float, classes: int, embed_batch: int, embed_seconds: float):
+    """Random (training waveforms [batch, T], labels [batch], utterances to embed
+    [embed_batch, T']) at 16 kHz, the same on every run."""
+    rng = np.random.default_rng(0)
+    noise = lambda n, s: (0.1 * rng.standard_normal((n, round(s * SAMPLE_RATE)))).astype(np.float32)
+    wav = noise(batch, seconds)
+    labels = rng.integers(0, classes, batch).astype(np.int32)
+    return wav, labels, noise(embed_batch, embed_seconds)
 
 
 def main() -> None:
@@ -222,47 +266,33 @@ def main() -> None:
     )
     args = parser.parse_args()
     use_training_xla_flags()  # as train.py
-    rng = np.random.default_rng(0)
-    wav = (0.1 * rng.standard_normal((args.batch, round(args.seconds * SAMPLE_RATE)))).astype(
-        np.float32
+    wav, labels, utterances = inputs(
+        args.batch, args.seconds, args.classes, args.embed_batch, args.embed_seconds
     )
-    labels = rng.integers(0, args.classes, args.batch).astype(np.int32)
-    utterances = (
-        0.1 * rng.standard_normal((args.embed_batch, round(args.embed_seconds * SAMPLE_RATE)))
-    ).astype(np.float32)
-    runners = {"ours (JAX)": Ours(args.batch, args.classes)}
+    runners = [Ours(args.batch, args.classes)]
     if args.with_ynn_convolutions:
-        ynn_runner = Ours(args.batch, args.classes, WITH_YNN_CONVOLUTIONS)
-        runners["ours, YNNPACK convolutions"] = ynn_runner
-    runners["PyTorch"] = Torch(args.classes, args.threads)
-    counts = {name: r.params() for name, r in runners.items()}
+        name = "ours, YNNPACK convolutions"
+        runners.append(Ours(args.batch, args.classes, WITH_YNN_CONVOLUTIONS, name=name))
+    runners.append(Torch(args.classes, args.threads))
+    counts = {r.name: r.params() for r in runners}
     assert len(set(counts.values())) == 1, f"parameter counts differ: {counts}"
     print(f"parameters: {counts['PyTorch']:,} each (embedding net + {args.classes}-class AAM head)")
     print(f"JAX {jax.__version__} on {jax.devices()[0].platform}; torch threads {args.threads}")
     print(f"XLA_FLAGS={os.environ['XLA_FLAGS']!r}")
-    train = {name: [] for name in runners}
-    embed = {name: [] for name in runners}
-    for runner in runners.values():  # warm-up: compile, first touch
-        runner.train_step(wav, labels)
-        runner.embed(utterances)
-    for _ in range(args.repeats):
-        for name, runner in runners.items():
-            train[name].append(timed(runner.train_step, wav, labels))
-            embed[name].append(timed(runner.embed, utterances))
+    medians, _ = measure(runners, wav, labels, utterances, lambda _: args.repeats)
+    train, embed = medians["train"], medians["embed"]
     print(f"\n| implementation | training step (batch {args.batch} × {args.seconds:g} s) | "
           f"embedding (utt/s, {args.embed_batch} × {args.embed_seconds:g} s) |")  # fmt: skip
     print("|---|---:|---:|")
-    for name in runners:
-        step, per_batch = statistics.median(train[name]), statistics.median(embed[name])
-        print(f"| {name} | {step:.2f} s | {args.embed_batch / per_batch:.1f} |")
-    ratio = statistics.median(train["PyTorch"]) / statistics.median(train["ours (JAX)"])
-    embed_ratio = statistics.median(embed["PyTorch"]) / statistics.median(embed["ours (JAX)"])
-    print(f"\nours / PyTorch speed: training step {ratio:.2f}×, embedding {embed_ratio:.2f}× "
-          f"(medians of {args.repeats})")  # fmt: skip
+    for name in counts:
+        print(f"| {name} | {train[name]:.2f} s | {args.embed_batch / embed[name]:.1f} |")
+    ours = runners[0].name
+    ratios = train["PyTorch"] / train[ours], embed["PyTorch"] / embed[ours]
+    print(f"\nours / PyTorch speed: training step {ratios[0]:.2f}×, "
+          f"embedding {ratios[1]:.2f}× (medians of {args.repeats})")  # fmt: skip
     if args.with_ynn_convolutions:
-        ynn = statistics.median(train["ours, YNNPACK convolutions"])
-        print(f"ours / ours with YNNPACK convolutions: training step "
-              f"{ynn / statistics.median(train['ours (JAX)']):.2f}×")  # fmt: skip
+        ynn = train["ours, YNNPACK convolutions"]
+        print(f"ours / ours with YNNPACK convolutions: training step {ynn / train[ours]:.2f}×")
 
 
 if __name__ == "__main__":

@@ -179,10 +179,16 @@ class JaxRunner:
     """Our ConvTasNet on JAX's default device: the training step (params and Adam state
     donated) and inference (once per input shape), each compiled ahead of time."""
 
-    name = "jaxspeech"
-
-    def __init__(self, mixture: np.ndarray, sources: np.ndarray, dtype: jnp.dtype = jnp.float32):
-        self.model = build_model(PAPER, dtype)
+    def __init__(
+        self,
+        mixture: np.ndarray,
+        sources: np.ndarray,
+        dtype: jnp.dtype = jnp.float32,
+        config: dict = PAPER,
+        name: str = "jaxspeech",
+    ):
+        self.name = name
+        self.model = build_model(config, dtype)
         self.params = self.model.init(jax.random.key(0), jnp.zeros((1, 64)))
         self.optimizer = optax.adam(1e-3)
         self.opt_state = self.optimizer.init(self.params)
@@ -255,20 +261,38 @@ def asteroid_missing() -> str | None:
 
 
 class AsteroidRunner:
-    """Asteroid 0.7.0 ConvTasNet with torch Adam and PIT negative SI-SDR, on `device` ("cpu" or
-    "cuda"; CUDA work is synchronised before each call returns)."""
+    """Asteroid 0.7.0 ConvTasNet of `config` with torch Adam and PIT negative SI-SDR, on
+    `device` ("cpu" or "cuda"; CUDA work is synchronised before each call returns); with
+    `autocast` (a torch dtype), the forward pass runs under `torch.autocast` in that dtype."""
 
-    name = "Asteroid"
-
-    def __init__(self, mixture: np.ndarray, sources: np.ndarray, device: str = "cpu"):
+    def __init__(
+        self,
+        mixture: np.ndarray,
+        sources: np.ndarray,
+        device: str = "cpu",
+        config: dict = PAPER,
+        autocast=None,
+        name: str = "Asteroid",
+    ):
         import torch
         from asteroid.losses import PITLossWrapper, pairwise_neg_sisdr
         from asteroid.models import ConvTasNet as AsteroidConvTasNet
 
-        self.torch, self.device = torch, torch.device(device)
+        self.torch, self.device, self.name = torch, torch.device(device), name
         torch.manual_seed(0)
-        # Its defaults are the paper's configuration.
-        self.model = AsteroidConvTasNet(n_src=PAPER["n_src"]).to(self.device)
+        self.model = AsteroidConvTasNet(
+            n_src=config["n_src"],
+            n_filters=config["N"],
+            kernel_size=config["L"],
+            stride=config["L"] // 2,
+            bn_chan=config["B"],
+            hid_chan=config["H"],
+            skip_chan=config["Sc"],
+            conv_kernel_size=config["P"],
+            n_blocks=config["X"],
+            n_repeats=config["R"],
+        ).to(self.device)
+        self.autocast = torch.autocast(self.device.type, autocast, enabled=autocast is not None)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
         self.loss = PITLossWrapper(pairwise_neg_sisdr, pit_from="pw_mtx")
         self.mixture = torch.from_numpy(mixture).to(self.device)
@@ -282,7 +306,8 @@ class AsteroidRunner:
         self.synchronize()
         self.model.train()
         self.optimizer.zero_grad()
-        loss = self.loss(self.model(self.mixture), self.sources)
+        with self.autocast:
+            loss = self.loss(self.model(self.mixture), self.sources)
         loss.backward()
         self.optimizer.step()
         self.synchronize()
@@ -290,7 +315,7 @@ class AsteroidRunner:
     def infer(self, mixture: np.ndarray) -> None:
         self.synchronize()
         self.model.eval()
-        with self.torch.inference_mode():
+        with self.torch.inference_mode(), self.autocast:
             self.model(self.torch.from_numpy(mixture).to(self.device))
         self.synchronize()
 

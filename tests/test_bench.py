@@ -2,6 +2,7 @@
 `python -m bench` run on a tiny budget."""
 
 import importlib.util
+import json
 import os
 import pathlib
 import subprocess
@@ -198,3 +199,114 @@ def test_gpu_asked_for_without_one_is_a_config_error():
     run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert run.returncode != 0
     assert "jaxspeech.errors.ConfigError: --device gpu: JAX sees no GPU" in run.stderr
+
+
+def test_chip_names_the_datasheet_entry_or_none():
+    gpu_report = load_bench("gpu_report")
+    assert gpu_report.chip("NVIDIA H100 80GB HBM3") == "H100 SXM"
+    assert gpu_report.chip("NVIDIA H200") == "H200"
+    assert gpu_report.chip("NVIDIA H100 PCIe") is None
+    assert gpu_report.chip("cpu") is None
+
+
+def gpu_records() -> list[dict]:
+    """What a GPU run writes, with round figures to check the arithmetic by hand."""
+    paper = dict(N=512, L=16, B=128, H=512, Sc=128, P=3, X=8, R=3, n_src=2)
+    step = dict(part="tasnet", what="train_step", flops=480e9, xla_flops=530e9, batch=4)
+    step.update(example_seconds=4.0, config=paper, peak_bytes=2**30, repeats=20)
+    return [
+        {"part": "env", "what": "machine", "date": "2026-12-06 17:00 UTC", "smoke": False,
+         "device_kind": "NVIDIA H100 80GB HBM3", "lines": ["- GPU: test"], "versions": {},
+         "matmul_gflops": {"float32": 400e3, "bfloat16": 800e3}},
+        {**step, "impl": "jaxspeech float32", "dtype": "float32", "seconds": 0.004},
+        {**step, "impl": "Asteroid float32", "dtype": "float32", "seconds": 0.010},
+        {**step, "impl": "jaxspeech bfloat16", "dtype": "bfloat16", "seconds": 0.002},
+        {"part": "speaker", "what": "train", "impl": "ours (JAX)", "seconds": 0.1, "batch": 128,
+         "example_seconds": 2.0, "repeats": 5},
+        {"part": "speaker", "what": "train", "impl": "PyTorch", "seconds": 0.2, "batch": 128,
+         "example_seconds": 2.0, "repeats": 5},
+        {"part": "speaker", "what": "embed", "impl": "ours (JAX)", "seconds": 0.5, "batch": 64,
+         "example_seconds": 4.0, "repeats": 5},
+        {"part": "curve", "what": "skipped", "reason": "cut at its limit"},
+    ]  # fmt: skip
+
+
+def test_gpu_report_utilisation_speed_up_and_projection_by_hand():
+    gpu_report = load_bench("gpu_report")
+    text = gpu_report.render(gpu_records())
+    # 480 GFLOP in 2 ms: 240 TFLOP/s of the H100 SXM's 989.4 dense bfloat16
+    assert "| jaxspeech bfloat16 | 2.0 | 2000.0 | 240.0 | 24.3 % | 1,024 MiB |" in text
+    # 120 TFLOP/s of its 494.7 TF32
+    assert "| jaxspeech float32 | 4.0 | 1000.0 | 120.0 | 24.3 % | 1,024 MiB |" in text
+    assert "| speed-up, Asteroid float32 / jaxspeech float32 | **2.50×** |" in text
+    assert "| speed-up, PyTorch / ours | **2.00×** | | |" in text
+    # 100 epochs of 5,000 steps at 4 ms: 2,000 s; 150 epochs of 8,531 steps at 0.1 s: 1.48 d
+    assert "| 500,000 | jaxspeech float32 | 4.0 | 33.3 min |" in text
+    assert "| 1,279,650 | ours (JAX) | 100.0 | 35.5 h |" in text
+    assert "- curve: part: cut at its limit" in text
+    assert "### Training curve: separation recipe on ../shared/data\n\nNo figures" in text
+    assert text.startswith(gpu_report.BEGIN) and text.endswith(gpu_report.END + "\n")
+
+
+def test_replace_section_swaps_only_the_generated_section(tmp_path):
+    gpu_report = load_bench("gpu_report")
+    results = tmp_path / "RESULTS.md"
+    head, tail = "# Benchmark results\n\n## CPU round\n\ntext\n\n", "\n## Another section\n"
+    results.write_text(head + tail)
+    gpu_report.replace_section(results, gpu_report.render(gpu_records()))
+    first = results.read_text()
+    assert first.startswith(head + tail) and first.count(gpu_report.BEGIN) == 1
+    middle = first.removeprefix(head + tail).lstrip("\n")
+    results.write_text(head + middle + tail)  # the section between the two
+    gpu_report.replace_section(results, gpu_report.render(gpu_records()[:1]))
+    second = results.read_text()
+    assert second.startswith(head + gpu_report.BEGIN) and second.endswith(
+        gpu_report.END + "\n" + tail
+    )
+    assert second.count(gpu_report.BEGIN) == 1 and "jaxspeech float32" not in second
+
+
+def run_gpu_sh(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device
+    env.update(PYTHON=sys.executable, OUT=str(tmp_path / "out"))
+    command = ["bash", "bench/gpu.sh", *args]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_gpu_sh_stops_before_installing_when_jax_sees_no_gpu(tmp_path):
+    if jax.default_backend() == "gpu":
+        pytest.skip("this machine has a GPU")
+    run = run_gpu_sh(tmp_path)
+    assert run.returncode == 1
+    assert "JAX sees no GPU (its backend is cpu); stopping" in run.stdout
+    assert "install" not in run.stdout
+
+
+@pytest.mark.slow
+def test_gpu_sh_smoke_runs_every_part_and_leaves_results_md_alone(shared_data, tmp_path):
+    """The accelerator run's code paths at tiny sizes on the CPU (about two minutes)."""
+    results_md = (ROOT / "bench" / "RESULTS.md").read_bytes()
+    run = run_gpu_sh(tmp_path, "--smoke")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    out = tmp_path / "out"
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    seen = {(r["part"], r["what"], r.get("dtype")) for r in records}
+    for part, what, dtype in [
+        ("env", "machine", None),
+        ("tasnet", "train_step", "float32"),
+        ("tasnet", "train_step", "bfloat16"),
+        ("speaker", "train", None),
+        ("ivector", "T-matrix E-step", None),
+        ("pipeline", "items_per_s", None),
+    ]:
+        assert (part, what, dtype) in seen, (part, what, dtype)
+    assert any(r["part"] == "tasnet" and r["what"] == "inference" for r in records)
+    curve = [r for r in records if r["part"] == "curve" and "valid_si_snr_i" in r]
+    assert [r["step"] for r in curve] == [2, 4] and curve[0]["wall_seconds"] > 0
+    skipped = {r["part"] for r in records if r["what"] == "skipped" and "impl" not in r}
+    assert not skipped, [r for r in records if r["what"] == "skipped"]
+    section = (out / "gpu-section.md").read_text()
+    assert "**Smoke run**" in section and "No figures" not in section
+    assert (ROOT / "bench" / "RESULTS.md").read_bytes() == results_md
+    if (ROOT.parent / "shared" / "wheels").is_dir():
+        assert "wheels: every name resolves in ../shared/wheels" in run.stdout
