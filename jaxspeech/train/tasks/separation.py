@@ -20,7 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxspeech import dsp, masks, metrics
-from jaxspeech.data.pipeline import MixtureData, MixtureDataConfig, batch_examples
+from jaxspeech.data.pipeline import MixtureData, MixtureDataConfig
+from jaxspeech.data.source import batch_examples
 from jaxspeech.errors import ConfigError
 from jaxspeech.losses import pairwise_neg_si_snr, pit, reorder, si_snr
 from jaxspeech.models.dpcl import (
@@ -217,7 +218,7 @@ class Task:
         sources, mixtures = [], []
         model_fn = jax.jit(self.separate)
         oracle_fn = jax.jit(functools.partial(oracle_irm, n_fft=n_fft))
-        examples = self.data.fixed_set(split, cfg.size)
+        examples = self.data.test_items(split, cfg.size)
         for batch in batch_examples(examples, cfg.batch_size):
             mix, refs = batch["mixture"], batch["sources"]
             est = model_fn(params, mix)
