@@ -302,6 +302,16 @@ class MixtureDataConfig:
     sampling: str = "speaker"
     train_speakers: int | None = None
 
+    @property
+    def sample_rate(self) -> int:
+        """The model's rate (``mixture.sample_rate``)."""
+        return self.mixture.sample_rate
+
+    @property
+    def num_samples(self) -> int:
+        """Samples per training mixture."""
+        return self.mixture.num_samples
+
 
 class MixtureData:
     """A mixing task's data: the speaker-disjoint splits of the speech folders, the noise files

@@ -117,6 +117,24 @@ def batch_examples(examples: Sequence[dict], batch_size: int) -> list[dict[str, 
     ]
 
 
+def length_batches(examples: Sequence[dict], batch_size: int) -> list[dict[str, np.ndarray]]:
+    """The arrays of ``examples`` stacked into batches of at most ``batch_size`` consecutive
+    examples of one length (whole-file test sets: every batch has static shapes)."""
+    batches, run = [], []
+    for example in examples:
+        if run and (len(run) == batch_size or _shapes(run[0]) != _shapes(example)):
+            batches.extend(batch_examples(run, len(run)))
+            run = []
+        run.append(example)
+    if run:
+        batches.extend(batch_examples(run, len(run)))
+    return batches
+
+
+def _shapes(example: dict) -> dict[str, tuple[int, ...]]:
+    return {k: np.shape(v) for k, v in arrays(example).items()}
+
+
 def with_ids(examples: Sequence[dict], split: str) -> list[dict]:
     """``examples`` with ``id`` ``<split>-<index, 6 digits>`` (sets drawn, not listed)."""
     return [{**example, "id": f"{split}-{i:06d}"} for i, example in enumerate(examples)]
