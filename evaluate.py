@@ -2,7 +2,8 @@
 [--checkpoint best|latest|STEP] [--trials FILE] [--corpus PATH]``; writes
 ``DIR/eval/<split>.{md,csv,json}`` and prints the table. ``--corpus``: evaluate on the test
 split of another corpus in a supported layout (resampled to the run's rate), into
-``DIR/eval/<corpus layout>-<its test split>.*``. ``--trials``: score a trial list
+``DIR/eval/<corpus layout>-<its test split>.*`` (a speaker-verification run scores its
+official trial list, into ``DIR/eval/<corpus>-<list name>.*``). ``--trials``: score a trial list
 (``1 a.wav b.wav`` lines, paths below the data root or absolute) with a speaker-verification
 run, into ``DIR/eval/<list name>.*``.
 
@@ -61,14 +62,13 @@ def main(argv: list[str] | None = None) -> None:
     from jaxspeech.train import restore, stages  # after distributed initialisation
     from jaxspeech.train.logging import TABLE_SUFFIXES
 
-    _, markdown = stages.evaluate(
-        args.workdir, args.split, args.checkpoint, args.trials, args.corpus
-    )
+    trials, corpus = restore.resolve_corpus(args.workdir, args.trials, args.corpus)
+    _, markdown = stages.evaluate(args.workdir, args.split, args.checkpoint, trials, corpus)
     print(markdown, end="")
-    table = restore.table_name(args.workdir, args.split, args.trials, args.corpus)
+    table = restore.table_name(args.workdir, args.split, trials, corpus)
     stem = pathlib.Path(args.workdir).absolute() / "eval" / table
     written = [stem]
-    if args.trials is None and stages.comparisons(args.workdir):
+    if trials is None and stages.comparisons(args.workdir):
         written.append(stem.with_name(f"{table}-paired"))
     for path in written:
         for suffix in TABLE_SUFFIXES:

@@ -351,11 +351,15 @@ class AVData:
         self.splits = {name: [decoded[r] for r in refs[name]] for name in refs}
         self.noises = [os.fspath(p) for p in audio_files(data_path(cfg.noise, cfg.root))]
 
-    def train_dataset(self, process_index: int = 0, process_count: int = 1, seed: int = 0):
+    def train_dataset(
+        self, process_index: int = 0, process_count: int = 1, seed: int = 0, read_options=None
+    ):
         """The endless training stream of this process (``source.training_stream``)."""
         clips = self.splits["train"]
         maker = _ExampleMaker(self.cfg, clips, self.noises, self.hop, seed)
-        options = StreamOptions(self.batch_size, seed, process_index, process_count)
+        options = StreamOptions(
+            self.batch_size, seed, process_index, process_count, None, read_options
+        )
         return training_stream(len(clips), maker, options, "AVData.train_dataset")
 
     @property

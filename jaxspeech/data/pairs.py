@@ -416,9 +416,13 @@ class PairData:
     def sample_rate(self) -> int:
         return self.cfg.sample_rate
 
-    def train_dataset(self, process_index: int = 0, process_count: int = 1, seed: int = 0):
+    def train_dataset(
+        self, process_index: int = 0, process_count: int = 1, seed: int = 0, read_options=None
+    ):
         """The endless, shuffled training stream of this process."""
-        options = StreamOptions(self.batch_size, seed, process_index, process_count)
+        options = StreamOptions(
+            self.batch_size, seed, process_index, process_count, None, read_options
+        )
         transform = _Lookup(self.source("train"))
         return training_stream(len(transform.source), transform, options, "PairData")
 

@@ -360,14 +360,16 @@ class MixtureData:
     def sample_rate(self) -> int:
         return self.mixture.sample_rate
 
-    def train_dataset(self, process_index: int = 0, process_count: int = 1, seed: int = 0):
+    def train_dataset(
+        self, process_index: int = 0, process_count: int = 1, seed: int = 0, read_options=None
+    ):
         """The endless training stream of this process (see ``mixture_dataset``)."""
         return mixture_dataset(
             self.mixture,
             self.splits["train"],
             self.noises["train"],
             self.rirs,
-            StreamOptions(self.batch_size, seed, process_index, process_count),
+            StreamOptions(self.batch_size, seed, process_index, process_count, None, read_options),
             sampling=self.cfg.sampling,
             n_src=self.n_src,
         )

@@ -263,10 +263,14 @@ class PremixedData:
             )
         return kept
 
-    def train_dataset(self, process_index: int = 0, process_count: int = 1, seed: int = 0):
+    def train_dataset(
+        self, process_index: int = 0, process_count: int = 1, seed: int = 0, read_options=None
+    ):
         """The endless training stream of this process: crops (or dynamic mixtures)."""
         maker = _Cropper(self.cfg, self.train_items(), seed)
-        options = StreamOptions(self.batch_size, seed, process_index, process_count)
+        options = StreamOptions(
+            self.batch_size, seed, process_index, process_count, None, read_options
+        )
         return training_stream(len(maker.items), maker, options, "PremixedData")
 
     def valid_batches(self) -> list[dict[str, np.ndarray]]:

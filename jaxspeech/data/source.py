@@ -146,9 +146,14 @@ class DataSource(Protocol):
     sample_rate: int
 
     def train_dataset(
-        self, process_index: int = 0, process_count: int = 1, seed: int = 0
+        self,
+        process_index: int = 0,
+        process_count: int = 1,
+        seed: int = 0,
+        read_options: grain.ReadOptions | None = None,
     ) -> grain.IterDataset:
-        """This process's endless stream of training batches."""
+        """This process's endless stream of training batches (``read_options``: grain's
+        threads and prefetch, see ``StreamOptions``)."""
 
     def valid_batches(self) -> list[dict[str, np.ndarray]]:
         """The fixed validation set in global batches."""

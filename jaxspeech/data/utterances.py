@@ -293,7 +293,9 @@ class UtteranceData:
         """Training speakers (classes of the speaker classifier)."""
         return len(self.speaker_ids)
 
-    def train_dataset(self, process_index: int = 0, process_count: int = 1, seed: int = 0):
+    def train_dataset(
+        self, process_index: int = 0, process_count: int = 1, seed: int = 0, read_options=None
+    ):
         """The endless training stream of this process (see ``utterance_dataset``)."""
         return utterance_dataset(
             self.cfg,
@@ -301,7 +303,7 @@ class UtteranceData:
             self.speaker_ids,
             self.noises,
             self.rirs,
-            StreamOptions(self.batch_size, seed, process_index, process_count),
+            StreamOptions(self.batch_size, seed, process_index, process_count, None, read_options),
         )
 
     def test_items(self, split: str) -> list[dict]:

@@ -154,14 +154,32 @@ def table_name(
     workdir: str | pathlib.Path, split: str, trials: str | None, corpus: str | None = None
 ) -> str:
     """The name of an evaluation's tables in ``eval/``: the split, the trial list's stem, or
-    with ``corpus`` the corpus's layout and split (read with the data section of the run in
-    ``workdir``, or of a multi-stage recipe's first stage)."""
+    with ``corpus`` the corpus's layout and split (``resolve_corpus`` first)."""
     if trials is not None:
         return pathlib.Path(trials).stem
     if corpus is None:
         return split
+    data = crosscorpus.for_corpus(_first_config(workdir).data, corpus)
+    return crosscorpus.table_name(data, split)
+
+
+def _first_config(workdir: str | pathlib.Path) -> config_lib.Config:
+    """The config of the run in ``workdir``, or of a multi-stage recipe's first stage."""
     workdir = pathlib.Path(workdir)
     if not (workdir / CONFIG_FILE).is_file() and (workdir / "stages.json").is_file():
         workdir = workdir / json.loads((workdir / "stages.json").read_text())["stages"][0]
-    data = crosscorpus.for_corpus(read_config(workdir).data, corpus)
-    return crosscorpus.table_name(data, split)
+    return read_config(workdir)
+
+
+def resolve_corpus(
+    workdir: str | pathlib.Path, trials: str | None, corpus: str | None
+) -> tuple[str | None, str | None]:
+    """``(trials, corpus)`` for ``evaluate.py --corpus``: a speaker-verification run scores
+    the corpus's official trial list (written to ``workdir/trials/``) or ``trials``, so the
+    corpus becomes a trial list; other runs read the corpus's test split."""
+    if corpus is None or not crosscorpus.scores_trial_lists(_first_config(workdir).data):
+        return trials, corpus
+    if trials is None:
+        folder = pathlib.Path(workdir).absolute() / "trials"
+        trials = str(crosscorpus.write_trial_list(corpus, folder))
+    return trials, None
