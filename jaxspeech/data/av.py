@@ -43,7 +43,13 @@ from jaxspeech.data.corpus import data_path, split_sizes
 from jaxspeech.data.mixing import AudioCache, noise_crop, noise_gain
 from jaxspeech.data.mouths import MouthConfig
 from jaxspeech.data.pipeline import FIXED_SPLITS
-from jaxspeech.data.source import StreamOptions, batch_examples, training_stream, with_ids
+from jaxspeech.data.source import (
+    StreamOptions,
+    batch_examples,
+    check_valid_size,
+    training_stream,
+    with_ids,
+)
 from jaxspeech.errors import ConfigError
 
 CONDITIONS = ("noise", "talker")
@@ -328,11 +334,7 @@ class AVData:
     """
 
     def __init__(self, cfg: AVDataConfig, batch_size: int, hop: int) -> None:
-        if cfg.valid_size % batch_size:
-            raise ConfigError(
-                f"data.valid_size={cfg.valid_size} must be a multiple of "
-                f"train.batch_size={batch_size}"
-            )
+        check_valid_size(cfg.valid_size, batch_size)
         from tqdm import tqdm
 
         from jaxspeech.data.corpus import audio_files

@@ -48,6 +48,7 @@ from jaxspeech.data.source import (
     arrays,
     batch_examples,
     check_seed,
+    check_valid_size,
     training_stream,
     with_ids,
 )
@@ -327,11 +328,7 @@ class MixtureData:
     def __init__(self, cfg: MixtureDataConfig, batch_size: int, n_src: int) -> None:
         if not cfg.speech:
             raise ConfigError("data.speech is empty; give the speech folders to mix")
-        if cfg.valid_size % batch_size:
-            raise ConfigError(
-                f"data.valid_size={cfg.valid_size} must be a multiple of "
-                f"train.batch_size={batch_size}"
-            )
+        check_valid_size(cfg.valid_size, batch_size)
         self.cfg, self.batch_size, self.mixture = cfg, batch_size, cfg.mixture
         self.n_src = n_src
         corpus = scan_corpus([data_path(p, cfg.root) for p in cfg.speech])

@@ -32,7 +32,7 @@ import numpy as np
 
 from jaxspeech.data.corpus import data_path
 from jaxspeech.data.mixing import AudioCache
-from jaxspeech.data.source import StreamOptions, batch_examples, training_stream
+from jaxspeech.data.source import StreamOptions, batch_examples, check_valid_size, training_stream
 from jaxspeech.errors import ConfigError, TooShortError
 
 #: Which of a layout's splits plays each role (train, valid, test), by layout family.
@@ -223,11 +223,7 @@ class PremixedData:
     def __init__(self, cfg: PremixedDataConfig, batch_size: int, n_src: int) -> None:
         if not cfg.corpus:
             raise ConfigError("data.corpus is empty; give the corpus folder below data.root")
-        if cfg.valid_size % batch_size:
-            raise ConfigError(
-                f"data.valid_size={cfg.valid_size} must be a multiple of "
-                f"train.batch_size={batch_size}"
-            )
+        check_valid_size(cfg.valid_size, batch_size)
         self.cfg, self.batch_size, self.n_src = cfg, batch_size, n_src
         self.corpus = open_mixture_corpus(
             data_path(cfg.corpus, cfg.root), cfg.sample_rate, cfg.mixture, n_src

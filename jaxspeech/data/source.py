@@ -61,6 +61,14 @@ class StreamOptions:
             )
 
 
+def check_valid_size(valid_size: int, batch_size: int) -> None:
+    """ConfigError unless the validation set fills whole global batches."""
+    if valid_size % batch_size:
+        raise ConfigError(
+            f"data.valid_size={valid_size} must be a multiple of train.batch_size={batch_size}"
+        )
+
+
 def check_seed(seed: int) -> None:
     if not 0 <= seed < 2**32:
         raise ConfigError(f"seed must be an integer in [0, 2**32), got {seed}")
