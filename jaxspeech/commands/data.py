@@ -70,7 +70,7 @@ def register(subparsers) -> None:
         help="check a corpus folder",
         description="Tools for corpora in their official layouts.",
     )
-    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION", help="check")
     checker = actions.add_parser(
         "check",
         help="name the layout of a corpus folder and list its problems",
