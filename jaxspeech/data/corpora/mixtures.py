@@ -304,7 +304,10 @@ def find(path: pathlib.Path) -> list[MixtureCorpus]:
             family, mixtures = f"wsj0-{n_src}mix", ("mix",)
         elif any(f.endswith(("_anechoic", "_reverb")) and f.startswith("mix_") for f in folders):
             family, n_src = "WHAMR!", 2
-            mixtures = tuple(f for f in folders if f.startswith("mix_"))
+            mixtures = tuple(
+                f"{m}_{space}" for space in ("anechoic", "reverb") for m in WHAM_MIXTURES
+                if f"{m}_{space}" in folders
+            )  # fmt: skip
         elif set(folders) & set(WHAM_MIXTURES):
             family, n_src = "WHAM!", 2
             mixtures = tuple(m for m in WHAM_MIXTURES if m in folders)
