@@ -108,12 +108,14 @@ class MixtureCorpus(Corpus):
             return []
         if self.family.startswith("Libri"):
             rows = self._librimix_rows(split, problems)
+            listed = {pathlib.Path(row[1]).name for row in rows}
+            for name in files_with(split_dir / self.mixture, (".wav",)):
+                if name not in listed:
+                    problems.append(
+                        CorpusError(f"{split_dir / self.mixture / name}: not listed in the CSV")
+                    )
         else:
             rows = self._wsj0_rows(split, sources, noise, problems)
-        listed = {pathlib.Path(row[1]).name for row in rows}
-        for name in files_with(split_dir / self.mixture, (".wav",)):
-            if name not in listed:
-                problems.append(CorpusError(f"{split_dir / self.mixture / name}: not listed"))
         items = []
         for row in self._progress(rows, split, progress):
             item = self._mixture(*row, problems)
