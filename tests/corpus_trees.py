@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import pathlib
 import shutil
+from collections.abc import Sequence
 
 import numpy as np
 import soundfile as sf
@@ -122,8 +123,9 @@ def wsj0_utterance(speaker: int, k: int) -> str:
 def build_wsj0mix(dest: pathlib.Path, shared_data: pathlib.Path, *, family="wsj0-2mix", rate=8000,
                   counts=(("tr", 2), ("cv", 1), ("tt", 2))) -> pathlib.Path:  # fmt: skip
     """``dest/wav<R>k/min/{tr,cv,tt}/`` as create_wav_2speakers.m (``wsj0-2mix``,
-    ``wsj0-3mix``) or the WHAM! scripts (``WHAM!``) write it: ``<utt1>_<dB1>_<utt2>_<dB2>.wav``
-    in the mixture and source folders. Returns the ``wav<R>k/min`` folder."""
+    ``wsj0-3mix``) or the WHAM! and WHAMR! scripts (``WHAM!``, ``WHAMR!``) write it:
+    ``<utt1>_<dB1>_<utt2>_<dB2>.wav`` in the mixture and source folders. Returns the
+    ``wav<R>k/min`` folder."""
     n_src = 3 if family == "wsj0-3mix" else 2
     variant = dest / f"wav{rate // 1000}k" / "min"
     for split, count in counts:
@@ -145,7 +147,17 @@ def build_wsj0mix(dest: pathlib.Path, shared_data: pathlib.Path, *, family="wsj0
             ]
             for i, source in enumerate(sources):
                 _write(variant / split / f"s{i + 1}" / f"{name}.wav", source, rate)
-            if family == "WHAM!":
+            if family == "WHAMR!":
+                noise_wav = 0.1 * noise(shared_data, m, rate)
+                _write(variant / split / "noise" / f"{name}.wav", noise_wav, rate)
+                for space in ("anechoic", "reverb"):  # no room here: the layout is what is tested
+                    for i, source in enumerate(sources):
+                        _write(variant / split / f"s{i + 1}_{space}" / f"{name}.wav", source, rate)
+                    mixes = {"clean": sum(sources), "both": sum(sources) + noise_wav,
+                             "single": sources[0] + noise_wav}  # fmt: skip
+                    for kind, mix in mixes.items():
+                        _write(variant / split / f"mix_{kind}_{space}" / f"{name}.wav", mix, rate)
+            elif family == "WHAM!":
                 noise_wav = 0.1 * noise(shared_data, m, rate)
                 _write(variant / split / "noise" / f"{name}.wav", noise_wav, rate)
                 _write(variant / split / "mix_clean" / f"{name}.wav", sum(sources), rate)
@@ -280,4 +292,87 @@ def build_grid(dest: pathlib.Path, shared_data: pathlib.Path, n: int = 2) -> pat
     for clip in clips:
         shutil.copy(clip, dest / "s1" / clip.name)
         shutil.copy(clip.with_suffix(".align"), dest / "align" / "s1" / f"{clip.stem}.align")
+    return dest
+
+
+def _aac_stream(out, rate: int):
+    """A mono AAC stream added to the open PyAV container ``out`` (before anything is muxed)."""
+    stream = out.add_stream("aac", rate=rate)
+    stream.layout = "mono"
+    return stream
+
+
+def _mux_audio(out, stream, wav: np.ndarray) -> None:
+    import av
+
+    frame = av.AudioFrame.from_ndarray(wav[None].astype(np.float32), format="fltp", layout="mono")
+    frame.sample_rate = stream.rate
+    for packet in [*stream.encode(frame), *stream.encode(None)]:
+        out.mux(packet)
+
+
+def write_m4a(path: pathlib.Path, wav: np.ndarray, rate: int) -> None:
+    """An M4A (AAC in MPEG-4) file as VoxCeleb2 ships, encoded with PyAV."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w", format="ipod") as out:
+        _mux_audio(out, _aac_stream(out, rate), wav)
+
+
+def write_mp4(path: pathlib.Path, wav: np.ndarray, rate: int, frames: Sequence[np.ndarray]) -> None:
+    """An MP4 talking-face clip: ``frames`` ``[H, W, 3]`` uint8 at 25 fps (MPEG-4 part 2) and
+    ``wav`` as AAC, encoded with PyAV."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("mpeg4", rate=25)
+        video.height, video.width = frames[0].shape[:2]
+        video.pix_fmt = "yuv420p"
+        audio = _aac_stream(out, rate)
+        for picture in frames:
+            for packet in video.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")):
+                out.mux(packet)
+        for packet in video.encode(None):
+            out.mux(packet)
+        _mux_audio(out, audio, wav)
+
+
+def build_voxceleb2(dest: pathlib.Path, shared_data: pathlib.Path) -> pathlib.Path:
+    """``dest/{dev,test}/aac/<id>/<video>/0000<n>.m4a`` (two recordings of one video per
+    speaker, speechocean762 talkers) and ``vox2_meta.csv`` as VoxCeleb2 writes it (comma
+    separated, padded with spaces). Returns ``dest``."""
+    rows = ["VoxCeleb2 ID ,VGGFace2 ID ,Gender ,Set "]
+    for k, (speaker, split) in enumerate(
+        (("id00012", "dev"), ("id00015", "dev"), ("id00017", "test"))
+    ):
+        _, wavs = _speechocean(shared_data, k, 2)
+        for n, wav in enumerate(wavs):
+            write_m4a(
+                dest / split / "aac" / speaker / "21Uxsk56VDQ" / f"{n + 1:05d}.m4a", wav, 16000
+            )
+        rows.append(f"{speaker} ,n00000{k} ,{'fm'[k % 2]} ,{split} ")
+    (dest / "vox2_meta.csv").write_text("\n".join(rows) + "\n")
+    return dest
+
+
+#: The LRS3 clips built: split, talk id, clip, transcript.
+LRS3_CLIPS = (
+    ("pretrain", "0af00UcTOSc", "00001", "SO WHAT IS IT"),
+    ("trainval", "0akiEFwtkyA", "00002", "THANK YOU"),
+    ("test", "0Fi83BHQsMA", "00002", "WE KNOW THAT"),
+)
+
+
+def build_lrs3(dest: pathlib.Path, shared_data: pathlib.Path) -> pathlib.Path:
+    """``dest/{pretrain,trainval,test}/<talk>/<clip>.mp4`` (a flat grey picture, a
+    LibriSpeech utterance as its 16 kHz AAC track) with ``<clip>.txt`` transcripts in LRS3's
+    format. Returns ``dest``."""
+    for k, (split, talk, clip, words) in enumerate(LRS3_CLIPS):
+        wav = speech(shared_data, LIBRI_SPEAKERS[k], 1, 16000)[0][1]
+        pictures = [np.full((32, 32, 3), 16 * i, np.uint8) for i in range(12)]
+        write_mp4(dest / split / talk / f"{clip}.mp4", wav, 16000, pictures)
+        conf = "Conf:  4\n\n" if split != "pretrain" else "Conf:  3\n\nWORD START END ASDSCORE\n"
+        (dest / split / talk / f"{clip}.txt").write_text(f"Text:  {words}\n{conf}")
     return dest

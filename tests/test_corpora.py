@@ -85,7 +85,9 @@ def test_librimix_problems_are_one_line_each(tmp_path, shared_data):
     with pytest.raises(SampleRateError, match="16000 Hz where the layout has 8000 Hz"):
         corpus.items("test")
     sf.write(variant / "test" / "mix_clean" / "stray.wav", np.zeros(8, np.float32), 8000)
-    with pytest.raises(CorpusError, match=r"stray.wav: not listed \(and 1 more problems"):
+    with pytest.raises(
+        CorpusError, match=r"stray.wav: not listed in the CSV \(and 1 more problems"
+    ):
         corpus.items("test")
 
 
@@ -108,8 +110,11 @@ def test_wsj0_2mix_names_give_speakers_and_levels(tmp_path, shared_data):
         ratio - _level_ratio(shared_data), abs=1e-3
     )
     (variant / "tt" / "mix" / "not_a_wsj0_name.wav").write_bytes(b"")
-    with pytest.raises(CorpusError, match="not a wsj0-2mix name"):
-        corpus.items("tt")
+    items, problems = corpus.scan("tt")
+    assert len(items) == 2 and [str(p) for p in problems] == [
+        f"{variant / 'tt' / 'mix' / 'not_a_wsj0_name.wav'}: not a wsj0-2mix name "
+        "(<utt1>_<dB1>_..._<utt2>_<dB2>.wav, WSJ0 utterance ids of 8 characters)"
+    ]
 
 
 def _level_ratio(shared_data) -> float:
@@ -134,6 +139,21 @@ def test_wsj0_3mix_and_wham(tmp_path, shared_data):
     assert [len(m.sources) for m in single] == [1, 1]
     with pytest.raises(CorpusError, match="no mixture 'mix'"):
         wham.with_mixture("mix")
+
+
+def test_whamr_reads_anechoic_references_of_each_mixture(tmp_path, shared_data):
+    variant = corpus_trees.build_wsj0mix(tmp_path, shared_data, family="WHAMR!", rate=16000)
+    corpus = open_corpus(tmp_path)
+    assert corpus.name == "WHAMR! wav16k/min mix_clean_anechoic"
+    assert corpus.mixtures == tuple(
+        f"mix_{k}_{s}" for s in ("anechoic", "reverb") for k in ("clean", "both", "single")
+    )
+    noisy = corpus.with_mixture("mix_both_reverb").items("cv")[0]
+    assert noisy.path == str(variant / "cv" / "mix_both_reverb" / f"{noisy.id}.wav")
+    assert noisy.sources == tuple(
+        str(variant / "cv" / f"s{i}_anechoic" / f"{noisy.id}.wav") for i in (1, 2)
+    )
+    assert noisy.noise == str(variant / "cv" / "noise" / f"{noisy.id}.wav")
 
 
 def test_several_variants_are_chosen_by_rate_or_named(tmp_path, shared_data):
@@ -182,6 +202,23 @@ def test_voxceleb_trial_problems(tmp_path, shared_data):
         open_corpus(tmp_path).trials("veri_test2")
     with pytest.raises(CorpusError, match="no trial list 'veri_test'"):
         open_corpus(tmp_path).trials("veri_test")
+
+
+def test_voxceleb2_aac_folders_and_meta(tmp_path, shared_data):
+    av = pytest.importorskip("av")
+    corpus_trees.build_voxceleb2(tmp_path, shared_data)
+    corpus = open_corpus(tmp_path)
+    assert corpus.name == "VoxCeleb2" and corpus.trial_lists() == {}
+    dev, test = corpus.items("dev"), corpus.items("test")
+    assert [(r.id, r.gender) for r in dev] == [
+        ("id00012/21Uxsk56VDQ/00001", "F"), ("id00012/21Uxsk56VDQ/00002", "F"),
+        ("id00015/21Uxsk56VDQ/00001", "M"), ("id00015/21Uxsk56VDQ/00002", "M"),
+    ]  # fmt: skip
+    assert [r.speaker for r in test] == ["id00017", "id00017"]
+    with av.open(test[0].path) as container:  # the header's length is the decoded one's
+        decoded = sum(f.samples for f in container.decode(audio=0))
+    assert test[0].sample_rate == 16000 and abs(test[0].num_samples - decoded) <= 1024
+    assert abs(test[0].num_samples - round(corpus_trees.SECONDS * 16000)) <= 2048
 
 
 def test_cnceleb1_genres_and_trials_from_the_enrolment_list(tmp_path, shared_data):
@@ -268,6 +305,20 @@ def test_grid_talker_clips_with_their_alignments(tmp_path, shared_data):
     (tmp_path / "align" / "s1" / "bbaf3s.align").unlink()
     with pytest.raises(CorpusError, match=r"bbaf3s.mpg: no bbaf3s.align in align/s1/"):
         corpus.items("all")
+
+
+def test_lrs3_clips_with_their_transcripts(tmp_path, shared_data):
+    pytest.importorskip("av")
+    corpus_trees.build_lrs3(tmp_path, shared_data)
+    corpus = open_corpus(tmp_path)
+    assert corpus.name == "LRS3"
+    for split, talk, clip, words in corpus_trees.LRS3_CLIPS:
+        (item,) = corpus.items(split)
+        assert (item.id, item.speaker, item.text) == (f"{talk}/{clip}", talk, words)
+        assert item.sample_rate == 16000
+    (tmp_path / "test" / "0Fi83BHQsMA" / "00002.txt").write_text("Conf:  4\n")
+    with pytest.raises(CorpusError, match=r"00002.txt: missing, or its first line is not"):
+        corpus.items("test")
 
 
 # ---- shared checks ------------------------------------------------------------------------

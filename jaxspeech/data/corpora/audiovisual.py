@@ -16,7 +16,13 @@ import dataclasses
 import pathlib
 import re
 
-from jaxspeech.data.corpora.base import Corpus, files_with, read_header, subfolders
+from jaxspeech.data.corpora.base import (
+    Corpus,
+    files_with,
+    here_or_one_below,
+    read_header,
+    subfolders,
+)
 from jaxspeech.data.corpora.records import Recording
 from jaxspeech.errors import CorpusError
 
@@ -117,17 +123,20 @@ class LRS3(Corpus):
         return items
 
 
+def _detect(folder: pathlib.Path) -> Corpus | None:
+    names = subfolders(folder)
+    if any(_GRID_TALKER.match(n) and files_with(folder / n, (".mpg",)) for n in names):
+        return Grid(folder)
+    splits = set(names) & set(LRS3_SPLITS)
+    if any(
+        files_with(folder / s / talk, (".mp4",))
+        for s in splits
+        for talk in subfolders(folder / s)[:1]
+    ):
+        return LRS3(folder)
+    return None
+
+
 def find(path: pathlib.Path) -> list[Corpus]:
     """The talking-face corpora at ``path`` or in one of its folders (module docstring)."""
-    found: list[Corpus] = []
-    for folder in [path, *(path / sub for sub in subfolders(path))]:
-        names = subfolders(folder)
-        if any(_GRID_TALKER.match(n) and files_with(folder / n, (".mpg",)) for n in names):
-            found.append(Grid(folder))
-        elif set(names) & set(LRS3_SPLITS) and any(
-            files_with(folder / split / talk, (".mp4",))
-            for split in set(names) & set(LRS3_SPLITS)
-            for talk in subfolders(folder / split)[:1]
-        ):
-            found.append(LRS3(folder))
-    return found
+    return here_or_one_below(path, _detect)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import ClassVar
 
 import soundfile as sf
@@ -193,6 +193,15 @@ def require_length(items: Sequence[Item], seconds: float, what: str) -> None:
             f"{seconds:g} s crop (shortest: {shortest.id}, {shortest.seconds:.2f} s); lower "
             "the crop length or drop them from the corpus"
         )
+
+
+def here_or_one_below(path: pathlib.Path, detect: Callable) -> list:
+    """``[detect(path)]`` when ``path`` is a corpus folder, else what ``detect`` finds in its
+    folders (``detect(folder)``: a :class:`Corpus`, or None)."""
+    corpus = detect(path)
+    if corpus is not None:
+        return [corpus]
+    return [c for c in (detect(path / sub) for sub in subfolders(path)) if c is not None]
 
 
 def subfolders(path: pathlib.Path) -> list[str]:

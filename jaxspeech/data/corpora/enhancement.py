@@ -22,6 +22,7 @@ from jaxspeech.data.corpora.base import (
     Corpus,
     check_same_length,
     files_with,
+    here_or_one_below,
     read_header,
     subfolders,
 )
@@ -192,15 +193,16 @@ class DNSChallenge(Corpus):
         return items
 
 
+def _detect(folder: pathlib.Path) -> Corpus | None:
+    names = set(subfolders(folder))
+    sets = {f"{k}_{v}_wav" for k in ("clean", "noisy") for v in VOICEBANK_FOLDERS.values()}
+    if names & sets:
+        return VoiceBankDemand(folder, sample_rate=48000)
+    if {"clean", "noise"} <= names or (folder / "test_set" / "synthetic").is_dir():
+        return DNSChallenge(folder, sample_rate=16000)
+    return None
+
+
 def find(path: pathlib.Path) -> list[Corpus]:
     """The enhancement corpora at ``path`` or in one of its folders (module docstring)."""
-    found: list[Corpus] = []
-    for folder in [path, *(path / sub for sub in subfolders(path))]:
-        names = set(subfolders(folder))
-        if any(
-            f"{k}_{v}_wav" in names for k in ("clean", "noisy") for v in VOICEBANK_FOLDERS.values()
-        ):
-            found.append(VoiceBankDemand(folder, sample_rate=48000))
-        elif {"clean", "noise"} <= names or (folder / "test_set" / "synthetic").is_dir():
-            found.append(DNSChallenge(folder, sample_rate=16000))
-    return found
+    return here_or_one_below(path, _detect)

@@ -108,12 +108,14 @@ class MixtureCorpus(Corpus):
             return []
         if self.family.startswith("Libri"):
             rows = self._librimix_rows(split, problems)
+            listed = {pathlib.Path(row[1]).name for row in rows}
+            for name in files_with(split_dir / self.mixture, (".wav",)):
+                if name not in listed:
+                    problems.append(
+                        CorpusError(f"{split_dir / self.mixture / name}: not listed in the CSV")
+                    )
         else:
             rows = self._wsj0_rows(split, sources, noise, problems)
-        listed = {pathlib.Path(row[1]).name for row in rows}
-        for name in files_with(split_dir / self.mixture, (".wav",)):
-            if name not in listed:
-                problems.append(CorpusError(f"{split_dir / self.mixture / name}: not listed"))
         items = []
         for row in self._progress(rows, split, progress):
             item = self._mixture(*row, problems)
@@ -304,7 +306,10 @@ def find(path: pathlib.Path) -> list[MixtureCorpus]:
             family, mixtures = f"wsj0-{n_src}mix", ("mix",)
         elif any(f.endswith(("_anechoic", "_reverb")) and f.startswith("mix_") for f in folders):
             family, n_src = "WHAMR!", 2
-            mixtures = tuple(f for f in folders if f.startswith("mix_"))
+            mixtures = tuple(
+                f"{m}_{space}" for space in ("anechoic", "reverb") for m in WHAM_MIXTURES
+                if f"{m}_{space}" in folders
+            )  # fmt: skip
         elif set(folders) & set(WHAM_MIXTURES):
             family, n_src = "WHAM!", 2
             mixtures = tuple(m for m in WHAM_MIXTURES if m in folders)

@@ -23,7 +23,13 @@ import csv
 import dataclasses
 import pathlib
 
-from jaxspeech.data.corpora.base import Corpus, files_with, read_header, subfolders
+from jaxspeech.data.corpora.base import (
+    Corpus,
+    files_with,
+    here_or_one_below,
+    read_header,
+    subfolders,
+)
 from jaxspeech.data.corpora.records import Recording, Trial
 from jaxspeech.errors import CorpusError
 
@@ -254,20 +260,19 @@ def _listed_file(folder: pathlib.Path, relative: str, problems: list) -> str:
     return str(path)
 
 
+def _detect(folder: pathlib.Path) -> Corpus | None:
+    if (folder / "wav").is_dir() and any(s.startswith("id") for s in subfolders(folder / "wav")):
+        return VoxCeleb(folder, sample_rate=16000, version=1)
+    if any((folder / sub / "aac").is_dir() for sub in ("", "dev", "test")):
+        return VoxCeleb(folder, sample_rate=16000, version=2)
+    if (folder / "data").is_dir():
+        if (folder / "eval" / "lists").is_dir() or (folder / "dev" / "dev.lst").is_file():
+            return CNCeleb(folder, sample_rate=16000, version=1)
+        if (folder / "spk.lst").is_file():
+            return CNCeleb(folder, sample_rate=16000, version=2)
+    return None
+
+
 def find(path: pathlib.Path) -> list[Corpus]:
     """The speaker corpora at ``path`` or in one of its folders (module docstring)."""
-    found: list[Corpus] = []
-    for folder in [path, *(path / sub for sub in subfolders(path))]:
-        if (folder / "wav").is_dir() and any(
-            s.startswith("id") for s in subfolders(folder / "wav")
-        ):
-            found.append(VoxCeleb(folder, sample_rate=16000, version=1))
-        elif any((folder / sub / "aac").is_dir() for sub in ("", "dev", "test")):
-            found.append(VoxCeleb(folder, sample_rate=16000, version=2))
-        elif (folder / "data").is_dir() and (
-            (folder / "eval" / "lists").is_dir() or (folder / "dev" / "dev.lst").is_file()
-        ):
-            found.append(CNCeleb(folder, sample_rate=16000, version=1))
-        elif (folder / "data").is_dir() and (folder / "spk.lst").is_file():
-            found.append(CNCeleb(folder, sample_rate=16000, version=2))
-    return found
+    return here_or_one_below(path, _detect)
