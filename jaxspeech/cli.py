@@ -29,7 +29,7 @@ import sys
 from collections.abc import Sequence
 
 import jaxspeech
-from jaxspeech.commands import enhance, match, separate, speaker
+from jaxspeech.commands import data, enhance, match, separate, speaker
 from jaxspeech.errors import run_command
 
 
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="COMMAND",
         help="separate, enhance, match, embed or verify",
     )
-    for command in (separate, enhance, match, speaker):  # speaker: embed and verify
+    for command in (separate, enhance, match, speaker, data):  # speaker: embed and verify
         command.register(subparsers)
     return parser
 

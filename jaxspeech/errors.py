@@ -56,6 +56,11 @@ class VideoFileError(JaxspeechError, ValueError):
     """A video file that is missing, cannot be decoded, or lacks the stream asked for."""
 
 
+class CorpusError(JaxspeechError, ValueError):
+    """A corpus folder that does not match the official layout it should have (a missing
+    split, folder, list or file)."""
+
+
 class MissingExtraError(JaxspeechError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
 

@@ -25,7 +25,7 @@ from jaxspeech.data.av import (
 )
 from jaxspeech.data.mixing import AudioCache
 from jaxspeech.data.mouths import MouthConfig
-from jaxspeech.data.pipeline import batch_examples
+from jaxspeech.data.source import batch_examples
 from jaxspeech.errors import ConfigError
 from jaxspeech.models.av import GateNetConfig, LipNetConfig
 from jaxspeech.models.masknet import LSTMMaskNetConfig

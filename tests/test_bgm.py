@@ -167,9 +167,10 @@ def corpus(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def workdir(corpus, tmp_path_factory):
+    from jaxspeech.data.bgm import BGMDataConfig
     from jaxspeech.train import config as config_lib
     from jaxspeech.train import loop
-    from jaxspeech.train.tasks.bgm import BGMDataConfig, BGMEvalConfig, BGMTaskConfig
+    from jaxspeech.train.tasks.bgm import BGMEvalConfig, BGMTaskConfig
 
     config = BGMTaskConfig(
         model=MODEL,

@@ -171,12 +171,12 @@ def test_split_keeps_items_disjoint():
 
 
 def test_sources_give_centred_crops_and_labels(root):
-    data = PairData(_cfg(root))
+    data = PairData(_cfg(root), batch_size=4)
     assert len(data.pairs) == 24
     lengths = {k: len(v) for k, v in data.splits.items()}
     assert lengths == {"train": 12, "valid": 6, "test": 6}  # 4, 2, 2 clips of 3 pairs each
-    ds = data.dataset("train")
-    assert len(ds) == 12
+    ds = data.source("train")
+    assert len(ds) == 12 and data.sample_rate == RATE
     for i, pair in enumerate(data.splits["train"]):
         item = ds[i]
         assert item["label"] == pair.label and item["label"].dtype == np.float32
@@ -186,8 +186,13 @@ def test_sources_give_centred_crops_and_labels(root):
             start = 4000 + (len(wav) - 4000) // 2
             assert item[key].shape == (4000,) and item[key].dtype == np.float32
             np.testing.assert_allclose(item[key], padded[start : start + 4000], atol=1e-7)
-    batch = next(iter(ds.batch(4)))
+    batch = next(iter(data.train_dataset(seed=1)))
     assert batch["first"].shape == (4, 4000) and batch["label"].shape == (4,)
+    assert {float(x) for x in batch["label"]} <= {p.label for p in data.splits["train"]}
+    assert len(data.valid_batches()) == 1  # 6 validation pairs: one whole batch of 4
+    items = data.test_items("test")
+    assert [i["id"] for i in items] == [str(p.line) for p in data.splits["test"]]
+    assert items[0]["info"]["first"] == data.splits["test"][0].first
     copied = pickle.loads(pickle.dumps(data.source("test")))
     assert all(
         np.array_equal(copied[i]["first"], data.source("test")[i]["first"]) for i in range(6)
@@ -201,7 +206,7 @@ def test_feature_function_runs_once_per_file(root):
         calls.append(len(wav))
         return np.array([len(wav), np.mean(wav**2)], np.float32)
 
-    data = PairData(_cfg(root, split_fractions=(1.0, 0.0, 0.0)), features=stats)
+    data = PairData(_cfg(root, split_fractions=(1.0, 0.0, 0.0)), 4, features=stats)
     source = data.source("train")
     items = [source[i] for i in range(len(source))] + [source[0]]
     assert len(calls) == 8 + 3  # eight clips and three pieces of music
@@ -213,10 +218,10 @@ def test_feature_function_runs_once_per_file(root):
 def test_paths_relative_to_the_data_root_and_config_errors(root, tmp_path):
     rows = [(f"clips/c{k}.wav", "music/m0.flac", k % 2) for k in range(4)]
     _write_csv(root / "lists" / "from_root.csv", rows)
-    data = PairData(_cfg(root, csv="lists/from_root.csv", paths_relative_to="root"))
+    data = PairData(_cfg(root, csv="lists/from_root.csv", paths_relative_to="root"), 4)
     assert data.pairs[0].first == str(root / "clips" / "c0.wav")
     with pytest.raises(ConfigError, match="does not exist"):
-        PairData(_cfg(root, csv="lists/from_root.csv"))  # relative to the CSV's folder: not there
+        PairData(_cfg(root, csv="lists/from_root.csv"), 4)  # relative to the CSV folder: absent
     with pytest.raises(ConfigError, match="paths_relative_to='cwd'"):
         _cfg(root, paths_relative_to="cwd")
     with pytest.raises(ConfigError, match="disjoint='pairs'"):
@@ -224,7 +229,7 @@ def test_paths_relative_to_the_data_root_and_config_errors(root, tmp_path):
     with pytest.raises(ConfigError, match="at least one sample"):
         _cfg(root, crop_seconds=0.0)
     with pytest.raises(ConfigError, match=r"data\.csv is empty"):
-        PairData(PairDataConfig())
+        PairData(PairDataConfig(), 4)
     with pytest.raises(ConfigError, match="unknown split"):
         data.source("dev")
 
@@ -248,9 +253,9 @@ def test_real_story_and_music_pairs(shared_data, tmp_path):
         crop_seconds=2.0,
         split_fractions=(4 / 6, 1 / 6, 1 / 6),
     )
-    data = PairData(cfg)
+    data = PairData(cfg, 4)
     assert {k: len(v) for k, v in data.splits.items()} == {"train": 8, "valid": 2, "test": 2}
-    item = data.dataset("test")[1]
+    item = data.source("test")[1]
     assert item["first"].shape == item["second"].shape == (32000,)
     assert np.all(np.isfinite(item["second"])) and np.abs(item["second"]).max() > 0.01
 

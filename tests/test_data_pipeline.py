@@ -16,12 +16,12 @@ from jaxspeech.data.mixing import MixtureConfig
 from jaxspeech.data.pipeline import (
     MixtureData,
     MixtureDataConfig,
-    batch_examples,
     fixed_mixture_set,
     mixture_dataset,
     read_mixture_set,
     write_mixture_set,
 )
+from jaxspeech.data.source import StreamOptions, batch_examples
 from jaxspeech.errors import AudioFileError, ConfigError, SampleRateError
 
 CFG = MixtureConfig(
@@ -43,7 +43,7 @@ def data(shared_data):
 
 def test_batches_determinism_and_shapes(data):
     utts, noises, rirs = data
-    first = take(mixture_dataset(CFG, utts, noises, rirs, seed=3, batch_size=4, n_src=2), 2)
+    first = take(mixture_dataset(CFG, utts, noises, rirs, StreamOptions(4, seed=3), n_src=2), 2)
     assert {k: v.shape for k, v in first[0].items()} == {
         "mixture": (4, 4000),
         "sources": (4, 2, 4000),
@@ -55,33 +55,32 @@ def test_batches_determinism_and_shapes(data):
     for batch in first:
         np.testing.assert_array_equal(batch["mixture"], batch["sources"].sum(1) + batch["noise"])
         assert np.abs(batch["mixture"]).max() <= 0.9 + 1e-6
-    again = take(mixture_dataset(CFG, list(reversed(utts)), noises, rirs, 3, 4, n_src=2), 2)
+    shuffled = list(reversed(utts))
+    again = take(mixture_dataset(CFG, shuffled, noises, rirs, StreamOptions(4, 3), n_src=2), 2)
     assert all(batches_equal(a, b) for a, b in zip(first, again, strict=True))
-    other = take(mixture_dataset(CFG, utts, noises, rirs, 4, 4, n_src=2), 1)
+    other = take(mixture_dataset(CFG, utts, noises, rirs, StreamOptions(4, 4), n_src=2), 1)
     assert not np.array_equal(first[0]["mixture"], other[0]["mixture"])
 
 
 def test_state_restore_gives_the_same_next_batch(data):
     utts, noises, rirs = data
-    ds = mixture_dataset(CFG, utts, noises, rirs, seed=0, batch_size=2, n_src=2)
+    ds = mixture_dataset(CFG, utts, noises, rirs, StreamOptions(2), n_src=2)
     it = iter(ds)
     for _ in range(6):  # crosses the end of the first epoch (10 utterances, 2 per batch)
         next(it)
     state = it.get_state()
     expected = [next(it) for _ in range(2)]
-    fresh = mixture_dataset(CFG, utts, noises, rirs, seed=0, batch_size=2, n_src=2)
+    fresh = mixture_dataset(CFG, utts, noises, rirs, StreamOptions(2), n_src=2)
     resumed = take(fresh, 2, state=state)
     assert all(batches_equal(a, b) for a, b in zip(expected, resumed, strict=True))
 
 
 def test_process_shards_partition_the_global_stream(data):
     utts, noises, rirs = data
-    whole = take(mixture_dataset(CFG, utts, noises, rirs, 1, batch_size=4, n_src=2), 2)
+    whole = take(mixture_dataset(CFG, utts, noises, rirs, StreamOptions(4, 1), n_src=2), 2)
     shards = [
         take(
-            mixture_dataset(
-                CFG, utts, noises, rirs, 1, 4, process_index=p, process_count=2, n_src=2
-            ),
+            mixture_dataset(CFG, utts, noises, rirs, StreamOptions(4, 1, p, 2), n_src=2),
             2,
         )
         for p in range(2)
@@ -106,7 +105,7 @@ def test_each_epoch_uses_every_utterance_once_as_first_source(shared_data):
     fsdd = scan_corpus(shared_data / "fsdd" / "recordings")
     utts = [u for u in fsdd if u.path.endswith("_3.wav")][:8]
     cfg = MixtureConfig(sample_rate=8000, segment_seconds=2.4)
-    batches = list(mixture_dataset(cfg, utts, [], [], 0, batch_size=2, num_epochs=2, n_src=1))
+    batches = list(mixture_dataset(cfg, utts, [], [], StreamOptions(2, num_epochs=2), n_src=1))
     assert len(batches) == 8
     known = np.array([_signature(load(u.path)[0]) for u in utts])
     firsts = [
@@ -168,15 +167,15 @@ def test_clean_set_round_trip_and_batches(data, tmp_path):
 def test_bad_pipeline_inputs(data, tmp_path):
     utts, noises, rirs = data
     with pytest.raises(ConfigError, match="multiple of process_count"):
-        mixture_dataset(CFG, utts, noises, rirs, 0, batch_size=3, process_count=2, n_src=2)
+        mixture_dataset(CFG, utts, noises, rirs, StreamOptions(3, process_count=2), n_src=2)
     with pytest.raises(ConfigError, match="process_index 2"):
-        mixture_dataset(CFG, utts, noises, rirs, 0, 4, process_index=2, process_count=2, n_src=2)
+        mixture_dataset(CFG, utts, noises, rirs, StreamOptions(4, 0, 2, 2), n_src=2)
     with pytest.raises(ConfigError, match="no utterances"):
-        mixture_dataset(CFG, [], noises, rirs, 0, 4, n_src=2)
+        mixture_dataset(CFG, [], noises, rirs, StreamOptions(4), n_src=2)
     with pytest.raises(ConfigError, match="sampling='speakers'"):
-        mixture_dataset(CFG, utts, noises, rirs, 0, 4, sampling="speakers", n_src=2)
+        mixture_dataset(CFG, utts, noises, rirs, StreamOptions(4), sampling="speakers", n_src=2)
     with pytest.raises(ConfigError, match="seed"):
-        mixture_dataset(CFG, utts, noises, rirs, -1, 4, n_src=2)
+        mixture_dataset(CFG, utts, noises, rirs, StreamOptions(4, -1), n_src=2)
     with pytest.raises(ConfigError, match="n must be"):
         fixed_mixture_set(CFG, utts, noises, rirs, 0, 0, n_src=2)
     with pytest.raises(ConfigError, match="snrs is empty"):
@@ -207,11 +206,12 @@ def test_mixture_data_splits_sets_and_errors(shared_data):
     data = MixtureData(cfg, batch_size=4, n_src=2)
     speakers = {k: {u.speaker for u in v} for k, v in data.splits.items()}
     assert not (speakers["train"] & speakers["test"]) and not (speakers["valid"] & speakers["test"])
-    test_set = data.fixed_set("test", 3, seconds=0.5)
-    assert all(e["mixture"].shape == (4000,) for e in test_set)
+    test_set = data.test_items("test", 3, seconds=0.5)
+    assert all(e["mixture"].shape == (4000,) for e in test_set) and data.sample_rate == 8000
+    assert [e["id"] for e in test_set] == ["test-000000", "test-000001", "test-000002"]
     assert all(set(e["info"]["speakers"]) <= speakers["test"] for e in test_set)
     perturbed = dataclasses.replace(mixture, speed_range=(0.8, 1.2))  # training-only
-    again = MixtureData(dataclasses.replace(cfg, mixture=perturbed), 4, 2).fixed_set(
+    again = MixtureData(dataclasses.replace(cfg, mixture=perturbed), 4, 2).test_items(
         "test", 3, seconds=0.5
     )
     assert all(
@@ -222,7 +222,7 @@ def test_mixture_data_splits_sets_and_errors(shared_data):
     batch = next(iter(data.train_dataset(seed=0)))
     assert batch["mixture"].shape == (4, 2000)
     with pytest.raises(ConfigError, match="unknown split"):
-        data.fixed_set("train", 2)
+        data.test_items("train", 2)
     with pytest.raises(ConfigError, match="multiple of"):
         MixtureData(cfg, batch_size=5, n_src=2)
     with pytest.raises(ConfigError, match=r"data\.speech is empty"):
@@ -246,9 +246,8 @@ def test_sampling_weighs_speakers_or_utterances(shared_data, sampling, expected)
     heavy = groups["george"][:12]
     utts = heavy + [groups[s][0] for s in ("jackson", "lucas", "nicolas", "theo")]
     cfg = MixtureConfig(sample_rate=8000, segment_seconds=2.4)
-    ds = mixture_dataset(
-        cfg, utts, [], [], 0, batch_size=4, num_epochs=4, sampling=sampling, n_src=1
-    )
+    options = StreamOptions(4, num_epochs=4)
+    ds = mixture_dataset(cfg, utts, [], [], options, sampling=sampling, n_src=1)
     heavy_signatures = np.array([_signature(load(u.path)[0]) for u in heavy])
     firsts = [src for batch in ds for src in batch["sources"][:, 0]]
     assert len(firsts) == 64
@@ -282,7 +281,7 @@ def test_noise_split_keeps_the_test_noises_out_of_training(shared_data):
     assert sorted(f for files in data.noises.values() for f in files) == audio_files(
         shared_data / "noise"
     )
-    assert {e["info"]["noise_file"] for e in data.fixed_set("test", 6)} <= set(data.noises["test"])
+    assert {e["info"]["noise_file"] for e in data.test_items("test", 6)} <= set(data.noises["test"])
     assert split_files(audio_files(shared_data / "noise"), (0.625, 0.125, 0.25)) == data.noises
     shared = MixtureData(dataclasses.replace(cfg, noise_split_fractions=None), 4, 1)
     assert all(files == audio_files(shared_data / "noise") for files in shared.noises.values())
@@ -300,7 +299,7 @@ def test_train_noise_and_noise_augmentations_reach_training_only(shared_data):
     assert data.noises["train"][-len(rirs) :] == rirs and len(data.noises["train"]) == 5 + 4
     assert not set(rirs) & set(data.noises["valid"] + data.noises["test"])
     for split in ("valid", "test"):
-        files = {e["info"]["noise_file"] for e in data.fixed_set(split, 24)}
+        files = {e["info"]["noise_file"] for e in data.test_items(split, 24)}
         assert files <= set(data.noises[split])  # never babble, coloured noise or train_noise
     with pytest.raises(ConfigError, match="train_noise is set but"):
         MixtureData(dataclasses.replace(cfg, noise=None), 4, 1)

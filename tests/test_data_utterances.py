@@ -16,6 +16,7 @@ from synthetic import assert_stratified, batches_equal, take, write_tone_corpus
 from jaxspeech.audio import load
 from jaxspeech.data.corpus import group_by_speaker, scan_corpus
 from jaxspeech.data.mixing import AudioCache
+from jaxspeech.data.source import StreamOptions
 from jaxspeech.data.utterances import (
     UtteranceData,
     UtteranceDataConfig,
@@ -133,7 +134,7 @@ def test_every_epoch_covers_each_utterance_once(root):
     cfg = _cfg(root, crop_seconds=2.0)
     utts = scan_corpus(root / "speech")
     ids = {s: i for i, s in enumerate(TONES)}
-    ds = utterance_dataset(cfg, utts, ids, [], [], seed=0, batch_size=3, num_epochs=2)
+    ds = utterance_dataset(cfg, utts, ids, [], [], StreamOptions(3, num_epochs=2))
     crops = [c for b in ds for c in b["audio"]]
     assert len(crops) == 2 * len(utts)
     energies = np.array([np.sum(load(u.path, RATE)[0].astype(np.float64) ** 2) for u in utts])
@@ -162,7 +163,7 @@ def test_state_restore_and_process_shards(root):
 
 def test_eval_sets_whole_and_fixed_crops(root):
     data = UtteranceData(_cfg(root), batch_size=2)
-    test = data.eval_set("test")
+    test = data.test_items("test")
     test_speakers = {u.speaker for u in data.splits["test"]}
     assert len(test) == 3 and {e["info"]["speaker"] for e in test} == test_speakers
     assert not test_speakers & set(data.speaker_ids)
@@ -170,25 +171,25 @@ def test_eval_sets_whole_and_fixed_crops(root):
         np.testing.assert_array_equal(ex["audio"], load(ex["info"]["path"], RATE)[0])
         assert ex["speaker"] == 0 and ex["speaker"].dtype == np.int32
     cropped = UtteranceData(_cfg(root, eval_seconds=0.5), batch_size=2)
-    valid = cropped.eval_set("valid")
+    valid = cropped.test_items("valid")
     assert [e["info"]["path"] for e in valid] == [u.path for u in cropped.splits["valid"]]
     for ex in valid:
         wav = load(ex["info"]["path"], RATE)[0]
         np.testing.assert_array_equal(ex["audio"], _window(wav, ex["info"]["start"], 4000))
     assert any(e["info"]["start"] < 0 for e in valid) and any(e["info"]["start"] > 0 for e in valid)
     augmented = _cfg(root, eval_seconds=0.5, noise="noise", noise_snr_db_range=(0.0, 5.0))
-    again = UtteranceData(augmented, batch_size=2).eval_set("valid")  # always clean
+    again = UtteranceData(augmented, batch_size=2).test_items("valid")  # always clean
     assert all(batches_equal(a, b) for a, b in zip(valid, again, strict=True))
-    reseeded = UtteranceData(_cfg(root, eval_seconds=0.5, split_seed=1), 2).eval_set("valid")
+    reseeded = UtteranceData(_cfg(root, eval_seconds=0.5, split_seed=1), 2).test_items("valid")
     assert [e["info"] for e in reseeded] != [e["info"] for e in valid]
 
 
 def test_two_speakers_of_one_split_get_distinct_labels(root):
     data = UtteranceData(_cfg(root, split_fractions=(0.5, 0.0, 0.5)), batch_size=2)
-    test = data.eval_set("test")
+    test = data.test_items("test")
     by_name = {e["info"]["speaker"]: int(e["speaker"]) for e in test}
     assert sorted(by_name.values()) == [0, 1, 2] and list(by_name) == sorted(by_name)
-    assert len(test) == 9 and data.eval_set("valid") == []
+    assert len(test) == 9 and data.test_items("valid") == []
 
 
 def test_bad_inputs(root):
@@ -210,14 +211,14 @@ def test_bad_inputs(root):
         UtteranceData(_cfg(root, reverb_prob=0.5), batch_size=2)
     data = UtteranceData(_cfg(root), batch_size=3)
     with pytest.raises(ConfigError, match="unknown split"):
-        data.eval_set("train")
+        data.test_items("train")
     with pytest.raises(ConfigError, match="multiple of process_count"):
         data.train_dataset(process_count=2)
     utts = data.splits["train"]
     with pytest.raises(ConfigError, match="no label"):
-        utterance_dataset(data.cfg, utts, {}, [], [], 0, 2)
+        utterance_dataset(data.cfg, utts, {}, [], [], StreamOptions(2))
     with pytest.raises(ConfigError, match="no utterances"):
-        utterance_dataset(data.cfg, [], {}, [], [], 0, 2)
+        utterance_dataset(data.cfg, [], {}, [], [], StreamOptions(2))
     with pytest.raises(ConfigError, match="AudioCache"):
         make_crop(np.random.default_rng(0), data.cfg, utts[0], [], [], AudioCache(16000))
     noisy = dataclasses.replace(data.cfg, noise_snr_db_range=(0.0, 1.0))
@@ -244,7 +245,7 @@ def test_real_speechocean_with_noise_and_reverb(shared_data):
     (batch,) = take(data.train_dataset(seed=0), 1)
     assert batch["audio"].shape == (8, 32000) and np.all(np.isfinite(batch["audio"]))
     assert np.all((batch["speaker"] >= 0) & (batch["speaker"] < 120))
-    test = data.eval_set("test")
+    test = data.test_items("test")
     assert len(test) == 240 and {int(e["speaker"]) for e in test} == set(range(40))
     groups = group_by_speaker(data.splits["test"])
     first = test[0]
@@ -295,7 +296,7 @@ def test_speaker_sampling_evens_out_speakers_with_more_utterances(root, sampling
     utts = groups["s0"] + [groups[s][0] for s in ("s1", "s2", "s3")]
     ids = {s: i for i, s in enumerate(("s0", "s1", "s2", "s3"))}
     cfg = _cfg(root, sampling=sampling)
-    ds = utterance_dataset(cfg, utts, ids, [], [], seed=0, batch_size=6, num_epochs=60)
+    ds = utterance_dataset(cfg, utts, ids, [], [], StreamOptions(6, num_epochs=60))
     batches = list(ds)
     labels = np.concatenate([b["speaker"] for b in batches])
     for crop, label in zip(batches[0]["audio"], batches[0]["speaker"], strict=True):

@@ -348,3 +348,23 @@ def test_embed_and_verify_commands(evaluated, corpus, tmp_path, capsys):
         code = cli.main(["verify", str(path), str(files[0]), "--workdir", str(workdir)])
         err = capsys.readouterr().err
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_evaluate_on_a_voxceleb_tree_scores_its_official_trial_list(
+    evaluated, shared_data, tmp_path
+):
+    from corpus_trees import build_voxceleb1
+
+    import evaluate
+
+    workdir, _ = evaluated
+    before = (workdir / "eval" / "test.json").read_text()
+    vox = build_voxceleb1(tmp_path / "voxceleb1", shared_data)
+    evaluate.main(["--workdir", str(workdir), "--checkpoint", "latest", "--corpus", str(vox)])
+    official = (vox / "veri_test2.txt").read_text().splitlines()
+    rows = json.loads((workdir / "eval" / "VoxCeleb1-veri_test2.json").read_text())
+    assert [r["trials"] for r in rows] == [len(official)] * 2  # every trial line, both scorings
+    assert rows[0]["target trials"] == sum(line.startswith("1 ") for line in official)
+    written = (workdir / "trials" / "VoxCeleb1-veri_test2.txt").read_text().splitlines()
+    assert [line.split()[0] for line in written] == [line.split()[0] for line in official]
+    assert (workdir / "eval" / "test.json").read_text() == before

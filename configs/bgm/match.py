@@ -25,11 +25,11 @@ Variants:
 
 import dataclasses
 
-from jaxspeech.data.bgm import DemonstrationConfig
+from jaxspeech.data.bgm import BGMDataConfig, DemonstrationConfig
 from jaxspeech.errors import ConfigError
 from jaxspeech.models.bgm import BGMConfig
 from jaxspeech.train.config import OptimConfig, ScheduleConfig, TrainConfig
-from jaxspeech.train.tasks.bgm import BGMDataConfig, BGMEvalConfig, BGMTaskConfig
+from jaxspeech.train.tasks.bgm import BGMEvalConfig, BGMTaskConfig
 
 VARIANTS = ("", "smoke")
 

@@ -25,7 +25,7 @@ def load_trained_model(workdir: str, checkpoint: str):
     from jaxspeech.train.restore import restore_run  # imports the trainer only when needed
 
     run = restore_run(workdir, checkpoint, devices=jax.devices()[:1])
-    return run.task, run.params, run.model_state, run.task.config.data.mixture.sample_rate
+    return run.task, run.params, run.model_state, run.task.config.data.sample_rate
 
 
 def stage_workdir(workdir: str, stage: str | None) -> pathlib.Path:

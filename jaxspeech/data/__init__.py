@@ -1,5 +1,5 @@
-"""Input pipelines: corpora on disk, on-the-fly mixtures, labelled utterance crops, labelled
-pairs from a CSV, grain datasets, fixed evaluation sets."""
+"""Input pipelines behind one data-source interface (``source.DataSource``): corpora on disk,
+on-the-fly mixtures, pre-mixed corpora, labelled utterance crops, labelled pairs from a CSV."""
 
 from jaxspeech.data.corpus import (
     Utterance,
@@ -15,12 +15,12 @@ from jaxspeech.data.pairs import Pair, PairData, PairDataConfig, read_pairs, spl
 from jaxspeech.data.pipeline import (
     MixtureData,
     MixtureDataConfig,
-    batch_examples,
     fixed_mixture_set,
     mixture_dataset,
     read_mixture_set,
     write_mixture_set,
 )
+from jaxspeech.data.source import DataSource, StreamOptions, batch_examples, training_stream
 from jaxspeech.data.utterances import (
     UtteranceData,
     UtteranceDataConfig,
@@ -30,12 +30,14 @@ from jaxspeech.data.utterances import (
 
 __all__ = [
     "AudioCache",
+    "DataSource",
     "MixtureConfig",
     "MixtureData",
     "MixtureDataConfig",
     "Pair",
     "PairData",
     "PairDataConfig",
+    "StreamOptions",
     "Utterance",
     "UtteranceData",
     "UtteranceDataConfig",
@@ -53,6 +55,7 @@ __all__ = [
     "scan_corpus",
     "split_pairs",
     "split_speakers",
+    "training_stream",
     "utterance_dataset",
     "write_mixture_set",
 ]

@@ -42,7 +42,14 @@ import numpy as np
 from jaxspeech.data.corpus import data_path, split_sizes
 from jaxspeech.data.mixing import AudioCache, noise_crop, noise_gain
 from jaxspeech.data.mouths import MouthConfig
-from jaxspeech.data.pipeline import FIXED_SPLITS, training_stream
+from jaxspeech.data.pipeline import FIXED_SPLITS
+from jaxspeech.data.source import (
+    StreamOptions,
+    batch_examples,
+    check_valid_size,
+    training_stream,
+    with_ids,
+)
 from jaxspeech.errors import ConfigError
 
 CONDITIONS = ("noise", "talker")
@@ -327,11 +334,7 @@ class AVData:
     """
 
     def __init__(self, cfg: AVDataConfig, batch_size: int, hop: int) -> None:
-        if cfg.valid_size % batch_size:
-            raise ConfigError(
-                f"data.valid_size={cfg.valid_size} must be a multiple of "
-                f"train.batch_size={batch_size}"
-            )
+        check_valid_size(cfg.valid_size, batch_size)
         from tqdm import tqdm
 
         from jaxspeech.data.corpus import audio_files
@@ -350,27 +353,26 @@ class AVData:
         self.splits = {name: [decoded[r] for r in refs[name]] for name in refs}
         self.noises = [os.fspath(p) for p in audio_files(data_path(cfg.noise, cfg.root))]
 
-    def train_dataset(self, process_index: int = 0, process_count: int = 1, seed: int = 0):
-        """The endless training stream of this process (``pipeline.training_stream``)."""
+    def train_dataset(
+        self, process_index: int = 0, process_count: int = 1, seed: int = 0, read_options=None
+    ):
+        """The endless training stream of this process (``source.training_stream``)."""
         clips = self.splits["train"]
         maker = _ExampleMaker(self.cfg, clips, self.noises, self.hop, seed)
-        return training_stream(
-            len(clips),
-            maker,
-            seed,
-            self.batch_size,
-            process_index,
-            process_count,
-            None,
-            None,
-            "AVData.train_dataset",
+        options = StreamOptions(
+            self.batch_size, seed, process_index, process_count, None, read_options
         )
+        return training_stream(len(clips), maker, options, "AVData.train_dataset")
 
-    def fixed_set(
+    @property
+    def sample_rate(self) -> int:
+        return self.cfg.sample_rate
+
+    def test_items(
         self, split: str, grid: Sequence[tuple[str, float]], size: int, seconds=None
     ) -> list[dict]:
-        """``size`` deterministic examples of ``split``; item ``i`` has the condition and SNR
-        ``grid[i % len(grid)]`` and the target clip ``i % clips``."""
+        """``size`` deterministic examples of ``split`` (IDs ``<split>-<index>``); item ``i``
+        has the condition and SNR ``grid[i % len(grid)]`` and the target clip ``i % clips``."""
         if split not in FIXED_SPLITS:
             raise ConfigError(f"unknown split {split!r}; use one of {sorted(FIXED_SPLITS)}")
         clips = self.splits[split]
@@ -395,13 +397,11 @@ class AVData:
                     seconds=seconds,
                 )
             )
-        return examples
+        return with_ids(examples, split)
 
     def valid_batches(self) -> list[dict[str, np.ndarray]]:
         """The validation set (conditions alternating, SNRs drawn from the midpoints) in
         global batches."""
         cfg = self.cfg
         grid = [("noise", float(np.mean(cfg.noise_snr_db_range))), ("talker", 0.0)]
-        from jaxspeech.data.pipeline import batch_examples
-
-        return batch_examples(self.fixed_set("valid", grid, cfg.valid_size), self.batch_size)
+        return batch_examples(self.test_items("valid", grid, cfg.valid_size), self.batch_size)

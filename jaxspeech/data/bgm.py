@@ -35,7 +35,7 @@ import numpy as np
 
 from jaxspeech import files
 from jaxspeech.data.corpus import data_path, resolve_data_root, scan_corpus
-from jaxspeech.data.pairs import Pair
+from jaxspeech.data.pairs import Pair, PairDataConfig
 from jaxspeech.errors import ConfigError, EmptyAudioError, run_command
 
 VOICES = ("child", "adult narration")
@@ -80,6 +80,21 @@ class DemonstrationConfig:
                 "data.demonstration: utterances_per_speaker must be >= 0 and "
                 "child_below_age <= adult_from_age"
             )
+
+
+@dataclasses.dataclass(frozen=True)
+class BGMDataConfig(PairDataConfig):
+    """The pairs (``PairDataConfig``, here with columns ``speech_path,music_path,label``,
+    graded labels, 22.05 kHz and ``disjoint="each"``; ``sample_rate`` must be the
+    descriptors') plus ``demonstration`` (make the pairs from the data root instead of
+    ``csv``; None: read ``csv``)."""
+
+    first_column: str = "speech_path"
+    second_column: str = "music_path"
+    graded_labels: bool = True
+    sample_rate: int = 22050
+    disjoint: str = "each"
+    demonstration: DemonstrationConfig | None = None
 
 
 def genre_of(path: str | os.PathLike) -> str:

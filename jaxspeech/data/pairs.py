@@ -18,7 +18,7 @@ both its sides fall in that split, and pairs across splits are left out (for a g
 recording against every track: no speaker and no track of the test split is seen in training,
 on either side).
 
-``PairData.dataset(split)`` is a ``grain.MapDataset`` source: item ``i`` is a pure function of
+``PairData.source(split)`` is a grain random-access source: item ``i`` is a pure function of
 ``i`` (``first`` and ``second``: the centred ``crop_seconds`` crop of each file, zero-padded
 when shorter, or a caller-given per-file feature function of the whole file; ``label``).
 """
@@ -37,6 +37,7 @@ import numpy as np
 
 from jaxspeech.data.corpus import SPLITS, data_path, resolve_data_root, split_sizes
 from jaxspeech.data.mixing import AudioCache, crop_image
+from jaxspeech.data.source import StreamOptions, batch_examples, training_stream
 from jaxspeech.errors import ConfigError
 
 #: What relative paths in the CSV are relative to.
@@ -78,6 +79,7 @@ class PairDataConfig:
       split_fractions: train/valid/test shares of the groups of pairs.
       split_seed: seed of the split.
       disjoint: "first", "both" or "each": which files the splits keep apart.
+      valid_size: validation pairs (rounded down to whole batches).
     """
 
     root: str | None = None
@@ -93,6 +95,7 @@ class PairDataConfig:
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     split_seed: int = 0
     disjoint: str = "first"
+    valid_size: int = 512
 
     def __post_init__(self):
         if self.paths_relative_to not in PATH_BASES:
@@ -351,6 +354,17 @@ class PairSource:
         self.__dict__.update(state, _features={}, _lock=threading.Lock())
 
 
+class _Lookup(grain.transforms.MapWithIndex):
+    """grain transform: (stream position, pair index) -> the pair's arrays."""
+
+    def __init__(self, source: PairSource):
+        self.source = source
+
+    def map_with_index(self, index: int, element: int) -> dict[str, np.ndarray]:
+        del index  # a pair's arrays do not depend on its position
+        return self.source[element]
+
+
 class PairData:
     """A matching task's data: the checked pairs of ``cfg.csv`` (or pairs the caller made),
     their disjoint splits, and a grain source per split (one per split, so a feature function
@@ -358,6 +372,7 @@ class PairData:
 
     Args:
       cfg: the data section.
+      batch_size: the global training batch size.
       features: optional per-file feature function (see ``PairSource``); crops otherwise.
       pairs: the labelled pairs, when they come from elsewhere than ``cfg.csv``.
     """
@@ -365,10 +380,11 @@ class PairData:
     def __init__(
         self,
         cfg: PairDataConfig,
+        batch_size: int,
         features: Callable[[np.ndarray], np.ndarray] | None = None,
         pairs: Sequence[Pair] | None = None,
     ) -> None:
-        self.cfg, self.features = cfg, features
+        self.cfg, self.batch_size, self.features = cfg, batch_size, features
         if pairs is not None:
             self.pairs = list(pairs)
         else:
@@ -396,6 +412,41 @@ class PairData:
             )
         return self._sources[split]
 
-    def dataset(self, split: str) -> grain.MapDataset:
-        """``grain.MapDataset.source`` of ``split``: seed, shuffle and batch it as needed."""
-        return grain.MapDataset.source(self.source(split))
+    @property
+    def sample_rate(self) -> int:
+        return self.cfg.sample_rate
+
+    def train_dataset(
+        self, process_index: int = 0, process_count: int = 1, seed: int = 0, read_options=None
+    ):
+        """The endless, shuffled training stream of this process."""
+        options = StreamOptions(
+            self.batch_size, seed, process_index, process_count, None, read_options
+        )
+        transform = _Lookup(self.source("train"))
+        return training_stream(len(transform.source), transform, options, "PairData")
+
+    def valid_batches(self) -> list[dict[str, np.ndarray]]:
+        """``cfg.valid_size`` validation pairs drawn with the split seed, in whole batches."""
+        source, batch = self.source("valid"), self.batch_size
+        size = min(self.cfg.valid_size, len(source)) // batch * batch
+        if size == 0:
+            raise ConfigError(
+                f"{len(source)} validation pairs do not fill one batch of {batch}; raise "
+                "data.split_fractions' valid share or lower train.batch_size"
+            )
+        order = np.random.default_rng(self.cfg.split_seed).permutation(len(source))
+        return batch_examples([source[int(i)] for i in order[:size]], batch)
+
+    def test_items(self, split: str) -> list[dict]:
+        """Every pair of ``split``: its arrays, ``id`` (``<line in the CSV>``, or the index
+        for pairs given by the caller) and ``info`` (the two files, the first's group)."""
+        source = self.source(split)
+        return [
+            {
+                **source[i],
+                "id": str(pair.line),
+                "info": {"first": pair.first, "second": pair.second, "group": pair.first_group},
+            }
+            for i, pair in enumerate(source.pairs)
+        ]

@@ -43,6 +43,15 @@ from jaxspeech.data.corpus import (
     split_speakers,
 )
 from jaxspeech.data.mixing import AudioCache, MixtureConfig, make_mixture
+from jaxspeech.data.source import (
+    StreamOptions,
+    arrays,
+    batch_examples,
+    check_seed,
+    check_valid_size,
+    training_stream,
+    with_ids,
+)
 from jaxspeech.errors import AudioFileError, ConfigError, SampleRateError
 
 # Distinct generator streams for the training pipeline and for fixed sets made with one seed.
@@ -52,11 +61,6 @@ MANIFEST_JSON, MANIFEST_CSV = "manifest.json", "manifest.csv"
 SAMPLINGS = ("speaker", "utterance")
 #: The fixed sets of ``MixtureData`` and the seed offset of each.
 FIXED_SPLITS = {"valid": 1, "test": 2}
-
-
-def _arrays(example: dict) -> dict[str, np.ndarray]:
-    """The array entries of an example (drops the ``info`` metadata)."""
-    return {k: v for k, v in example.items() if isinstance(v, np.ndarray | np.generic)}
 
 
 class _MixtureMaker(grain.transforms.MapWithIndex):
@@ -83,12 +87,7 @@ class _MixtureMaker(grain.transforms.MapWithIndex):
             n_src=self.n_src,
             first=self.utterances[element] if self.sampling == "utterance" else None,
         )
-        return _arrays(example)
-
-
-def _check_seed(seed: int) -> None:
-    if not 0 <= seed < 2**32:
-        raise ConfigError(f"seed must be an integer in [0, 2**32), got {seed}")
+        return arrays(example)
 
 
 def mixture_dataset(
@@ -96,29 +95,21 @@ def mixture_dataset(
     utterances: Sequence[Utterance],
     noises: Sequence[str | os.PathLike],
     rirs: Sequence[str | os.PathLike],
-    seed: int,
-    batch_size: int,
-    process_index: int = 0,
-    process_count: int = 1,
-    num_epochs: int | None = None,
-    read_options: grain.ReadOptions | None = None,
-    sampling: str = "utterance",
+    options: StreamOptions,
     *,
     n_src: int,
+    sampling: str = "utterance",
 ) -> grain.IterDataset:
     """This process's stream of training batches of on-the-fly mixtures.
 
     Args:
       cfg, noises, rirs, n_src: as for ``make_mixture``.
       utterances: the training utterances (an epoch has one mixture per utterance).
-      seed: fixes the shuffles and every mixture.
-      batch_size: the GLOBAL batch size; each process yields ``batch_size // process_count``.
-      process_index, process_count: this process and the number of processes.
-      num_epochs: None repeats forever.
-      read_options: grain threading/prefetch; default one background thread, two batches
-        ahead. Measured on 2 CPU cores: a batch of 8 two-speaker 4 s mixtures at 8 kHz with
-        noise and 50% reverberation takes ~25 ms, far below a training step, and
-        ``mp_prefetch`` with 2 workers was no faster, so no worker processes are used.
+      options: batch size, seed (fixes the shuffles and every mixture), processes, epochs,
+        grain reading (``source.training_stream``). Measured on 2 CPU cores: a batch of 8
+        two-speaker 4 s mixtures at 8 kHz with noise and 50% reverberation takes ~25 ms, far
+        below a training step, and ``mp_prefetch`` with 2 workers was no faster, so no worker
+        processes are used by default.
       sampling: "utterance" (each utterance leads one mixture per epoch) or "speaker" (every
         source's speaker drawn uniformly); see the module docstring.
 
@@ -131,64 +122,8 @@ def mixture_dataset(
         raise ConfigError(f"mixture_dataset: sampling={sampling!r}; use one of {SAMPLINGS}")
     if not utterances:
         raise ConfigError("mixture_dataset: no utterances; check the corpus path and split")
-    maker = _MixtureMaker(cfg, n_src, sorted(utterances), noises, rirs, seed, sampling)
-    return training_stream(
-        len(maker.utterances),
-        maker,
-        seed,
-        batch_size,
-        process_index,
-        process_count,
-        num_epochs,
-        read_options,
-        "mixture_dataset",
-    )
-
-
-def training_stream(
-    n_items: int,
-    transform: grain.transforms.MapWithIndex,
-    seed: int,
-    batch_size: int,
-    process_index: int,
-    process_count: int,
-    num_epochs: int | None,
-    read_options: grain.ReadOptions | None,
-    what: str,
-) -> grain.IterDataset:
-    """The shuffled, repeated, per-process batched stream of ``transform`` applied to
-    ``(stream position, item index)`` for items ``range(n_items)``.
-
-    Args:
-      transform: makes one example (a dict of arrays) from its position in the global stream
-        and the item index; seed its randomness from ``(seed, position)``.
-      seed: fixes the shuffles.
-      batch_size: the GLOBAL batch size; each process yields ``batch_size // process_count``.
-      process_index, process_count: this process and the number of processes.
-      num_epochs: None repeats forever.
-      read_options: grain threading/prefetch; default one background thread, two batches
-        ahead.
-      what: the caller, named in errors.
-
-    Returns:
-      A ``grain.IterDataset`` of batched dicts whose iterators support ``get_state()`` /
-      ``set_state()``.
-    """
-    _check_seed(seed)
-    if not 0 <= process_index < process_count:
-        raise ConfigError(f"{what}: process_index {process_index} not in [0, {process_count})")
-    if batch_size < process_count or batch_size % process_count:
-        raise ConfigError(
-            f"{what}: global batch_size {batch_size} must be a positive multiple of "
-            f"process_count {process_count}"
-        )
-    ds = grain.MapDataset.range(n_items).seed(seed).shuffle()
-    ds = ds.repeat(num_epochs).map_with_index(transform)
-    ds = ds[process_index::process_count]
-    ds = ds.batch(batch_size // process_count, drop_remainder=True)
-    return ds.to_iter_dataset(
-        read_options or grain.ReadOptions(num_threads=1, prefetch_buffer_size=2)
-    )
+    maker = _MixtureMaker(cfg, n_src, sorted(utterances), noises, rirs, options.seed, sampling)
+    return training_stream(len(maker.utterances), maker, options, "mixture_dataset")
 
 
 def fixed_mixture_set(
@@ -212,7 +147,7 @@ def fixed_mixture_set(
     Returns:
       ``make_mixture`` examples (arrays plus ``info``).
     """
-    _check_seed(seed)
+    check_seed(seed)
     if n < 1:
         raise ConfigError(f"fixed_mixture_set: n must be >= 1, got {n}")
     if snrs is not None and len(snrs) == 0:
@@ -231,25 +166,6 @@ def fixed_mixture_set(
             snr_db=None if snrs is None else float(snrs[i % len(snrs)]),
         )
         for i in range(n)
-    ]
-
-
-def batch_examples(examples: Sequence[dict], batch_size: int) -> list[dict[str, np.ndarray]]:
-    """Stacks the arrays of ``examples`` into batches of ``batch_size`` (``info`` dropped).
-
-    Raises:
-      ConfigError: no examples, or their number is not a multiple of ``batch_size`` (static
-        shapes: choose the set size as a multiple of the batch size).
-    """
-    if not examples or batch_size < 1 or len(examples) % batch_size:
-        raise ConfigError(
-            f"batch_examples: {len(examples)} examples do not fill batches of {batch_size}; "
-            "make the set size a positive multiple of the batch size"
-        )
-    arrays = [_arrays(e) for e in examples]
-    return [
-        {k: np.stack([a[k] for a in arrays[i : i + batch_size]]) for k in arrays[0]}
-        for i in range(0, len(arrays), batch_size)
     ]
 
 
@@ -387,6 +303,16 @@ class MixtureDataConfig:
     sampling: str = "speaker"
     train_speakers: int | None = None
 
+    @property
+    def sample_rate(self) -> int:
+        """The model's rate (``mixture.sample_rate``)."""
+        return self.mixture.sample_rate
+
+    @property
+    def num_samples(self) -> int:
+        """Samples per training mixture."""
+        return self.mixture.num_samples
+
 
 class MixtureData:
     """A mixing task's data: the speaker-disjoint splits of the speech folders, the noise files
@@ -402,11 +328,7 @@ class MixtureData:
     def __init__(self, cfg: MixtureDataConfig, batch_size: int, n_src: int) -> None:
         if not cfg.speech:
             raise ConfigError("data.speech is empty; give the speech folders to mix")
-        if cfg.valid_size % batch_size:
-            raise ConfigError(
-                f"data.valid_size={cfg.valid_size} must be a multiple of "
-                f"train.batch_size={batch_size}"
-            )
+        check_valid_size(cfg.valid_size, batch_size)
         self.cfg, self.batch_size, self.mixture = cfg, batch_size, cfg.mixture
         self.n_src = n_src
         corpus = scan_corpus([data_path(p, cfg.root) for p in cfg.speech])
@@ -431,26 +353,30 @@ class MixtureData:
         if cfg.mixture.reverb_prob > 0 and not self.rirs:
             raise ConfigError("data.mixture.reverb_prob > 0 needs data.rir with RIR files")
 
-    def train_dataset(self, process_index: int = 0, process_count: int = 1, seed: int = 0):
+    @property
+    def sample_rate(self) -> int:
+        return self.mixture.sample_rate
+
+    def train_dataset(
+        self, process_index: int = 0, process_count: int = 1, seed: int = 0, read_options=None
+    ):
         """The endless training stream of this process (see ``mixture_dataset``)."""
         return mixture_dataset(
             self.mixture,
             self.splits["train"],
             self.noises["train"],
             self.rirs,
-            seed,
-            self.batch_size,
-            process_index,
-            process_count,
+            StreamOptions(self.batch_size, seed, process_index, process_count, None, read_options),
             sampling=self.cfg.sampling,
             n_src=self.n_src,
         )
 
-    def fixed_set(
+    def test_items(
         self, split: str, size: int, snrs: Sequence[float] | None = None, seconds=None
     ) -> list[dict]:
-        """Deterministic mixtures of ``split`` ("valid" or "test") from its speakers, with noise
-        at ``snrs`` in turn (None: drawn), ``seconds`` long (None: the training length)."""
+        """``size`` deterministic mixtures of ``split`` ("valid" or "test") from its speakers,
+        with noise at ``snrs`` in turn (None: drawn), ``seconds`` long (None: the training
+        length); IDs ``<split>-<index>``."""
         if split not in FIXED_SPLITS:
             raise ConfigError(f"unknown split {split!r}; use one of {sorted(FIXED_SPLITS)}")
         # Training-only augmentations.
@@ -464,7 +390,7 @@ class MixtureData:
         if seconds is not None:
             mixture = dataclasses.replace(mixture, segment_seconds=seconds)
         seed = self.cfg.split_seed * 1000 + FIXED_SPLITS[split]
-        return fixed_mixture_set(
+        examples = fixed_mixture_set(
             mixture,
             self.splits[split],
             self.noises[split],
@@ -474,7 +400,8 @@ class MixtureData:
             snrs,
             n_src=self.n_src,
         )
+        return with_ids(examples, split)
 
     def valid_batches(self) -> list[dict[str, np.ndarray]]:
         """The fixed validation set in global batches."""
-        return batch_examples(self.fixed_set("valid", self.cfg.valid_size), self.batch_size)
+        return batch_examples(self.test_items("valid", self.cfg.valid_size), self.batch_size)

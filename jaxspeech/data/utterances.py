@@ -53,7 +53,8 @@ from jaxspeech.data.mixing import (
     noise_gain,
     speed_perturbed,
 )
-from jaxspeech.data.pipeline import SAMPLINGS, training_stream
+from jaxspeech.data.pipeline import SAMPLINGS
+from jaxspeech.data.source import StreamOptions, training_stream
 from jaxspeech.errors import ConfigError
 
 #: The evaluation sets of ``UtteranceData`` and the generator stream of each one's crops.
@@ -227,12 +228,7 @@ def utterance_dataset(
     speaker_ids: Mapping[str, int],
     noises: Sequence[str | os.PathLike],
     rirs: Sequence[str | os.PathLike],
-    seed: int,
-    batch_size: int,
-    process_index: int = 0,
-    process_count: int = 1,
-    num_epochs: int | None = None,
-    read_options: grain.ReadOptions | None = None,
+    options: StreamOptions,
 ) -> grain.IterDataset:
     """This process's stream of training batches of augmented crops.
 
@@ -240,11 +236,8 @@ def utterance_dataset(
       cfg, noises, rirs: as for ``make_crop``.
       utterances: the training utterances (an epoch has one crop per utterance).
       speaker_ids: ``{speaker: label}`` for every speaker of ``utterances``.
-      seed: fixes the shuffles and every crop.
-      batch_size: the GLOBAL batch size; each process yields ``batch_size // process_count``.
-      process_index, process_count: this process and the number of processes.
-      num_epochs: None repeats forever.
-      read_options: grain threading/prefetch (see ``pipeline.training_stream``).
+      options: batch size, seed (fixes the shuffles and every crop), processes, epochs,
+        grain reading (``source.training_stream``).
 
     Returns:
       A ``grain.IterDataset`` of dicts ``audio`` [b, T] float32, ``speaker`` [b] int32. Its
@@ -258,18 +251,8 @@ def utterance_dataset(
             f"utterance_dataset: speaker(s) {', '.join(unlabelled[:5])} have no label in "
             "speaker_ids; build the label map from the same utterances"
         )
-    maker = _CropMaker(cfg, sorted(utterances), speaker_ids, noises, rirs, seed)
-    return training_stream(
-        len(maker.utterances),
-        maker,
-        seed,
-        batch_size,
-        process_index,
-        process_count,
-        num_epochs,
-        read_options,
-        "utterance_dataset",
-    )
+    maker = _CropMaker(cfg, sorted(utterances), speaker_ids, noises, rirs, options.seed)
+    return training_stream(len(maker.utterances), maker, options, "utterance_dataset")
 
 
 class UtteranceData:
@@ -302,11 +285,17 @@ class UtteranceData:
             raise ConfigError("data.reverb_prob > 0 needs data.rir with RIR files")
 
     @property
+    def sample_rate(self) -> int:
+        return self.cfg.sample_rate
+
+    @property
     def num_speakers(self) -> int:
         """Training speakers (classes of the speaker classifier)."""
         return len(self.speaker_ids)
 
-    def train_dataset(self, process_index: int = 0, process_count: int = 1, seed: int = 0):
+    def train_dataset(
+        self, process_index: int = 0, process_count: int = 1, seed: int = 0, read_options=None
+    ):
         """The endless training stream of this process (see ``utterance_dataset``)."""
         return utterance_dataset(
             self.cfg,
@@ -314,20 +303,17 @@ class UtteranceData:
             self.speaker_ids,
             self.noises,
             self.rirs,
-            seed,
-            self.batch_size,
-            process_index,
-            process_count,
+            StreamOptions(self.batch_size, seed, process_index, process_count, None, read_options),
         )
 
-    def eval_set(self, split: str) -> list[dict]:
+    def test_items(self, split: str) -> list[dict]:
         """The clean utterances of ``split`` ("valid" or "test"), in sorted order.
 
         Each is ``audio`` (float32: the whole utterance [n], or with ``cfg.eval_seconds`` a
         fixed, non-silent crop [T_eval], zero-padded when shorter), ``speaker`` (int32 label
         among the split's speakers, ``0..k-1`` in sorted order: equal labels make target
-        trials) and ``info`` (speaker name, path, crop start). The crops depend only on the
-        split seed.
+        trials), ``id`` (the file path) and ``info`` (speaker name, path, crop start). The
+        crops depend only on the split seed.
         """
         if split not in EVAL_SPLITS:
             raise ConfigError(f"unknown split {split!r}; use one of {sorted(EVAL_SPLITS)}")
@@ -347,6 +333,7 @@ class UtteranceData:
                 {
                     "audio": np.asarray(wav, np.float32),
                     "speaker": np.int32(labels[utt.speaker]),
+                    "id": utt.path,
                     "info": {"speaker": utt.speaker, "path": utt.path, "start": int(start)},
                 }
             )

@@ -10,6 +10,7 @@ and any number of devices will do.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -18,6 +19,7 @@ from collections.abc import Mapping, Sequence
 import jax
 
 from jaxspeech import parallel
+from jaxspeech.data import crosscorpus
 from jaxspeech.errors import ConfigError, JaxspeechError
 from jaxspeech.train import config as config_lib
 from jaxspeech.train.checkpoint import Checkpointer
@@ -65,13 +67,19 @@ def restore_frozen(workdir: pathlib.Path, devices: Sequence | None = None) -> di
 
 
 def restore_run(
-    workdir: str | pathlib.Path, checkpoint: str = "latest", devices: Sequence | None = None
+    workdir: str | pathlib.Path,
+    checkpoint: str = "latest",
+    devices: Sequence | None = None,
+    corpus: str | None = None,
 ) -> TrainedRun:
     """The run in ``workdir`` at ``checkpoint`` ("best", "latest" or a step number), with the
     frozen stages it reads; params and model state replicated over ``devices`` (default:
-    all devices of all processes)."""
+    all devices of all processes). With ``corpus``, its task reads the corpus at that path
+    instead of its own data (``jaxspeech.data.crosscorpus``)."""
     workdir = pathlib.Path(workdir).absolute()
     config = read_config(workdir)
+    if corpus is not None:
+        config = dataclasses.replace(config, data=crosscorpus.for_corpus(config.data, corpus))
     config_lib.validate(config)
     task = make_task(config, restore_frozen(workdir, devices))
     checkpointer = Checkpointer.for_run(workdir, config, task)
@@ -130,17 +138,48 @@ def evaluate(
     split: str = "test",
     checkpoint: str = "best",
     trials: str | None = None,
+    corpus: str | None = None,
 ):
-    """``evaluate_run`` of the run in ``workdir`` at ``checkpoint``, written to
-    ``workdir/eval/<split or list name>.{md,csv,json}`` (process 0). Returns
-    ``(rows, markdown)``."""
-    run = restore_run(workdir, checkpoint)
+    """``evaluate_run`` of the run in ``workdir`` at ``checkpoint`` (on the test split of
+    ``corpus`` when given), written to ``workdir/eval/<split, list or corpus name>.{md,csv,
+    json}`` (process 0). Returns ``(rows, markdown)``."""
+    run = restore_run(workdir, checkpoint, corpus=corpus)
     rows, _ = evaluate_run(run, split, trials)
-    path = run.workdir / "eval" / table_name(split, trials)
+    path = run.workdir / "eval" / table_name(run.workdir, split, trials, corpus)
     markdown = write_table(rows, path) if jax.process_index() == 0 else ""
     return rows, markdown
 
 
-def table_name(split: str, trials: str | None) -> str:
-    """The name of an evaluation's tables in ``eval/``: the split, or the trial list's stem."""
-    return split if trials is None else pathlib.Path(trials).stem
+def table_name(
+    workdir: str | pathlib.Path, split: str, trials: str | None, corpus: str | None = None
+) -> str:
+    """The name of an evaluation's tables in ``eval/``: the split, the trial list's stem, or
+    with ``corpus`` the corpus's layout and split (``resolve_corpus`` first)."""
+    if trials is not None:
+        return pathlib.Path(trials).stem
+    if corpus is None:
+        return split
+    data = crosscorpus.for_corpus(_first_config(workdir).data, corpus)
+    return crosscorpus.table_name(data, split)
+
+
+def _first_config(workdir: str | pathlib.Path) -> config_lib.Config:
+    """The config of the run in ``workdir``, or of a multi-stage recipe's first stage."""
+    workdir = pathlib.Path(workdir)
+    if not (workdir / CONFIG_FILE).is_file() and (workdir / "stages.json").is_file():
+        workdir = workdir / json.loads((workdir / "stages.json").read_text())["stages"][0]
+    return read_config(workdir)
+
+
+def resolve_corpus(
+    workdir: str | pathlib.Path, trials: str | None, corpus: str | None
+) -> tuple[str | None, str | None]:
+    """``(trials, corpus)`` for ``evaluate.py --corpus``: a speaker-verification run scores
+    the corpus's official trial list (written to ``workdir/trials/``) or ``trials``, so the
+    corpus becomes a trial list; other runs read the corpus's test split."""
+    if corpus is None or not crosscorpus.scores_trial_lists(_first_config(workdir).data):
+        return trials, corpus
+    if trials is None:
+        folder = pathlib.Path(workdir).absolute() / "trials"
+        trials = str(crosscorpus.write_trial_list(corpus, folder))
+    return trials, None

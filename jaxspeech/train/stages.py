@@ -202,11 +202,13 @@ def evaluate(
     split: str = "test",
     checkpoint: str = "best",
     trials: str | None = None,
+    corpus: str | None = None,
 ):
     """``restore.evaluate`` of a single run, or of every stage with its rows concatenated (a
     ``stage`` column first) and written to ``workdir/eval/<split>.{md,csv,json}``. With a trial
     list ``trials``, only the stages whose task scores trial lists are evaluated, on it
-    (``workdir/eval/<list name>.*``).
+    (``workdir/eval/<list name>.*``). With ``corpus``, on that corpus's test split
+    (``workdir/eval/<corpus name>-<split>.*``; ``restore.table_name``).
 
     Returns ``(rows, markdown)``.
     """
@@ -214,11 +216,11 @@ def evaluate(
 
     names = stage_names(workdir)
     if names is None:
-        return restore.evaluate(workdir, split, checkpoint, trials)
+        return restore.evaluate(workdir, split, checkpoint, trials, corpus)
     workdir = pathlib.Path(workdir).absolute()
     wanted = [] if trials is not None else comparisons(workdir)
     compared = {name for c in wanted for name in (*c.a, *c.b)}
-    table = restore.table_name(split, trials)
+    table = restore.table_name(workdir, split, trials, corpus)
     rows, scores = [], {}
     for name in names:
         if not (workdir / name / "config.json").is_file():
@@ -230,7 +232,7 @@ def evaluate(
             get_task_class(restore.read_config(workdir / name).task)
         ):
             continue
-        run = restore.restore_run(workdir / name, checkpoint)
+        run = restore.restore_run(workdir / name, checkpoint, corpus=corpus)
         stage_rows, scores[name] = restore.evaluate_run(run, split, trials, name in compared)
         if jax.process_index() == 0:
             write_table(stage_rows, workdir / name / "eval" / table)

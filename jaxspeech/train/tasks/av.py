@@ -32,7 +32,7 @@ import numpy as np
 
 from jaxspeech import masks
 from jaxspeech.data.av import CONDITIONS, AVData, AVDataConfig
-from jaxspeech.data.pipeline import batch_examples
+from jaxspeech.data.source import batch_examples
 from jaxspeech.errors import ConfigError
 from jaxspeech.losses import binary_cross_entropy, mask_mse, si_snr
 from jaxspeech.models.av import (
@@ -249,7 +249,7 @@ class Task:
         cfg = self.config.eval
         if cfg.size % cfg.batch_size:
             raise ConfigError(f"eval.size={cfg.size} must be a multiple of eval.batch_size")
-        examples = self.data.fixed_set(split, cfg.grid, cfg.size, cfg.seconds)
+        examples = self.data.test_items(split, cfg.grid, cfg.size, cfg.seconds)
         batches = batch_examples(examples, cfg.batch_size)
         if self.config.model.net == "lips":
             return self._evaluate_lips(params, batches)

@@ -22,16 +22,14 @@ import dataclasses
 import functools
 from collections.abc import Mapping
 
-import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
 from jaxspeech import audio, dsp
-from jaxspeech.data.bgm import DemonstrationConfig, demonstration_pairs, fixed_clip
-from jaxspeech.data.pairs import PairData, PairDataConfig
-from jaxspeech.data.pipeline import batch_examples
+from jaxspeech.data.bgm import BGMDataConfig, demonstration_pairs, fixed_clip
+from jaxspeech.data.pairs import PairData
 from jaxspeech.dsp.descriptors import describe_fn, feature_names, layout_fingerprint
 from jaxspeech.errors import ConfigError, ShapeError
 from jaxspeech.losses import binary_cross_entropy
@@ -39,23 +37,6 @@ from jaxspeech.metrics.ranking import ranking_metrics, roc_auc
 from jaxspeech.models.bgm import BGMatcher, BGMConfig, rank_library
 from jaxspeech.train.config import Config
 from jaxspeech.train.task import TrainedRun, refuse_frozen
-
-
-@dataclasses.dataclass(frozen=True)
-class BGMDataConfig(PairDataConfig):
-    """The pairs (``PairDataConfig``, here with columns ``speech_path,music_path,label``,
-    graded labels, 22.05 kHz and ``disjoint="each"``; ``sample_rate`` must be the
-    descriptors') plus ``demonstration`` (make the pairs from the data root instead of
-    ``csv``; None: read ``csv``) and ``valid_size`` (validation pairs, rounded down to whole
-    batches)."""
-
-    first_column: str = "speech_path"
-    second_column: str = "music_path"
-    graded_labels: bool = True
-    sample_rate: int = 22050
-    disjoint: str = "each"
-    demonstration: DemonstrationConfig | None = None
-    valid_size: int = 512
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,7 +123,8 @@ class Task:
         pairs = None
         if cfg.demonstration is not None:
             pairs = demonstration_pairs(cfg.root, cfg.demonstration)
-        return PairData(cfg, features=self.clip_descriptors, pairs=pairs)
+        batch_size = self.config.train.batch_size
+        return PairData(cfg, batch_size, features=self.clip_descriptors, pairs=pairs)
 
     def init_model(self, rng: jax.Array):
         x = jnp.zeros((1, self.num_segments, len(self.names)), jnp.float32)
@@ -201,24 +183,10 @@ class Task:
     # --- data streams -------------------------------------------------------------------
 
     def train_dataset(self, process_index: int, process_count: int, seed: int):
-        batch = self.config.train.batch_size
-        if batch % process_count:
-            raise ConfigError(f"train.batch_size={batch} must be a multiple of {process_count}")
-        ds = self.data.dataset("train").seed(seed).shuffle().repeat(None)
-        ds = ds[process_index::process_count].batch(batch // process_count, drop_remainder=True)
-        return ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=2))
+        return self.data.train_dataset(process_index, process_count, seed)
 
     def valid_batches(self) -> list[dict]:
-        source = self.data.source("valid")
-        batch = self.config.train.batch_size
-        size = min(self.config.data.valid_size, len(source)) // batch * batch
-        if size == 0:
-            raise ConfigError(
-                f"{len(source)} validation pairs do not fill one batch of {batch}; raise "
-                "data.split_fractions' valid share or lower train.batch_size"
-            )
-        order = np.random.default_rng(self.config.data.split_seed).permutation(len(source))
-        return batch_examples([source[int(i)] for i in order[:size]], batch)
+        return self.data.valid_batches()
 
     # --- evaluation ---------------------------------------------------------------------
 

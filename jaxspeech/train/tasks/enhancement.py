@@ -36,7 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxspeech import audio, dsp, masks, metrics
-from jaxspeech.data.pipeline import MixtureData, MixtureDataConfig, batch_examples
+from jaxspeech.data.pipeline import MixtureData, MixtureDataConfig
+from jaxspeech.data.source import batch_examples
 from jaxspeech.errors import ConfigError, TooShortError
 from jaxspeech.losses import mask_distillation, mask_mse, si_snr
 from jaxspeech.models.masknet import (
@@ -338,7 +339,7 @@ class Task:
                 self.spectrum(noisy), self.ideal_mask(clean, noise), noisy.shape[-1]
             )
         )
-        examples = self.data.fixed_set(split, cfg.size, cfg.snrs_db, cfg.segment_seconds)
+        examples = self.data.test_items(split, cfg.size, cfg.snrs_db, cfg.segment_seconds)
         oracle_name = f"oracle {self.config.model.target.upper()}"
         outputs = {"noisy": [], oracle_name: []} if cfg.references else {}
         outputs[cfg.system] = []

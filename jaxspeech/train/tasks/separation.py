@@ -1,9 +1,11 @@
 """Speech separation task: Conv-TasNet (negative SI-SNR under utterance-level PIT) or deep
 clustering (low-rank affinity loss, k-means at inference), chosen by the model config.
 
-Mixtures are made on the fly from speaker-disjoint splits of the speech folders
-``data.speech`` below the data root (``jaxspeech.data``); validation and test sets are fixed
-mixture sets drawn from the valid and test speakers. ``evaluate`` reports SI-SNR(i) and
+The data are mixtures made on the fly from speaker-disjoint splits of the speech folders
+``data.speech`` below the data root (``MixtureDataConfig``; validation and test sets are fixed
+mixture sets drawn from the valid and test speakers), or a pre-mixed corpus (LibriMix,
+wsj0-2mix, WHAM!: ``PremixedDataConfig``; tested on every whole mixture of its test split,
+batched by length). ``evaluate`` reports SI-SNR(i) and
 SDR(i) for the model, the unprocessed mixture and an oracle ideal-ratio mask, overall and per
 input-SNR bucket.
 """
@@ -20,7 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxspeech import dsp, masks, metrics
-from jaxspeech.data.pipeline import MixtureData, MixtureDataConfig, batch_examples
+from jaxspeech.data.pipeline import MixtureData, MixtureDataConfig
+from jaxspeech.data.premixed import PremixedData, PremixedDataConfig
+from jaxspeech.data.source import length_batches
 from jaxspeech.errors import ConfigError
 from jaxspeech.losses import pairwise_neg_si_snr, pit, reorder, si_snr
 from jaxspeech.models.dpcl import (
@@ -41,7 +45,8 @@ class SeparationEvalConfig:
     """The fixed test set and the evaluation table.
 
     Attributes:
-      size: mixtures in the test set.
+      size: mixtures in the test set made on the fly (a pre-mixed corpus's test split is
+        evaluated whole).
       batch_size: mixtures separated at once.
       snr_edges_db: edges of the input SI-SNR buckets of the table (dB).
       oracle_window_ms: STFT window of the oracle IRM (hop = window / 4).
@@ -62,7 +67,9 @@ class SeparationConfig(Config):
     model: ConvTasNetConfig | DeepClusteringConfig = dataclasses.field(
         default_factory=ConvTasNetConfig
     )
-    data: MixtureDataConfig = dataclasses.field(default_factory=MixtureDataConfig)
+    data: MixtureDataConfig | PremixedDataConfig = dataclasses.field(
+        default_factory=MixtureDataConfig
+    )
     eval: SeparationEvalConfig = SeparationEvalConfig()
 
 
@@ -164,12 +171,12 @@ class Task:
     def __init__(self, config, frozen: Mapping[str, TrainedRun] | None = None) -> None:
         refuse_frozen(frozen or {}, "separation")
         self.config = config
-        self.mixture = config.data.mixture
+        self.sample_rate = config.data.sample_rate
         dtype = config.train.dtype
         if isinstance(config.model, ConvTasNetConfig):
             self.separator = _ConvTasNet(config.model, dtype)
         elif isinstance(config.model, DeepClusteringConfig):
-            self.separator = _DeepClustering(config.model, self.mixture.sample_rate, dtype)
+            self.separator = _DeepClustering(config.model, self.sample_rate, dtype)
         else:
             raise ConfigError(
                 f"model config {type(config.model).__name__} is not a separation model; use "
@@ -177,13 +184,14 @@ class Task:
             )
 
     @functools.cached_property
-    def data(self) -> MixtureData:
+    def data(self) -> MixtureData | PremixedData:
         """The corpus splits and mixture sets, read on first use."""
         config = self.config
-        return MixtureData(config.data, config.train.batch_size, config.model.n_src)
+        source = PremixedData if isinstance(config.data, PremixedDataConfig) else MixtureData
+        return source(config.data, config.train.batch_size, config.model.n_src)
 
     def init_model(self, rng: jax.Array):
-        mixture = jnp.zeros((1, self.mixture.num_samples), jnp.float32)
+        mixture = jnp.zeros((1, self.config.data.num_samples), jnp.float32)
         return self.separator.init(rng, mixture), {}
 
     def separate(self, params, mixture: jax.Array) -> jax.Array:
@@ -211,35 +219,33 @@ class Task:
         """
         del model_state
         cfg = self.config.eval
-        n_fft = round(cfg.oracle_window_ms * self.mixture.sample_rate / 1000)
+        n_fft = round(cfg.oracle_window_ms * self.sample_rate / 1000)
         model_name = self.separator.name
         systems = {"mixture": [], model_name: [], "oracle IRM": []}
-        sources, mixtures = [], []
+        input_snrs = []
         model_fn = jax.jit(self.separate)
         oracle_fn = jax.jit(functools.partial(oracle_irm, n_fft=n_fft))
-        examples = self.data.fixed_set(split, cfg.size)
-        for batch in batch_examples(examples, cfg.batch_size):
+        if isinstance(self.data, PremixedData):
+            examples = self.data.test_items(split)
+        else:
+            examples = self.data.test_items(split, cfg.size)
+        for batch in length_batches(examples, cfg.batch_size):
             mix, refs = batch["mixture"], batch["sources"]
             est = model_fn(params, mix)
             _, perm = pit(pairwise_neg_si_snr, est, refs)
-            systems[model_name].append(np.asarray(reorder(est, perm)))
-            systems["oracle IRM"].append(np.asarray(oracle_fn(mix, refs)))
-            systems["mixture"].append(_as_estimates(mix, refs))
-            sources.append(refs)
-            mixtures.append(mix)
-        refs, mix = np.concatenate(sources), np.concatenate(mixtures)
-        # One unit per (mixture, source): its input SI-SNR decides its bucket.
-        input_snr = np.asarray(si_snr(_as_estimates(mix, refs), refs)).ravel()
-        buckets = _buckets(input_snr, cfg.snr_edges_db)
+            estimates = {
+                model_name: np.asarray(reorder(est, perm)),
+                "oracle IRM": np.asarray(oracle_fn(mix, refs)),
+                "mixture": np.asarray(_as_estimates(mix, refs)),
+            }
+            for name, est_ in estimates.items():
+                systems[name].append(_unit_scores(est_, refs, mix))
+            # One unit per (mixture, source): its input SI-SNR decides its bucket.
+            input_snrs.append(systems["mixture"][-1]["SI-SNR"])
+        buckets = _buckets(np.concatenate(input_snrs), cfg.snr_edges_db)
         rows = []
         for name, parts in systems.items():
-            est = np.concatenate(parts)
-            scores = {
-                "SI-SNR": np.asarray(si_snr(est, refs)).ravel(),
-                "SI-SNRi": np.asarray(metrics.si_snr_improvement(est, refs, mix)).ravel(),
-                "SDR": metrics.sdr(est, refs).ravel(),
-                "SDRi": metrics.sdr_improvement(est, refs, mix).ravel(),
-            }
+            scores = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
             for label, member in buckets:
                 row = {"system": name, "input SI-SNR (dB)": label, "sources": int(member.sum())}
                 for key, values in scores.items():
@@ -247,6 +253,17 @@ class Task:
                     row[f"{key} median"] = float(np.median(values[member]))
                 rows.append(row)
         return rows
+
+
+def _unit_scores(est: np.ndarray, refs: np.ndarray, mix: np.ndarray) -> dict[str, np.ndarray]:
+    """SI-SNR(i) and SDR(i) in dB of every (mixture, source) unit of a batch, flattened
+    ``[B * S]``; ``est``, ``refs`` ``[B, S, T]``, ``mix`` ``[B, T]``."""
+    return {
+        "SI-SNR": np.asarray(si_snr(est, refs)).ravel(),
+        "SI-SNRi": np.asarray(metrics.si_snr_improvement(est, refs, mix)).ravel(),
+        "SDR": metrics.sdr(est, refs).ravel(),
+        "SDRi": metrics.sdr_improvement(est, refs, mix).ravel(),
+    }
 
 
 def _as_estimates(mixture, sources):

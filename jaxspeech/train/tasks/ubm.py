@@ -62,7 +62,7 @@ def eval_batches(data: UtteranceData, split: str, batch_size: int, seconds: floa
     ``audio`` [batch_size, S], ``lengths`` [batch_size] and ``speaker`` [batch_size] (split
     labels) and ``valid`` [batch_size]: the last batch is filled up by repeating the first
     utterances, and ``valid`` is False on those repeats."""
-    examples = data.eval_set(split)
+    examples = data.test_items(split)
     limit = round(seconds * data.cfg.sample_rate)
     count = -(-len(examples) // batch_size) * batch_size
     rows = [examples[i % len(examples)] for i in range(count)]
