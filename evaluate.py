@@ -1,15 +1,5 @@
-"""Evaluate a trained run: ``python evaluate.py --workdir DIR [--split test]
-[--checkpoint best|latest|STEP] [--trials FILE] [--corpus PATH]``; writes
-``DIR/eval/<split>.{md,csv,json}`` and prints the table. ``--corpus``: evaluate on the test
-split of another corpus in a supported layout (resampled to the run's rate), into
-``DIR/eval/<corpus layout>-<its test split>.*`` (a speaker-verification run scores its
-official trial list, into ``DIR/eval/<corpus>-<list name>.*``). ``--trials``: score a trial list
-(``1 a.wav b.wav`` lines, paths below the data root or absolute) with a speaker-verification
-run, into ``DIR/eval/<list name>.*``.
-
-Everything is rebuilt from ``DIR/config.json`` and ``DIR/checkpoints``; for a multi-stage
-recipe, every stage's table is evaluated and concatenated into ``DIR/eval``.
-"""
+"""Evaluate a trained run: ``python evaluate.py --workdir DIR``; :data:`DESCRIPTION` is the
+``--help`` text."""
 
 from __future__ import annotations
 
@@ -21,10 +11,27 @@ from jaxspeech.errors import DEBUG_FLAG, DEBUG_HELP, run_command
 from jaxspeech.parallel import maybe_initialize_distributed
 
 SPLITS = ("test", "valid")
+DESCRIPTION = """\
+Evaluate a trained run (or every stage of a multi-stage recipe) on a held-out split: writes
+WORKDIR/eval/<split>.md, .csv and .json, prints the table and the paths written. Everything is
+rebuilt from WORKDIR/config.json and WORKDIR/checkpoints; no optimiser is built.
+
+A multi-stage recipe's stages are evaluated one by one into WORKDIR/<stage>/eval, and their
+tables concatenated into WORKDIR/eval; a recipe that compares systems trained with several
+seeds also writes WORKDIR/eval/<split>-paired.* (the difference paired by test utterance).
+With --corpus, the run is evaluated on the test split of another corpus in a supported layout
+(resampled to the run's rate) into WORKDIR/eval/<corpus layout>-<its test split>.*; a
+speaker-verification run scores that corpus's official trial list. With --trials, a
+speaker-verification run scores that list into WORKDIR/eval/<list name>.*.
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="evaluate.py",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
         "--workdir", required=True, help="a training workdir (config.json, checkpoints/)"
     )

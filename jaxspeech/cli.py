@@ -1,17 +1,4 @@
-"""The ``jaxspeech`` command: run trained models on audio files.
-
-    jaxspeech separate MIX.wav --workdir DIR -o OUTDIR [--stage NAME]
-                               [--checkpoint best|latest|STEP] [--chunk-seconds S]
-                               [--overlap-seconds S] [--overwrite] [--quiet] [--debug]
-    jaxspeech enhance NOISY.wav --workdir DIR -o OUT.wav [the same options]
-    jaxspeech enhance NOISY.wav --video CLIP.mpg --workdir AVDIR -o OUT.wav [--plot OUT.png]
-    jaxspeech enhance NOISY_VIDEO.mpg --workdir AVDIR -o OUT.wav [--plot OUT.png]
-    jaxspeech match RECORDING (--library MUSIC_DIR | --music TRACK) --workdir DIR [-k 5]
-                              [--json] [--cache-dir DIR] [--checkpoint ...] [--quiet] [--debug]
-    jaxspeech embed FILES_OR_DIRS... --workdir DIR -o EMBEDDINGS.npz [--stage NAME]
-                    [--checkpoint best|latest|STEP] [--batch-size N] [--overwrite] [--quiet]
-    jaxspeech verify A.wav B.wav --workdir DIR [--stage NAME] [--checkpoint best|latest|STEP]
-    jaxspeech --version
+"""The ``jaxspeech`` command: run trained models on audio files (:data:`DESCRIPTION`).
 
 Each subcommand lives in :mod:`jaxspeech.commands`: one module per system, whose
 ``register(subparsers)`` declares its arguments and sets ``run`` to the function doing the work.
@@ -32,9 +19,28 @@ import jaxspeech
 from jaxspeech.commands import data, enhance, match, separate, speaker
 from jaxspeech.errors import run_command
 
+DESCRIPTION = """\
+Run trained models on audio files. WORKDIR is a training workdir of train.py.
+
+  jaxspeech separate MIX.wav --workdir DIR -o OUTDIR
+  jaxspeech enhance NOISY.wav --workdir DIR -o OUT.wav
+  jaxspeech enhance NOISY.wav --video CLIP.mpg --workdir AVDIR -o OUT.wav [--plot OUT.png]
+  jaxspeech enhance NOISY_VIDEO.mpg --workdir AVDIR -o OUT.wav
+  jaxspeech match RECORDING (--library MUSIC_DIR | --music TRACK) --workdir DIR [-k 5] [--json]
+  jaxspeech embed FILES_OR_DIRS... --workdir DIR -o EMBEDDINGS.npz
+  jaxspeech verify A.wav B.wav --workdir DIR
+
+Every command takes --checkpoint best|latest|STEP, --quiet and --debug; those that write files
+refuse to replace one unless --overwrite. 'jaxspeech COMMAND --help' lists its options.
+"""
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jaxspeech", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="jaxspeech",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {jaxspeech.__version__}")
     subparsers = parser.add_subparsers(
         dest="command",

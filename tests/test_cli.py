@@ -60,10 +60,10 @@ loop.run(config.apply_overrides(stage, sys.argv[4:]), sys.argv[3])
 
 @pytest.fixture(scope="session")
 def workdir(tmp_path_factory, shared_data) -> pathlib.Path:
-    from jaxspeech.train import config, loop
+    from jaxspeech.train import loop, stages
 
     del shared_data  # the recipe reads the recordings; skip without them
-    recipe = config.apply_overrides(config.load_recipe(f"{RECIPE}:smoke"), list(TRAIN_OVERRIDES))
+    recipe = stages.apply_overrides(stages.load_recipe(f"{RECIPE}:smoke"), list(TRAIN_OVERRIDES))
     path = tmp_path_factory.mktemp("separation_run")
     loop.run(recipe, path)
     return path

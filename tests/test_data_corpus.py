@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 import sys
-import warnings
 
 import numpy as np
 import pytest
@@ -29,9 +27,7 @@ from jaxspeech.data.corpus import (
 from jaxspeech.data.mixing import AudioCache
 from jaxspeech.data.video import read_video_audio
 from jaxspeech.errors import AudioFileError, ConfigError, MissingExtraError
-from jaxspeech.train.config import call_get_config
 
-CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 VIDEO_REASON = 'needs the video extra: pip install -e ".[video]"'
 
 
@@ -311,34 +307,6 @@ def test_data_path_needs_the_root_only_for_relative_paths(tmp_path, monkeypatch)
         data_path("noise", None)
 
 
-@pytest.mark.parametrize(
-    "recipe",
-    [
-        "separation/convtasnet.py",
-        "separation/dpcl.py",
-        "enhancement/distill.py",
-        "speaker/resnet_kd.py",
-    ],
-)
-def test_recipes_never_touch_the_file_system(recipe, tmp_path, monkeypatch):
-    """Configs load with no data root anywhere and hold only root-relative folders."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("JAXSPEECH_DATA", str(tmp_path / "nowhere"))
-    path = CONFIGS / recipe
-    spec = importlib.util.spec_from_file_location(f"_variants_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    for variant in module.VARIANTS:
-        config = call_get_config(f"{path}:{variant}")
-        for stage_config in (
-            [s.config for s in config.stages] if hasattr(config, "stages") else [config]
-        ):
-            data = stage_config.data
-            assert data.root is None
-            folders = [*data.speech, data.noise, data.rir]
-            assert all(not pathlib.Path(f).is_absolute() for f in folders if f), folders
-
-
 def test_real_speechocean_genders_ages_and_stratified_split(shared_data):
     utts = scan_corpus(shared_data / "speechocean762")
     speakers = {u.speaker: (u.gender, u.age) for u in utts}
@@ -422,29 +390,3 @@ def test_grid_clips_without_pyav_name_the_extra(tmp_path, monkeypatch):
         scan_corpus(tmp_path)
     with pytest.raises(MissingExtraError, match=r'pip install -e "\.\[video\]"'):
         load_audio(tmp_path / "s1" / "bbaf2n.mpg", 16000)
-
-
-def _speaker_recipe(variant):
-    return call_get_config(f"{CONFIGS / 'speaker' / 'resnet_kd.py'}:{variant}")
-
-
-def test_speaker_recipe_includes_grid_s1_with_pyav():
-    pytest.importorskip("av", reason=VIDEO_REASON)
-    for variant in ("", "smoke"):
-        with warnings.catch_warnings(record=True) as got:
-            warnings.simplefilter("always")
-            stages = _speaker_recipe(variant).stages
-        assert not [w for w in got if "GRID" in str(w.message)]
-        assert all(stage.config.data.speech[-1] == "grid/s1" for stage in stages)
-        assert {stage.config.model.num_speakers for stage in stages[2:]} == {175}
-
-
-def test_speaker_recipe_leaves_grid_out_with_one_warning_without_pyav(monkeypatch):
-    monkeypatch.setitem(sys.modules, "av", None)
-    with pytest.warns(UserWarning, match=r'leaves out GRID.*pip install -e "\.\[video\]"') as got:
-        stages = _speaker_recipe("smoke").stages
-    assert len(got) == 1
-    assert {stage.config.data.speech for stage in stages} == {
-        ("librispeech/test-other", "fsdd/recordings", "arctic", "speechocean762")
-    }
-    assert {stage.config.model.num_speakers for stage in stages[2:]} == {174}

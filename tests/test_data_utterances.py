@@ -24,7 +24,7 @@ from jaxspeech.data.utterances import (
     utterance_dataset,
 )
 from jaxspeech.errors import ConfigError
-from jaxspeech.train.config import call_get_config
+from jaxspeech.train.stages import load_recipe
 
 FILE_RATE, RATE = 16000, 8000
 TONES = {f"s{k}": 300.0 + 250.0 * k for k in range(6)}
@@ -257,7 +257,7 @@ def test_real_speaker_recipe_data_with_grid_s1(shared_data):
     clips crop like any utterance."""
     pytest.importorskip("av", reason='needs the video extra: pip install -e ".[video]"')
     recipe = pathlib.Path(__file__).resolve().parents[1] / "configs/speaker/resnet_kd.py"
-    student = call_get_config(f"{recipe}:smoke").stages[2].config
+    student = load_recipe(f"{recipe}:smoke").stages[2].config
     cfg = dataclasses.replace(student.data, root=str(shared_data))
     data = UtteranceData(cfg, batch_size=student.train.batch_size)
     corpus = sorted(u for split in data.splits.values() for u in split)

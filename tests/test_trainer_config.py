@@ -17,7 +17,7 @@ from jaxspeech import parallel
 from jaxspeech.errors import ConfigError
 from jaxspeech.models.masknet import LSTMMaskNetConfig
 from jaxspeech.train import config as config_lib
-from jaxspeech.train import optim
+from jaxspeech.train import optim, stages
 from jaxspeech.train.logging import markdown_table, mean_metrics, write_table
 from jaxspeech.train.tasks import get_task_class
 
@@ -62,7 +62,10 @@ def test_overrides_are_parsed_by_field_type(config):
         ("train.steps=abc", r"train.steps='abc' is not an int"),
         ("optim.learning_rate=fast", r"not a float"),
         ("optim.clip_norm=x", r"optim.clip_norm='x'"),
-        ("data.nan_batches=1,a", r"data.nan_batches='a' is not an int"),
+        (
+            "data.nan_batches=1,a",
+            r"data.nan_batches='1,a' is not a tuple\[int, \.\.\.\]: 'a' is not an int",
+        ),
         ("train=3", r"train is a section"),
         ("train.steps.x=1", r"train.steps is a value"),
         ("train.steps", r"section.key=value"),
@@ -94,7 +97,7 @@ def test_json_round_trip_keeps_types(config):
 
 def test_json_round_trip_of_the_recipes():
     for spec in ("convtasnet.py", "convtasnet.py:causal", "convtasnet.py:cpu", "dpcl.py:smoke"):
-        recipe = config_lib.load_recipe(f"{REPO}/configs/separation/{spec}")
+        recipe = stages.load_recipe(f"{REPO}/configs/separation/{spec}")
         assert config_lib.from_json(config_lib.to_json(recipe)) == recipe
 
 
@@ -113,7 +116,7 @@ def test_config_json_of_an_earlier_version_is_refused():
 def test_sections_must_have_their_declared_types(config):
     with pytest.raises(ConfigError, match=r"ToyConfig\.model is a ToyDataConfig; .*ToyModelConfig"):
         dataclasses.replace(config, model=toy_task.ToyDataConfig())
-    separation = config_lib.load_recipe(f"{REPO}/configs/separation/convtasnet.py:smoke")
+    separation = stages.load_recipe(f"{REPO}/configs/separation/convtasnet.py:smoke")
     with pytest.raises(ConfigError, match=r"ConvTasNetConfig or DeepClusteringConfig"):
         dataclasses.replace(separation, model=LSTMMaskNetConfig())
     tcn = dataclasses.replace(separation.model, tcn=LSTMMaskNetConfig())
@@ -122,7 +125,7 @@ def test_sections_must_have_their_declared_types(config):
 
 
 def test_overrides_reach_nested_model_sections():
-    recipe = config_lib.load_recipe(f"{REPO}/configs/separation/convtasnet.py:smoke")
+    recipe = stages.load_recipe(f"{REPO}/configs/separation/convtasnet.py:smoke")
     new = config_lib.apply_overrides(recipe, ["model.n_src=3", "model.tcn.norm=cLN"])
     assert new.model.n_src == 3 and new.model.tcn.norm == "cLN"
     with pytest.raises(ConfigError, match=r"'model\.tcn\.hiden'.*hidden_channels"):
@@ -145,13 +148,18 @@ def test_load_recipe_and_errors(tmp_path):
         "def get_config(variant: str = ''):\n"
         "    return C.Config(task='x', train=C.TrainConfig(steps=len(variant) + 1))\n"
     )
-    assert config_lib.load_recipe(str(recipe)).train.steps == 1
-    assert config_lib.load_recipe(f"{recipe}:abc").train.steps == 4
+    assert stages.load_recipe(str(recipe)).train.steps == 1
+    assert stages.load_recipe(f"{recipe}:abc").train.steps == 4
     with pytest.raises(ConfigError, match="not found"):
-        config_lib.load_recipe(str(tmp_path / "missing.py"))
+        stages.load_recipe(str(tmp_path / "missing.py"))
     (tmp_path / "bad.py").write_text("x = 1\n")
     with pytest.raises(ConfigError, match="no get_config"):
-        config_lib.load_recipe(str(tmp_path / "bad.py"))
+        stages.load_recipe(str(tmp_path / "bad.py"))
+    (tmp_path / "listed.py").write_text(recipe.read_text() + "VARIANTS = ('', 'abc')\n")
+    assert stages.load_recipe(f"{tmp_path / 'listed.py'}:abc").train.steps == 4
+    with pytest.raises(ConfigError, match=r"no variant 'ab'; its variants: '', 'abc'"):
+        stages.load_recipe(f"{tmp_path / 'listed.py'}:ab")
+    assert config_lib.recipe_info(tmp_path / "listed.py") == ("", ("", "abc"))
 
 
 def test_validate_rejects_bad_values(config):

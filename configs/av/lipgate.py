@@ -24,7 +24,6 @@ import pathlib
 
 from jaxspeech.data.av import AVDataConfig
 from jaxspeech.data.mouths import MouthConfig
-from jaxspeech.errors import ConfigError
 from jaxspeech.models.av import GateNetConfig, LipNetConfig
 from jaxspeech.models.masknet import LSTMMaskNetConfig
 from jaxspeech.train.config import OptimConfig, ScheduleConfig, TrainConfig, recipe_module
@@ -65,8 +64,6 @@ def _train(variant: str, steps: int) -> TrainConfig:
 
 
 def get_config(variant: str = "") -> MultiStage:
-    if variant not in VARIANTS:
-        raise ConfigError(f"unknown variant {variant!r}; use one of {VARIANTS}")
     audio_net, lip_net, gate_net = SIZES[variant]
     smoke = variant == "smoke"
     audio = _enhancement_base("smoke" if smoke else "")

@@ -33,7 +33,6 @@ Every variant declares that comparison (``eval/test-paired.md``).
 import dataclasses
 
 from jaxspeech.data import MixtureConfig, MixtureDataConfig
-from jaxspeech.errors import ConfigError
 from jaxspeech.models.masknet import LSTMMaskNetConfig, TCNMaskNetConfig
 from jaxspeech.models.tcn import TCNConfig
 from jaxspeech.train.config import OptimConfig, ScheduleConfig, TrainConfig
@@ -144,8 +143,6 @@ STUDENT_SEEDS = {"cpu": (0, 1, 2)}
 
 
 def get_config(variant: str = "") -> MultiStage:
-    if variant not in VARIANTS:
-        raise ConfigError(f"unknown variant {variant!r}; use one of {VARIANTS}")
     config = base_config(variant)
     teacher_net, student_net = ESTIMATORS[variant]
 

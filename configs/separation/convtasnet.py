@@ -32,7 +32,6 @@ import dataclasses
 
 from jaxspeech.data import MixtureConfig, MixtureDataConfig
 from jaxspeech.data.premixed import PremixedDataConfig
-from jaxspeech.errors import ConfigError
 from jaxspeech.models.tasnet import ConvTasNetConfig
 from jaxspeech.models.tcn import TCNConfig
 from jaxspeech.train.config import OptimConfig, ScheduleConfig, TrainConfig
@@ -44,8 +43,6 @@ CORPORA = {"librimix": ("Libri2Mix", 50_800), "wsj0-2mix": ("wsj0-2mix", 20_000)
 
 
 def get_config(variant: str = "") -> SeparationConfig:
-    if variant not in VARIANTS:
-        raise ConfigError(f"unknown variant {variant!r}; use one of {VARIANTS}")
     config = SeparationConfig(
         model=ConvTasNetConfig(n_src=2),
         data=MixtureDataConfig(

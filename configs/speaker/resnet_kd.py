@@ -9,16 +9,15 @@ Stages (each in ``WORKDIR/<stage>``, each resumable):
 
 Data: every labelled speaker of the data root's speech corpora (LibriSpeech test-other, the
 spoken digits, CMU ARCTIC, speechocean762, and GRID talker s1's 40 clips, whose audio track
-PyAV reads from the MPEG video: without the ``video`` extra the recipe leaves GRID out with a
-warning). GRID's ``talkers/`` clips are not used: their files are named by sentence, not by
-talker (``talkers/bbaf2n.mpg`` is a byte-for-byte copy of ``s1/bbaf2n.mpg``), so they have no
-speaker labels. 219 speakers (218 without GRID), split speaker-disjoint 80/10/10, stratified by
+PyAV reads from the MPEG video: the ``video`` extra, without which reading the data stops with
+the command that installs it). GRID's ``talkers/`` clips are not used: their files are named by
+sentence, not by talker (``talkers/bbaf2n.mpg`` is a byte-for-byte copy of ``s1/bbaf2n.mpg``),
+so they have no speaker labels. 219 speakers, split speaker-disjoint 80/10/10, stratified by
 gender and age (no table gives GRID s1's gender: like the spoken digits', it counts as
-unknown); 2 s random
-crops at 16 kHz, speed 0.9–1.1, real noise at 0–15 dB SNR on 60 % of the crops and real
-reverberation on 30 % (the i-vector stages train on clean 4 s crops). Every crop's speaker is
-drawn uniformly (``sampling="speaker"``): per utterance, the 4 spoken-digit training speakers
-(500 utterances each) would give two thirds of the crops.
+unknown); 2 s random crops at 16 kHz, speed 0.9–1.1, real noise at 0–15 dB SNR on 60 % of the
+crops and real reverberation on 30 % (the i-vector stages train on clean 4 s crops). Every
+crop's speaker is drawn uniformly (``sampling="speaker"``): per utterance, the 4 spoken-digit
+training speakers (500 utterances each) would give two thirds of the crops.
 
 ``evaluate.py --workdir WORKDIR`` writes the test trial list to ``WORKDIR/<stage>/trials/`` and
 tabulates EER and minDCF (p_target 0.01): the students with cosine scoring and AS-norm, and on
@@ -36,12 +35,9 @@ Variants:
 """
 
 import dataclasses
-import warnings
 
 from jaxspeech.data import UtteranceDataConfig
 from jaxspeech.data.corpus import split_sizes
-from jaxspeech.data.video import VIDEO_EXTRA_HINT, import_av
-from jaxspeech.errors import ConfigError, MissingExtraError
 from jaxspeech.models.ivector import UBMConfig
 from jaxspeech.models.speaker import RESNET34, SpeakerNetConfig
 from jaxspeech.train.config import OptimConfig, ScheduleConfig, TrainConfig
@@ -51,16 +47,15 @@ from jaxspeech.train.tasks.speaker import SpeakerConfig, SpeakerEvalConfig, Spea
 from jaxspeech.train.tasks.ubm import EMConfig, UBMTaskConfig
 
 VARIANTS = ("", "smoke")
-SPEECH = ("librispeech/test-other", "fsdd/recordings", "arctic", "speechocean762")
-#: GRID talker s1's clips (MPEG-1 video with MP2 audio): a corpus when PyAV is installed.
-GRID_S1 = "grid/s1"
+#: The speech corpora; GRID talker s1's clips are MPEG-1 video with MP2 audio (read by PyAV).
+SPEECH = ("librispeech/test-other", "fsdd/recordings", "arctic", "speechocean762", "grid/s1")
 #: Labelled speakers of each corpus (the number of training speakers follows from them).
 CORPUS_SPEAKERS = {
     "librispeech/test-other": 10,
     "fsdd/recordings": 6,
     "arctic": 2,
     "speechocean762": 200,
-    GRID_S1: 1,
+    "grid/s1": 1,
 }
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 #: λ of the distilled student: the MSE is a mean over the i-vector's dimensions, about 1/rank
@@ -71,31 +66,16 @@ DISTILL_WEIGHT = 20.0
 TEACHERS = {"": ((256, 4, 40, 16), (100, 10)), "smoke": ((32, 2, 12, 8), (32, 3))}
 
 
-def speech_corpora() -> tuple[str, ...]:
-    """SPEECH and GRID_S1; SPEECH alone, with a warning, when PyAV cannot be imported."""
-    try:
-        import_av()
-    except MissingExtraError:
-        warnings.warn(
-            f"the speaker recipe leaves out GRID talker s1 ({GRID_S1}): reading its MPEG clips "
-            f"needs PyAV, which is not installed; to include it: {VIDEO_EXTRA_HINT}",
-            stacklevel=2,
-        )
-        return SPEECH
-    return (*SPEECH, GRID_S1)
-
-
 def student_config(variant: str) -> SpeakerConfig:
     """The student's settings (the plain student: distillation weight 0)."""
-    speech = speech_corpora()
-    n_speakers = sum(CORPUS_SPEAKERS[corpus] for corpus in speech)
+    n_speakers = sum(CORPUS_SPEAKERS[corpus] for corpus in SPEECH)
     train_speakers = split_sizes(n_speakers, SPLIT_FRACTIONS, "speaker recipe", "speakers")[0]
     config = SpeakerConfig(
         model=SpeakerModelConfig(
             net=RESNET34, num_speakers=train_speakers, margin_warmup=(2000, 6000)
         ),
         data=UtteranceDataConfig(
-            speech=speech,
+            speech=SPEECH,
             noise="noise",
             rir="rir",
             sample_rate=16000,
@@ -169,8 +149,6 @@ def teacher_configs(variant: str, student: SpeakerConfig):
 
 
 def get_config(variant: str = "") -> MultiStage:
-    if variant not in VARIANTS:
-        raise ConfigError(f"unknown variant {variant!r}; use one of {VARIANTS}")
     plain = student_config(variant)
     ubm, ivector = teacher_configs(variant, plain)
     distilled = dataclasses.replace(

@@ -77,8 +77,8 @@ def _add_embed(subparsers) -> None:
         "embed",
         help="speaker embeddings of recordings",
         description="Writes the speaker embedding of every recording (files, and the audio "
-        "files below each folder, sorted) into OUTPUT.npz: `embeddings` [N, D] float32 and "
-        "`paths` [N], one row per file in the order given. Recordings of any length are "
+        "files below each folder, sorted) into OUTPUT.npz: 'embeddings' [N, D] float32 and "
+        "'paths' [N], one row per file in the order given. Recordings of any length are "
         "embedded whole, batched by length; stereo is downmixed and other rates resampled. A "
         "recording under 0.5 s is refused, as is unreadable, empty or NaN audio, before the "
         "model is loaded.",

@@ -1,28 +1,35 @@
 """Typed, frozen recipe configs: shared dataclasses, recipe loading, overrides, JSON round trip.
 
 A recipe is a Python file ``configs/<task>/<name>.py`` whose ``get_config(variant: str = "")``
-returns a frozen :class:`Config`. :class:`Config` holds the sections the trainer reads (optim,
-schedule, train); each task subclasses it with its own typed sections (usually ``model``,
-``data`` and ``eval``), e.g. ``jaxspeech.train.tasks.separation.SeparationConfig``. Every
-section is a frozen dataclass in an importable module (the model configs beside their models,
-the rest in the task module), so that :func:`to_json` can record its import path and
-:func:`from_json` rebuild it from ``WORKDIR/config.json`` alone.
+returns a frozen :class:`Config` (or the stages of ``jaxspeech.train.stages``, whose
+``load_recipe`` loads recipe files) for each name of its ``VARIANTS`` tuple, which is read
+without importing the file to list the recipes (:func:`recipe_info`). :class:`Config` holds
+the sections the trainer reads (optim, schedule, train); each task subclasses it with its own
+typed sections (usually ``model``, ``data`` and ``eval``), e.g.
+``jaxspeech.train.tasks.separation.SeparationConfig``. Every section is a frozen dataclass in
+an importable module (the model configs beside their models, the rest in the task module), so
+that :func:`to_json` can record its import path and :func:`from_json` rebuild it from
+``WORKDIR/config.json`` alone.
 """
 
 from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import importlib
 import importlib.util
 import json
 import pathlib
+import re
+import subprocess
 import types
 import typing
 from typing import Any
 
 import jax.numpy as jnp
 
+import jaxspeech
 from jaxspeech.errors import ConfigError
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -147,26 +154,9 @@ def validate(config: Config) -> None:
         raise ConfigError("train.keep_checkpoints and train.max_nonfinite_steps must be >= 1")
 
 
-def load_recipe(spec: str) -> Config:
-    """Loads ``"configs/x/y.py[:variant]"``: imports the file and calls ``get_config(variant)``."""
-    config = call_get_config(spec)
-    if not isinstance(config, Config):
-        raise ConfigError(f"{spec}: get_config returned {type(config).__name__}, not Config")
-    return config
-
-
-def call_get_config(spec: str) -> Any:
-    """What ``get_config(variant)`` of the recipe file ``"configs/x/y.py[:variant]"`` returns
-    (a :class:`Config`, or a multi-stage recipe of ``jaxspeech.train.stages``)."""
-    path_str, _, variant = spec.partition(":")
-    module = recipe_module(path_str)
-    if not hasattr(module, "get_config"):
-        raise ConfigError(f"recipe {path_str} defines no get_config(variant: str = '')")
-    return module.get_config(variant) if variant else module.get_config()
-
-
 def recipe_module(path: str | pathlib.Path) -> types.ModuleType:
-    """The recipe file ``path`` imported as a module (recipes are files, not a package)."""
+    """The recipe file ``path`` imported as a module (recipes are files, not a package).
+    ``jaxspeech.train.stages.load_recipe`` calls its ``get_config``."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise ConfigError(f"recipe file {path} not found; pass --config configs/<task>/<x>.py")
@@ -176,24 +166,58 @@ def recipe_module(path: str | pathlib.Path) -> types.ModuleType:
     return module
 
 
+def recipe_info(path: str | pathlib.Path) -> tuple[str, tuple[str, ...] | None]:
+    """``(summary, variants)`` of a recipe file, read from its source without importing it (so
+    that listing recipes imports no optional package): the first line of its docstring as plain
+    text, and its ``VARIANTS`` tuple (None when it declares none)."""
+    tree = ast.parse(pathlib.Path(path).read_text(), str(path))
+    summary = plain_text((ast.get_docstring(tree) or "").strip().split("\n")[0])
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "VARIANTS" for t in node.targets
+        ):
+            try:
+                return summary, tuple(ast.literal_eval(node.value))
+            except ValueError as err:
+                raise ConfigError(f"{path}: VARIANTS must be a literal tuple of strings") from err
+    return summary, None
+
+
+def plain_text(text: str) -> str:
+    """``text`` without reStructuredText markup (double backticks, roles such as ``:mod:``)."""
+    return re.sub(r":\w+:`~?([^`]*)`", r"\1", text).replace("``", "")
+
+
 def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+def type_name(kind: Any) -> str:
+    """A field type as written in a dataclass: ``int``, ``tuple[float, float] | None``."""
+    if _is_union(kind):
+        return " | ".join(type_name(a) for a in typing.get_args(kind))
+    if typing.get_origin(kind) is tuple:
+        args = typing.get_args(kind)
+        return f"tuple[{', '.join('...' if a is ... else type_name(a) for a in args)}]"
+    if kind is type(None):
+        return "None"
+    return getattr(kind, "__name__", str(kind))
+
+
 def _parse_value(text: str, kind: Any, key: str) -> Any:
     """Parses the override ``text`` as a value of type ``kind`` (str, int, float, bool, tuple,
-    Optional); raises :class:`ConfigError` naming ``key`` otherwise."""
+    Optional); raises :class:`ConfigError` naming ``key``, ``text`` and ``kind`` otherwise."""
+    expected = f"{key}={text!r} is not {_a(type_name(kind))}"
     origin, args = typing.get_origin(kind), typing.get_args(kind)
     if _is_union(kind):
         if type(None) in args and text in ("None", "none", "null"):
             return None
-        options = [a for a in args if a is not type(None)]
-        for option in options:
+        for option in (a for a in args if a is not type(None)):
             try:
                 return _parse_value(text, option, key)
             except ConfigError:
                 continue
-        raise ConfigError(f"{key}={text!r} is not a {kind}")
+        raise ConfigError(expected)
     if kind is str or kind is Any:
         return text
     if kind is bool:
@@ -201,24 +225,52 @@ def _parse_value(text: str, kind: Any, key: str) -> Any:
             return True
         if text.lower() in ("false", "0", "no"):
             return False
-        raise ConfigError(f"{key}={text!r} is not a bool; use true or false")
+        raise ConfigError(f"{expected}; use true or false")
     if kind in (int, float):
         try:
             literal = ast.literal_eval(text)
         except (ValueError, SyntaxError):
             literal = None
         if isinstance(literal, bool) or not isinstance(literal, int | float):
-            raise ConfigError(f"{key}={text!r} is not {'an int' if kind is int else 'a float'}")
+            raise ConfigError(expected)
         if kind is int and not float(literal).is_integer():
-            raise ConfigError(f"{key}={text!r} is not an int")
+            raise ConfigError(expected)
         return kind(literal)
     if origin is tuple:
-        items = [s.strip() for s in text.strip().strip("()[]").split(",") if s.strip()]
-        item_types = [args[0]] * len(items) if len(args) == 2 and args[1] is ... else list(args)
-        if len(item_types) != len(items):
-            raise ConfigError(f"{key}={text!r}: expected {len(item_types)} items for {kind}")
-        return tuple(_parse_value(s, t, key) for s, t in zip(items, item_types, strict=True))
-    raise ConfigError(f"{key}: overriding a field of type {kind} is not supported")
+        return _parse_tuple(text, args, expected, key)
+    raise ConfigError(f"{key}: overriding a field of type {type_name(kind)} is not supported")
+
+
+def _parse_tuple(text: str, args: tuple, expected: str, key: str) -> tuple:
+    """``a,b`` or ``(a, b)`` or ``[a, b]`` (one trailing comma allowed) as a tuple of ``args``
+    (``(T, ...)``: any length)."""
+    inner = text.strip()
+    if inner and inner[0] in "([":
+        closing = ")" if inner[0] == "(" else "]"
+        if not inner.endswith(closing):
+            raise ConfigError(f"{expected}: unbalanced brackets")
+        inner = inner[1:-1]
+    if any(c in inner for c in "()[]"):
+        raise ConfigError(f"{expected}: unbalanced or nested brackets")
+    items = [s.strip() for s in inner.split(",")]
+    if items[-1] == "":
+        items.pop()  # "()", or a trailing comma
+    if "" in items:
+        raise ConfigError(f"{expected}: an empty item")
+    item_types = [args[0]] * len(items) if len(args) == 2 and args[1] is ... else list(args)
+    if len(item_types) != len(items):
+        raise ConfigError(f"{expected}: it has {len(items)} items, not {len(item_types)}")
+    values = []
+    for item, kind in zip(items, item_types, strict=True):
+        try:
+            values.append(_parse_value(item, kind, key))
+        except ConfigError as err:
+            raise ConfigError(f"{expected}: {item!r} is not {_a(type_name(kind))}") from err
+    return tuple(values)
+
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
 
 
 def _replace_path(obj: Any, path: list[str], text: str, prefix: str) -> Any:
@@ -250,6 +302,28 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
             raise ConfigError(f"override {override!r} must look like section.key=value")
         config = _replace_path(config, dotted.split("."), text, "")
     return config
+
+
+def has_key(obj: Any, dotted: str) -> bool:
+    """Whether ``dotted`` (``"model.tcn.norm"``) names a field of ``obj`` or of its sections."""
+    for name in dotted.split("."):
+        if not (dataclasses.is_dataclass(obj) and name in _field_types(type(obj))):
+            return False
+        obj = getattr(obj, name)
+    return True
+
+
+def config_keys(obj: Any, prefix: str = "") -> list[tuple[str, str, Any]]:
+    """``(key, type name, value)`` of every field an override can set, sections expanded:
+    ``("train.steps", "int", 2000)``."""
+    keys = []
+    for name, hint in _field_types(type(obj)).items():
+        key, value = f"{prefix}{name}", getattr(obj, name)
+        if dataclasses.is_dataclass(value):
+            keys += config_keys(value, f"{key}.")
+        else:
+            keys.append((key, type_name(hint), value))
+    return keys
 
 
 def _class_path(cls: type) -> str:
@@ -297,9 +371,44 @@ def _from_tree(tree: Any) -> Any:
 
 
 def to_json(config: Config) -> str:
-    """Serialises the full typed config under its format version; dataclasses carry their
-    ``module:Class`` path."""
-    return json.dumps({"format_version": FORMAT_VERSION, "config": _to_tree(config)}, indent=2)
+    """Serialises the full typed config under its format version, with the jaxspeech version
+    and git commit that wrote it (:func:`provenance`); dataclasses carry their ``module:Class``
+    path."""
+    return json.dumps(
+        {"format_version": FORMAT_VERSION, **provenance(), "config": _to_tree(config)}, indent=2
+    )
+
+
+@functools.cache
+def provenance() -> dict[str, str | None]:
+    """``{"jaxspeech_version": ..., "git_commit": ...}``: the package version, and the commit
+    of the package's git checkout (see :func:`git_commit`)."""
+    package = pathlib.Path(jaxspeech.__file__).resolve().parent
+    return {"jaxspeech_version": jaxspeech.__version__, "git_commit": git_commit(package.parent)}
+
+
+def git_commit(checkout: pathlib.Path) -> str | None:
+    """The commit checked out in ``checkout`` when it is the top level of a git work tree, with
+    ``+dirty`` when tracked files have uncommitted changes; None otherwise (an installed
+    package, no git)."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(checkout), *args],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.strip()
+
+    try:
+        if pathlib.Path(git("rev-parse", "--show-toplevel")).resolve() != checkout.resolve():
+            return None
+        commit = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{commit}+dirty" if dirty else commit
 
 
 def from_json(text: str) -> Config:

@@ -42,7 +42,7 @@ from jaxspeech.train import config as config_lib
 from jaxspeech.train import optim
 from jaxspeech.train import workdir as workdir_lib
 from jaxspeech.train.checkpoint import Checkpointer
-from jaxspeech.train.logging import MetricsLog, Progress, mean_metrics
+from jaxspeech.train.logging import BestValidation, MetricsLog, Progress, mean_metrics
 from jaxspeech.train.restore import CONFIG_FILE, read_config, restore_frozen, write_frozen_record
 from jaxspeech.train.task import GRADIENT, TrainedRun, task_kind
 from jaxspeech.train.tasks import make_task
@@ -381,7 +381,8 @@ def run(
             state = state.replace(model_state=parallel.replicate(mesh, jax.device_get(prepared)))
         start = int(state.step)
         log = MetricsLog(workdir, enabled=is_main)
-        log.drop_after(start)  # records a killed run wrote after its last checkpoint
+        # drops the records a killed run wrote after its last checkpoint
+        best = BestValidation(task.valid_metric, task.valid_mode, log.drop_after(start))
         if start >= config.train.steps:
             if is_main:
                 print(f"{workdir}: already complete at step {start}", flush=True)
@@ -389,12 +390,16 @@ def run(
         if latest is not None and is_main:
             print(f"{workdir}: resuming from the checkpoint of step {start}", flush=True)
         with _StopRequests() as stop:
-            return _train(setup, stepper, state, data_iterator, log, stop, config_json)
+            try:
+                return _train(setup, stepper, state, data_iterator, log, best, stop, config_json)
+            finally:
+                log.close()
 
 
-def _train(setup, stepper, state, data_iterator, log, stop, config_json):
-    """Steps from ``state.step + 1`` to ``train.steps``: logs, validations, checkpoints, and a
-    checkpoint then ``TrainingInterrupted`` when ``stop`` was requested."""
+def _train(setup, stepper, state, data_iterator, log, best, stop, config_json):
+    """Steps from ``state.step + 1`` to ``train.steps``: logs, validations (each printed with
+    the ``best`` so far, and the task's ``examples`` logged), checkpoints, and a checkpoint then
+    ``TrainingInterrupted`` when ``stop`` was requested."""
     train, task, mesh = setup.config.train, setup.task, setup.mesh
     eval_step = make_eval_step(task, mesh)
     valid_batches = task.valid_batches()
@@ -429,6 +434,10 @@ def _train(setup, stepper, state, data_iterator, log, stop, config_json):
                 valid = validate_on(eval_step, mesh, state, valid_batches)
                 record.update({f"valid_{k}": v for k, v in valid.items()})
                 state = stepper.validated(state, valid[task.valid_metric])
+                progress.write(best.update(step, valid[task.valid_metric]))
+                if log.events is not None and hasattr(task, "examples"):
+                    host = jax.device_get((state.params, state.model_state))
+                    log.write_examples(step, task.examples(*host))
             log.write(record)
             if is_checkpoint:
                 setup.checkpointer.save(step, state, data_iterator, config_json, valid)
@@ -443,6 +452,7 @@ def _train(setup, stepper, state, data_iterator, log, stop, config_json):
                 f"stopped at step {step}, checkpoint saved; rerun the same command to resume",
                 128 + signum,
             )
+    progress.write(best.summary())
     progress.close()
     return state
 

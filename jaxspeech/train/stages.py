@@ -17,7 +17,8 @@ EM); see ``jaxspeech.train.task``.
 recorded in ``stages.json`` and :func:`evaluate` writes them, paired by test utterance, to
 ``WORKDIR/eval/<split>-paired.{md,csv,json}``.
 
-Overrides ``section.key=value`` apply to every stage; ``<stage>.section.key=value`` to one.
+Overrides ``section.key=value`` apply to every stage that has the key;
+``<stage>.section.key=value`` to one.
 """
 
 from __future__ import annotations
@@ -112,8 +113,19 @@ Recipe = config_lib.Config | MultiStage
 
 
 def load_recipe(spec: str) -> Recipe:
-    """Loads ``"configs/x/y.py[:variant]"``: a single-run Config or a MultiStage."""
-    recipe = config_lib.call_get_config(spec)
+    """Loads ``"configs/x/y.py[:variant]"``: a single-run Config or a MultiStage, from the
+    file's ``get_config(variant)``; a variant must be one of the file's ``VARIANTS``."""
+    path, _, variant = spec.partition(":")
+    module = config_lib.recipe_module(path)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"recipe {path} defines no get_config(variant: str = '')")
+    variants = getattr(module, "VARIANTS", None)
+    if variants is not None and variant not in variants:
+        raise ConfigError(
+            f"{path} has no variant {variant!r}; its variants: "
+            f"{', '.join(repr(v) for v in variants)} (--config FILE:VARIANT)"
+        )
+    recipe = module.get_config(variant) if variant else module.get_config()
     if not isinstance(recipe, Recipe):
         raise ConfigError(
             f"{spec}: get_config returned {type(recipe).__name__}, not Config or MultiStage"
@@ -122,14 +134,19 @@ def load_recipe(spec: str) -> Recipe:
 
 
 def apply_overrides(recipe: Recipe, overrides: list[str]) -> Recipe:
-    """``"a.b=v"`` for every stage (or the single config); ``"<stage>.a.b=v"`` for one stage."""
+    """``"a.b=v"`` for every stage that has the key ``a.b`` (an error when none has it), or
+    for the single config; ``"<stage>.a.b=v"`` for one stage."""
     if isinstance(recipe, config_lib.Config):
         return config_lib.apply_overrides(recipe, overrides)
     stages = list(recipe.stages)
     for override in overrides:
         head, _, rest = override.partition(".")
-        targets = [recipe.names.index(head)] if head in recipe.names else range(len(stages))
-        text = rest if head in recipe.names else override
+        if head in recipe.names:
+            targets, text = [recipe.names.index(head)], rest
+        else:
+            dotted, text = override.partition("=")[0], override
+            having = [i for i, s in enumerate(stages) if config_lib.has_key(s.config, dotted)]
+            targets = having or range(len(stages))  # none: the error lists the valid keys
         for index in targets:
             config = config_lib.apply_overrides(stages[index].config, [text])
             stages[index] = dataclasses.replace(stages[index], config=config)

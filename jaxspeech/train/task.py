@@ -123,6 +123,10 @@ class Task(Protocol):
     #     ``evaluate(params, model_state, split, workdir=None, trials=None)`` also takes the
     #     run's workdir (for the trial lists and thresholds it writes there) and a trial-list
     #     file to score instead of the split's (``evaluate.py --trials``; speaker verification).
+    # def examples(self, params, model_state) -> list[tuple[str, np.ndarray, int]]
+    #     A few fixed validation examples as ``(name, waveform [S], sample_rate)`` (inputs and
+    #     outputs), logged to TensorBoard with their spectrograms at each validation when
+    #     tensorboardX is installed. ``params`` and ``model_state`` are on the host.
 
 
 class EstimationTask(Protocol):

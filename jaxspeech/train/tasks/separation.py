@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +38,9 @@ from jaxspeech.models.dpcl import (
 from jaxspeech.models.tasnet import ConvTasNet, ConvTasNetConfig
 from jaxspeech.train.config import Config
 from jaxspeech.train.task import TrainedRun, refuse_frozen
+
+#: Validation mixtures that ``Task.examples`` separates for TensorBoard.
+EXAMPLES = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,6 +213,24 @@ class Task:
 
     def valid_batches(self) -> list[dict]:
         return self.data.valid_batches()
+
+    @functools.cached_property
+    def _examples_input(self) -> tuple[np.ndarray, Callable]:
+        """The mixtures ``[EXAMPLES, T]`` that :meth:`examples` separates, and the jitted model."""
+        mixtures = [e["mixture"] for e in self.data.fixed_set("valid", EXAMPLES)]
+        return np.stack(mixtures), jax.jit(self.separate)
+
+    def examples(self, params, model_state) -> list[tuple[str, np.ndarray, int]]:
+        """The first validation mixtures and their separated sources, for TensorBoard."""
+        del model_state
+        mixtures, separate = self._examples_input
+        estimates = np.asarray(separate(params, mixtures))
+        rate = self.mixture.sample_rate
+        out = []
+        for i, (mixture, sources) in enumerate(zip(mixtures, estimates, strict=True)):
+            out.append((f"valid{i}/mixture", mixture, rate))
+            out += [(f"valid{i}/source{k + 1}", s, rate) for k, s in enumerate(sources)]
+        return out
 
     def evaluate(self, params, model_state, split: str) -> list[dict]:
         """Table rows: system × input SI-SNR bucket, with SI-SNR(i) and SDR(i) in dB.
