@@ -191,8 +191,8 @@ def test_separation_examples_are_validation_mixtures_and_their_sources(shared_da
         f"valid{i}/{part}" for i in range(EXAMPLES) for part in ("mixture", "source1", "source2")
     ]
     assert {rate for _, _, rate in examples} == {8000}
-    mixtures = [e["mixture"] for e in task.data.fixed_set("valid", EXAMPLES)]
-    sources = np.asarray(task.separate(params, np.stack(mixtures)))
+    mixtures = np.concatenate([b["mixture"] for b in task.data.valid_batches()])[:EXAMPLES]
+    sources = np.asarray(task.separate(params, mixtures))
     for i in range(EXAMPLES):
         np.testing.assert_array_equal(examples[3 * i][1], mixtures[i])
         for k in range(2):

@@ -217,15 +217,15 @@ class Task:
     @functools.cached_property
     def _examples_input(self) -> tuple[np.ndarray, Callable]:
         """The mixtures ``[EXAMPLES, T]`` that :meth:`examples` separates, and the jitted model."""
-        mixtures = [e["mixture"] for e in self.data.fixed_set("valid", EXAMPLES)]
-        return np.stack(mixtures), jax.jit(self.separate)
+        mixtures = np.concatenate([b["mixture"] for b in self.data.valid_batches()])
+        return mixtures[:EXAMPLES], jax.jit(self.separate)
 
     def examples(self, params, model_state) -> list[tuple[str, np.ndarray, int]]:
         """The first validation mixtures and their separated sources, for TensorBoard."""
         del model_state
         mixtures, separate = self._examples_input
         estimates = np.asarray(separate(params, mixtures))
-        rate = self.mixture.sample_rate
+        rate = self.data.sample_rate
         out = []
         for i, (mixture, sources) in enumerate(zip(mixtures, estimates, strict=True)):
             out.append((f"valid{i}/mixture", mixture, rate))
