@@ -1,6 +1,8 @@
 """Evaluate a trained run: ``python evaluate.py --workdir DIR [--split test]
 [--checkpoint best|latest|STEP] [--trials FILE]``; writes ``DIR/eval/<split>.{md,csv,json}``
-and prints the table. ``--trials``: score a trial list (``1 a.wav b.wav`` lines, paths below
+(the table, printed too), ``<split>_items.*`` (one row per test item: its ID and every score)
+and ``<split>_groups.*`` (the scores' means by input SNR, gender pair, age group, ... as the
+test items support). ``--trials``: score a trial list (``1 a.wav b.wav`` lines, paths below
 the data root or absolute) with a speaker-verification run, into ``DIR/eval/<list name>.*``.
 
 Everything is rebuilt from ``DIR/config.json`` and ``DIR/checkpoints``; for a multi-stage
@@ -10,7 +12,6 @@ recipe, every stage's table is evaluated and concatenated into ``DIR/eval``.
 from __future__ import annotations
 
 import argparse
-import pathlib
 import sys
 
 from jaxspeech.errors import DEBUG_FLAG, DEBUG_HELP, run_command
@@ -50,19 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     maybe_initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+    from jaxspeech.evaluation.tables import TABLE_SUFFIXES
     from jaxspeech.train import stages  # after distributed initialisation
-    from jaxspeech.train.logging import TABLE_SUFFIXES
 
-    _, markdown = stages.evaluate(args.workdir, args.split, args.checkpoint, args.trials)
+    _, markdown, written = stages.evaluate(args.workdir, args.split, args.checkpoint, args.trials)
     print(markdown, end="")
-    table = args.split if args.trials is None else pathlib.Path(args.trials).stem
-    stem = pathlib.Path(args.workdir).absolute() / "eval" / table
-    written = [stem]
-    if args.trials is None and stages.comparisons(args.workdir):
-        written.append(stem.with_name(f"{table}-paired"))
-    for path in written:
+    for stem in written:
         for suffix in TABLE_SUFFIXES:
-            print(f"wrote {path.with_suffix(suffix)}")
+            print(f"wrote {stem.with_suffix(suffix)}")
 
 
 if __name__ == "__main__":

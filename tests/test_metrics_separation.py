@@ -190,6 +190,7 @@ def test_bss_eval_matches_fast_bss_eval_and_mir_eval_on_real_speech(speech):
         np.testing.assert_allclose(got["SDR"], sdr(est, ref), atol=1e-6)
     mir_eval = pytest.importorskip("mir_eval")
     sdr_, sir, sar, _ = mir_eval.separation.bss_eval_sources(ref, est, compute_permutation=False)
+    np.testing.assert_allclose(got["SDR"], sdr_, atol=0.05)
     np.testing.assert_allclose(got["SIR"], sir, atol=0.05)
     np.testing.assert_allclose(got["SAR"], sar, atol=0.05)
 

@@ -18,8 +18,6 @@ from jaxspeech.data.pipeline import (
     batch_examples,
     fixed_mixture_set,
     mixture_dataset,
-    read_mixture_set,
-    write_mixture_set,
 )
 from jaxspeech.data.utterances import (
     UtteranceData,
@@ -47,12 +45,10 @@ __all__ = [
     "make_crop",
     "make_mixture",
     "mixture_dataset",
-    "read_mixture_set",
     "read_pairs",
     "resolve_data_root",
     "scan_corpus",
     "split_pairs",
     "split_speakers",
     "utterance_dataset",
-    "write_mixture_set",
 ]

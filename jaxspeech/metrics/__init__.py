@@ -1,4 +1,5 @@
-"""Evaluation metrics: separation (SI-SNRi, SDR/SDRi, SIR, SAR), quality (PESQ, STOI), verification."""
+"""Evaluation metrics: separation (SI-SNRi, SDR/SDRi, SIR, SAR), quality (PESQ, STOI),
+verification."""
 
 from jaxspeech.metrics.quality import pesq, stoi
 from jaxspeech.metrics.separation import (

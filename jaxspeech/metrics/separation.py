@@ -128,7 +128,7 @@ def _correlations(est: np.ndarray, ref: np.ndarray, filter_length: int):
     full = np.fft.irfft(np.conj(ref_spec)[..., :, None, :] * ref_spec[..., None, :, :], n_fft)
     xcorr = np.fft.irfft(np.conj(ref_spec)[..., None, :, :] * est_spec[..., :, None, :], n_fft)
     acf = np.diagonal(full, axis1=-3, axis2=-2).swapaxes(-1, -2)[..., :filter_length]
-    acf = np.broadcast_to(acf[..., None, :, :], xcorr.shape[:-1] + (filter_length,))
+    acf = np.broadcast_to(acf[..., None, :, :], (*xcorr.shape[:-1], filter_length))
     return xcorr[..., :filter_length], acf, full
 
 
@@ -170,11 +170,11 @@ def bss_eval(est, ref, filter_length: int = SDR_FILTER_LENGTH) -> dict[str, np.n
         # gram[(i, k), (m, l)] = <ref_i delayed by k, ref_m delayed by l>
         gram = full[index][:, :, wrapped].transpose(0, 2, 1, 3)
         gram = gram.reshape(n_src * filter_length, n_src * filter_length)
+        right = xcorr[index].reshape(n_src, n_src * filter_length)  # [j, (i, l)]
+        projected[index] = np.sum(right * np.linalg.solve(gram, right.T).T, axis=-1)
         for j in range(n_src):
-            right = xcorr[index + (j,)].reshape(-1)
-            block = slice(j * filter_length, (j + 1) * filter_length)
-            own[index + (j,)] = right[block] @ np.linalg.solve(gram[block, block], right[block])
-            projected[index + (j,)] = right @ np.linalg.solve(gram, right)
+            own_right, own_acf = xcorr[(*index, j, j)], full[(*index, j, j)][:filter_length]
+            own[(*index, j)] = own_right @ solve_toeplitz(own_acf, own_right)
     return {
         "SDR": _ratio_db(own, 1.0 - own),
         "SIR": _ratio_db(own, projected - own),

@@ -10,6 +10,7 @@ and any number of devices will do.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -17,24 +18,15 @@ from collections.abc import Mapping, Sequence
 
 import jax
 
-from jaxspeech import parallel
+from jaxspeech import files, parallel
+from jaxspeech import workdir as names
 from jaxspeech.errors import ConfigError, JaxspeechError
+from jaxspeech.evaluation import Evaluation, write_evaluation
 from jaxspeech.train import config as config_lib
 from jaxspeech.train.checkpoint import Checkpointer
-from jaxspeech.train.logging import write_table
 from jaxspeech.train.task import TrainedRun
 from jaxspeech.train.tasks import make_task
-from jaxspeech.train.workdir import read_config as read_config_file
-
-CONFIG_FILE, FROZEN_FILE = "config.json", "frozen.json"
-
-
-def read_config(workdir: pathlib.Path) -> config_lib.Config:
-    """The config of the run in ``workdir``; JaxspeechError when there is none."""
-    path = workdir / CONFIG_FILE
-    if not path.is_file():
-        raise JaxspeechError(f"{path} not found; is {workdir} a training workdir?")
-    return read_config_file(path)
+from jaxspeech.train.workdir import read_config
 
 
 def write_frozen_record(workdir: pathlib.Path, frozen: Mapping[str, TrainedRun]) -> None:
@@ -44,18 +36,18 @@ def write_frozen_record(workdir: pathlib.Path, frozen: Mapping[str, TrainedRun])
         name: {"workdir": os.path.relpath(run.workdir, workdir), "step": run.step}
         for name, run in frozen.items()
     }
-    (workdir / FROZEN_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    files.write_text(workdir / names.FROZEN, json.dumps(record, indent=2) + "\n")
 
 
 def restore_frozen(workdir: pathlib.Path, devices: Sequence | None = None) -> dict[str, TrainedRun]:
     """The frozen stages the run in ``workdir`` was trained with (``{}`` for none)."""
-    path = workdir / FROZEN_FILE
+    path = workdir / names.FROZEN
     if not path.is_file():
         return {}
     frozen = {}
     for name, entry in json.loads(path.read_text()).items():
         source = (workdir / entry["workdir"]).resolve()
-        if not (source / CONFIG_FILE).is_file():
+        if not names.is_run(source):
             raise JaxspeechError(
                 f"{path} says stage {name!r} is in {source}, which holds no training run; "
                 "keep a multi-stage workdir's stage folders together"
@@ -91,38 +83,22 @@ def restore_run(
     return TrainedRun(workdir, task, model["params"], model["model_state"], step)
 
 
-def scores_trials(task) -> bool:
-    """Whether a task (or task class) scores trial lists: its ``evaluate`` then also takes the
-    run's ``workdir`` (to write its trial lists and thresholds) and ``trials`` (a list file)."""
-    return getattr(task, "scores_trials", False)
-
-
-def evaluate_run(
-    run: TrainedRun, split: str = "test", trials: str | None = None, with_scores: bool = False
-) -> tuple[list[dict], dict | None]:
-    """``(rows, scores)`` of a restored run: ``task.evaluate`` on ``split`` (or, for a task that
-    ``scores_trials``, on the trial list ``trials`` when given) with a ``checkpoint_step``
-    column; with ``with_scores``, ``task.evaluate_with_scores`` instead, whose per-utterance
-    scores ``{metric: [utterances]}`` come back too (None without)."""
-    scores = None
-    if scores_trials(run.task):
+def evaluate_run(run: TrainedRun, split: str = "test", trials: str | None = None) -> Evaluation:
+    """``task.evaluate`` of a restored run on ``split`` (or, for a task that scores trial
+    lists, on the list ``trials`` when given), with a ``checkpoint_step`` column first in its
+    table."""
+    if run.task.capabilities.scores_trials:
         options = {"workdir": run.workdir if jax.process_index() == 0 else None, "trials": trials}
-        rows = run.task.evaluate(run.params, run.model_state, split, **options)
+        evaluation = run.task.evaluate(run.params, run.model_state, split, **options)
     elif trials is not None:
         raise ConfigError(
             f"--trials: the run in {run.workdir} is a {run.task.config.task!r} run, which scores "
             "no trial lists; give a speaker-verification workdir"
         )
-    elif with_scores:
-        if not hasattr(run.task, "evaluate_with_scores"):
-            raise ConfigError(
-                f"the task of {run.workdir} ({run.task.config.task!r}) has no per-utterance "
-                "scores (evaluate_with_scores), so it cannot be compared paired"
-            )
-        rows, scores = run.task.evaluate_with_scores(run.params, run.model_state, split)
     else:
-        rows = run.task.evaluate(run.params, run.model_state, split)
-    return [{"checkpoint_step": run.step, **row} for row in rows], scores
+        evaluation = run.task.evaluate(run.params, run.model_state, split)
+    table = [{"checkpoint_step": run.step, **row} for row in evaluation.table]
+    return dataclasses.replace(evaluation, table=table)
 
 
 def evaluate(
@@ -130,17 +106,13 @@ def evaluate(
     split: str = "test",
     checkpoint: str = "best",
     trials: str | None = None,
-):
+) -> tuple[Evaluation, str, list[pathlib.Path]]:
     """``evaluate_run`` of the run in ``workdir`` at ``checkpoint``, written to
-    ``workdir/eval/<split or list name>.{md,csv,json}`` (process 0). Returns
-    ``(rows, markdown)``."""
+    ``workdir/eval/<split or list name>{,_items,_groups}.{md,csv,json}`` (process 0). Returns
+    ``(evaluation, the table's Markdown, the stems written)``."""
     run = restore_run(workdir, checkpoint)
-    rows, _ = evaluate_run(run, split, trials)
-    path = run.workdir / "eval" / table_name(split, trials)
-    markdown = write_table(rows, path) if jax.process_index() == 0 else ""
-    return rows, markdown
-
-
-def table_name(split: str, trials: str | None) -> str:
-    """The name of an evaluation's tables in ``eval/``: the split, or the trial list's stem."""
-    return split if trials is None else pathlib.Path(trials).stem
+    evaluation = evaluate_run(run, split, trials)
+    if jax.process_index() != 0:
+        return evaluation, "", []
+    markdown, written = write_evaluation(evaluation, run.workdir, names.table_name(split, trials))
+    return evaluation, markdown, written

@@ -3,25 +3,29 @@ clustering (low-rank affinity loss, k-means at inference), chosen by the model c
 
 Mixtures are made on the fly from speaker-disjoint splits of the speech folders
 ``data.speech`` below the data root (``jaxspeech.data``); validation and test sets are fixed
-mixture sets drawn from the valid and test speakers. ``evaluate`` reports SI-SNR(i) and
-SDR(i) for the model, the unprocessed mixture and an oracle ideal-ratio mask, overall and per
-input-SNR bucket.
+mixture sets drawn from the valid and test speakers. ``evaluate`` reports SI-SNR(i), SDR(i),
+SIR and SAR for the model, the unprocessed mixture and an oracle ideal-ratio mask, overall and
+per input-SNR bucket; its items are the separated sources (with the input SI-SNR band, speaker,
+the mixture's gender pair and age groups where the corpus says).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
+import pathlib
 from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxspeech import dsp, masks, metrics
+from jaxspeech import dsp, masks
 from jaxspeech.data.pipeline import MixtureData, MixtureDataConfig, batch_examples
 from jaxspeech.errors import ConfigError
+from jaxspeech.evaluation import Evaluation, item_rows
+from jaxspeech.evaluation.groups import band_labels, bands, talker_metadata
+from jaxspeech.evaluation.scores import separation_scores
 from jaxspeech.losses import pairwise_neg_si_snr, pit, reorder, si_snr
 from jaxspeech.models.dpcl import (
     DeepClustering,
@@ -32,6 +36,7 @@ from jaxspeech.models.dpcl import (
     silence_weights,
 )
 from jaxspeech.models.tasnet import ConvTasNet, ConvTasNetConfig
+from jaxspeech.train import task as base
 from jaxspeech.train.config import Config
 from jaxspeech.train.task import TrainedRun, refuse_frozen
 
@@ -155,7 +160,7 @@ def _pit_metrics(est: jax.Array, batch) -> dict[str, jax.Array]:
     return {"si_snr": -loss.mean(), "si_snr_i": (-loss - baseline.mean(-1)).mean()}
 
 
-class Task:
+class Task(base.Task):
     """Speech separation with Conv-TasNet or deep clustering, chosen by the model config."""
 
     valid_metric = "si_snr_i"
@@ -203,11 +208,13 @@ class Task:
     def valid_batches(self) -> list[dict]:
         return self.data.valid_batches()
 
-    def evaluate(self, params, model_state, split: str) -> list[dict]:
-        """Table rows: system × input SI-SNR bucket, with SI-SNR(i) and SDR(i) in dB.
+    def evaluate(self, params, model_state, split: str) -> Evaluation:
+        """Table rows: system × input SI-SNR bucket, with SI-SNR(i), SDR(i), SIR and SAR in dB.
 
-        Every separated source is one unit; its bucket is the SI-SNR of the unprocessed
-        mixture with respect to that source. Estimates are aligned to the references by PIT.
+        Every separated source is one unit (an item: its mixture's index and its source
+        index); its bucket is the SI-SNR of the unprocessed mixture with respect to that
+        source. Estimates are aligned to the references by PIT. ``scores``: this model's per
+        unit, for paired comparisons.
         """
         del model_state
         cfg = self.config.eval
@@ -230,23 +237,25 @@ class Task:
         refs, mix = np.concatenate(sources), np.concatenate(mixtures)
         # One unit per (mixture, source): its input SI-SNR decides its bucket.
         input_snr = np.asarray(si_snr(_as_estimates(mix, refs), refs)).ravel()
-        buckets = _buckets(input_snr, cfg.snr_edges_db)
-        rows = []
+        buckets = bands(input_snr, cfg.snr_edges_db)
+        metadata = _unit_metadata(
+            examples, self.data.splits[split], band_labels(input_snr, cfg.snr_edges_db)
+        )
+        rows, items = [], []
         for name, parts in systems.items():
             est = np.concatenate(parts)
-            scores = {
-                "SI-SNR": np.asarray(si_snr(est, refs)).ravel(),
-                "SI-SNRi": np.asarray(metrics.si_snr_improvement(est, refs, mix)).ravel(),
-                "SDR": metrics.sdr(est, refs).ravel(),
-                "SDRi": metrics.sdr_improvement(est, refs, mix).ravel(),
-            }
+            scores = {k: v.ravel() for k, v in separation_scores(est, refs, mix).items()}
+            items += item_rows(name, scores, metadata)
+            if name == model_name:
+                model_scores = scores
             for label, member in buckets:
                 row = {"system": name, "input SI-SNR (dB)": label, "sources": int(member.sum())}
                 for key, values in scores.items():
                     row[f"{key} mean"] = float(values[member].mean())
                     row[f"{key} median"] = float(np.median(values[member]))
                 rows.append(row)
-        return rows
+        groups = ("input SI-SNR (dB)", *(g for g in ("gender", "age group") if g in metadata[0]))
+        return Evaluation(rows, items, groups, model_scores)
 
 
 def _as_estimates(mixture, sources):
@@ -254,12 +263,17 @@ def _as_estimates(mixture, sources):
     return jnp.broadcast_to(mixture[:, None, :], sources.shape)
 
 
-def _buckets(values: np.ndarray, edges: tuple[float, ...]) -> list[tuple[str, np.ndarray]]:
-    """``("all", everything)`` then one non-empty bucket per interval between ``edges``."""
-    bounds = [-np.inf, *edges, np.inf]
-    out = [("all", np.ones(values.shape, bool))]
-    for low, high in itertools.pairwise(bounds):
-        member = (values >= low) & (values < high)
-        if member.any():
-            out.append((f"[{low:g}, {high:g})", member))
-    return out
+def _unit_metadata(examples, utterances, input_bands: list[str]) -> list[dict]:
+    """Per separated source (mixture-major, as ``ravel`` of ``[mixtures, sources]``): its
+    mixture's index, the source index, speaker and file, the input SI-SNR band and, where the
+    corpus says, the mixture's gender pair and age groups."""
+    per_mixture, groups = talker_metadata(examples, utterances)
+    units = []
+    for index, (example, meta) in enumerate(zip(examples, per_mixture, strict=True)):
+        info = example["info"]
+        for source, speaker in enumerate(info["speakers"]):
+            unit = {"mixture": index, "source": source, "speaker": speaker}
+            unit["file"] = pathlib.Path(info["source_files"][source]).name
+            unit["input SI-SNR (dB)"] = input_bands[len(units)]
+            units.append({**unit, **{g: meta[g] for g in groups}})
+    return units
