@@ -34,7 +34,7 @@ from jaxspeech.train import config as config_lib
 from jaxspeech.train import restore
 from jaxspeech.train.loop import run
 from jaxspeech.train.task import TrainedRun
-from jaxspeech.train.tasks import speaker
+from jaxspeech.train.tasks import ivector, speaker
 
 RATE = 16000
 TINY = SpeakerNetConfig(blocks=(1, 1, 1), width=4, embed_dim=16, attention_dim=8)
@@ -159,10 +159,13 @@ def test_margin_warmup_and_distillation_mse():
     np.testing.assert_allclose(speaker.distillation_mse(a, b), ((a - b) ** 2).mean(-1), rtol=1e-6)
 
 
-class ExplicitTargets:
+class ExplicitTargets(ivector.Task):
     """A frozen teacher whose i-vectors are given arrays (row ``i`` for batch row ``i``)."""
 
     ivector_dim = 6
+
+    def __init__(self) -> None:  # no UBM stage: the targets stand for the i-vectors
+        pass
 
     def embed(self, params, model_state, wav, lengths):
         del model_state, lengths
