@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import pathlib
 import sys
 
 from jaxspeech.errors import DEBUG_FLAG, DEBUG_HELP, run_command
@@ -13,7 +12,9 @@ from jaxspeech.parallel import maybe_initialize_distributed
 SPLITS = ("test", "valid")
 DESCRIPTION = """\
 Evaluate a trained run (or every stage of a multi-stage recipe) on a held-out split: writes
-WORKDIR/eval/<split>.md, .csv and .json, prints the table and the paths written. Everything is
+WORKDIR/eval/<split>.md, .csv and .json (the table), <split>_items.* (one row per test item:
+its ID and every score) and <split>_groups.* (means by input SNR band, gender pair, age group,
+as the items support), prints the table and the paths written. Everything is
 rebuilt from WORKDIR/config.json and WORKDIR/checkpoints; no optimiser is built.
 
 A multi-stage recipe's stages are evaluated one by one into WORKDIR/<stage>/eval, and their
@@ -66,20 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     maybe_initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+    from jaxspeech.evaluation.tables import TABLE_SUFFIXES
     from jaxspeech.train import restore, stages  # after distributed initialisation
-    from jaxspeech.train.logging import TABLE_SUFFIXES
 
     trials, corpus = restore.resolve_corpus(args.workdir, args.trials, args.corpus)
-    _, markdown = stages.evaluate(args.workdir, args.split, args.checkpoint, trials, corpus)
+    _, markdown, written = stages.evaluate(
+        args.workdir, args.split, args.checkpoint, trials, corpus
+    )
     print(markdown, end="")
-    table = restore.table_name(args.workdir, args.split, trials, corpus)
-    stem = pathlib.Path(args.workdir).absolute() / "eval" / table
-    written = [stem]
-    if trials is None and stages.comparisons(args.workdir):
-        written.append(stem.with_name(f"{table}-paired"))
-    for path in written:
+    for stem in written:
         for suffix in TABLE_SUFFIXES:
-            print(f"wrote {path.with_suffix(suffix)}")
+            print(f"wrote {stem.with_suffix(suffix)}")
 
 
 if __name__ == "__main__":

@@ -194,7 +194,8 @@ def test_training_learns_the_fit_and_evaluates_against_the_baselines(workdir):
     run = restore.restore_run(workdir, "best")
     batch = run.task.valid_batches()[0]
     assert set(batch) == {"first", "second", "label"}  # descriptors and labels, no names
-    rows, markdown = restore.evaluate(workdir)
+    evaluation, markdown, _ = restore.evaluate(workdir)
+    rows = evaluation.table
     by_system = {r["system"]: r for r in rows}
     assert list(by_system) == ["model", "random order", "cosine of fused features"]
     model, random = by_system["model"], by_system["random order"]

@@ -717,13 +717,18 @@ def test_gate_stage_table_compares_the_systems_per_condition(av_workdir):
     and the blanked video exactly audio-only."""
     from jaxspeech.train import restore
 
-    rows, markdown = restore.evaluate(av_workdir / "gate", "test")
+    evaluation, markdown, _ = restore.evaluate(av_workdir / "gate", "test")
+    rows = evaluation.table
     written = json.loads((av_workdir / "gate/eval/test.json").read_text())
     assert len(written) == len(rows) and "audio-visual" in markdown
     systems = ["noisy", "audio-only (Net 1)", "audio-visual", "AV, video blanked", "oracle IRM"]
     table = {(row["system"], row["condition"], row["SNR (dB)"]): row for row in rows}
     groups = {(condition, snr) for _, condition, snr in table}
     assert {condition for condition, _ in groups} == {"all", "noise", "talker"}
+    overall = table[("audio-visual", "all", "all")]
+    clips = [item for item in evaluation.items if item["system"] == "audio-visual"]
+    assert [item["item"] for item in clips] == list(range(overall["clips"]))
+    assert np.mean([item["PESQ"] for item in clips]) == pytest.approx(overall["PESQ"])
     assert set(table) == {(s, *group) for s in systems for group in groups}
     for group in groups:
         blanked, alone = table[("AV, video blanked", *group)], table[("audio-only (Net 1)", *group)]

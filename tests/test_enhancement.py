@@ -25,7 +25,7 @@ from jaxspeech.errors import (
 from jaxspeech.losses import mask_distillation, mask_mse, si_snr
 from jaxspeech.models.masknet import param_count
 from jaxspeech.train.restore import restore_frozen, restore_run
-from jaxspeech.train.tasks.enhancement import build_mask_net, snr_groups
+from jaxspeech.train.tasks.enhancement import build_mask_net
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RECIPE = REPO / "configs/enhancement/distill.py"
@@ -53,13 +53,6 @@ def test_student_has_at_most_a_quarter_of_the_teacher_params(variant):
     assert student.reads == ("teacher",) and student.config.model.teacher == "teacher"
     assert recipe.stages[0].reads == baseline.reads == ()
     assert student.config.model.estimator == baseline.config.model.estimator
-
-
-def test_snr_groups():
-    groups = dict(snr_groups(np.array([5.0, -5.0, 5.0, 0.0])))
-    assert list(groups) == ["all", "-5", "0", "5"]
-    assert groups["5"].tolist() == [True, False, True, False]
-    assert groups["all"].all()
 
 
 @pytest.fixture(scope="module")

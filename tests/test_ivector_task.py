@@ -117,7 +117,9 @@ def test_ivector_workdir_restores_embeds_and_scores(trained, corpus):
     scores = np.asarray(jax.jit(task.score)(params, state, together, together[::-1]))
     assert scores.shape == (2,) and np.all(np.isfinite(scores))
     assert not np.allclose(np.asarray(params["plda"]["within"]), np.eye(4))
-    rows, _ = evaluate(trained / "ivector", "test", "latest")
+    evaluation, _, _ = evaluate(trained / "ivector", "test", "latest")
+    rows = evaluation.table
+    assert len(evaluation.items) == 2 * rows[0]["trials"]
     systems = {r["system"]: r for r in rows}
     assert set(systems) == {"i-vector + cosine", "i-vector + PLDA"}
     assert systems["i-vector + PLDA"]["trials"] == 28  # two speakers, eight utterances

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from jaxspeech.losses import si_snr
-from jaxspeech.train.tasks.separation import _buckets, oracle_irm
+from jaxspeech.train.tasks.separation import oracle_irm
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -26,17 +26,6 @@ def test_oracle_irm_separates_disjoint_tones():
     est = np.asarray(oracle_irm(sources.sum(1), sources, n_fft))
     assert est.shape == sources.shape
     assert np.all(np.asarray(si_snr(est, sources)) > 25.0)
-
-
-def test_buckets_partition_values():
-    values = np.array([-7.0, -5.0, -0.1, 0.0, 4.9, 12.0])
-    buckets = dict(_buckets(values, (-5.0, 0.0, 5.0)))
-    assert buckets["all"].all()
-    assert buckets["[-inf, -5)"].tolist() == [True, False, False, False, False, False]
-    assert buckets["[-5, 0)"].tolist() == [False, True, True, False, False, False]
-    assert buckets["[0, 5)"].tolist() == [False, False, False, True, True, False]
-    assert buckets["[5, inf)"].tolist() == [False, False, False, False, False, True]
-    assert sum(m.sum() for k, m in buckets.items() if k != "all") == values.size
 
 
 #: Per recipe: the training overrides, and what that short training must show.

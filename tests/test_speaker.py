@@ -34,7 +34,7 @@ from jaxspeech.train import config as config_lib
 from jaxspeech.train import restore
 from jaxspeech.train.loop import run
 from jaxspeech.train.task import TrainedRun
-from jaxspeech.train.tasks import speaker
+from jaxspeech.train.tasks import ivector, speaker
 
 RATE = 16000
 TINY = SpeakerNetConfig(blocks=(1, 1, 1), width=4, embed_dim=16, attention_dim=8)
@@ -159,10 +159,13 @@ def test_margin_warmup_and_distillation_mse():
     np.testing.assert_allclose(speaker.distillation_mse(a, b), ((a - b) ** 2).mean(-1), rtol=1e-6)
 
 
-class ExplicitTargets:
+class ExplicitTargets(ivector.Task):
     """A frozen teacher whose i-vectors are given arrays (row ``i`` for batch row ``i``)."""
 
     ivector_dim = 6
+
+    def __init__(self) -> None:  # no UBM stage: the targets stand for the i-vectors
+        pass
 
     def embed(self, params, model_state, wav, lengths):
         del model_state, lengths
@@ -237,30 +240,6 @@ def test_config_errors_name_the_fix():
         speaker.Task(_task_config(), {"ivector": None})
 
 
-def test_trial_lists_round_trip_and_reject_bad_lines(tmp_path):
-    assert speaker.pair_trials(["a", "b", "a"]) == [(0, 0, 1), (1, 0, 2), (0, 1, 2)]
-    path = tmp_path / "trials.txt"
-    speaker.write_trials(path, [(1, "x/1.wav", "x/2.wav"), (0, "x/1.wav", "y/1.wav")])
-    assert path.read_text() == "1 x/1.wav x/2.wav\n0 x/1.wav y/1.wav\n"
-    assert speaker.read_trials(path) == [(1, "x/1.wav", "x/2.wav"), (0, "x/1.wav", "y/1.wav")]
-    path.write_text("1 a.wav b.wav\n2 a.wav c.wav\n")
-    with pytest.raises(TrialError, match="line 2"):
-        speaker.read_trials(path)
-
-
-def test_embed_waveforms_keeps_the_order_and_bounds_batches():
-    calls = []
-
-    def embed(wav, lengths):
-        calls.append(wav.shape)
-        return np.stack([wav[i, : lengths[i]].sum(keepdims=True) for i in range(len(lengths))])
-
-    waves = [np.full(n, 1.0, np.float32) for n in (5, 40, 3, 17, 9)]
-    out = speaker.embed_waveforms(embed, waves, 2, bucket=4, max_batch_samples=40)
-    np.testing.assert_allclose(out[:, 0], [5, 40, 3, 17, 9])
-    assert calls == [(2, 8), (2, 20), (1, 40)]
-
-
 # --- a small synthetic corpus: training, evaluation, the commands ---------------------------
 
 TONES = {f"s{k}": 220.0 * 1.3**k for k in range(8)}
@@ -301,7 +280,8 @@ def evaluated(trained):
     """The 8-device workdir after ``evaluate`` (which stores the verification threshold):
     ``(workdir, rows)``."""
     workdir, _ = trained
-    rows, _ = restore.evaluate(workdir, "test")
+    evaluation, _, _ = restore.evaluate(workdir, "test")
+    rows = evaluation.table
     return workdir, rows
 
 
@@ -313,7 +293,7 @@ def test_evaluation_writes_trials_and_the_threshold(evaluated):
     assert all(0.0 <= r["EER (%)"] <= 100.0 for r in rows)
     threshold = json.loads((workdir / "verification.json").read_text())["threshold"]
     assert -1.0 <= threshold <= 1.0
-    again, _ = restore.evaluate(workdir, "test", trials=str(workdir / "trials" / "test.txt"))
+    again = restore.evaluate(workdir, "test", trials=str(workdir / "trials" / "test.txt"))[0].table
     assert again[0]["EER (%)"] == pytest.approx(rows[0]["EER (%)"])
     assert (workdir / "eval" / "test.md").is_file()
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import types
 
 import jax
 import numpy as np
@@ -17,12 +16,11 @@ import toy_task
 
 from jaxspeech.errors import ConfigError, JaxspeechError
 from jaxspeech.train import config as config_lib
-from jaxspeech.train import restore, stages
+from jaxspeech.train import stages
 from jaxspeech.train import task as task_lib
 from jaxspeech.train.logging import read_metrics
 from jaxspeech.train.loop import run
 from jaxspeech.train.restore import restore_run
-from jaxspeech.train.task import TrainedRun
 
 
 def toy_config(steps=2, **model):
@@ -129,11 +127,23 @@ def test_gradient_stage_reads_a_frozen_estimation_stage(tmp_path):
     assert model.step == 4
     # the model's task got the frozen statistics of four batches, restored from frozen.json
     np.testing.assert_allclose(model.task.normalizer["mean"], numpy_statistics(4)[0], rtol=1e-5)
-    rows, markdown = stages.evaluate(tmp_path, "test", "latest")
+    evaluation, markdown, written = stages.evaluate(tmp_path, "test", "latest")
+    rows = evaluation.table
     assert [(r["stage"], r["checkpoint_step"]) for r in rows] == [("stats", 2), ("model", 4)]
     assert rows[0]["examples"] == 32
     assert markdown.startswith("| stage |")
-    assert (tmp_path / "eval" / "test.json").is_file()
+    assert written == [tmp_path / "eval" / f"test{s}" for s in ("", "_items", "_groups")]
+    # one row per test example of the model stage, and their means by group
+    items = json.loads((tmp_path / "eval" / "test_items.json").read_text())
+    assert [(r["stage"], r["item"]) for r in items] == [("model", i) for i in range(len(items))]
+    assert json.loads((tmp_path / "model" / "eval" / "test_items.json").read_text())[0]["item"] == 0
+    groups = json.loads((tmp_path / "eval" / "test_groups.json").read_text())
+    first = [r["squared_error"] for r in items if r["half"] == "first"]
+    assert [(g["value"], g["items"]) for g in groups] == [
+        ("first", len(first)),
+        ("second", len(items) - len(first)),
+    ]
+    np.testing.assert_allclose(groups[0]["squared_error"], np.mean(first), rtol=1e-12)
     # the stage folders can move together
     shutil.move(tmp_path, tmp_path.parent / "moved")
     moved = restore_run(tmp_path.parent / "moved" / "model", "latest")
@@ -186,13 +196,13 @@ def test_comparisons_are_recorded_and_paired_by_example(tmp_path):
     stages.run(recipe, tmp_path)
     listing = json.loads((tmp_path / "stages.json").read_text())
     assert listing["comparisons"] == [{"name": "a − b", "a": ["a0", "a1"], "b": ["b"]}]
-    _, markdown = stages.evaluate(tmp_path, "test", "latest")
+    _, markdown, _ = stages.evaluate(tmp_path, "test", "latest")
     (row,) = json.loads((tmp_path / "eval" / "test-paired.json").read_text())
     assert "| comparison |" in markdown
     errors = {}
     for name in ("a0", "a1", "b"):
         run_ = restore_run(tmp_path / name, "latest")
-        errors[name] = run_.task.evaluate_with_scores(run_.params, run_.model_state, "test")[1]
+        errors[name] = run_.task.evaluate(run_.params, run_.model_state, "test").scores
     a = (errors["a0"]["squared_error"] + errors["a1"]["squared_error"]) / 2
     b = errors["b"]["squared_error"]
     reference = scipy.stats.ttest_rel(a, b).confidence_interval(0.95)
@@ -203,14 +213,8 @@ def test_comparisons_are_recorded_and_paired_by_example(tmp_path):
     np.testing.assert_allclose([row["A seed min"], row["A seed max"]], sorted(seed_means))
 
 
-def test_a_comparison_needs_per_utterance_scores(tmp_path):
-    class TableOnly:  # a task with a table but no per-utterance scores
-        config = types.SimpleNamespace(task="table-only")
-
-        def evaluate(self, params, model_state, split):
-            return [{"split": split}]
-
-    run = TrainedRun(tmp_path, TableOnly(), {}, {}, 3)
-    assert restore.evaluate_run(run, "test") == ([{"checkpoint_step": 3, "split": "test"}], None)
-    with pytest.raises(ConfigError, match="no per-utterance scores"):
-        restore.evaluate_run(run, "test", with_scores=True)
+def test_a_comparison_needs_per_item_scores():
+    comparison = stages.Comparison("a − b", ("a",), ("b",))
+    scores = {"a": None, "b": {"squared_error": np.ones(3)}}
+    with pytest.raises(ConfigError, match="no per-item scores"):
+        stages.paired_rows(comparison, scores)

@@ -19,13 +19,15 @@ from test_trainer import toy_config
 from jaxspeech.train import config as config_lib
 from jaxspeech.train.logging import BestValidation, MetricsLog, log_spectrogram_image
 from jaxspeech.train.loop import run
+from jaxspeech.train.task import Capabilities
 
 WAVE_RATE = 8000
 
 
 class ExamplesTask(toy_task.Task):
-    """The toy task with the optional ``examples`` hook: a tone whose frequency is the step's
-    first parameter, so the logged audio follows the params."""
+    """The toy task with the ``examples`` capability: a 440 Hz tone."""
+
+    capabilities = Capabilities(examples=True)
 
     def examples(self, params, model_state):
         del params, model_state

@@ -19,10 +19,11 @@ import toy_task
 
 from jaxspeech.errors import JaxspeechError
 from jaxspeech.train import config as config_lib
-from jaxspeech.train import optim
+from jaxspeech.train import loop, optim
 from jaxspeech.train.logging import read_metrics
-from jaxspeech.train.loop import restore_train_state, run
+from jaxspeech.train.loop import run
 from jaxspeech.train.restore import restore_run
+from jaxspeech.train.workdir import read_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TESTS = pathlib.Path(__file__).resolve().parent
@@ -112,7 +113,7 @@ def test_nonfinite_steps_are_skipped_then_stop_the_run(tmp_path):
     assert_trees_close(params_at(3), params_at(2), rtol=0, atol=0)  # skipped step
     assert_trees_close(params_at(5), params_at(4), rtol=0, atol=0)
     # ... and so were the batch-norm statistics and the optimiser's moments
-    state_at = {step: restore_train_state(tmp_path, str(step)) for step in (2, 3)}
+    state_at = {step: train_state_at(tmp_path, step) for step in (2, 3)}
     assert_trees_close(state_at[3].model_state, state_at[2].model_state, rtol=0, atol=0)
     moments = [optim.finite_guard(state_at[s].opt_state).inner_state for s in (3, 2)]
     assert_trees_close(*moments, rtol=0, atol=0)
@@ -120,6 +121,13 @@ def test_nonfinite_steps_are_skipped_then_stop_the_run(tmp_path):
     assert any(changed)
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(params_at(5)))
     assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == [1, 2, 3, 4, 5]
+
+
+def train_state_at(workdir: pathlib.Path, step: int) -> loop.TrainState:
+    """The whole train state of checkpoint ``step``, optimiser state included."""
+    setup = loop._Setup(read_config(workdir), workdir, None, {})
+    with setup.checkpointer:
+        return setup.checkpointer.restore(step, loop._GradientDescent(setup).new_state())
 
 
 def test_halted_run_stays_frozen_until_the_next_check(tmp_path):

@@ -15,10 +15,11 @@ import toy_task
 
 from jaxspeech import parallel
 from jaxspeech.errors import ConfigError
+from jaxspeech.evaluation import markdown_table, write_table
 from jaxspeech.models.masknet import LSTMMaskNetConfig
 from jaxspeech.train import config as config_lib
 from jaxspeech.train import optim, stages
-from jaxspeech.train.logging import markdown_table, mean_metrics, write_table
+from jaxspeech.train.logging import mean_metrics
 from jaxspeech.train.tasks import get_task_class
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxspeech.evaluation import Evaluation, item_rows
+from jaxspeech.train import task as base
 from jaxspeech.train.config import Config
 
 FEATURES = 4
@@ -104,7 +106,7 @@ def train_stream(config, process_index: int, process_count: int, seed: int, tran
     return stream.map_with_index(make_batch).to_iter_dataset()
 
 
-class Task:
+class Task(base.Task):
     valid_metric = "mse"
     valid_mode = "min"
 
@@ -155,28 +157,29 @@ class Task:
         ]
 
     def evaluate(self, params, model_state, split):
-        return self.evaluate_with_scores(params, model_state, split)[0]
-
-    def evaluate_with_scores(self, params, model_state, split):
-        """The table row and each test example's squared error ``[examples]`` (for paired
-        comparisons)."""
+        """The table row, one item per test example and each example's squared error
+        ``[examples]`` (for paired comparisons)."""
         seed = {"test": TEST_SEED, "valid": VALID_SEED}[split]
         batch = examples(seed, np.arange(self.config.data.test_examples))
         mse = float(jax.jit(self.eval_fn)(params, model_state, batch)["mse"])
         pred = self.model.apply({"params": params, **model_state}, batch["x"], train=False)
         error = np.square(np.asarray(pred) - batch["y"])
         row = {"split": split, "examples": self.config.data.test_examples, "mse": mse}
-        return [row], {"squared_error": error.reshape(len(error), -1).mean(axis=1)}
+        scores = {"squared_error": error.reshape(len(error), -1).mean(axis=1)}
+        metadata = [
+            {"half": "first" if i < len(error) // 2 else "second"} for i in range(len(error))
+        ]
+        return Evaluation([row], item_rows("mlp", scores, metadata), ("half",), scores)
 
 
 def shifted(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {"x": SHIFT + SCALE * batch["x"]}
 
 
-class StatisticsTask:
+class StatisticsTask(base.Task):
     """Running mean and variance of ``x`` (an estimation-kind task)."""
 
-    kind = "estimation"
+    capabilities = base.Capabilities(estimation=True)
     valid_metric = "mean_error"
     valid_mode = "min"
 
@@ -216,4 +219,6 @@ class StatisticsTask:
 
     def evaluate(self, params, model_state, split):
         del split
-        return [{"examples": float(model_state["count"]), "mean": float(params["mean"][0])}]
+        return Evaluation(
+            [{"examples": float(model_state["count"]), "mean": float(params["mean"][0])}]
+        )

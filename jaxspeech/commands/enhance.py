@@ -68,7 +68,7 @@ def _enhance_with_video(args: argparse.Namespace, run_dir: pathlib.Path, video: 
 
 def _enhance(args: argparse.Namespace) -> None:
     from jaxspeech.data.av import VIDEO_EXTENSIONS
-    from jaxspeech.train.restore import read_config
+    from jaxspeech.train.workdir import read_config
 
     check_chunk_arguments(args)
     is_video = pathlib.Path(args.noisy).suffix.lower() in VIDEO_EXTENSIONS

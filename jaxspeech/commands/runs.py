@@ -9,6 +9,7 @@ import pathlib
 import jax
 
 from jaxspeech.errors import ConfigError
+from jaxspeech.workdir import is_run
 
 #: The subcommand that runs the models of each task.
 COMMANDS = {
@@ -44,7 +45,7 @@ def stage_workdir(workdir: str, stage: str | None) -> pathlib.Path:
     if stage not in names:
         raise ConfigError(f"--stage={stage} is not a stage of {workdir}; use one of {names}")
     path = pathlib.Path(workdir) / stage
-    if not (path / "config.json").is_file():
+    if not is_run(path):
         raise ConfigError(
             f"stage {stage!r} has not been trained in {path}; finish the recipe with train.py "
             "or pick another --stage"
@@ -56,7 +57,7 @@ def trained_run(workdir: str, stage: str | None, task: str, command: str | None 
     """``(run_dir, config)`` of the run in ``workdir`` (see :func:`stage_workdir`), read from its
     ``config.json`` without loading the model; ConfigError naming the command that serves the
     run when it is not of ``task`` (``command``: the one asking, default ``COMMANDS[task]``)."""
-    from jaxspeech.train.restore import read_config
+    from jaxspeech.train.workdir import read_config
 
     run_dir = stage_workdir(workdir, stage)
     config = read_config(run_dir)

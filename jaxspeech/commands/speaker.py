@@ -35,7 +35,7 @@ def _speaker_recordings(sources: Sequence[str], model_rate: int, quiet: bool) ->
 
 def _speaker_embeddings(task, params, model_state, waveforms, batch_size: int, desc=None):
     """``[N, D]`` embeddings of whole recordings, batched by length (``embed_waveforms``)."""
-    from jaxspeech.train.tasks.speaker import embed_waveforms
+    from jaxspeech.evaluation.verification import embed_waveforms
 
     bucket = round(task.config.eval.bucket_seconds * task.sample_rate)
     embed = jax.jit(lambda wav, lengths: task.embed(params, model_state, wav, lengths))
@@ -94,10 +94,11 @@ def _add_embed(subparsers) -> None:
 
 
 def _verify(args: argparse.Namespace) -> None:
-    from jaxspeech.train.tasks.speaker import VERIFICATION_FILE, cosine_scores
+    from jaxspeech.evaluation.verification import cosine_scores
+    from jaxspeech.workdir import VERIFICATION
 
     run_dir, config = trained_run(args.workdir, args.stage, "speaker", "verify")
-    record_path = run_dir / VERIFICATION_FILE
+    record_path = run_dir / VERIFICATION
     if not record_path.is_file():
         raise ConfigError(
             f"{record_path} not found: the decision threshold is chosen on the validation "

@@ -17,8 +17,6 @@ from jaxspeech.data.pipeline import (
     MixtureDataConfig,
     fixed_mixture_set,
     mixture_dataset,
-    read_mixture_set,
-    write_mixture_set,
 )
 from jaxspeech.data.source import DataSource, StreamOptions, batch_examples, training_stream
 from jaxspeech.data.utterances import (
@@ -49,7 +47,6 @@ __all__ = [
     "make_crop",
     "make_mixture",
     "mixture_dataset",
-    "read_mixture_set",
     "read_pairs",
     "resolve_data_root",
     "scan_corpus",
@@ -57,5 +54,4 @@ __all__ = [
     "split_speakers",
     "training_stream",
     "utterance_dataset",
-    "write_mixture_set",
 ]

@@ -19,19 +19,13 @@ state reproduces the next batch.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
-import math
 import os
-import pathlib
 from collections.abc import Sequence
 
 import grain
 import numpy as np
-import soundfile as sf
 
-from jaxspeech.audio import load
 from jaxspeech.data.corpus import (
     Utterance,
     audio_files,
@@ -52,11 +46,10 @@ from jaxspeech.data.source import (
     training_stream,
     with_ids,
 )
-from jaxspeech.errors import AudioFileError, ConfigError, SampleRateError
+from jaxspeech.errors import ConfigError
 
 # Distinct generator streams for the training pipeline and for fixed sets made with one seed.
 _TRAIN_STREAM, _FIXED_STREAM = 0, 1
-MANIFEST_JSON, MANIFEST_CSV = "manifest.json", "manifest.csv"
 #: How the first source of a training mixture is chosen (see the module docstring).
 SAMPLINGS = ("speaker", "utterance")
 #: The fixed sets of ``MixtureData`` and the seed offset of each.
@@ -178,89 +171,6 @@ def _csv_cell(value):
     if isinstance(value, list):
         return ";".join("" if x is None else str(x) for x in value)
     return value
-
-
-def write_mixture_set(
-    examples: Sequence[dict], out_dir: str | os.PathLike, sample_rate: int
-) -> pathlib.Path:
-    """Writes examples LibriMix-style: ``mix/``, ``s1/`` .. ``sk/``, ``noise/`` (float WAV).
-
-    Also writes ``manifest.json`` (read back by ``read_mixture_set``) and ``manifest.csv``
-    (one row per item: files, speakers, SNR, gains, source files and crop starts, RIRs, noise
-    file and start; lists joined with ``;``). Float WAV keeps the arrays bit-exact.
-
-    Returns:
-      ``out_dir`` as a Path.
-    """
-    if not examples:
-        raise ConfigError("write_mixture_set: no examples to write")
-    out = pathlib.Path(out_dir)
-    items = []
-    for i, ex in enumerate(examples):
-        name = f"{i:06d}.wav"
-        stems = _stem_paths(ex["sources"].shape[0])
-        signals = [ex["mixture"], *ex["sources"], ex["noise"]]
-        for stem, wav in zip(stems, signals, strict=True):
-            (out / stem).mkdir(parents=True, exist_ok=True)
-            sf.write(out / stem / name, np.asarray(wav, np.float32), sample_rate, subtype="FLOAT")
-        snr = float(ex["snr_db"])
-        items.append(
-            {
-                "id": f"{i:06d}",
-                "files": [f"{stem}/{name}" for stem in stems],
-                "snr_db": snr if math.isfinite(snr) else None,
-                "gains_db": [float(g) for g in ex["gains_db"]],
-                **ex["info"],
-            }
-        )
-    manifest = {"sample_rate": int(sample_rate), "items": items}
-    (out / MANIFEST_JSON).write_text(json.dumps(manifest, indent=1))
-    with open(out / MANIFEST_CSV, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(items[0]))
-        writer.writeheader()
-        for item in items:
-            writer.writerow({k: _csv_cell(v) for k, v in item.items()})
-    return out
-
-
-def read_mixture_set(out_dir: str | os.PathLike) -> list[dict]:
-    """Loads a set written by ``write_mixture_set`` back into ``make_mixture`` examples.
-
-    Raises:
-      AudioFileError: no manifest or a missing file. SampleRateError: a file's rate differs
-        from the manifest's.
-    """
-    out = pathlib.Path(out_dir)
-    if not (out / MANIFEST_JSON).is_file():
-        raise AudioFileError(
-            f"{out}: no {MANIFEST_JSON}; point at a folder written by write_mixture_set"
-        )
-    manifest = json.loads((out / MANIFEST_JSON).read_text())
-    sample_rate = manifest["sample_rate"]
-    examples = []
-    for item in manifest["items"]:
-        wavs = []
-        for rel in item["files"]:
-            wav, sr = load(out / rel)
-            if sr != sample_rate:
-                raise SampleRateError(
-                    f"{out / rel}: {sr} Hz but the manifest says {sample_rate} Hz; rewrite the set"
-                )
-            wavs.append(wav)
-        snr = item["snr_db"]
-        examples.append(
-            {
-                "mixture": wavs[0],
-                "sources": np.stack(wavs[1:-1]),
-                "noise": wavs[-1],
-                "snr_db": np.float32(math.inf if snr is None else snr),
-                "gains_db": np.asarray(item["gains_db"], np.float32),
-                "info": {
-                    k: v for k, v in item.items() if k not in ("id", "files", "snr_db", "gains_db")
-                },
-            }
-        )
-    return examples
 
 
 @dataclasses.dataclass(frozen=True)

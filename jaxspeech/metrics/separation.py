@@ -1,4 +1,5 @@
-"""Separation metrics: SI-SNR improvement (JAX) and BSS-eval SDR / SDR improvement (host).
+"""Separation metrics: SI-SNR improvement (JAX); BSS-eval SDR, SDR improvement, SIR and SAR
+(host).
 
 Sources are aligned: ``est[..., j, :]`` is scored against ``ref[..., j, :]``. Resolve the
 permutation first (``jaxspeech.losses`` PIT) when the model output order is arbitrary; the
@@ -104,20 +105,81 @@ def sdr(est, ref, filter_length: int = SDR_FILTER_LENGTH) -> np.ndarray:
     if est.shape != ref.shape:
         raise AudioError(f"est {est.shape} and ref {ref.shape} must have the same shape")
     check_not_silent(ref, "ref")
+    # every signal on its own: a one-source problem each
+    xcorr, acf, _ = _correlations(est[..., None, :], ref[..., None, :], filter_length)
+    coherence = np.empty(ref.shape[:-1])
+    for index in np.ndindex(*coherence.shape):
+        right = xcorr[index][0, 0]
+        coherence[index] = right @ solve_toeplitz(acf[index][0, 0], right)
+    return _ratio_db(coherence, 1.0 - coherence)
+
+
+def _correlations(est: np.ndarray, ref: np.ndarray, filter_length: int):
+    """``(xcorr, acf, full)`` of unit-norm signals ``[..., n_src, samples]``:
+    ``xcorr[..., j, i, l] = <ref_i delayed by l, est_j>``, ``acf[..., j, i, l]`` the
+    auto-correlation of ``ref_i`` at lag ``l`` (repeated over ``j``) and ``full[..., i, k, :]``
+    the circular cross-correlation of ``ref_i`` with ``ref_k`` (every lag)."""
     n_samples = ref.shape[-1]
     n_fft = 1 << (n_samples + filter_length - 2).bit_length()  # no wrap-around at lags < L
     ref_norm = ref / np.linalg.norm(ref, axis=-1, keepdims=True)
     est_norm = est / np.maximum(np.linalg.norm(est, axis=-1, keepdims=True), 1e-300)
     ref_spec = np.fft.rfft(ref_norm, n_fft)
-    acf = np.fft.irfft(np.abs(ref_spec) ** 2, n_fft)[..., :filter_length]
-    xcorr = np.fft.irfft(np.conj(ref_spec) * np.fft.rfft(est_norm, n_fft), n_fft)
-    xcorr = xcorr[..., :filter_length]
-    coherence = np.empty(ref.shape[:-1])
-    for index in np.ndindex(*coherence.shape):
-        coherence[index] = xcorr[index] @ solve_toeplitz(acf[index], xcorr[index])
+    est_spec = np.fft.rfft(est_norm, n_fft)
+    full = np.fft.irfft(np.conj(ref_spec)[..., :, None, :] * ref_spec[..., None, :, :], n_fft)
+    xcorr = np.fft.irfft(np.conj(ref_spec)[..., None, :, :] * est_spec[..., :, None, :], n_fft)
+    acf = np.diagonal(full, axis1=-3, axis2=-2).swapaxes(-1, -2)[..., :filter_length]
+    acf = np.broadcast_to(acf[..., None, :, :], (*xcorr.shape[:-1], filter_length))
+    return xcorr[..., :filter_length], acf, full
+
+
+def _ratio_db(signal: np.ndarray, distortion: np.ndarray) -> np.ndarray:
+    """``10 log10(signal / distortion)`` of energy shares of a unit-norm estimate, capped to
+    ``[-SDR_MAX_DB, SDR_MAX_DB]`` (float64 cannot resolve shares closer to 0 or 1)."""
     floor = 10.0 ** (-SDR_MAX_DB / 10.0)
-    coherence = np.clip(coherence, floor / (1 + floor), 1 / (1 + floor))
-    return 10.0 * np.log10(coherence / (1.0 - coherence))
+    signal, distortion = np.maximum(signal, 0.0), np.maximum(distortion, 0.0)
+    ratio = (signal + floor * 1e-3) / (distortion + floor * 1e-3)
+    return 10.0 * np.log10(np.clip(ratio, floor, 1.0 / floor))
+
+
+def bss_eval(est, ref, filter_length: int = SDR_FILTER_LENGTH) -> dict[str, np.ndarray]:
+    """BSS-eval decomposition of each aligned source's estimate: ``{"SDR", "SIR", "SAR"}`` in
+    dB, each ``[..., n_src]`` (host, float64; capped to ``[-150, 150]`` dB).
+
+    ``est_j = s_target + e_interf + e_artif``: ``s_target`` is the projection onto
+    ``filter_length`` delays of ``ref_j`` (as in :func:`sdr`), ``s_target + e_interf`` the
+    projection onto the delays of every reference, ``e_artif`` the rest.
+    ``SIR = |s_target|² / |e_interf|²``, ``SAR = |s_target + e_interf|² / |e_artif|²``, as
+    ``mir_eval.separation.bss_eval_sources`` and ``fast_bss_eval.bss_eval_sources`` compute
+    them without their permutation search (and without regularisation).
+
+    Raises: as :func:`sdr`.
+    """
+    est = _host_float64(est, "est")
+    ref = _host_float64(ref, "ref")
+    if est.shape != ref.shape or est.ndim < 2:
+        raise AudioError(
+            f"est {est.shape} and ref {ref.shape} must have the same shape [..., n_src, samples]"
+        )
+    check_not_silent(ref, "ref")
+    n_src = ref.shape[-2]
+    xcorr, _, full = _correlations(est, ref, filter_length)
+    lags = np.arange(filter_length)
+    wrapped = (lags[:, None] - lags[None, :]) % full.shape[-1]  # [k, l]: lag k - l
+    own, projected = np.empty(ref.shape[:-1]), np.empty(ref.shape[:-1])
+    for index in np.ndindex(*ref.shape[:-2]):
+        # gram[(i, k), (m, l)] = <ref_i delayed by k, ref_m delayed by l>
+        gram = full[index][:, :, wrapped].transpose(0, 2, 1, 3)
+        gram = gram.reshape(n_src * filter_length, n_src * filter_length)
+        right = xcorr[index].reshape(n_src, n_src * filter_length)  # [j, (i, l)]
+        projected[index] = np.sum(right * np.linalg.solve(gram, right.T).T, axis=-1)
+        for j in range(n_src):
+            own_right, own_acf = xcorr[(*index, j, j)], full[(*index, j, j)][:filter_length]
+            own[(*index, j)] = own_right @ solve_toeplitz(own_acf, own_right)
+    return {
+        "SDR": _ratio_db(own, 1.0 - own),
+        "SIR": _ratio_db(own, projected - own),
+        "SAR": _ratio_db(projected, 1.0 - projected),
+    }
 
 
 def sdr_improvement(est, ref, mix, filter_length: int = SDR_FILTER_LENGTH) -> np.ndarray:

@@ -21,6 +21,7 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policy
 
+from jaxspeech import workdir as names
 from jaxspeech.errors import JaxspeechError
 
 
@@ -78,7 +79,7 @@ class Checkpointer:
     def for_run(cls, workdir: pathlib.Path, config: Any, task: Any) -> Checkpointer:
         """The checkpointer of the run in ``workdir`` (``workdir/checkpoints``)."""
         return cls(
-            workdir / "checkpoints",
+            workdir / names.CHECKPOINTS,
             keep=config.train.keep_checkpoints,
             valid_metric=task.valid_metric,
             valid_mode=task.valid_mode,

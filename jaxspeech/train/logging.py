@@ -1,11 +1,9 @@
 """Host-side logging: ``metrics.jsonl`` (and TensorBoard event files beside it when
-``tensorboardX`` is installed), the best validation so far, a tqdm progress bar, and metric
-tables (MD/CSV/JSON)."""
+``tensorboardX`` is installed), the best validation so far and a tqdm progress bar (metric
+tables: ``jaxspeech.evaluation.tables``)."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import pathlib
@@ -18,6 +16,7 @@ import scipy.signal
 import tqdm
 
 from jaxspeech import files
+from jaxspeech import workdir as names
 
 
 def mean_metrics(records: Sequence[dict[str, Any]]) -> dict[str, float]:
@@ -35,7 +34,7 @@ class MetricsLog:
     """
 
     def __init__(self, workdir: pathlib.Path, enabled: bool) -> None:
-        self.path = workdir / "metrics.jsonl"
+        self.path = workdir / names.METRICS
         self.enabled = enabled
         self._events, self._opened, self._resumed_at = None, False, None
 
@@ -142,7 +141,7 @@ class BestValidation:
 
 def read_metrics(workdir: str | pathlib.Path) -> list[dict[str, Any]]:
     """The records of ``WORKDIR/metrics.jsonl``."""
-    lines = (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()
+    lines = (pathlib.Path(workdir) / names.METRICS).read_text().splitlines()
     return [json.loads(line) for line in lines if line]
 
 
@@ -167,44 +166,3 @@ class Progress:
 
     def close(self) -> None:
         self.bar.close()
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float) and math.isfinite(value):
-        return f"{value:.4f}"
-    return str(value)
-
-
-def table_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """Every key of ``rows``, in the order first seen (stages of a recipe may differ)."""
-    return list(dict.fromkeys(key for row in rows for key in row))
-
-
-def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
-    """Rows as a Markdown table (a column per key of any row, empty where a row lacks it);
-    floats with 4 decimals."""
-    columns = table_columns(rows)
-    lines = [
-        "| " + " | ".join(columns) + " |",
-        "|" + "|".join("---" for _ in columns) + "|",
-        *("| " + " | ".join(_cell(row.get(c, "")) for c in columns) + " |" for row in rows),
-    ]
-    return "\n".join(lines) + "\n"
-
-
-TABLE_SUFFIXES = (".md", ".csv", ".json")
-
-
-def write_table(rows: Sequence[dict[str, Any]], stem: pathlib.Path) -> str:
-    """Writes ``stem.md``, ``stem.csv`` and ``stem.json`` (each atomically); returns the
-    Markdown text."""
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    markdown = markdown_table(rows)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=table_columns(rows))
-    writer.writeheader()
-    writer.writerows(rows)
-    texts = (markdown, buffer.getvalue(), json.dumps(list(rows), indent=2) + "\n")
-    for suffix, text in zip(TABLE_SUFFIXES, texts, strict=True):
-        files.write_text(stem.with_suffix(suffix), text)
-    return markdown

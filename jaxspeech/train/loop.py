@@ -2,7 +2,7 @@
 
 ``run(config, workdir, frozen=...)`` builds the task (``jaxspeech.train.tasks``) with the
 frozen earlier stages it reads, restores the latest checkpoint in ``workdir/checkpoints`` if
-there is one (else calls the task's ``prepare_model_state``, if it has one), and trains to
+there is one (else calls the task's ``prepare_model_state``), and trains to
 ``config.train.steps``: metrics every ``log_every`` steps to ``workdir/metrics.jsonl``,
 validation every ``eval_every`` steps, checkpoints every ``checkpoint_every`` steps and at the
 end. A gradient task's step is one optimiser update; an estimation task's step sums its
@@ -37,14 +37,15 @@ import optax
 from jax.experimental import multihost_utils
 
 from jaxspeech import files, parallel
+from jaxspeech import workdir as names
 from jaxspeech.errors import ConfigError, JaxspeechError, TrainingInterrupted
 from jaxspeech.train import config as config_lib
 from jaxspeech.train import optim
 from jaxspeech.train import workdir as workdir_lib
 from jaxspeech.train.checkpoint import Checkpointer
 from jaxspeech.train.logging import BestValidation, MetricsLog, Progress, mean_metrics
-from jaxspeech.train.restore import CONFIG_FILE, read_config, restore_frozen, write_frozen_record
-from jaxspeech.train.task import GRADIENT, TrainedRun, task_kind
+from jaxspeech.train.restore import write_frozen_record
+from jaxspeech.train.task import Task, TrainedRun
 from jaxspeech.train.tasks import make_task
 
 PyTree = Any
@@ -78,7 +79,7 @@ class TrainState:
         return optim.finite_guard(self.opt_state).total_notfinite
 
 
-def init_state(task: Any, optimizer: optax.GradientTransformation, seed: int) -> TrainState:
+def init_state(task: Task, optimizer: optax.GradientTransformation, seed: int) -> TrainState:
     """A fresh train state (pure; the caller jits it with replicated output shardings)."""
     init_key, train_key = jax.random.split(jax.random.PRNGKey(seed))
     params, model_state = task.init_model(init_key)
@@ -162,7 +163,7 @@ class _Setup:
         config_lib.validate(config)
         self.config = config
         self.task = make_task(config, frozen)
-        self.kind = task_kind(self.task)
+        self.estimation = self.task.capabilities.estimation
         self.mesh = parallel.make_mesh(devices)
         if config.train.batch_size % self.mesh.size:
             raise ConfigError(
@@ -294,7 +295,7 @@ class _Estimation:
 
 
 def _stepper(setup: _Setup) -> _GradientDescent | _Estimation:
-    return _GradientDescent(setup) if setup.kind == GRADIENT else _Estimation(setup)
+    return _Estimation(setup) if setup.estimation else _GradientDescent(setup)
 
 
 def _next_batches(iterator, task_name: str):
@@ -368,7 +369,7 @@ def run(
     stepper = _stepper(setup)
     is_main = jax.process_index() == 0
     if is_main:
-        files.write_text(workdir / CONFIG_FILE, config_json)
+        files.write_text(workdir / names.CONFIG, config_json)
         write_frozen_record(workdir, frozen)
 
     with setup.checkpointer:  # finishes pending saves, also when training stops on an error
@@ -376,7 +377,7 @@ def run(
         seed = config.train.seed
         data_iterator = iter(task.train_dataset(jax.process_index(), jax.process_count(), seed))
         state, latest = setup.checkpointer.restore_latest_readable(state, data_iterator)
-        if latest is None and hasattr(task, "prepare_model_state"):
+        if latest is None:
             prepared = task.prepare_model_state(jax.device_get(state.model_state))
             state = state.replace(model_state=parallel.replicate(mesh, jax.device_get(prepared)))
         start = int(state.step)
@@ -427,7 +428,7 @@ def _train(setup, stepper, state, data_iterator, log, best, stop, config_json):
                 steps_per_s=window_steps / elapsed,
                 samples_per_s=window_steps * stepper.samples_per_step / elapsed,
             )
-            if setup.kind == GRADIENT:
+            if not setup.estimation:
                 record["nonfinite_total"] = int(state.nonfinite_total)
             valid = None
             if is_eval:
@@ -435,7 +436,7 @@ def _train(setup, stepper, state, data_iterator, log, best, stop, config_json):
                 record.update({f"valid_{k}": v for k, v in valid.items()})
                 state = stepper.validated(state, valid[task.valid_metric])
                 progress.write(best.update(step, valid[task.valid_metric]))
-                if log.events is not None and hasattr(task, "examples"):
+                if log.events is not None and task.capabilities.examples:
                     host = jax.device_get((state.params, state.model_state))
                     log.write_examples(step, task.examples(*host))
             log.write(record)
@@ -455,19 +456,3 @@ def _train(setup, stepper, state, data_iterator, log, best, stop, config_json):
     progress.write(best.summary())
     progress.close()
     return state
-
-
-def restore_train_state(
-    workdir: str | pathlib.Path, checkpoint: str = "latest", devices=None
-) -> TrainState | EstimationState:
-    """The whole train state of a checkpoint, optimiser state included (to inspect a run;
-    evaluation and inference need only ``restore.restore_run``)."""
-    workdir = pathlib.Path(workdir).absolute()
-    setup = _Setup(read_config(workdir), workdir, devices, restore_frozen(workdir, devices))
-    stepper = _stepper(setup)
-    try:
-        return setup.checkpointer.restore(
-            setup.checkpointer.resolve(checkpoint), stepper.new_state()
-        )
-    finally:
-        setup.checkpointer.close()

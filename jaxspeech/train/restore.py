@@ -18,25 +18,16 @@ from collections.abc import Mapping, Sequence
 
 import jax
 
-from jaxspeech import parallel
+from jaxspeech import files, parallel
+from jaxspeech import workdir as names
 from jaxspeech.data import crosscorpus
 from jaxspeech.errors import ConfigError, JaxspeechError
+from jaxspeech.evaluation import Evaluation, write_evaluation
 from jaxspeech.train import config as config_lib
 from jaxspeech.train.checkpoint import Checkpointer
-from jaxspeech.train.logging import write_table
 from jaxspeech.train.task import TrainedRun
 from jaxspeech.train.tasks import make_task
-from jaxspeech.train.workdir import read_config as read_config_file
-
-CONFIG_FILE, FROZEN_FILE = "config.json", "frozen.json"
-
-
-def read_config(workdir: pathlib.Path) -> config_lib.Config:
-    """The config of the run in ``workdir``; JaxspeechError when there is none."""
-    path = workdir / CONFIG_FILE
-    if not path.is_file():
-        raise JaxspeechError(f"{path} not found; is {workdir} a training workdir?")
-    return read_config_file(path)
+from jaxspeech.train.workdir import read_config
 
 
 def write_frozen_record(workdir: pathlib.Path, frozen: Mapping[str, TrainedRun]) -> None:
@@ -46,18 +37,18 @@ def write_frozen_record(workdir: pathlib.Path, frozen: Mapping[str, TrainedRun])
         name: {"workdir": os.path.relpath(run.workdir, workdir), "step": run.step}
         for name, run in frozen.items()
     }
-    (workdir / FROZEN_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    files.write_text(workdir / names.FROZEN, json.dumps(record, indent=2) + "\n")
 
 
 def restore_frozen(workdir: pathlib.Path, devices: Sequence | None = None) -> dict[str, TrainedRun]:
     """The frozen stages the run in ``workdir`` was trained with (``{}`` for none)."""
-    path = workdir / FROZEN_FILE
+    path = workdir / names.FROZEN
     if not path.is_file():
         return {}
     frozen = {}
     for name, entry in json.loads(path.read_text()).items():
         source = (workdir / entry["workdir"]).resolve()
-        if not (source / CONFIG_FILE).is_file():
+        if not names.is_run(source):
             raise JaxspeechError(
                 f"{path} says stage {name!r} is in {source}, which holds no training run; "
                 "keep a multi-stage workdir's stage folders together"
@@ -78,9 +69,9 @@ def restore_run(
     instead of its own data (``jaxspeech.data.crosscorpus``)."""
     workdir = pathlib.Path(workdir).absolute()
     config = read_config(workdir)
+    config_lib.validate(config)
     if corpus is not None:
         config = dataclasses.replace(config, data=crosscorpus.for_corpus(config.data, corpus))
-    config_lib.validate(config)
     task = make_task(config, restore_frozen(workdir, devices))
     checkpointer = Checkpointer.for_run(workdir, config, task)
     try:
@@ -99,38 +90,22 @@ def restore_run(
     return TrainedRun(workdir, task, model["params"], model["model_state"], step)
 
 
-def scores_trials(task) -> bool:
-    """Whether a task (or task class) scores trial lists: its ``evaluate`` then also takes the
-    run's ``workdir`` (to write its trial lists and thresholds) and ``trials`` (a list file)."""
-    return getattr(task, "scores_trials", False)
-
-
-def evaluate_run(
-    run: TrainedRun, split: str = "test", trials: str | None = None, with_scores: bool = False
-) -> tuple[list[dict], dict | None]:
-    """``(rows, scores)`` of a restored run: ``task.evaluate`` on ``split`` (or, for a task that
-    ``scores_trials``, on the trial list ``trials`` when given) with a ``checkpoint_step``
-    column; with ``with_scores``, ``task.evaluate_with_scores`` instead, whose per-utterance
-    scores ``{metric: [utterances]}`` come back too (None without)."""
-    scores = None
-    if scores_trials(run.task):
+def evaluate_run(run: TrainedRun, split: str = "test", trials: str | None = None) -> Evaluation:
+    """``task.evaluate`` of a restored run on ``split`` (or, for a task that scores trial
+    lists, on the list ``trials`` when given), with a ``checkpoint_step`` column first in its
+    table."""
+    if run.task.capabilities.scores_trials:
         options = {"workdir": run.workdir if jax.process_index() == 0 else None, "trials": trials}
-        rows = run.task.evaluate(run.params, run.model_state, split, **options)
+        evaluation = run.task.evaluate(run.params, run.model_state, split, **options)
     elif trials is not None:
         raise ConfigError(
             f"--trials: the run in {run.workdir} is a {run.task.config.task!r} run, which scores "
             "no trial lists; give a speaker-verification workdir"
         )
-    elif with_scores:
-        if not hasattr(run.task, "evaluate_with_scores"):
-            raise ConfigError(
-                f"the task of {run.workdir} ({run.task.config.task!r}) has no per-utterance "
-                "scores (evaluate_with_scores), so it cannot be compared paired"
-            )
-        rows, scores = run.task.evaluate_with_scores(run.params, run.model_state, split)
     else:
-        rows = run.task.evaluate(run.params, run.model_state, split)
-    return [{"checkpoint_step": run.step, **row} for row in rows], scores
+        evaluation = run.task.evaluate(run.params, run.model_state, split)
+    table = [{"checkpoint_step": run.step, **row} for row in evaluation.table]
+    return dataclasses.replace(evaluation, table=table)
 
 
 def evaluate(
@@ -139,15 +114,18 @@ def evaluate(
     checkpoint: str = "best",
     trials: str | None = None,
     corpus: str | None = None,
-):
+) -> tuple[Evaluation, str, list[pathlib.Path]]:
     """``evaluate_run`` of the run in ``workdir`` at ``checkpoint`` (on the test split of
-    ``corpus`` when given), written to ``workdir/eval/<split, list or corpus name>.{md,csv,
-    json}`` (process 0). Returns ``(rows, markdown)``."""
+    ``corpus`` when given), written to ``workdir/eval/<table>{,_items,_groups}.{md,csv,json}``
+    (process 0; ``<table>``: :func:`table_name`). Returns ``(evaluation, the table's
+    Markdown, the stems written)``."""
     run = restore_run(workdir, checkpoint, corpus=corpus)
-    rows, _ = evaluate_run(run, split, trials)
-    path = run.workdir / "eval" / table_name(run.workdir, split, trials, corpus)
-    markdown = write_table(rows, path) if jax.process_index() == 0 else ""
-    return rows, markdown
+    evaluation = evaluate_run(run, split, trials)
+    if jax.process_index() != 0:
+        return evaluation, "", []
+    table = table_name(run.workdir, split, trials, corpus)
+    markdown, written = write_evaluation(evaluation, run.workdir, table)
+    return evaluation, markdown, written
 
 
 def table_name(
@@ -155,10 +133,8 @@ def table_name(
 ) -> str:
     """The name of an evaluation's tables in ``eval/``: the split, the trial list's stem, or
     with ``corpus`` the corpus's layout and split (``resolve_corpus`` first)."""
-    if trials is not None:
-        return pathlib.Path(trials).stem
     if corpus is None:
-        return split
+        return names.table_name(split, trials)
     data = crosscorpus.for_corpus(_first_config(workdir).data, corpus)
     return crosscorpus.table_name(data, split)
 
@@ -166,8 +142,8 @@ def table_name(
 def _first_config(workdir: str | pathlib.Path) -> config_lib.Config:
     """The config of the run in ``workdir``, or of a multi-stage recipe's first stage."""
     workdir = pathlib.Path(workdir)
-    if not (workdir / CONFIG_FILE).is_file() and (workdir / "stages.json").is_file():
-        workdir = workdir / json.loads((workdir / "stages.json").read_text())["stages"][0]
+    if not names.is_run(workdir) and names.is_multi_stage(workdir):
+        workdir = workdir / json.loads((workdir / names.STAGES).read_text())["stages"][0]
     return read_config(workdir)
 
 
@@ -180,6 +156,6 @@ def resolve_corpus(
     if corpus is None or not crosscorpus.scores_trial_lists(_first_config(workdir).data):
         return trials, corpus
     if trials is None:
-        folder = pathlib.Path(workdir).absolute() / "trials"
+        folder = pathlib.Path(workdir).absolute() / names.TRIALS
         trials = str(crosscorpus.write_trial_list(corpus, folder))
     return trials, None

@@ -11,11 +11,11 @@ which stage was read is recorded in ``WORKDIR/<name>/frozen.json``, so ``WORKDIR
 evaluable on its own. A stage may be of either task kind (gradient descent or estimation, e.g.
 EM); see ``jaxspeech.train.task``.
 
-``WORKDIR/stages.json`` lists the stages; :func:`evaluate` concatenates their tables (a
-``stage`` column first) into ``WORKDIR/eval/<split>.{md,csv,json}``. A recipe may also declare
-:class:`Comparison` s (one system against another, each trained with several seeds); they are
-recorded in ``stages.json`` and :func:`evaluate` writes them, paired by test utterance, to
-``WORKDIR/eval/<split>-paired.{md,csv,json}``.
+``WORKDIR/stages.json`` lists the stages; :func:`evaluate` concatenates their tables, item
+rows and group means (a ``stage`` column first) into ``WORKDIR/eval/<split>{,_items,_groups}``
+``.{md,csv,json}``. A recipe may also declare :class:`Comparison` s (one system against
+another, each trained with several seeds); they are recorded in ``stages.json`` and
+:func:`evaluate` writes them, paired by test item, to ``WORKDIR/eval/<split>-paired.*``.
 
 Overrides ``section.key=value`` apply to every stage that has the key;
 ``<stage>.section.key=value`` to one.
@@ -32,13 +32,13 @@ import jax
 import numpy as np
 
 from jaxspeech import files
+from jaxspeech import workdir as names
 from jaxspeech.errors import ConfigError, JaxspeechError
+from jaxspeech.evaluation import Evaluation, write_evaluation, write_table
 from jaxspeech.train import config as config_lib
 from jaxspeech.train import restore
 from jaxspeech.train.tasks import get_task_class
-from jaxspeech.train.workdir import check_stages
-
-STAGES_FILE = "stages.json"
+from jaxspeech.train.workdir import check_stages, read_config, read_json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,8 +62,8 @@ class Stage:
 @dataclasses.dataclass(frozen=True)
 class Comparison:
     """System A (stages ``a``, one per training seed) against system B (stages ``b``), scored
-    per test utterance by the stages' tasks (``evaluate_with_scores``) and compared paired by
-    utterance (:func:`jaxspeech.metrics.paired.paired_difference`)."""
+    per test item by the stages' tasks (``Evaluation.scores``) and compared paired by
+    item (:func:`jaxspeech.metrics.paired.paired_difference`)."""
 
     name: str
     a: tuple[str, ...]
@@ -169,7 +169,7 @@ def run(recipe: Recipe, workdir: str | pathlib.Path, allow_changes: bool = False
         listing = {"stages": recipe.names}
         if recipe.comparisons:
             listing["comparisons"] = [dataclasses.asdict(c) for c in recipe.comparisons]
-        files.write_text(workdir / STAGES_FILE, json.dumps(listing, indent=2))
+        files.write_text(workdir / names.STAGES, json.dumps(listing, indent=2))
     for stage in recipe.stages:
         frozen = {
             name: restore.restore_run(workdir / name, stage.read_checkpoint) for name in stage.reads
@@ -178,25 +178,39 @@ def run(recipe: Recipe, workdir: str | pathlib.Path, allow_changes: bool = False
         loop.run(stage.config, workdir / stage.name, frozen=frozen, allow_changes=allow_changes)
 
 
+def _listing(workdir: str | pathlib.Path) -> dict | None:
+    """The workdir's ``stages.json``, or None for a single run."""
+    return (
+        read_json(pathlib.Path(workdir) / names.STAGES) if names.is_multi_stage(workdir) else None
+    )
+
+
 def stage_names(workdir: str | pathlib.Path) -> list[str] | None:
     """The stages of a multi-stage workdir, or None for a single run."""
-    path = pathlib.Path(workdir) / STAGES_FILE
-    return json.loads(path.read_text())["stages"] if path.is_file() else None
+    listing = _listing(workdir)
+    return None if listing is None else listing["stages"]
 
 
 def comparisons(workdir: str | pathlib.Path) -> list[Comparison]:
     """The comparisons recorded in a multi-stage workdir's ``stages.json`` (none for a run)."""
-    path = pathlib.Path(workdir) / STAGES_FILE
-    listed = json.loads(path.read_text()).get("comparisons", []) if path.is_file() else []
+    listed = (_listing(workdir) or {}).get("comparisons", [])
     return [Comparison(c["name"], tuple(c["a"]), tuple(c["b"])) for c in listed]
 
 
-def paired_rows(comparison: Comparison, scores: Mapping[str, dict[str, np.ndarray]]) -> list[dict]:
+def paired_rows(
+    comparison: Comparison, scores: Mapping[str, Mapping[str, np.ndarray] | None]
+) -> list[dict]:
     """One row per metric of ``comparison``: A's and B's means, the paired difference with its
-    95 % interval and each side's range of per-seed means, from each stage's per-utterance
-    ``scores[stage]`` (``{metric: [utterances]}``)."""
+    95 % interval and each side's range of per-seed means, from each stage's per-item
+    ``scores[stage]`` (``{metric: [items]}``)."""
     from jaxspeech.metrics.paired import paired_difference
 
+    unscored = [n for n in (*comparison.a, *comparison.b) if scores[n] is None]
+    if unscored:
+        raise ConfigError(
+            f"comparison {comparison.name!r}: the stages {unscored} give no per-item scores, "
+            "so they cannot be compared paired"
+        )
     a, b = [scores[n] for n in comparison.a], [scores[n] for n in comparison.b]
     rows = []
     for metric in a[0]:
@@ -220,44 +234,49 @@ def evaluate(
     checkpoint: str = "best",
     trials: str | None = None,
     corpus: str | None = None,
-):
-    """``restore.evaluate`` of a single run, or of every stage with its rows concatenated (a
-    ``stage`` column first) and written to ``workdir/eval/<split>.{md,csv,json}``. With a trial
-    list ``trials``, only the stages whose task scores trial lists are evaluated, on it
-    (``workdir/eval/<list name>.*``). With ``corpus``, on that corpus's test split
-    (``workdir/eval/<corpus name>-<split>.*``; ``restore.table_name``).
+) -> tuple[Evaluation, str, list[pathlib.Path]]:
+    """``restore.evaluate`` of a single run, or of every stage, each written to its own
+    ``eval/`` and concatenated (a ``stage`` column first) into ``workdir/eval/<split>*``. With
+    a trial list ``trials``, only the stages whose task scores trial lists are evaluated, on
+    it (``workdir/eval/<list name>*``). With ``corpus``, on that corpus's test split
+    (``workdir/eval/<corpus name>-<split>*``; ``restore.table_name``).
 
-    Returns ``(rows, markdown)``.
+    Returns ``(evaluation, the table's Markdown, the stems written)``.
     """
-    from jaxspeech.train.logging import write_table
-
-    names = stage_names(workdir)
-    if names is None:
+    stages = stage_names(workdir)
+    if stages is None:
         return restore.evaluate(workdir, split, checkpoint, trials, corpus)
     workdir = pathlib.Path(workdir).absolute()
     wanted = [] if trials is not None else comparisons(workdir)
-    compared = {name for c in wanted for name in (*c.a, *c.b)}
     table = restore.table_name(workdir, split, trials, corpus)
-    rows, scores = [], {}
-    for name in names:
-        if not (workdir / name / "config.json").is_file():
+    evaluations, scores = {}, {}
+    for name in stages:
+        if not names.is_run(workdir / name):
             raise JaxspeechError(
                 f"stage {name!r} has not been trained in {workdir / name}; run train.py with "
                 "the same --workdir to finish the recipe"
             )
-        if trials is not None and not restore.scores_trials(
-            get_task_class(restore.read_config(workdir / name).task)
-        ):
+        task_class = get_task_class(read_config(workdir / name).task)
+        if trials is not None and not task_class.capabilities.scores_trials:
             continue
         run = restore.restore_run(workdir / name, checkpoint, corpus=corpus)
-        stage_rows, scores[name] = restore.evaluate_run(run, split, trials, name in compared)
+        evaluations[name] = restore.evaluate_run(run, split, trials)
+        scores[name] = evaluations[name].scores
         if jax.process_index() == 0:
-            write_table(stage_rows, workdir / name / "eval" / table)
-        rows.extend({"stage": name, **row} for row in stage_rows)
-    if not rows:
-        raise ConfigError(f"--trials: no stage of {workdir} scores trial lists ({names})")
-    markdown = write_table(rows, workdir / "eval" / table) if jax.process_index() == 0 else ""
+            write_evaluation(evaluations[name], workdir / name, table)
+    if not evaluations:
+        raise ConfigError(f"--trials: no stage of {workdir} scores trial lists ({stages})")
+    joined = Evaluation(
+        table=[{"stage": n, **row} for n, e in evaluations.items() for row in e.table],
+        items=[{"stage": n, **row} for n, e in evaluations.items() for row in e.items],
+        groups=tuple(dict.fromkeys(g for e in evaluations.values() for g in e.groups)),
+    )
+    if jax.process_index() != 0:
+        return joined, "", []
+    markdown, written = write_evaluation(joined, workdir, table)
     paired = [row for c in wanted for row in paired_rows(c, scores)]
-    if paired and jax.process_index() == 0:
-        markdown += "\n" + write_table(paired, workdir / "eval" / f"{table}-paired")
-    return rows, markdown
+    if paired:
+        stem = names.eval_stem(workdir, table, names.PAIRED_SUFFIX)
+        markdown += "\n" + write_table(paired, stem)
+        written.append(stem)
+    return joined, markdown, written

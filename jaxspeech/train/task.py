@@ -6,15 +6,20 @@ loop owns jit, sharding, optimisers, checkpoints, logging. A task never loads a 
 itself: the stage machinery (``train/stages.py``, ``train/restore.py``) hands it
 :class:`TrainedRun` objects.
 
-Two kinds of task (``Task.kind``):
+Every task subclasses :class:`Task`; what only some tasks do is declared in their
+:class:`Capabilities`, never found out by looking for attributes:
 
-* ``"gradient"`` (the default when a task has no ``kind``): trained by gradient descent on
-  ``loss_fn`` with the optimiser of the config;
-* ``"estimation"``: not gradient descent (EM for a GMM, k-means, feature statistics). One
-  step reads ``batches_per_step`` batches; per batch the task's ``statistics`` are computed
-  per replica and summed over the ``data`` axis and over the batches, then ``update`` turns
-  the sums into new params (an M-step). Checkpoints, resume, validation, the progress bar and
-  the metrics log are the gradient kind's.
+* ``estimation``: the task is not trained by gradient descent on ``loss_fn`` but estimated
+  (EM for a GMM, k-means, feature statistics). One step reads ``batches_per_step`` batches;
+  per batch the task's ``statistics`` are computed per replica and summed over the ``data``
+  axis and over the batches, then ``update`` turns the sums into new params (an M-step).
+  Checkpoints, resume, validation, the progress bar and the metrics log are as for gradient
+  descent.
+* ``scores_trials``: ``evaluate`` also takes the run's ``workdir`` (for the trial lists and
+  thresholds it writes there) and a trial-list file to score instead of the split's
+  (``evaluate.py --trials``; speaker verification).
+* ``examples``: ``examples`` gives a few fixed validation inputs and outputs, logged to
+  TensorBoard with their spectrograms at each validation when tensorboardX is installed.
 
 Batches are dicts of arrays whose leading axis is the batch. The loop shards that axis over
 the ``data`` mesh axis, so ``loss_fn`` sees one replica's slice and must reduce over it with a
@@ -23,18 +28,20 @@ plain mean (the loop averages across replicas with ``lax.pmean``).
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import pathlib
 from collections.abc import Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any, ClassVar
 
 import jax
+import numpy as np
 
 from jaxspeech.errors import ConfigError
+from jaxspeech.evaluation import Evaluation
 
 PyTree = Any
 Batch = Mapping[str, jax.Array]
-GRADIENT, ESTIMATION = "gradient", "estimation"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,19 +83,40 @@ def refuse_frozen(frozen: Mapping[str, TrainedRun], task_name: str) -> None:
         )
 
 
-class Task(Protocol):
-    """What a task module's ``Task`` class provides (gradient kind)."""
+@dataclasses.dataclass(frozen=True)
+class Capabilities:
+    """What a task does besides the members every task has (see the module docstring)."""
 
+    estimation: bool = False
+    scores_trials: bool = False
+    examples: bool = False
+
+
+class Task(abc.ABC):
+    """The members every task has; subclasses override the abstract ones and, for an
+    estimation task, ``statistics``, ``update`` and ``batches_per_step``."""
+
+    capabilities: ClassVar[Capabilities] = Capabilities()
     #: name of the validation metric used to pick the best checkpoint, and its direction.
     valid_metric: str
     valid_mode: str  # "min" or "max"
+    #: estimation tasks: batches whose statistics one step sums before its update.
+    batches_per_step: int = 1
 
-    def __init__(self, config: Any, frozen: Mapping[str, TrainedRun] = ...) -> None: ...
+    def __init__(self, config: Any, frozen: Mapping[str, TrainedRun] | None = None) -> None:
+        self.config = config
 
+    @abc.abstractmethod
     def init_model(self, rng: jax.Array) -> tuple[PyTree, PyTree]:
         """Returns ``(params, model_state)``; ``model_state`` is ``{}`` without batch norm.
         Pure and cheap (it also gives the shapes to restore checkpoints into): anything
         estimated from data belongs in ``prepare_model_state``."""
+
+    def prepare_model_state(self, model_state: PyTree) -> PyTree:
+        """Called once, before step 1 of a new run (never on resume or restore): model state
+        estimated from training data (e.g. feature-normalisation statistics), then saved in
+        every checkpoint. By default the state as ``init_model`` made it."""
+        return model_state
 
     def loss_fn(
         self, params: PyTree, model_state: PyTree, batch: Batch, rng: jax.Array
@@ -97,64 +125,47 @@ class Task(Protocol):
 
         Runs inside ``shard_map`` over the ``data`` axis: batch-norm layers must use
         ``axis_name="data"``. ``metrics`` are scalars (means over the replica's batch).
-        """
-
-    def eval_fn(self, params: PyTree, model_state: PyTree, batch: Batch) -> dict[str, jax.Array]:
-        """Per-replica validation metrics (scalars, means over the replica's batch)."""
-
-    def train_dataset(self, process_index: int, process_count: int, seed: int) -> Iterable:
-        """This process's share of the training batches: a ``grain`` ``IterDataset`` of dicts
-        of numpy arrays with leading axis ``train.batch_size // process_count``. Its iterator
-        state is saved in checkpoints."""
-
-    def valid_batches(self) -> list[dict]:
-        """The fixed held-out validation set as a list of global batches (numpy dicts)."""
-
-    def evaluate(self, params: PyTree, model_state: PyTree, split: str) -> list[dict]:
-        """Rows of the task's metric table for ``split`` (each row a dict: column -> value).
-        Reads the split's data only now (building a task reads no data)."""
-
-    # Optional:
-    # def prepare_model_state(self, model_state) -> model_state
-    #     Called once, before step 1 of a new run (never on resume or restore): model state
-    #     estimated from training data (e.g. feature-normalisation statistics), then saved in
-    #     every checkpoint.
-    # scores_trials = True
-    #     ``evaluate(params, model_state, split, workdir=None, trials=None)`` also takes the
-    #     run's workdir (for the trial lists and thresholds it writes there) and a trial-list
-    #     file to score instead of the split's (``evaluate.py --trials``; speaker verification).
-    # def examples(self, params, model_state) -> list[tuple[str, np.ndarray, int]]
-    #     A few fixed validation examples as ``(name, waveform [S], sample_rate)`` (inputs and
-    #     outputs), logged to TensorBoard with their spectrograms at each validation when
-    #     tensorboardX is installed. ``params`` and ``model_state`` are on the host.
-
-
-class EstimationTask(Protocol):
-    """What an estimation-kind task provides besides ``init_model``, ``eval_fn``,
-    ``train_dataset``, ``valid_batches``, ``evaluate``, ``valid_metric`` and ``valid_mode``
-    (as :class:`Task`; no ``loss_fn``)."""
-
-    kind: str  # ESTIMATION
-    #: batches whose statistics one step sums before its update.
-    batches_per_step: int
+        Gradient tasks only."""
+        raise NotImplementedError(f"{type(self).__name__} is an estimation task: no loss_fn")
 
     def statistics(
         self, params: PyTree, model_state: PyTree, batch: Batch, rng: jax.Array
     ) -> PyTree:
         """Per-replica sufficient statistics of the replica's slice of ``batch`` (sums, not
-        means: the loop adds them over replicas and batches)."""
+        means: the loop adds them over replicas and batches). Estimation tasks only."""
+        raise NotImplementedError(f"{type(self).__name__} is a gradient task: no statistics")
 
     def update(
         self, params: PyTree, model_state: PyTree, statistics: PyTree
     ) -> tuple[PyTree, PyTree, dict[str, jax.Array]]:
-        """``(params, model_state, metrics)`` from the summed statistics of one step."""
+        """``(params, model_state, metrics)`` from the summed statistics of one step.
+        Estimation tasks only."""
+        raise NotImplementedError(f"{type(self).__name__} is a gradient task: no update")
 
+    @abc.abstractmethod
+    def eval_fn(self, params: PyTree, model_state: PyTree, batch: Batch) -> dict[str, jax.Array]:
+        """Per-replica validation metrics (scalars, means over the replica's batch)."""
 
-def task_kind(task: Any) -> str:
-    """``GRADIENT`` or ``ESTIMATION``; ConfigError for anything else."""
-    kind = getattr(task, "kind", GRADIENT)
-    if kind not in (GRADIENT, ESTIMATION):
-        raise ConfigError(
-            f"{type(task).__name__}.kind={kind!r}; use {GRADIENT!r} or {ESTIMATION!r}"
-        )
-    return kind
+    @abc.abstractmethod
+    def train_dataset(self, process_index: int, process_count: int, seed: int) -> Iterable:
+        """This process's share of the training batches: a ``grain`` ``IterDataset`` of dicts
+        of numpy arrays with leading axis ``train.batch_size // process_count``. Its iterator
+        state is saved in checkpoints."""
+
+    @abc.abstractmethod
+    def valid_batches(self) -> list[dict]:
+        """The fixed held-out validation set as a list of global batches (numpy dicts)."""
+
+    def examples(self, params: PyTree, model_state: PyTree) -> list[tuple[str, np.ndarray, int]]:
+        """A few fixed validation examples as ``(name, waveform [S], sample_rate)`` (inputs and
+        outputs); ``params`` and ``model_state`` are on the host. With
+        ``capabilities.examples`` only."""
+        raise NotImplementedError(f"{type(self).__name__} logs no examples")
+
+    @abc.abstractmethod
+    def evaluate(self, params: PyTree, model_state: PyTree, split: str) -> Evaluation:
+        """The task's metric table for ``split``, one row per test item and, where the task
+        compares systems paired by item, this model's per-item scores
+        (:class:`jaxspeech.evaluation.Evaluation`). Reads the split's data only now (building
+        a task reads no data). With ``capabilities.scores_trials`` it also takes
+        ``workdir=None, trials=None``."""

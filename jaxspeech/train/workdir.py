@@ -14,6 +14,7 @@ import json
 import pathlib
 from typing import Any
 
+from jaxspeech import workdir as names
 from jaxspeech.errors import ConfigError, JaxspeechError
 from jaxspeech.train import config as config_lib
 from jaxspeech.train.config import Config
@@ -54,9 +55,12 @@ def read_json(path: pathlib.Path) -> Any:
         ) from err
 
 
-def read_config(path: pathlib.Path) -> Config:
-    """The config in ``path`` (a run's ``config.json``); one-line errors naming the file when
-    it is damaged or of another format version."""
+def read_config(workdir: str | pathlib.Path) -> Config:
+    """The config of the run in ``workdir`` (its ``config.json``): the one reader of it. One-line
+    errors naming the file when there is none, or it is damaged or of another format version."""
+    path = pathlib.Path(workdir) / names.CONFIG
+    if not path.is_file():
+        raise JaxspeechError(f"{path} not found; is {workdir} a training workdir?")
     read_json(path)
     try:
         return config_lib.from_json(path.read_text())
@@ -67,15 +71,14 @@ def read_config(path: pathlib.Path) -> Config:
 def check_resumable(workdir: pathlib.Path, config_json: str, allow_changes: bool) -> None:
     """Raises ConfigError when ``workdir/config.json`` holds another run than ``config_json``
     (see the module docstring); nothing when the workdir is new."""
-    if (workdir / "stages.json").is_file():
+    if names.is_multi_stage(workdir):
         raise ConfigError(
             f"{workdir} holds a multi-stage recipe; train this single run in another --workdir"
         )
-    path = workdir / "config.json"
-    if not path.is_file():
+    if not names.is_run(workdir):
         return
-    read_config(path)
-    old, new = read_json(path)["config"], json.loads(config_json)["config"]
+    read_config(workdir)
+    old, new = read_json(workdir / names.CONFIG)["config"], json.loads(config_json)["config"]
     if old.get("task") != new.get("task"):
         raise ConfigError(
             f"{workdir} holds a {old.get('task')!r} run, not a {new.get('task')!r} one; "
@@ -97,17 +100,16 @@ def check_resumable(workdir: pathlib.Path, config_json: str, allow_changes: bool
         )
 
 
-def check_stages(workdir: pathlib.Path, names: list[str]) -> None:
-    """Raises ConfigError when ``workdir`` holds a single run, or other stages than ``names``."""
-    stages_file = workdir / "stages.json"
-    if (workdir / "config.json").is_file():
+def check_stages(workdir: pathlib.Path, stages: list[str]) -> None:
+    """Raises ConfigError when ``workdir`` holds a single run, or other stages than ``stages``."""
+    if names.is_run(workdir):
         raise ConfigError(
             f"{workdir} holds a single run; train this multi-stage recipe in another --workdir"
         )
-    if stages_file.is_file():
-        old = read_json(stages_file).get("stages")
-        if old != names:
+    if names.is_multi_stage(workdir):
+        old = read_json(workdir / names.STAGES).get("stages")
+        if old != stages:
             raise ConfigError(
-                f"{workdir} holds a recipe with the stages {old}, not {names}; train this "
+                f"{workdir} holds a recipe with the stages {old}, not {stages}; train this "
                 "recipe in another --workdir"
             )

@@ -1,5 +1,6 @@
 """Task registry: ``config.task`` names a module ``jaxspeech.train.tasks.<name>`` defining
-``Task``, or is a dotted path ``"package.module:Class"`` (for tasks living elsewhere)."""
+``Task``, or is a dotted path ``"package.module:Class"`` (for tasks living elsewhere); either
+way the class is a :class:`jaxspeech.train.task.Task`."""
 
 from __future__ import annotations
 
@@ -28,9 +29,15 @@ def get_task_class(name: str) -> type[Task]:
             )
         module_name, class_name = f"{__name__}.{name}", "Task"
     try:
-        return getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as err:
+        found = vars(importlib.import_module(module_name)).get(class_name)
+    except ImportError as err:
         raise ConfigError(f"cannot load task {name!r}: {err}") from err
+    if not (isinstance(found, type) and issubclass(found, Task)):
+        raise ConfigError(
+            f"cannot load task {name!r}: {module_name} has no {class_name!r} subclassing "
+            "jaxspeech.train.task.Task"
+        )
+    return found
 
 
 def make_task(config: Any, frozen: Mapping[str, TrainedRun] | None = None) -> Task:

@@ -34,6 +34,9 @@ from jaxspeech import masks
 from jaxspeech.data.av import CONDITIONS, AVData, AVDataConfig
 from jaxspeech.data.source import batch_examples
 from jaxspeech.errors import ConfigError
+from jaxspeech.evaluation import Evaluation, item_rows
+from jaxspeech.evaluation.groups import snr_groups
+from jaxspeech.evaluation.scores import quality_scores
 from jaxspeech.losses import binary_cross_entropy, mask_mse, si_snr
 from jaxspeech.models.av import (
     GateNetConfig,
@@ -44,9 +47,10 @@ from jaxspeech.models.av import (
     gate_inputs,
 )
 from jaxspeech.models.masknet import param_count
+from jaxspeech.train import task as base
 from jaxspeech.train.config import Config
 from jaxspeech.train.task import TrainedRun, frozen_run
-from jaxspeech.train.tasks.enhancement import quality_scores, snr_groups
+from jaxspeech.train.tasks import enhancement
 
 NETS = ("lips", "gate")
 
@@ -106,7 +110,7 @@ def _host(run: TrainedRun):
     return jax.device_get(run.params), jax.device_get(run.model_state)
 
 
-class Task:
+class Task(base.Task):
     """Lip net or gate over a frozen audio net (see the module docstring)."""
 
     def __init__(self, config, frozen: Mapping[str, TrainedRun] | None = None) -> None:
@@ -120,7 +124,7 @@ class Task:
             raise ConfigError(f"the {model.net} net reads only {needed}; remove {extra}")
         audio = frozen_run(frozen, model.audio_stage, f"the {model.net} net")
         self.audio, self.audio_variables = audio.task, _host(audio)
-        if getattr(self.audio.config, "task", None) != "enhancement":
+        if not isinstance(self.audio, enhancement.Task):
             raise ConfigError(f"{audio.workdir} is not an enhancement run; Net 1 must be one")
         self.sample_rate, self.hop = self.audio.sample_rate, self.audio.hop
         self.n_fft, self.n_freqs = self.audio.n_fft, self.audio.n_freqs
@@ -243,9 +247,10 @@ class Task:
     def valid_batches(self) -> list[dict]:
         return self.data.valid_batches()
 
-    def evaluate(self, params, model_state, split: str) -> list[dict]:
-        """The lips net: band accuracy, precision, recall and F1 on frames with a face; the
-        gate: the system table of the module docstring."""
+    def evaluate(self, params, model_state, split: str) -> Evaluation:
+        """The lips net: band accuracy, precision, recall and F1 on frames with a face (items:
+        each clip's accuracy); the gate: the system table of the module docstring (items: each
+        system's quality scores per clip, with its condition and SNR)."""
         cfg = self.config.eval
         if cfg.size % cfg.batch_size:
             raise ConfigError(f"eval.size={cfg.size} must be a multiple of eval.batch_size")
@@ -255,20 +260,24 @@ class Task:
             return self._evaluate_lips(params, batches)
         return self._evaluate_gate(params, batches)
 
-    def _evaluate_lips(self, params, batches) -> list[dict]:
+    def _evaluate_lips(self, params, batches) -> Evaluation:
         predict = jax.jit(lambda b: (self.lip_mask(params, b["lips"], b["face"]) > 0.5,
                                      self.band_target(b["clean"]) > 0.5))  # fmt: skip
         counts = np.zeros((2, 2))  # [predicted, target]
+        clip_accuracy, metadata = [], []
         for batch in batches:
             predicted, target = map(np.asarray, predict(batch))
             face = batch["face"][..., None].astype(bool) & np.ones_like(target)
             for p in (0, 1):
                 for t in (0, 1):
                     counts[p, t] += np.sum(face & (predicted == p) & (target == t))
+            right = np.sum(face & (predicted == target), axis=(1, 2))
+            clip_accuracy.extend(right / np.maximum(face.sum(axis=(1, 2)), 1))
+            metadata += _clip_metadata(batch)
         true_pos, total = counts[1, 1], counts.sum()
         precision = true_pos / max(counts[1].sum(), 1)
         recall = true_pos / max(counts[:, 1].sum(), 1)
-        return [
+        table = [
             {
                 "system": "lip net",
                 "face frames × bands": int(total),
@@ -280,8 +289,10 @@ class Task:
                 "params": param_count(params),
             }
         ]
+        items = item_rows("lip net", {"accuracy": np.asarray(clip_accuracy)}, metadata)
+        return Evaluation(table, items, ("condition", "SNR (dB)"))
 
-    def _evaluate_gate(self, params, batches) -> list[dict]:
+    def _evaluate_gate(self, params, batches) -> Evaluation:
         audio_params, audio_state = self.audio_variables
         systems = {
             "audio-only (Net 1)": jax.jit(
@@ -311,9 +322,11 @@ class Task:
         clean, noisy = (np.concatenate([b[k] for b in batches]) for k in ("clean", "mixture"))
         snrs, condition = (np.concatenate([b[k] for b in batches]) for k in ("snr_db", "condition"))
         face = np.concatenate([b["face"].mean(axis=-1) for b in batches])
-        rows = []
+        metadata = [meta for batch in batches for meta in _clip_metadata(batch)]
+        rows, items = [], []
         for name, estimate in joined.items():
             scores = quality_scores(estimate, clean, noisy, self.sample_rate)
+            items += item_rows(name, scores, metadata)
             for cond_label, in_condition in [("all", np.ones(len(clean), bool))] + [
                 (c, condition == i) for i, c in enumerate(CONDITIONS)
             ]:
@@ -333,4 +346,12 @@ class Task:
                         "= audio-only": blank_equal if name == "AV, video blanked" else None,
                     }
                     rows.append(row)
-        return rows
+        return Evaluation(rows, items, ("condition", "SNR (dB)"))
+
+
+def _clip_metadata(batch: dict) -> list[dict]:
+    """Each test clip's condition and SNR (dB) in a batch of ``AVData.fixed_set``."""
+    return [
+        {"condition": CONDITIONS[int(c)], "SNR (dB)": f"{float(snr):g}"}
+        for c, snr in zip(batch["condition"], batch["snr_db"], strict=True)
+    ]

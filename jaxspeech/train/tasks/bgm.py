@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from collections.abc import Mapping
 
 import jax
@@ -32,9 +33,11 @@ from jaxspeech.data.bgm import BGMDataConfig, demonstration_pairs, fixed_clip
 from jaxspeech.data.pairs import PairData
 from jaxspeech.dsp.descriptors import describe_fn, feature_names, layout_fingerprint
 from jaxspeech.errors import ConfigError, ShapeError
+from jaxspeech.evaluation import Evaluation
 from jaxspeech.losses import binary_cross_entropy
 from jaxspeech.metrics.ranking import ranking_metrics, roc_auc
 from jaxspeech.models.bgm import BGMatcher, BGMConfig, rank_library
+from jaxspeech.train import task as base
 from jaxspeech.train.config import Config
 from jaxspeech.train.task import TrainedRun, refuse_frozen
 
@@ -61,7 +64,7 @@ class BGMTaskConfig(Config):
     eval: BGMEvalConfig = BGMEvalConfig()
 
 
-class Task:
+class Task(base.Task):
     """Background-music matching (see the module docstring)."""
 
     valid_metric = "bce"
@@ -200,9 +203,10 @@ class Task:
             ]
         )
 
-    def evaluate(self, params, model_state, split: str) -> list[dict]:
+    def evaluate(self, params, model_state, split: str) -> Evaluation:
         """Rows (model, random order, cosine of fused features): pairs, recordings, tracks,
-        AUC, recall@k and MRR on ``split``."""
+        AUC, recall@k and MRR on ``split``; items: the model's and the cosine's score of every
+        labelled (recording, track) pair."""
         self.check_layout(model_state)
         cfg = self.config.eval
         pairs = self.data.splits[split]
@@ -253,4 +257,12 @@ class Task:
                     **means,
                 }
             )
-        return rows
+        items = [
+            {"system": name, "item": k, "speech": os.path.basename(speech[i])}
+            | {"music": os.path.basename(music[j]), "label": f"{labels[i, j]:g}"}
+            | {"relevant": "yes" if positive[i, j] else "no", "score": float(draws[0][i, j])}
+            for name, draws in systems.items()
+            if name != "random order"
+            for k, (i, j) in enumerate(zip(*np.nonzero(known), strict=True))
+        ]
+        return Evaluation(rows, items, ("relevant",))

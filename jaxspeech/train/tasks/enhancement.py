@@ -21,7 +21,8 @@ they never enter the optimiser) and the loss is ``losses.mask_distillation(m_s, 
 stages.
 
 ``evaluate`` scores a fixed test set on an SNR grid (PESQ, STOI, SI-SDR, SI-SDRi, per SNR and
-overall) for the model and, with ``eval.references``, the noisy input and the oracle mask.
+overall) for the model and, with ``eval.references``, the noisy input and the oracle mask; its
+items are the test utterances (SNR, speaker, gender and age group where the corpus says).
 """
 
 from __future__ import annotations
@@ -35,10 +36,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxspeech import audio, dsp, masks, metrics
+from jaxspeech import audio, dsp, masks
 from jaxspeech.data.pipeline import MixtureData, MixtureDataConfig
 from jaxspeech.data.source import batch_examples
 from jaxspeech.errors import ConfigError, TooShortError
+from jaxspeech.evaluation import Evaluation, item_rows
+from jaxspeech.evaluation.groups import snr_groups, talker_metadata
+from jaxspeech.evaluation.scores import quality_scores
 from jaxspeech.losses import mask_distillation, mask_mse, si_snr
 from jaxspeech.models.masknet import (
     LSTMMaskNet,
@@ -48,6 +52,7 @@ from jaxspeech.models.masknet import (
     macs_per_frame,
     param_count,
 )
+from jaxspeech.train import task as base
 from jaxspeech.train.config import Config
 from jaxspeech.train.task import TrainedRun, frozen_run, refuse_frozen
 
@@ -135,7 +140,7 @@ def build_mask_net(cfg: LSTMMaskNetConfig | TCNMaskNetConfig, n_freqs: int, dtyp
     )
 
 
-class Task:
+class Task(base.Task):
     """Mask-based enhancement (see the module docstring)."""
 
     valid_metric = "si_sdr"
@@ -301,20 +306,20 @@ class Task:
     def valid_batches(self) -> list[dict]:
         return self.data.valid_batches()
 
-    def evaluate(self, params, model_state, split: str) -> list[dict]:
-        """Rows: system × input SNR ("all" first), with PESQ, STOI, SI-SDR, SI-SDRi means,
+    def evaluate(self, params, model_state, split: str) -> Evaluation:
+        """Table: system × input SNR ("all" first), with PESQ, STOI, SI-SDR, SI-SDRi means,
         params, model MACs per second of audio (analytic, ``macs_per_frame``) and the CPU
-        real-time factor (batch of one test utterance, after compilation)."""
-        return self.evaluate_with_scores(params, model_state, split)[0]
-
-    def evaluate_with_scores(self, params, model_state, split: str):
-        """``(rows, scores)``: ``evaluate``'s rows and this model's PESQ, STOI, SI-SDR and
-        SI-SDRi ``[utterances]`` on the fixed ``split`` set, one per utterance in a fixed order
-        (the same for every run of the recipe's data config), for paired comparisons."""
+        real-time factor (batch of one test utterance, after compilation). Items: every
+        system's scores per test utterance; ``scores``: this model's, in a fixed order (the
+        same for every run of the recipe's data config), for paired comparisons."""
         cfg = self.config.eval
-        outputs, clean, noisy, snrs = self._test_outputs(params, model_state, split)
+        outputs, clean, noisy, snrs, examples = self._test_outputs(params, model_state, split)
+        metadata, groups = talker_metadata(examples, self.data.splits[split])
+        metadata = [
+            {"SNR (dB)": f"{snr:g}", **meta} for snr, meta in zip(snrs, metadata, strict=True)
+        ]
         costs = self.costs(params, model_state, noisy[0])
-        rows, model_scores = [], None
+        rows, items, model_scores = [], [], None
         for name, output in outputs.items():
             scores = quality_scores(output, clean, noisy, self.sample_rate)
             if name == cfg.system:
@@ -324,12 +329,13 @@ class Task:
                 row = {"system": name, "SNR (dB)": label, "utterances": int(member.sum())}
                 row.update({key: float(values[member].mean()) for key, values in scores.items()})
                 rows.append({**row, **cost})
-        return rows, model_scores
+            items += item_rows(name, scores, metadata)
+        return Evaluation(rows, items, ("SNR (dB)", *groups), model_scores)
 
     def _test_outputs(self, params, model_state, split: str):
-        """``(outputs, clean, noisy, snrs)`` on the fixed ``split`` set: ``outputs`` maps each
-        system (this model; with ``eval.references``, also the noisy input and the oracle mask)
-        to its ``[utterances, samples]`` output."""
+        """``(outputs, clean, noisy, snrs, examples)`` on the fixed ``split`` set: ``outputs``
+        maps each system (this model; with ``eval.references``, also the noisy input and the
+        oracle mask) to its ``[utterances, samples]`` output."""
         cfg = self.config.eval
         if cfg.size % cfg.batch_size:
             raise ConfigError(f"eval.size={cfg.size} must be a multiple of eval.batch_size")
@@ -354,7 +360,7 @@ class Task:
             noisy.append(batch["mixture"])
             snrs.append(batch["snr_db"])
         outputs = {name: np.concatenate(parts) for name, parts in outputs.items()}
-        return outputs, *map(np.concatenate, (clean, noisy, snrs))
+        return outputs, *map(np.concatenate, (clean, noisy, snrs)), examples
 
     def costs(self, params, model_state, utterance: np.ndarray) -> dict:
         """Params, model MMAC per second of audio and CPU real-time factor on ``utterance``."""
@@ -402,19 +408,3 @@ class Task:
         output."""
         wav = self.prepare_waveform(wav, sample_rate, source)
         return np.asarray(jax.jit(self.enhance)(params, model_state, wav[None]))[0]
-
-
-def quality_scores(est, clean, noisy, sample_rate: int) -> dict[str, np.ndarray]:
-    """Per-utterance PESQ (wide-band at 16 kHz), STOI, SI-SDR and SI-SDRi of ``est [B, T]``."""
-    return {
-        "PESQ": metrics.pesq(clean, est, sample_rate),
-        "STOI": metrics.stoi(clean, est, sample_rate),
-        "SI-SDR": np.asarray(si_snr(est, clean)),
-        "SI-SDRi": np.asarray(metrics.si_snr_improvement(est, clean, noisy)),
-    }
-
-
-def snr_groups(snrs: np.ndarray) -> list[tuple[str, np.ndarray]]:
-    """``("all", everything)``, then one group per distinct SNR value, ascending."""
-    groups = [("all", np.ones(snrs.shape, bool))]
-    return groups + [(f"{value:g}", snrs == value) for value in np.unique(snrs)]

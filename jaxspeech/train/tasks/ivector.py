@@ -39,9 +39,11 @@ import numpy as np
 from jaxspeech import metrics
 from jaxspeech.data.utterances import UtteranceData, UtteranceDataConfig
 from jaxspeech.errors import ConfigError
+from jaxspeech.evaluation import Evaluation
 from jaxspeech.models import ivector, plda
+from jaxspeech.train import task as base
 from jaxspeech.train.config import Config
-from jaxspeech.train.task import TrainedRun, frozen_run
+from jaxspeech.train.task import Capabilities, TrainedRun, frozen_run
 from jaxspeech.train.tasks.ubm import EMConfig, batch_lengths, eval_batches
 
 
@@ -93,10 +95,10 @@ class IVectorTaskConfig(Config):
     eval: IVectorEvalConfig = IVectorEvalConfig()
 
 
-class Task:
+class Task(base.Task):
     """Total variability, whitening and PLDA (module docstring)."""
 
-    kind = "estimation"
+    capabilities = Capabilities(estimation=True)
     valid_metric = "log_likelihood"
     valid_mode = "max"
 
@@ -214,9 +216,10 @@ class Task:
         )
         return [{"audio": b["audio"], "lengths": b["lengths"]} for b in batches]
 
-    def evaluate(self, params, model_state, split: str) -> list[dict]:
+    def evaluate(self, params, model_state, split: str) -> Evaluation:
         """EER (%) and minDCF of cosine and PLDA scoring over all pairs of the split's
-        utterances (same speaker: target trial)."""
+        utterances (same speaker: target trial); items: each system's score of each pair
+        (utterances numbered in the split's order)."""
         embed = jax.jit(self.embed)
         batches = eval_batches(
             self.data, split, self.config.train.batch_size, self.config.eval.seconds
@@ -234,8 +237,13 @@ class Task:
             "i-vector + cosine": np.sum(enrol * test, -1),
             "i-vector + PLDA": np.asarray(jax.jit(self.score)(params, model_state, enrol, test)),
         }
-        rows = []
+        rows, items = [], []
         for name, scores in systems.items():
+            items += [
+                {"system": name, "item": k, "label": int(label), "enrol": int(a), "test": int(b)}
+                | {"score": float(score)}
+                for k, (label, (a, b), score) in enumerate(zip(labels, pairs, scores, strict=True))
+            ]
             eer, _ = metrics.eer(scores, labels)
             dcf, _ = metrics.min_dcf(scores, labels, self.config.eval.p_target)
             rows.append(
@@ -247,4 +255,4 @@ class Task:
                     "minDCF": dcf,
                 }
             )
-        return rows
+        return Evaluation(rows, items, ("label",))

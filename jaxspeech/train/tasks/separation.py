@@ -5,27 +5,31 @@ The data are mixtures made on the fly from speaker-disjoint splits of the speech
 ``data.speech`` below the data root (``MixtureDataConfig``; validation and test sets are fixed
 mixture sets drawn from the valid and test speakers), or a pre-mixed corpus (LibriMix,
 wsj0-2mix, WHAM!: ``PremixedDataConfig``; tested on every whole mixture of its test split,
-batched by length). ``evaluate`` reports SI-SNR(i) and
-SDR(i) for the model, the unprocessed mixture and an oracle ideal-ratio mask, overall and per
-input-SNR bucket.
+batched by length). ``evaluate`` reports SI-SNR(i), SDR(i), SIR and SAR for the model, the
+unprocessed mixture and an oracle ideal-ratio mask, overall and per input-SNR bucket; its
+items are the separated sources (the mixture's ID, the source, its speaker, the input SI-SNR
+band, and the mixture's gender pair and age groups where the corpus says).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
+import pathlib
 from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxspeech import dsp, masks, metrics
+from jaxspeech import dsp, masks
 from jaxspeech.data.pipeline import MixtureData, MixtureDataConfig
 from jaxspeech.data.premixed import PremixedData, PremixedDataConfig
 from jaxspeech.data.source import length_batches
 from jaxspeech.errors import ConfigError
+from jaxspeech.evaluation import Evaluation, item_rows
+from jaxspeech.evaluation.groups import band_labels, bands, talker_metadata
+from jaxspeech.evaluation.scores import separation_scores
 from jaxspeech.losses import pairwise_neg_si_snr, pit, reorder, si_snr
 from jaxspeech.models.dpcl import (
     DeepClustering,
@@ -36,6 +40,7 @@ from jaxspeech.models.dpcl import (
     silence_weights,
 )
 from jaxspeech.models.tasnet import ConvTasNet, ConvTasNetConfig
+from jaxspeech.train import task as base
 from jaxspeech.train.config import Config
 from jaxspeech.train.task import TrainedRun, refuse_frozen
 
@@ -165,9 +170,10 @@ def _pit_metrics(est: jax.Array, batch) -> dict[str, jax.Array]:
     return {"si_snr": -loss.mean(), "si_snr_i": (-loss - baseline.mean(-1)).mean()}
 
 
-class Task:
+class Task(base.Task):
     """Speech separation with Conv-TasNet or deep clustering, chosen by the model config."""
 
+    capabilities = base.Capabilities(examples=True)
     valid_metric = "si_snr_i"
     valid_mode = "max"
 
@@ -232,18 +238,19 @@ class Task:
             out += [(f"valid{i}/source{k + 1}", s, rate) for k, s in enumerate(sources)]
         return out
 
-    def evaluate(self, params, model_state, split: str) -> list[dict]:
-        """Table rows: system × input SI-SNR bucket, with SI-SNR(i) and SDR(i) in dB.
+    def evaluate(self, params, model_state, split: str) -> Evaluation:
+        """Table rows: system × input SI-SNR bucket, with SI-SNR(i), SDR(i), SIR and SAR in dB.
 
-        Every separated source is one unit; its bucket is the SI-SNR of the unprocessed
-        mixture with respect to that source. Estimates are aligned to the references by PIT.
+        Every separated source is one unit (an item: its mixture's ID and its source index);
+        its bucket is the SI-SNR of the unprocessed mixture with respect to that
+        source. Estimates are aligned to the references by PIT. ``scores``: this model's per
+        unit, for paired comparisons.
         """
         del model_state
         cfg = self.config.eval
         n_fft = round(cfg.oracle_window_ms * self.sample_rate / 1000)
         model_name = self.separator.name
         systems = {"mixture": [], model_name: [], "oracle IRM": []}
-        input_snrs = []
         model_fn = jax.jit(self.separate)
         oracle_fn = jax.jit(functools.partial(oracle_irm, n_fft=n_fft))
         if isinstance(self.data, PremixedData):
@@ -255,49 +262,56 @@ class Task:
             est = model_fn(params, mix)
             _, perm = pit(pairwise_neg_si_snr, est, refs)
             estimates = {
-                model_name: np.asarray(reorder(est, perm)),
-                "oracle IRM": np.asarray(oracle_fn(mix, refs)),
-                "mixture": np.asarray(_as_estimates(mix, refs)),
+                model_name: reorder(est, perm),
+                "oracle IRM": oracle_fn(mix, refs),
+                "mixture": _as_estimates(mix, refs),
             }
-            for name, est_ in estimates.items():
-                systems[name].append(_unit_scores(est_, refs, mix))
-            # One unit per (mixture, source): its input SI-SNR decides its bucket.
-            input_snrs.append(systems["mixture"][-1]["SI-SNR"])
-        buckets = _buckets(np.concatenate(input_snrs), cfg.snr_edges_db)
-        rows = []
-        for name, parts in systems.items():
-            scores = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+            for name, estimate in estimates.items():
+                systems[name].append(separation_scores(np.asarray(estimate), refs, mix))
+        # One unit per (mixture, source), mixture-major: its input SI-SNR decides its bucket.
+        per_system = {
+            name: {k: np.concatenate([p[k] for p in parts]).ravel() for k in parts[0]}
+            for name, parts in systems.items()
+        }
+        input_snr = per_system["mixture"]["SI-SNR"]
+        buckets = bands(input_snr, cfg.snr_edges_db)
+        metadata, groups = self._unit_metadata(
+            examples, split, band_labels(input_snr, cfg.snr_edges_db)
+        )
+        rows, items = [], []
+        for name, scores in per_system.items():
+            items += item_rows(name, scores, metadata)
             for label, member in buckets:
                 row = {"system": name, "input SI-SNR (dB)": label, "sources": int(member.sum())}
                 for key, values in scores.items():
                     row[f"{key} mean"] = float(values[member].mean())
                     row[f"{key} median"] = float(np.median(values[member]))
                 rows.append(row)
-        return rows
+        return Evaluation(rows, items, ("input SI-SNR (dB)", *groups), per_system[model_name])
 
-
-def _unit_scores(est: np.ndarray, refs: np.ndarray, mix: np.ndarray) -> dict[str, np.ndarray]:
-    """SI-SNR(i) and SDR(i) in dB of every (mixture, source) unit of a batch, flattened
-    ``[B * S]``; ``est``, ``refs`` ``[B, S, T]``, ``mix`` ``[B, T]``."""
-    return {
-        "SI-SNR": np.asarray(si_snr(est, refs)).ravel(),
-        "SI-SNRi": np.asarray(metrics.si_snr_improvement(est, refs, mix)).ravel(),
-        "SDR": metrics.sdr(est, refs).ravel(),
-        "SDRi": metrics.sdr_improvement(est, refs, mix).ravel(),
-    }
+    def _unit_metadata(
+        self, examples: list[dict], split: str, input_bands: list[str]
+    ) -> tuple[list[dict], tuple[str, ...]]:
+        """``(units, groups)``: per separated source (mixture-major, as ``ravel`` of
+        ``[mixtures, sources]``) its mixture's ID, the source index, speaker (and file), the
+        input SI-SNR band and, where the corpus says, the mixture's gender pair and age groups;
+        ``groups`` names those breakdown columns."""
+        if isinstance(self.data, MixtureData):
+            per_mixture, groups = talker_metadata(examples, self.data.splits[split])
+        else:
+            per_mixture, groups = [{}] * len(examples), ()
+        units = []
+        for example, meta in zip(examples, per_mixture, strict=True):
+            info = example["info"]
+            for source, speaker in enumerate(info["speakers"]):
+                unit = {"id": example["id"], "source": source, "speaker": speaker}
+                if "source_files" in info:
+                    unit["file"] = pathlib.Path(info["source_files"][source]).name
+                unit["input SI-SNR (dB)"] = input_bands[len(units)]
+                units.append({**unit, **{g: meta[g] for g in groups}})
+        return units, groups
 
 
 def _as_estimates(mixture, sources):
     """The mixture ``[B, T]`` repeated as every source's estimate ``[B, S, T]``."""
     return jnp.broadcast_to(mixture[:, None, :], sources.shape)
-
-
-def _buckets(values: np.ndarray, edges: tuple[float, ...]) -> list[tuple[str, np.ndarray]]:
-    """``("all", everything)`` then one non-empty bucket per interval between ``edges``."""
-    bounds = [-np.inf, *edges, np.inf]
-    out = [("all", np.ones(values.shape, bool))]
-    for low, high in itertools.pairwise(bounds):
-        member = (values >= low) & (values < high)
-        if member.any():
-            out.append((f"[{low:g}, {high:g})", member))
-    return out

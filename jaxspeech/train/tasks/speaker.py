@@ -32,27 +32,38 @@ import dataclasses
 import functools
 import json
 import pathlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm import tqdm
 
 from jaxspeech import audio, files
+from jaxspeech import workdir as names
 from jaxspeech.data.corpus import data_path, resolve_data_root
 from jaxspeech.data.mixing import AudioCache, crop_image, draw_start
 from jaxspeech.data.utterances import EVAL_SPLITS, UtteranceData, UtteranceDataConfig
-from jaxspeech.errors import AudioFileError, ConfigError, TooShortError, TrialError
+from jaxspeech.errors import AudioFileError, ConfigError, TooShortError
+from jaxspeech.evaluation import Evaluation
+from jaxspeech.evaluation.verification import (
+    cosine_scores,
+    embed_waveforms,
+    pair_trials,
+    read_trials,
+    trial_items,
+    unit,
+    write_trials,
+)
 from jaxspeech.losses import aam_softmax
 from jaxspeech.metrics.verification import adaptive_snorm, eer, min_dcf
 from jaxspeech.models.speaker import RESNET34, SpeakerNet, SpeakerNetConfig, features
+from jaxspeech.train import task as base
 from jaxspeech.train.config import Config
-from jaxspeech.train.task import TrainedRun, frozen_run, refuse_frozen
+from jaxspeech.train.task import Capabilities, TrainedRun, frozen_run, refuse_frozen
+from jaxspeech.train.tasks import ivector
 
 #: Recordings shorter than this are not embedded (refused by the CLI, left out of trials).
 MIN_SECONDS = 0.5
-TRIALS_FOLDER, VERIFICATION_FILE = "trials", "verification.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,106 +143,13 @@ def distillation_mse(projected: jax.Array, targets: jax.Array) -> jax.Array:
     return jnp.mean(jnp.square(diff), axis=-1)
 
 
-def cosine_scores(enrol: np.ndarray, test: np.ndarray) -> np.ndarray:
-    """Row-wise cosine ``[N]`` of ``enrol [N, D]`` and ``test [N, D]``."""
-    enrol, test = _unit(enrol), _unit(test)
-    return np.sum(enrol * test, axis=-1)
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
-# --- trial lists ---------------------------------------------------------------------------
-
-
-def pair_trials(speakers: Sequence[str]) -> list[tuple[int, int, int]]:
-    """Every pair ``(label, i, j)``, ``i < j``, of items with ``speakers``; label 1 when the
-    speakers are equal."""
-    return [
-        (int(speakers[i] == speakers[j]), i, j)
-        for i in range(len(speakers))
-        for j in range(i + 1, len(speakers))
-    ]
-
-
-def write_trials(path: pathlib.Path, trials: Sequence[tuple[int, str, str]]) -> None:
-    """``label a b`` lines (VoxCeleb format), written atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    files.write_text(path, "".join(f"{label} {a} {b}\n" for label, a, b in trials))
-
-
-def read_trials(path: str | pathlib.Path) -> list[tuple[int, str, str]]:
-    """``[(label, a, b)]`` of a VoxCeleb-format trial list; TrialError naming the bad line."""
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise TrialError(f"{path}: no such trial list; give a file of 'label a.wav b.wav' lines")
-    trials = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != 3 or fields[0] not in ("0", "1"):
-            raise TrialError(
-                f"{path} line {number}: {line!r}; each line must be 'label a.wav b.wav' with "
-                "label 1 (same speaker) or 0"
-            )
-        trials.append((int(fields[0]), fields[1], fields[2]))
-    if not trials:
-        raise TrialError(f"{path}: no trials; give 'label a.wav b.wav' lines")
-    return trials
-
-
-# --- embedding many recordings --------------------------------------------------------------
-
-
-def embed_waveforms(
-    embed: Callable[[np.ndarray, np.ndarray], jax.Array],
-    waveforms: Sequence[np.ndarray],
-    batch_size: int,
-    bucket: int,
-    desc: str | None = None,
-    max_batch_samples: int | None = None,
-) -> np.ndarray:
-    """Embeddings ``[N, D]`` float32 of recordings of any lengths, in their order.
-
-    Recordings are sorted by length and embedded ``batch_size`` at a time by ``embed(wav [B,
-    S], lengths [B])``, zero-padded to a multiple of ``bucket`` samples (a short last batch is
-    filled with copies of its first recording), so few shapes are compiled. With
-    ``max_batch_samples``, batches of long recordings hold fewer rows (at least one) so that
-    ``rows · padded length`` stays within it. ``desc``: show a progress bar with this label.
-    """
-    order = [int(i) for i in np.argsort([len(w) for w in waveforms], kind="stable")]
-    out: list[np.ndarray | None] = [None] * len(waveforms)
-    bar = tqdm(total=len(order), desc=desc, unit="utt", disable=desc is None, leave=False)
-    while order:
-        width = -(-len(waveforms[order[min(batch_size, len(order)) - 1]]) // bucket) * bucket
-        rows = batch_size
-        if max_batch_samples is not None and rows * width > max_batch_samples:
-            rows = max(1, max_batch_samples // width)
-            width = -(-len(waveforms[order[min(rows, len(order)) - 1]]) // bucket) * bucket
-        members, order = order[:rows], order[rows:]
-        chosen = [*members, *[members[0]] * (rows - len(members))]
-        lengths = np.asarray([len(waveforms[i]) for i in chosen], np.int32)
-        batch = np.zeros((rows, width), np.float32)
-        for row, index in enumerate(chosen):
-            batch[row, : lengths[row]] = waveforms[index]
-        vectors = np.asarray(embed(batch, lengths), np.float32)
-        for row, index in enumerate(members):
-            out[index] = vectors[row]
-        bar.update(len(members))
-    bar.close()
-    return np.stack(out)
-
-
-class Task:
+class Task(base.Task):
     """Speaker verification (see the module docstring)."""
 
     valid_metric = "cosine_gap"
     valid_mode = "max"
     #: ``evaluate`` takes ``workdir`` and ``trials`` (``jaxspeech.train.restore.evaluate``).
-    scores_trials = True
+    capabilities = Capabilities(scores_trials=True)
 
     def __init__(self, config, frozen: Mapping[str, TrainedRun] | None = None) -> None:
         self.config = config
@@ -259,12 +177,11 @@ class Task:
             refuse_frozen(frozen, "speaker without a teacher")
             return None
         run = frozen_run(frozen, name, f"model.teacher={name!r}")
-        for attribute in ("embed", "score", "ivector_dim"):
-            if not hasattr(run.task, attribute):
-                raise ConfigError(
-                    f"model.teacher={name!r}: the stage in {run.workdir} has no "
-                    f"{attribute!r} ({type(run.task).__module__}); name an i-vector stage"
-                )
+        if not isinstance(run.task, ivector.Task):
+            raise ConfigError(
+                f"model.teacher={name!r}: the stage in {run.workdir} is a "
+                f"{run.task.config.task!r} run; name an i-vector stage"
+            )
         return dataclasses.replace(
             run, params=jax.device_get(run.params), model_state=jax.device_get(run.model_state)
         )
@@ -422,11 +339,11 @@ class Task:
         bucket = round(cfg.bucket_seconds * self.sample_rate)
         return embed_waveforms(jax.jit(embed), waveforms, cfg.batch_size, bucket, desc)
 
-    def evaluate(self, params, model_state, split: str, workdir=None, trials=None) -> list[dict]:
-        """Rows of the verification table for ``split``'s trials (or the list ``trials``), see
-        the module docstring. With ``workdir``, the trial list is written to
-        ``workdir/trials/<split>.txt`` and the validation threshold to
-        ``workdir/verification.json``."""
+    def evaluate(self, params, model_state, split: str, workdir=None, trials=None) -> Evaluation:
+        """The verification table for ``split``'s trials (or the list ``trials``), see the
+        module docstring; items: every system's score of every trial. With ``workdir``, the
+        trial list is written to ``workdir/trials/<split>.txt`` and the validation threshold
+        to ``workdir/verification.json``."""
         root = resolve_data_root(self.config.data.root)
         if trials is None:
             chosen = self.eval_utterances(split, self.config.eval.utterances_per_speaker)
@@ -437,7 +354,7 @@ class Task:
                 relative = [
                     (label, _relative(a, root), _relative(b, root)) for label, a, b in listed
                 ]
-                write_trials(pathlib.Path(workdir) / TRIALS_FOLDER / f"{split}.txt", relative)
+                write_trials(names.trials_path(workdir, split), relative)
             name = split
         else:
             listed = [
@@ -445,12 +362,12 @@ class Task:
                 for label, a, b in read_trials(trials)
             ]
             name = pathlib.Path(trials).name
-        rows = self._score_systems(params, model_state, listed, name)
+        evaluation = self._score_systems(params, model_state, listed, name)
         if workdir is not None:
             self._write_threshold(params, model_state, pathlib.Path(workdir))
-        return rows
+        return evaluation
 
-    def _score_systems(self, params, model_state, listed, name: str) -> list[dict]:
+    def _score_systems(self, params, model_state, listed, name: str) -> Evaluation:
         paths = sorted({p for _, a, b in listed for p in (a, b)})
         for path in paths:
             if not pathlib.Path(path).is_file():
@@ -461,9 +378,10 @@ class Task:
         right = np.asarray([index[b] for _, _, b in listed])
         emb = self.embed_files(params, model_state, paths, desc=f"embedding {name}")
         cohort = self.cohort(params, model_state)
-        rows = []
+        rows, items = [], []
 
         def row(system: str, scoring: str, scores: np.ndarray) -> dict:
+            items.extend(trial_items(f"{system} + {scoring}", listed, scores))
             return {
                 "system": f"{system} + {scoring}",
                 "trial list": name,
@@ -474,7 +392,7 @@ class Task:
             }
 
         raw = cosine_scores(emb[left], emb[right])
-        cohort_scores = _unit(emb) @ _unit(cohort).T
+        cohort_scores = unit(emb) @ unit(cohort).T
         normed = adaptive_snorm(
             raw, cohort_scores[left], cohort_scores[right], self.config.eval.asnorm_top_k
         )
@@ -493,13 +411,13 @@ class Task:
                 row("i-vector", "cosine", cosine_scores(vectors[left], vectors[right])),
                 row("i-vector", "PLDA", np.asarray(plda, np.float64)),
             ]
-        return rows
+        return Evaluation(rows, items, ("label",))
 
     def cohort(self, params, model_state) -> np.ndarray:
         """Mean unit-length embeddings ``[n_train_speakers, D]`` of the training speakers
         (``eval.cohort_utterances_per_speaker`` utterances each), the AS-norm cohort."""
         chosen = self.eval_utterances("train", self.config.eval.cohort_utterances_per_speaker)
-        emb = _unit(
+        emb = unit(
             self.embed_files(params, model_state, [u.path for u, _ in chosen], desc="cohort")
         )
         labels = np.asarray([label for _, label in chosen])
@@ -514,7 +432,7 @@ class Task:
         scores = cosine_scores(emb[pairs[:, 1]], emb[pairs[:, 2]])
         rate, threshold = eer(scores, pairs[:, 0])
         record = {"threshold": threshold, "valid_eer": rate, "min_seconds": MIN_SECONDS}
-        files.write_text(workdir / VERIFICATION_FILE, json.dumps(record, indent=2) + "\n")
+        files.write_text(workdir / names.VERIFICATION, json.dumps(record, indent=2) + "\n")
 
     # --- files -----------------------------------------------------------------------------
 

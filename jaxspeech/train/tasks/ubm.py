@@ -22,9 +22,11 @@ import numpy as np
 
 from jaxspeech.data.utterances import UtteranceData, UtteranceDataConfig
 from jaxspeech.errors import ConfigError
+from jaxspeech.evaluation import Evaluation
 from jaxspeech.models import ivector
+from jaxspeech.train import task as base
 from jaxspeech.train.config import Config
-from jaxspeech.train.task import TrainedRun, refuse_frozen
+from jaxspeech.train.task import Capabilities, TrainedRun, refuse_frozen
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,10 +85,10 @@ def eval_batches(data: UtteranceData, split: str, batch_size: int, seconds: floa
     ]
 
 
-class Task:
+class Task(base.Task):
     """Diagonal GMM-UBM by EM with mixture splitting (module docstring)."""
 
-    kind = "estimation"
+    capabilities = Capabilities(estimation=True)
     valid_metric = "log_likelihood"
     valid_mode = "max"
 
@@ -148,22 +150,41 @@ class Task:
         )
         return [{"audio": b["audio"], "lengths": b["lengths"]} for b in batches]
 
-    def evaluate(self, params, model_state, split: str) -> list[dict]:
-        """One row: the split's utterances, voiced frames and log-likelihood per frame."""
-        statistics = jax.jit(self.statistics)
+    def evaluate(self, params, model_state, split: str) -> Evaluation:
+        """One row: the split's utterances, voiced frames and log-likelihood per frame; items:
+        each utterance's (numbered in the split's order), with its speaker label."""
+        del model_state
+
+        def per_utterance(rows):
+            features, voiced = self.features(params, rows)
+            return jax.vmap(lambda f, v: ivector.gmm_statistics(params, f[None], v[None]))(
+                features, voiced
+            )
+
+        per_utterance = jax.jit(per_utterance)
         batches = eval_batches(self.data, split, self.config.train.batch_size, self._eval_seconds())
-        log_likelihood = frames = 0.0
+        log_likelihood, frames, speakers = [], [], []
         for batch in batches:
+            stats = per_utterance({k: batch[k] for k in ("audio", "lengths")})
             keep = batch["valid"]
-            rows = {k: batch[k][keep] for k in ("audio", "lengths")}
-            stats = statistics(params, model_state, rows, None)
-            log_likelihood += float(stats["log_likelihood"])
-            frames += float(stats["frames"])
-        return [
+            log_likelihood.append(np.asarray(stats["log_likelihood"], np.float64)[keep])
+            frames.append(np.asarray(stats["frames"], np.float64)[keep])
+            speakers.append(batch["speaker"][keep])
+        log_likelihood, frames = np.concatenate(log_likelihood), np.concatenate(frames)
+        system = f"GMM-UBM ({int((np.asarray(params['weights']) > 0).sum())} components)"
+        table = [
             {
-                "system": f"GMM-UBM ({int((np.asarray(params['weights']) > 0).sum())} components)",
-                "utterances": int(sum(b["valid"].sum() for b in batches)),
-                "voiced frames": int(frames),
-                "log-likelihood per frame": log_likelihood / max(frames, 1.0),
+                "system": system,
+                "utterances": len(frames),
+                "voiced frames": int(frames.sum()),
+                "log-likelihood per frame": log_likelihood.sum() / max(frames.sum(), 1.0),
             }
         ]
+        items = [
+            {"system": system, "item": i, "speaker": int(speaker), "voiced frames": int(count)}
+            | {"log-likelihood per frame": float(total / max(count, 1.0))}
+            for i, (speaker, count, total) in enumerate(
+                zip(np.concatenate(speakers), frames, log_likelihood, strict=True)
+            )
+        ]
+        return Evaluation(table, items)

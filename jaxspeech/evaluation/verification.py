@@ -1,0 +1,119 @@
+"""Speaker verification: trial lists (VoxCeleb format), embedding many recordings, cosine
+scores, and the per-trial rows of an evaluation."""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Callable, Sequence
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from jaxspeech import files
+from jaxspeech.errors import TrialError
+
+
+def pair_trials(speakers: Sequence[str]) -> list[tuple[int, int, int]]:
+    """Every pair ``(label, i, j)``, ``i < j``, of items with ``speakers``; label 1 when the
+    speakers are equal."""
+    return [
+        (int(speakers[i] == speakers[j]), i, j)
+        for i in range(len(speakers))
+        for j in range(i + 1, len(speakers))
+    ]
+
+
+def write_trials(path: pathlib.Path, trials: Sequence[tuple[int, str, str]]) -> None:
+    """``label a b`` lines (VoxCeleb format), written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    files.write_text(path, "".join(f"{label} {a} {b}\n" for label, a, b in trials))
+
+
+def read_trials(path: str | pathlib.Path) -> list[tuple[int, str, str]]:
+    """``[(label, a, b)]`` of a VoxCeleb-format trial list; TrialError naming the bad line."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise TrialError(f"{path}: no such trial list; give a file of 'label a.wav b.wav' lines")
+    trials = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 3 or fields[0] not in ("0", "1"):
+            raise TrialError(
+                f"{path} line {number}: {line!r}; each line must be 'label a.wav b.wav' with "
+                "label 1 (same speaker) or 0"
+            )
+        trials.append((int(fields[0]), fields[1], fields[2]))
+    if not trials:
+        raise TrialError(f"{path}: no trials; give 'label a.wav b.wav' lines")
+    return trials
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    """Rows of ``x [..., D]`` scaled to unit length (float64; all-zero rows stay zero)."""
+    x = np.asarray(x, np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def cosine_scores(enrol: np.ndarray, test: np.ndarray) -> np.ndarray:
+    """Row-wise cosine ``[N]`` of ``enrol [N, D]`` and ``test [N, D]``."""
+    return np.sum(unit(enrol) * unit(test), axis=-1)
+
+
+def trial_items(
+    system: str, trials: Sequence[tuple[int, str, str]], scores: np.ndarray
+) -> list[dict]:
+    """One row per trial of ``system``: ``item`` (its line number), ``label``, the two
+    recordings (file names) and ``score`` (float)."""
+    return [
+        {
+            "system": system,
+            "item": number,
+            "label": label,
+            "enrol": pathlib.Path(a).name,
+            "test": pathlib.Path(b).name,
+            "score": float(score),
+        }
+        for number, ((label, a, b), score) in enumerate(zip(trials, scores, strict=True), 1)
+    ]
+
+
+def embed_waveforms(
+    embed: Callable[[np.ndarray, np.ndarray], jax.Array],
+    waveforms: Sequence[np.ndarray],
+    batch_size: int,
+    bucket: int,
+    desc: str | None = None,
+    max_batch_samples: int | None = None,
+) -> np.ndarray:
+    """Embeddings ``[N, D]`` float32 of recordings of any lengths, in their order.
+
+    Recordings are sorted by length and embedded ``batch_size`` at a time by ``embed(wav [B,
+    S], lengths [B])``, zero-padded to a multiple of ``bucket`` samples (a short last batch is
+    filled with copies of its first recording), so few shapes are compiled. With
+    ``max_batch_samples``, batches of long recordings hold fewer rows (at least one) so that
+    ``rows · padded length`` stays within it. ``desc``: show a progress bar with this label.
+    """
+    order = [int(i) for i in np.argsort([len(w) for w in waveforms], kind="stable")]
+    out: list[np.ndarray | None] = [None] * len(waveforms)
+    bar = tqdm(total=len(order), desc=desc, unit="utt", disable=desc is None, leave=False)
+    while order:
+        width = -(-len(waveforms[order[min(batch_size, len(order)) - 1]]) // bucket) * bucket
+        rows = batch_size
+        if max_batch_samples is not None and rows * width > max_batch_samples:
+            rows = max(1, max_batch_samples // width)
+            width = -(-len(waveforms[order[min(rows, len(order)) - 1]]) // bucket) * bucket
+        members, order = order[:rows], order[rows:]
+        chosen = [*members, *[members[0]] * (rows - len(members))]
+        lengths = np.asarray([len(waveforms[i]) for i in chosen], np.int32)
+        batch = np.zeros((rows, width), np.float32)
+        for row, index in enumerate(chosen):
+            batch[row, : lengths[row]] = waveforms[index]
+        vectors = np.asarray(embed(batch, lengths), np.float32)
+        for row, index in enumerate(members):
+            out[index] = vectors[row]
+        bar.update(len(members))
+    bar.close()
+    return np.stack(out)

@@ -1,0 +1,61 @@
+"""Every file name inside a workdir, in one place.
+
+A single run's workdir holds::
+
+    config.json          the resolved config (jaxspeech.train.config.to_json)
+    frozen.json          the earlier stages it read: relative workdir and checkpoint step
+    checkpoints/         Orbax checkpoints (jaxspeech.train.checkpoint)
+    metrics.jsonl        one JSON record per logged step
+    eval/<table>.{md,csv,json}          the evaluation table (<table>: split or trial list)
+    eval/<table>_items.{md,csv,json}    one row per test item: its ID, metadata, every score
+    eval/<table>_groups.{md,csv,json}   the scores' means by the groups the items support
+    eval/<table>-paired.{md,csv,json}   paired comparisons (multi-stage recipes)
+    trials/<split>.txt   the trial list a verification run scored
+    verification.json    the verification threshold chosen on the validation trials
+
+A multi-stage recipe's workdir holds ``stages.json`` (its stage names and comparisons), one
+single-run workdir per stage, and ``eval/`` with the stages' tables concatenated.
+
+Nothing here imports the trainer, so inference code may use it.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+CONFIG = "config.json"
+FROZEN = "frozen.json"
+STAGES = "stages.json"
+CHECKPOINTS = "checkpoints"
+METRICS = "metrics.jsonl"
+EVAL = "eval"
+TRIALS = "trials"
+VERIFICATION = "verification.json"
+
+ITEMS_SUFFIX, GROUPS_SUFFIX, PAIRED_SUFFIX = "_items", "_groups", "-paired"
+
+
+def is_run(workdir: str | pathlib.Path) -> bool:
+    """Whether ``workdir`` holds a single training run (its ``config.json``)."""
+    return (pathlib.Path(workdir) / CONFIG).is_file()
+
+
+def is_multi_stage(workdir: str | pathlib.Path) -> bool:
+    """Whether ``workdir`` holds a multi-stage recipe (its ``stages.json``)."""
+    return (pathlib.Path(workdir) / STAGES).is_file()
+
+
+def table_name(split: str, trials: str | None = None) -> str:
+    """The name of an evaluation's tables in ``eval/``: the split, or the trial list's stem."""
+    return split if trials is None else pathlib.Path(trials).stem
+
+
+def eval_stem(workdir: str | pathlib.Path, table: str, suffix: str = "") -> pathlib.Path:
+    """``workdir/eval/<table><suffix>``, the stem of one table's ``.md``, ``.csv``, ``.json``
+    (``suffix``: "", :data:`ITEMS_SUFFIX`, :data:`GROUPS_SUFFIX` or :data:`PAIRED_SUFFIX`)."""
+    return pathlib.Path(workdir) / EVAL / f"{table}{suffix}"
+
+
+def trials_path(workdir: str | pathlib.Path, split: str) -> pathlib.Path:
+    """``workdir/trials/<split>.txt``, the trial list a verification run wrote for ``split``."""
+    return pathlib.Path(workdir) / TRIALS / f"{split}.txt"
