@@ -92,7 +92,7 @@ class StreamingEnhancer:
         self.hop, self.n_fft = task.hop, task.n_fft
         self.delay = self.n_fft - self.hop
         self.latency = self.n_fft
-        self.window = dsp.get_window(task.config.model.features.window, self.n_fft)
+        self.window = dsp.get_window(task.window, self.n_fft)
         squared = np.square(self.window.astype(np.float64))
         rows = np.pad(squared, (0, -self.n_fft % self.hop)).reshape(-1, self.hop)
         self.inverse_window_sum = (1.0 / rows.sum(axis=0)).astype(np.float32)  # [hop]

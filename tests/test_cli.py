@@ -17,7 +17,7 @@ import soundfile as sf
 import jaxspeech
 from jaxspeech import audio, cli, infer
 from jaxspeech.commands.enhance import OUTPUT_PEAK
-from jaxspeech.commands.runs import load_trained_model, stage_workdir
+from jaxspeech.inference.runs import stage_workdir
 from jaxspeech.errors import AudioFileError
 
 #: A 2-step run of the smoke recipe with an even smaller model, so the fixture is quick.
@@ -67,6 +67,17 @@ def workdir(tmp_path_factory, shared_data) -> pathlib.Path:
     path = tmp_path_factory.mktemp("separation_run")
     loop.run(recipe, path)
     return path
+
+
+def load_trained_model(workdir: str, checkpoint: str):
+    """``(task, params, model_state, sample_rate)`` restored through the trainer's side, an
+    independent reference for what the commands compute through ``jaxspeech.load``."""
+    import jax
+
+    from jaxspeech.train.restore import restore_run
+
+    run = restore_run(workdir, checkpoint, devices=jax.devices()[:1])
+    return run.task, run.params, run.model_state, run.task.config.data.mixture.sample_rate
 
 
 @pytest.fixture(scope="session")
@@ -137,11 +148,12 @@ def read_outputs(paths: list[str], rate: int) -> np.ndarray:
 
 
 def test_separate_short_file_at_the_model_rate(shared_data, trained, workdir, tmp_path, capsys):
-    """An 8 kHz digit shorter than a chunk: one model call, written as 16-bit WAVs."""
+    """An 8 kHz digit shorter than a 4 s chunk: one model call, written as 16-bit WAVs."""
     source = shared_data / "fsdd/recordings/0_george_0.wav"
     status, out, err = run_cli(
-        capsys, "separate", source, "--workdir", workdir, "-o", tmp_path / "out"
-    )
+        capsys, "separate", source, "--workdir", workdir, "-o", tmp_path / "out",
+        "--chunk-seconds", "4",
+    )  # fmt: skip
     assert status == 0, err
     assert err == ""  # mono at the model's rate: nothing converted, nothing said
     paths = out.splitlines()
@@ -294,8 +306,9 @@ def test_enhance_resampled_stereo_file(shared_data, enhancer, enhance_workdir, t
     sf.write(path, stereo.T, file_rate)
     output = tmp_path / "out" / "digit.flac"
     status, _, err = run_cli(
-        capsys, "enhance", path, "--workdir", enhance_workdir, "--stage", "student", "-o", output
-    )
+        capsys, "enhance", path, "--workdir", enhance_workdir, "--stage", "student", "-o", output,
+        "--chunk-seconds", "4",
+    )  # fmt: skip
     assert status == 0, err
     task, params, model_state, rate = enhancer
     assert file_rate == 8000 and rate == 16000

@@ -18,23 +18,26 @@ from collections.abc import Mapping, Sequence
 import jax
 
 from jaxspeech import parallel
-from jaxspeech.errors import ConfigError, JaxspeechError
+from jaxspeech.errors import ConfigError
+from jaxspeech.inference.runs import CONFIG_FILE, FROZEN_FILE, frozen_stages, read_config
 from jaxspeech.train import config as config_lib
 from jaxspeech.train.checkpoint import Checkpointer
 from jaxspeech.train.logging import write_table
 from jaxspeech.train.task import TrainedRun
 from jaxspeech.train.tasks import make_task
-from jaxspeech.train.workdir import read_config as read_config_file
 
-CONFIG_FILE, FROZEN_FILE = "config.json", "frozen.json"
-
-
-def read_config(workdir: pathlib.Path) -> config_lib.Config:
-    """The config of the run in ``workdir``; JaxspeechError when there is none."""
-    path = workdir / CONFIG_FILE
-    if not path.is_file():
-        raise JaxspeechError(f"{path} not found; is {workdir} a training workdir?")
-    return read_config_file(path)
+#: ``CONFIG_FILE`` and ``read_config`` are the inference side's, re-exported for the trainer.
+__all__ = [
+    "CONFIG_FILE",
+    "evaluate",
+    "evaluate_run",
+    "read_config",
+    "restore_frozen",
+    "restore_run",
+    "scores_trials",
+    "table_name",
+    "write_frozen_record",
+]
 
 
 def write_frozen_record(workdir: pathlib.Path, frozen: Mapping[str, TrainedRun]) -> None:
@@ -49,19 +52,10 @@ def write_frozen_record(workdir: pathlib.Path, frozen: Mapping[str, TrainedRun])
 
 def restore_frozen(workdir: pathlib.Path, devices: Sequence | None = None) -> dict[str, TrainedRun]:
     """The frozen stages the run in ``workdir`` was trained with (``{}`` for none)."""
-    path = workdir / FROZEN_FILE
-    if not path.is_file():
-        return {}
-    frozen = {}
-    for name, entry in json.loads(path.read_text()).items():
-        source = (workdir / entry["workdir"]).resolve()
-        if not (source / CONFIG_FILE).is_file():
-            raise JaxspeechError(
-                f"{path} says stage {name!r} is in {source}, which holds no training run; "
-                "keep a multi-stage workdir's stage folders together"
-            )
-        frozen[name] = restore_run(source, str(entry["step"]), devices)
-    return frozen
+    return {
+        name: restore_run(source, str(step), devices)
+        for name, (source, step) in frozen_stages(workdir).items()
+    }
 
 
 def restore_run(

@@ -32,27 +32,32 @@ import dataclasses
 import functools
 import json
 import pathlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm import tqdm
 
-from jaxspeech import audio, files
+from jaxspeech import files
 from jaxspeech.data.corpus import data_path, resolve_data_root
 from jaxspeech.data.mixing import AudioCache, crop_image, draw_start
 from jaxspeech.data.utterances import EVAL_SPLITS, UtteranceData, UtteranceDataConfig
-from jaxspeech.errors import AudioFileError, ConfigError, TooShortError, TrialError
+from jaxspeech.errors import AudioFileError, ConfigError, TrialError
+from jaxspeech.inference.speaker import (
+    MIN_SECONDS,
+    VERIFICATION_FILE,
+    SpeakerEmbedder,
+    cosine_scores,
+    embed_waveforms,
+    unit_rows,
+)
 from jaxspeech.losses import aam_softmax
 from jaxspeech.metrics.verification import adaptive_snorm, eer, min_dcf
-from jaxspeech.models.speaker import RESNET34, SpeakerNet, SpeakerNetConfig, features
+from jaxspeech.models.speaker import RESNET34, SpeakerNetConfig, features
 from jaxspeech.train.config import Config
 from jaxspeech.train.task import TrainedRun, frozen_run, refuse_frozen
 
-#: Recordings shorter than this are not embedded (refused by the CLI, left out of trials).
-MIN_SECONDS = 0.5
-TRIALS_FOLDER, VERIFICATION_FILE = "trials", "verification.json"
+TRIALS_FOLDER = "trials"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,17 +137,6 @@ def distillation_mse(projected: jax.Array, targets: jax.Array) -> jax.Array:
     return jnp.mean(jnp.square(diff), axis=-1)
 
 
-def cosine_scores(enrol: np.ndarray, test: np.ndarray) -> np.ndarray:
-    """Row-wise cosine ``[N]`` of ``enrol [N, D]`` and ``test [N, D]``."""
-    enrol, test = _unit(enrol), _unit(test)
-    return np.sum(enrol * test, axis=-1)
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
 # --- trial lists ---------------------------------------------------------------------------
 
 
@@ -186,47 +180,9 @@ def read_trials(path: str | pathlib.Path) -> list[tuple[int, str, str]]:
 # --- embedding many recordings --------------------------------------------------------------
 
 
-def embed_waveforms(
-    embed: Callable[[np.ndarray, np.ndarray], jax.Array],
-    waveforms: Sequence[np.ndarray],
-    batch_size: int,
-    bucket: int,
-    desc: str | None = None,
-    max_batch_samples: int | None = None,
-) -> np.ndarray:
-    """Embeddings ``[N, D]`` float32 of recordings of any lengths, in their order.
-
-    Recordings are sorted by length and embedded ``batch_size`` at a time by ``embed(wav [B,
-    S], lengths [B])``, zero-padded to a multiple of ``bucket`` samples (a short last batch is
-    filled with copies of its first recording), so few shapes are compiled. With
-    ``max_batch_samples``, batches of long recordings hold fewer rows (at least one) so that
-    ``rows · padded length`` stays within it. ``desc``: show a progress bar with this label.
-    """
-    order = [int(i) for i in np.argsort([len(w) for w in waveforms], kind="stable")]
-    out: list[np.ndarray | None] = [None] * len(waveforms)
-    bar = tqdm(total=len(order), desc=desc, unit="utt", disable=desc is None, leave=False)
-    while order:
-        width = -(-len(waveforms[order[min(batch_size, len(order)) - 1]]) // bucket) * bucket
-        rows = batch_size
-        if max_batch_samples is not None and rows * width > max_batch_samples:
-            rows = max(1, max_batch_samples // width)
-            width = -(-len(waveforms[order[min(rows, len(order)) - 1]]) // bucket) * bucket
-        members, order = order[:rows], order[rows:]
-        chosen = [*members, *[members[0]] * (rows - len(members))]
-        lengths = np.asarray([len(waveforms[i]) for i in chosen], np.int32)
-        batch = np.zeros((rows, width), np.float32)
-        for row, index in enumerate(chosen):
-            batch[row, : lengths[row]] = waveforms[index]
-        vectors = np.asarray(embed(batch, lengths), np.float32)
-        for row, index in enumerate(members):
-            out[index] = vectors[row]
-        bar.update(len(members))
-    bar.close()
-    return np.stack(out)
-
-
-class Task:
-    """Speaker verification (see the module docstring)."""
+class Task(SpeakerEmbedder):
+    """Speaker verification (see the module docstring); the model is its
+    :class:`~jaxspeech.inference.speaker.SpeakerEmbedder`."""
 
     valid_metric = "cosine_gap"
     valid_mode = "max"
@@ -248,8 +204,7 @@ class Task:
                 f"model.distill_weight={model.distill_weight} needs model.teacher, the frozen "
                 "i-vector stage to distil from; set it or set model.distill_weight=0"
             )
-        self.sample_rate = config.data.sample_rate
-        self.net = SpeakerNet(model.net, config.train.dtype)
+        super().__init__(model, config.data.sample_rate, config.train.dtype)
         self.teacher = self._teacher(frozen or {})
 
     def _teacher(self, frozen: Mapping[str, TrainedRun]) -> TrainedRun | None:
@@ -283,18 +238,6 @@ class Task:
 
     # --- numerics (pure jnp) ---------------------------------------------------------------
 
-    def _apply(self, params, model_state, wav, lengths, train: bool):
-        feats, mask = features(wav, lengths, self.config.model.net, self.sample_rate)
-        variables = {"params": params["net"], "batch_stats": model_state["batch_stats"]}
-        if not train:
-            return self.net.apply(variables, feats, mask, train=False), None
-        return self.net.apply(variables, feats, mask, train=True, mutable=["batch_stats"])
-
-    def embed(self, params, model_state, wav: jax.Array, lengths: jax.Array) -> jax.Array:
-        """Embeddings ``[B, embed_dim]`` of ``wav [B, S]`` whose first ``lengths [B]`` samples
-        are the recordings (the rest is padding and is ignored)."""
-        return self._apply(params, model_state, wav, lengths, train=False)[0]
-
     def init_model(self, rng: jax.Array):
         net_key, head_key, projection_key = jax.random.split(rng, 3)
         model = self.config.model
@@ -321,7 +264,7 @@ class Task:
         model = self.config.model
         wav = batch["audio"]
         lengths = jnp.full(wav.shape[:1], wav.shape[1], jnp.int32)
-        emb, updates = self._apply(params, model_state, wav, lengths, train=True)
+        emb, updates = self.apply(params, model_state, wav, lengths, train=True)
         margin = margin_at(model_state["step"], model.aam_margin, model.margin_warmup)
         aam = aam_softmax(emb, params["classifier"], batch["speaker"], margin, model.aam_scale)
         metrics = {"aam": aam.mean(), "margin": margin}
@@ -474,7 +417,7 @@ class Task:
             }
 
         raw = cosine_scores(emb[left], emb[right])
-        cohort_scores = _unit(emb) @ _unit(cohort).T
+        cohort_scores = unit_rows(emb) @ unit_rows(cohort).T
         normed = adaptive_snorm(
             raw, cohort_scores[left], cohort_scores[right], self.config.eval.asnorm_top_k
         )
@@ -499,7 +442,7 @@ class Task:
         """Mean unit-length embeddings ``[n_train_speakers, D]`` of the training speakers
         (``eval.cohort_utterances_per_speaker`` utterances each), the AS-norm cohort."""
         chosen = self.eval_utterances("train", self.config.eval.cohort_utterances_per_speaker)
-        emb = _unit(
+        emb = unit_rows(
             self.embed_files(params, model_state, [u.path for u, _ in chosen], desc="cohort")
         )
         labels = np.asarray([label for _, label in chosen])
@@ -517,29 +460,6 @@ class Task:
         files.write_text(workdir / VERIFICATION_FILE, json.dumps(record, indent=2) + "\n")
 
     # --- files -----------------------------------------------------------------------------
-
-    def prepare_waveform(self, wav: np.ndarray, sample_rate: int, source="audio") -> np.ndarray:
-        """``prepare_recording`` at this model's rate."""
-        return prepare_recording(wav, sample_rate, self.sample_rate, source)
-
-
-def prepare_recording(wav: np.ndarray, sample_rate: int, model_rate: int, source="audio"):
-    """One recording (``[samples]`` or ``[channels, samples]``, any rate) as a model's input
-    ``[samples']`` float32, mono (channel mean) at ``model_rate``.
-
-    Raises ``EmptyAudioError`` / ``NonFiniteAudioError`` (``audio.validate``) and
-    ``TooShortError`` under ``MIN_SECONDS``, naming ``source``.
-    """
-    wav = audio.validate(np.asarray(wav, np.float32), source)
-    if wav.ndim == 2:
-        wav = wav.mean(axis=0)
-    wav = audio.resample(audio.require_mono(wav, source), sample_rate, model_rate)
-    if wav.shape[-1] < round(MIN_SECONDS * model_rate):
-        raise TooShortError(
-            f"{source}: {wav.shape[-1] / model_rate:.2f} s of audio; speaker embeddings need "
-            f"at least {MIN_SECONDS} s; pass a longer recording"
-        )
-    return wav
 
 
 def _relative(path: str, root: pathlib.Path) -> str:
