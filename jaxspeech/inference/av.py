@@ -57,7 +57,7 @@ class AVEnhancer(LoadedModel, AVMasking):
     ``enhance(wave, video=None)`` maps noisy speech ``[T]`` at ``sample_rate`` to enhanced
     speech ``[T]`` with the talker's face in the video file ``video`` (the mouth track, see
     :mod:`jaxspeech.avfile`); without a video, Net 1 alone (``audio_model``) enhances
-    ``[..., T]``.
+    ``[..., T]``. ``stream()`` enhances hop by hop (causal nets only).
 
     Attributes (besides :class:`LoadedModel`'s):
       audio_model: Net 1 as an :class:`~jaxspeech.inference.enhancement.Enhancer`.
@@ -94,3 +94,10 @@ class AVEnhancer(LoadedModel, AVMasking):
         noisy = np.asarray(wave, np.float32)
         params = self.variables["params"]
         return avfile.enhance_with_video(self, params, noisy, str(video), progress=progress)[0]
+
+    def stream(self):
+        """A :class:`jaxspeech.stream.AVStreamingEnhancer` of this system (causal nets):
+        ``process_hop`` takes ``hop`` samples and, when one arrives, a video frame's crop."""
+        from jaxspeech import stream
+
+        return stream.AVStreamingEnhancer(self, self.variables["params"])

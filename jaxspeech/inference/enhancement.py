@@ -112,7 +112,8 @@ class Enhancer(LoadedModel):
 
     ``enhance(wave)`` maps noisy speech ``[..., T]`` at ``sample_rate`` to enhanced speech
     ``[..., T]``; recordings longer than ``chunk`` samples run in overlapping chunks
-    (``infer.separate_long``), one compilation per chunk size.
+    (``infer.separate_long``), one compilation per chunk size. ``stream()`` enhances hop by
+    hop (a causal LSTM only).
 
     Attributes (besides :class:`LoadedModel`'s):
       core: the :class:`MaskEnhancer` (STFT, features, ISTFT).
@@ -158,3 +159,10 @@ class Enhancer(LoadedModel):
             for row in rows
         ]
         return np.stack(out).reshape(*lead, rows.shape[-1])
+
+    def stream(self):
+        """A :class:`jaxspeech.stream.StreamingEnhancer` of this model (a causal LSTM):
+        ``process_hop`` takes ``hop`` samples at a time."""
+        from jaxspeech import stream
+
+        return stream.StreamingEnhancer(self.core, self.variables["params"], self.model_state)
