@@ -215,7 +215,7 @@ def test_distillation_loss_on_explicit_targets():
 
     def per_replica(p, s, b):
         loss, (metrics, _) = task.loss_fn(p, s, b, None)
-        emb, _ = task._apply(p, s, b["audio"], jnp.full((4,), 8000), train=True)
+        emb, _ = task.apply(p, s, b["audio"], jnp.full((4,), 8000), train=True)
         return loss, metrics, emb
 
     step = parallel.data_parallel(per_replica, mesh, sharded_argnums=(2,), num_args=3)

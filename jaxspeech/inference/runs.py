@@ -99,11 +99,12 @@ def restore_variables(workdir: pathlib.Path, checkpoint: str, config) -> tuple[d
     try:
         step = checkpointer.resolve(checkpoint)
         one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-        with ocp.StandardCheckpointer() as reader:
-            stored = reader.metadata(checkpointer.directory / str(step) / "model").item_metadata
+        stored = ocp.StandardCheckpointHandler().metadata(
+            checkpointer.directory / str(step) / "model"
+        )
         abstract = jax.tree.map(
             lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=one_device),
-            stored.tree if hasattr(stored, "tree") else stored,
+            stored.tree,
         )
         model = checkpointer.restore_model(step, abstract)
     finally:
