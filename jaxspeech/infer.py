@@ -22,8 +22,9 @@ the receptive field: every sample is then produced with full context by at least
 two chunks it falls in, and the cross-fade hides the edges of the other. A Conv-TasNet's
 receptive field is ``(L/2)·(1 + R·(P−1)·(2^X − 1))`` samples (1.53 s for the paper model at
 8 kHz, half on each side). Models with global normalisation (gLN) see the statistics of the
-whole chunk, so use chunks like the training segments (the 4 s default) rather than much
-shorter ones. ``overlap ≤ chunk / 2`` is required, so only neighbouring chunks overlap.
+whole chunk, so use chunks like the training segments rather than much shorter ones
+(:func:`default_chunking` derives both from the training crop and the receptive field).
+``overlap ≤ chunk / 2`` is required, so only neighbouring chunks overlap.
 
 A recording no longer than one chunk is separated in a single call of the model, exactly as
 the model would do it (this compiles once per such length).
@@ -50,10 +51,6 @@ from jaxspeech.losses import pairwise_neg_si_snr, pit, reorder
 
 PyTree = Any
 ApplyFn = Callable[[PyTree, jax.Array], jax.Array]
-
-#: Defaults of the command line (seconds), fitting the paper Conv-TasNet (see the docstring).
-DEFAULT_CHUNK_SECONDS = 4.0
-DEFAULT_OVERLAP_SECONDS = 1.0
 
 
 def crossfade_ramp(overlap: int) -> jax.Array:
@@ -221,3 +218,19 @@ def rescale_to_mixture(
     scaled = gain[..., None] * sources
     top = jnp.max(jnp.abs(scaled), axis=(-2, -1), keepdims=True)
     return scaled * jnp.minimum(1.0, peak / jnp.maximum(top, eps))
+
+
+def default_chunking(crop: int, receptive_field: int | None) -> tuple[int, int]:
+    """``(chunk, overlap)`` samples for :func:`separate_long` with a model trained on crops of
+    ``crop`` samples whose output sample depends on ``receptive_field`` input samples (None:
+    unbounded, a recurrent net): the overlap is the receptive field (half the chunk when
+    unbounded), the chunk the training crop, lengthened to twice the overlap if shorter."""
+    if receptive_field is None:
+        return crop, max(1, crop // 2)
+    return max(crop, 2 * receptive_field), receptive_field
+
+
+def tcn_receptive_frames(tcn) -> int:
+    """Frames an output frame of a TCN (``models.tcn.TCNConfig``) depends on:
+    ``1 + R·(P − 1)·(2^X − 1)``."""
+    return 1 + tcn.repeats * (tcn.kernel_size - 1) * (2**tcn.blocks - 1)

@@ -71,11 +71,13 @@ def _check_causal_lstm(task) -> LSTMMaskNet:
 
 
 class StreamingEnhancer:
-    """Causal hop-by-hop enhancement with a trained enhancement task's LSTM (module docstring).
+    """Causal hop-by-hop enhancement with a trained enhancement model's LSTM (module docstring).
+    ``task`` is the model's :class:`~jaxspeech.inference.enhancement.MaskEnhancer` (a
+    loaded model's ``core``, or an enhancement task).
 
     Usage::
 
-        enhancer = StreamingEnhancer(task, params, model_state)
+        enhancer = jaxspeech.load(WORKDIR).stream()   # or StreamingEnhancer(core, params, state)
         state = enhancer.init_state()
         for hop in hops:                      # each [hop] float32
             state, out = enhancer.process_hop(state, hop)   # out [hop], `delay` samples late
@@ -92,7 +94,7 @@ class StreamingEnhancer:
         self.hop, self.n_fft = task.hop, task.n_fft
         self.delay = self.n_fft - self.hop
         self.latency = self.n_fft
-        self.window = dsp.get_window(task.config.model.features.window, self.n_fft)
+        self.window = dsp.get_window(task.window, self.n_fft)
         squared = np.square(self.window.astype(np.float64))
         rows = np.pad(squared, (0, -self.n_fft % self.hop)).reshape(-1, self.hop)
         self.inverse_window_sum = (1.0 / rows.sum(axis=0)).astype(np.float32)  # [hop]
@@ -188,7 +190,7 @@ class AVStreamingEnhancer(StreamingEnhancer):
 
     Usage::
 
-        enhancer = AVStreamingEnhancer(gate_task, gate_params)
+        enhancer = jaxspeech.load(AV_WORKDIR).stream()   # or (gate_task, gate_params)
         state = enhancer.init_state()
         state, out = enhancer.process_hop(state, hop, crop, face)   # a new video frame
         state, out = enhancer.process_hop(state, hop)               # the same frame again

@@ -21,7 +21,11 @@ Nothing here imports the trainer, so inference code may use it.
 
 from __future__ import annotations
 
+import json
 import pathlib
+from typing import Any
+
+from jaxspeech.errors import JaxspeechError
 
 CONFIG = "config.json"
 FROZEN = "frozen.json"
@@ -59,3 +63,22 @@ def eval_stem(workdir: str | pathlib.Path, table: str, suffix: str = "") -> path
 def trials_path(workdir: str | pathlib.Path, split: str) -> pathlib.Path:
     """``workdir/trials/<split>.txt``, the trial list a verification run wrote for ``split``."""
     return pathlib.Path(workdir) / TRIALS / f"{split}.txt"
+
+
+def read_json(path: pathlib.Path) -> Any:
+    """The JSON in ``path``; a one-line JaxspeechError naming it when it is not JSON."""
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise JaxspeechError(
+            f"{path} is damaged (not JSON: {err}); restore it from a copy, or start a new run "
+            "in another --workdir"
+        ) from err
+
+
+def stage_names(workdir: str | pathlib.Path) -> list[str] | None:
+    """The stages of a multi-stage workdir (from its ``stages.json``), or None for a single
+    run."""
+    if not is_multi_stage(workdir):
+        return None
+    return read_json(pathlib.Path(workdir) / STAGES)["stages"]

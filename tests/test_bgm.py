@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+import jaxspeech
 from jaxspeech import cli
 from jaxspeech.data.bgm import (
     FIT,
@@ -248,6 +249,13 @@ def test_match_ranks_a_library_with_its_cache(workdir, corpus, tmp_path, capsys)
         capsys, low, "--music", ranked[0]["path"], "--workdir", workdir, "--json"
     )
     assert json.loads(out)["score"] == pytest.approx(ranked[0]["score"], abs=1e-5)
+    # jaxspeech.load's matcher is the command's: the same scores.
+    loaded = jaxspeech.load(workdir)
+    assert loaded.system == "bgm" and loaded.sample_rate == RATE
+    speech = loaded.embed(sf.read(low, dtype="float32")[0])
+    tracks = np.stack([loaded.embed_file(r["path"]) for r in ranked])
+    np.testing.assert_allclose(loaded.rank(speech, tracks), [r["score"] for r in ranked], atol=1e-5)
+    assert loaded.score(speech, tracks[0]) == pytest.approx(ranked[0]["score"], abs=1e-5)
     # Add, change and remove files: the cache says so and stays correct.
     (library / "chirp1.wav").unlink()
     (library / "noise1.wav").write_bytes((corpus / "music/chirp2.wav").read_bytes())

@@ -17,8 +17,8 @@ import soundfile as sf
 import jaxspeech
 from jaxspeech import audio, cli, infer
 from jaxspeech.commands.enhance import OUTPUT_PEAK
-from jaxspeech.commands.runs import load_trained_model, stage_workdir
 from jaxspeech.errors import AudioFileError
+from jaxspeech.inference.runs import stage_workdir
 
 #: A 2-step run of the smoke recipe with an even smaller model, so the fixture is quick.
 TRAIN_OVERRIDES = (
@@ -67,6 +67,17 @@ def workdir(tmp_path_factory, shared_data) -> pathlib.Path:
     path = tmp_path_factory.mktemp("separation_run")
     loop.run(recipe, path)
     return path
+
+
+def load_trained_model(workdir: str, checkpoint: str):
+    """``(task, params, model_state, sample_rate)`` restored through the trainer's side, an
+    independent reference for what the commands compute through ``jaxspeech.load``."""
+    import jax
+
+    from jaxspeech.train.restore import restore_run
+
+    run = restore_run(workdir, checkpoint, devices=jax.devices()[:1])
+    return run.task, run.params, run.model_state, run.task.config.data.mixture.sample_rate
 
 
 @pytest.fixture(scope="session")
@@ -137,11 +148,12 @@ def read_outputs(paths: list[str], rate: int) -> np.ndarray:
 
 
 def test_separate_short_file_at_the_model_rate(shared_data, trained, workdir, tmp_path, capsys):
-    """An 8 kHz digit shorter than a chunk: one model call, written as 16-bit WAVs."""
+    """An 8 kHz digit shorter than a 4 s chunk: one model call, written as 16-bit WAVs."""
     source = shared_data / "fsdd/recordings/0_george_0.wav"
     status, out, err = run_cli(
-        capsys, "separate", source, "--workdir", workdir, "-o", tmp_path / "out"
-    )
+        capsys, "separate", source, "--workdir", workdir, "-o", tmp_path / "out",
+        "--chunk-seconds", "4",
+    )  # fmt: skip
     assert status == 0, err
     assert err == ""  # mono at the model's rate: nothing converted, nothing said
     paths = out.splitlines()
@@ -294,8 +306,9 @@ def test_enhance_resampled_stereo_file(shared_data, enhancer, enhance_workdir, t
     sf.write(path, stereo.T, file_rate)
     output = tmp_path / "out" / "digit.flac"
     status, _, err = run_cli(
-        capsys, "enhance", path, "--workdir", enhance_workdir, "--stage", "student", "-o", output
-    )
+        capsys, "enhance", path, "--workdir", enhance_workdir, "--stage", "student", "-o", output,
+        "--chunk-seconds", "4",
+    )  # fmt: skip
     assert status == 0, err
     task, params, model_state, rate = enhancer
     assert file_rate == 8000 and rate == 16000
@@ -654,6 +667,18 @@ def test_enhance_a_video_uses_its_own_sound_track(av_files):
     np.testing.assert_array_equal(own, beside)
 
 
+def test_load_av_as_the_cli_does(av_workdir, av_files):
+    """The gate stage with its frozen nets; with the video it writes ``enhance(track,
+    video)``, without one Net 1's ``enhance(track)``."""
+    model = jaxspeech.load(av_workdir)
+    assert model.system == "av" and model.workdir == av_workdir / "gate"
+    track, _ = sf.read(av_files["track"], dtype="float32")
+    for name, video in (("video", av_files["clip"]), ("no_video", None)):
+        written, _ = sf.read(av_files[name], dtype="float32")
+        expected = model.enhance(track, video=video)
+        np.testing.assert_allclose(written, limit_peak(expected), atol=1.5 / 2**15)
+
+
 def test_av_workdir_without_a_video_is_net1(av_files):
     without, _ = sf.read(av_files["no_video"], dtype="int16")
     net1, _ = sf.read(av_files["audio_stage"], dtype="int16")
@@ -737,3 +762,107 @@ def test_gate_stage_table_compares_the_systems_per_condition(av_workdir):
             assert blanked[metric] == alone[metric]
         assert table[("audio-visual", *group)]["face share"] > 0.9
         assert len({table[(s, *group)]["clips"] for s in systems}) == 1
+
+
+# --- jaxspeech.load: the same models as the commands ------------------------------------------
+
+
+def test_load_separates_as_the_cli_does(shared_data, workdir, tmp_path, capsys):
+    """The default chunking is the 0.25 s training crop, overlapping by the receptive field
+    (L/2)·(1 + R·(P−1)·(2^X − 1)) = 8·(1 + 1·2·3) = 56 samples; the command writes
+    ``separate``'s output."""
+    model = jaxspeech.load(workdir)
+    assert (model.system, model.sample_rate, model.n_src) == ("separation", 8000, 2)
+    assert (model.chunk, model.overlap) == (2000, 56)
+    source = shared_data / "fsdd/recordings/0_george_0.wav"
+    assert run_cli(capsys, "separate", source, "--workdir", workdir, "-o", tmp_path)[0] == 0
+    written = read_outputs(sorted(map(str, tmp_path.glob("*.wav"))), 8000)
+    mixture, _ = audio.load(source)
+    sources = model.separate(mixture)
+    assert mixture.size > model.chunk and sources.shape == (2, mixture.size)
+    np.testing.assert_allclose(written, limit_peak(sources), atol=1.5 / 2**15)
+    batched = model.separate(np.stack([mixture, 0.5 * mixture]))
+    np.testing.assert_allclose(batched[0], sources, atol=1e-5)
+    np.testing.assert_allclose(batched[1], 0.5 * sources, atol=1e-5)
+
+
+def test_load_enhances_as_the_cli_does(shared_data, enhancer, enhance_workdir, tmp_path, capsys):
+    """The default stage (the student), the default chunking (the 0.25 s crop, half of it
+    overlapping: an LSTM's receptive field is unbounded), and its stream."""
+    model = jaxspeech.load(enhance_workdir)
+    assert model.workdir == enhance_workdir / "student" and model.system == "enhancement"
+    assert (model.chunk, model.overlap) == (4000, 2000)
+    source = shared_data / "arctic/cmu_arctic_us_aew_a0001.wav"
+    output = tmp_path / "clean.wav"
+    assert run_cli(capsys, "enhance", source, "--workdir", enhance_workdir, "-o", output)[0] == 0
+    written, _ = sf.read(output, dtype="float32")
+    noisy, _ = audio.load(source, sample_rate=16000)
+    enhanced = model.enhance(noisy)
+    np.testing.assert_allclose(written, limit_peak(enhanced), atol=1.5 / 2**15)
+    task, params, model_state, _ = enhancer  # the trainer's side: the same chunked model
+    chunked = infer.separate_long(
+        task.enhance_chunks, (params, model_state), noisy, chunk=4000, overlap=2000
+    )
+    np.testing.assert_allclose(enhanced, chunked[0], atol=1e-6)
+    short = noisy[:3000]
+    assert model.enhance(np.stack([short, short])).shape == (2, 3000)
+    stream = model.stream()
+    assert (stream.hop, stream.delay) == (256, 256)
+
+
+def test_float_input_above_full_scale_is_said(enhance_workdir, tmp_path, capsys):
+    loud = _write_wav(tmp_path / "loud.wav", 3.0 * np.sin(np.arange(8000) * 0.05))
+    output = tmp_path / "out.wav"
+    status, _, err = run_cli(capsys, "enhance", loud, "--workdir", enhance_workdir, "-o", output)
+    assert status == 0, err
+    assert f"{loud}: float samples reach 3, above full scale (1.0); the output is scaled by" in err
+    written, _ = sf.read(output, dtype="float32")
+    assert 0.98 < np.abs(written).max() <= 0.99 + 1 / 2**15
+    status, _, err = run_cli(
+        capsys, "enhance", loud, "--workdir", enhance_workdir, "-o", output, "--overwrite",
+        "--quiet",
+    )  # fmt: skip
+    assert status == 0 and err == ""
+
+
+@pytest.fixture(scope="module")
+def speaker_workdir(tmp_path_factory):
+    """A tiny speaker run (2 steps on one device) on synthetic tones, and its corpus."""
+    import jax
+    from synthetic import write_tone_corpus
+    from test_speaker import RATE, TONES, _task_config
+
+    from jaxspeech.train.loop import run
+
+    corpus = write_tone_corpus(
+        tmp_path_factory.mktemp("tones"), TONES, (0.6, 0.9, 1.2, 0.7), RATE, {"hum": 20000}
+    )
+    path = tmp_path_factory.mktemp("speaker_run")
+    run(_task_config(corpus), path, devices=jax.devices()[:1])
+    return path, corpus
+
+
+def test_readme_use_from_python_runs(shared_data, workdir, enhance_workdir, speaker_workdir):
+    """The README's "Use from Python" example, on the tiny workdirs and real recordings."""
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Use from Python", 1)[1]
+    example = section.split("```python\n", 1)[1].split("```", 1)[0]
+    speaker_dir, corpus = speaker_workdir
+    for name, path in {
+        "workdirs/tasnet": workdir,
+        "workdirs/distill": enhance_workdir,
+        "workdirs/speaker": speaker_dir,
+        "mixture.wav": shared_data / "fsdd/recordings/0_george_0.wav",
+        "noisy.wav": shared_data / "arctic/cmu_arctic_us_aew_a0001.wav",
+        "a.wav": corpus / "speech/s0/0.wav",
+        "b.wav": corpus / "speech/s1/0.wav",
+    }.items():
+        assert f'"{name}"' in example
+        example = example.replace(f'"{name}"', repr(str(path)))
+    scope = {}
+    exec(compile(example, "README.md", "exec"), scope)
+    assert scope["sources"].shape == (2, scope["mixture"].size)
+    assert scope["enhanced"].shape == scope["noisy"].shape
+    a, b = scope["a"], scope["b"]
+    expected = np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b)
+    assert scope["speaker"].score(a, b) == pytest.approx(expected, rel=1e-5)

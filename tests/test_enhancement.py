@@ -22,10 +22,10 @@ from jaxspeech.errors import (
     NonFiniteAudioError,
     TooShortError,
 )
+from jaxspeech.inference.enhancement import build_mask_net
 from jaxspeech.losses import mask_distillation, mask_mse, si_snr
 from jaxspeech.models.masknet import param_count
 from jaxspeech.train.restore import restore_frozen, restore_run
-from jaxspeech.train.tasks.enhancement import build_mask_net
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RECIPE = REPO / "configs/enhancement/distill.py"

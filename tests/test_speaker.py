@@ -16,6 +16,7 @@ import pytest
 import soundfile as sf
 from synthetic import write_tone_corpus
 
+import jaxspeech
 from jaxspeech import cli, dsp, parallel
 from jaxspeech.data import UtteranceDataConfig
 from jaxspeech.errors import ConfigError, TrialError
@@ -217,7 +218,7 @@ def test_distillation_loss_on_explicit_targets():
 
     def per_replica(p, s, b):
         loss, (metrics, _) = task.loss_fn(p, s, b, None)
-        emb, _ = task._apply(p, s, b["audio"], jnp.full((4,), 8000), train=True)
+        emb, _ = task.apply(p, s, b["audio"], jnp.full((4,), 8000), train=True)
         return loss, metrics, emb
 
     step = parallel.data_parallel(per_replica, mesh, sharded_argnums=(2,), num_args=3)
@@ -319,6 +320,14 @@ def test_embed_and_verify_commands(evaluated, corpus, tmp_path, capsys):
     assert cli.main(["verify", str(files[0]), str(files[1]), "--workdir", str(workdir)]) == 0
     printed = capsys.readouterr().out
     assert "speaker" in printed and "threshold" in printed
+
+    loaded = jaxspeech.load(workdir)  # the commands' model: the same embeddings and score
+    assert loaded.system == "speaker" and loaded.sample_rate == RATE
+    np.testing.assert_allclose(loaded.embed(wav), saved["embeddings"][0], rtol=1e-4, atol=1e-5)
+    pair = [sf.read(path, dtype="float32")[0] for path in files[:2]]
+    score = loaded.score(loaded.embed(pair[0]), loaded.embed(pair[1]))
+    assert printed.startswith(f"{score:.4f} ") and f"(threshold {loaded.threshold:.4f})" in printed
+    assert loaded.embed(np.stack([wav, wav])).shape == (2, SMALL.embed_dim)
 
     short = tmp_path / "short.wav"
     sf.write(short, np.full(4000, 0.1, np.float32), RATE)  # 0.25 s

@@ -1,11 +1,11 @@
 """The ``--chunk-seconds``/``--overlap-seconds`` arguments of the commands that run a model over
-a long file in overlapping chunks (``infer.separate_long``), checked and turned into samples."""
+a long file in overlapping chunks (``infer.separate_long``), checked and turned into samples;
+by default the loaded model's chunking (its training crop and receptive field)."""
 
 from __future__ import annotations
 
 import argparse
 
-from jaxspeech import infer
 from jaxspeech.errors import ConfigError
 
 
@@ -21,30 +21,30 @@ def add_chunk_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--chunk-seconds",
         type=float,
-        default=infer.DEFAULT_CHUNK_SECONDS,
-        help="length of the chunks the model sees; use about the training segment length "
-        "(default: %(default)s)",
+        help="length of the chunks the model sees (default: the model's training crop, "
+        "lengthened to twice its receptive field if shorter)",
     )
     parser.add_argument(
         "--overlap-seconds",
         type=float,
-        default=infer.DEFAULT_OVERLAP_SECONDS,
-        help="overlap of neighbouring chunks, at most half a chunk; at least the model's "
-        "receptive field is best (default: %(default)s)",
+        help="overlap of neighbouring chunks, at most half a chunk (default: the model's "
+        "receptive field, or half a chunk for a recurrent model)",
     )
 
 
-def check_chunk_arguments(args: argparse.Namespace) -> None:
-    if not 0 < 2 * args.overlap_seconds <= args.chunk_seconds:
+def chunk_samples(args: argparse.Namespace, model) -> dict[str, int]:
+    """``separate_long``'s ``chunk`` and ``overlap`` in samples: the arguments given, else the
+    loaded ``model``'s (the overlap at most half the chunk)."""
+    rate = model.sample_rate
+    chunk = model.chunk
+    if args.chunk_seconds is not None:
+        chunk = seconds_to_samples(args.chunk_seconds, rate, "--chunk-seconds")
+    overlap = min(model.overlap, chunk // 2)
+    if args.overlap_seconds is not None:
+        overlap = seconds_to_samples(args.overlap_seconds, rate, "--overlap-seconds")
+    if not 0 < 2 * overlap <= chunk:
         raise ConfigError(
-            f"--overlap-seconds={args.overlap_seconds} must be positive and at most half of "
-            f"--chunk-seconds={args.chunk_seconds}"
+            f"--overlap-seconds={overlap / rate:g} must be positive and at most half of "
+            f"--chunk-seconds={chunk / rate:g}"
         )
-
-
-def chunk_samples(args: argparse.Namespace, sample_rate: int) -> dict[str, int]:
-    """``separate_long``'s ``chunk`` and ``overlap`` in samples."""
-    return {
-        "chunk": seconds_to_samples(args.chunk_seconds, sample_rate, "--chunk-seconds"),
-        "overlap": seconds_to_samples(args.overlap_seconds, sample_rate, "--overlap-seconds"),
-    }
+    return {"chunk": chunk, "overlap": overlap}

@@ -6,30 +6,25 @@ from __future__ import annotations
 import argparse
 import pathlib
 
-import jax
 import numpy as np
 
-from jaxspeech import audio, infer
-from jaxspeech.commands.chunks import add_chunk_arguments, check_chunk_arguments, chunk_samples
+import jaxspeech
+from jaxspeech import audio
+from jaxspeech.commands.chunks import add_chunk_arguments, chunk_samples
 from jaxspeech.commands.outputs import (
+    OUTPUT_PEAK,
     add_run_arguments,
     check_output_file,
     check_output_folder,
+    fit_to_full_scale,
     report_conversion,
 )
-from jaxspeech.commands.runs import (
-    add_model_arguments,
-    load_trained_model,
-    stage_workdir,
-    trained_run,
-)
+from jaxspeech.commands.runs import add_model_arguments, trained_run
 from jaxspeech.errors import ConfigError
-
-#: Largest magnitude written by ``enhance`` (16-bit PCM never clips below 1).
-OUTPUT_PEAK = 0.99
+from jaxspeech.inference.runs import read_config, stage_workdir
 
 
-def _enhance_with_video(args: argparse.Namespace, run_dir: pathlib.Path, video: str) -> None:
+def _enhance_with_video(args: argparse.Namespace, video: str) -> None:
     """``jaxspeech enhance`` with an audio-visual (gate) run and the talker's video."""
     from jaxspeech import avfile
     from jaxspeech.data.video import read_video_audio
@@ -44,39 +39,33 @@ def _enhance_with_video(args: argparse.Namespace, run_dir: pathlib.Path, video: 
             raise ConfigError(f"{plot} exists; pass --overwrite to replace it")
         check_output_folder(plot.parent)
         avfile.pyplot()  # the plot extra is there before any work
-    from jaxspeech.train.restore import restore_run
-
-    run = restore_run(str(run_dir), args.checkpoint, devices=jax.devices()[:1])
-    task, params, sample_rate = run.task, run.params, run.task.sample_rate
+    model = jaxspeech.load(args.workdir, stage=args.stage, checkpoint=args.checkpoint)
+    params, rate = model.variables["params"], model.sample_rate
     if args.noisy == video:
-        noisy, file_rate = read_video_audio(video, sample_rate), sample_rate
+        noisy, file_rate = read_video_audio(video, rate), rate
     else:
         noisy, file_rate = audio.load(args.noisy, mono=False)
-        report_conversion(args.noisy, noisy.shape[0], file_rate, sample_rate, args.quiet)
-    noisy = task.audio.prepare_waveform(noisy, file_rate, args.noisy)
+        report_conversion(args.noisy, noisy.shape[0], file_rate, rate, args.quiet)
+    noisy = model.audio.prepare_waveform(noisy, file_rate, args.noisy)
     enhanced, lips, face = avfile.enhance_with_video(
-        task, params, noisy, video, progress=not args.quiet
+        model, params, noisy, video, progress=not args.quiet
     )
-    peak = float(np.abs(enhanced).max())
-    if peak > OUTPUT_PEAK:
-        enhanced = enhanced * (OUTPUT_PEAK / peak)
-    audio.save(output, enhanced, sample_rate)
+    enhanced = fit_to_full_scale(enhanced, args.noisy, float(np.abs(noisy).max()), args.quiet)
+    audio.save(output, enhanced, rate)
     print(output, flush=True)
     if args.plot:
-        print(avfile.plot_enhancement(args.plot, task, params, noisy, enhanced, lips, face))
+        print(avfile.plot_enhancement(args.plot, model, params, noisy, enhanced, lips, face))
 
 
 def _enhance(args: argparse.Namespace) -> None:
     from jaxspeech.data.av import VIDEO_EXTENSIONS
-    from jaxspeech.train.workdir import read_config
 
-    check_chunk_arguments(args)
     is_video = pathlib.Path(args.noisy).suffix.lower() in VIDEO_EXTENSIONS
     video = args.noisy if is_video else args.video
     stage = args.stage
     config = read_config(stage_workdir(args.workdir, stage))
     if config.task == "av" and config.model.net == "gate" and video is not None:
-        _enhance_with_video(args, stage_workdir(args.workdir, stage), video)
+        _enhance_with_video(args, video)
         return
     if video is not None:
         raise ConfigError(
@@ -88,24 +77,16 @@ def _enhance(args: argparse.Namespace) -> None:
     if config.task == "av":  # an AV workdir without video: Net 1 alone
         stage = config.model.audio_stage
     noisy, file_rate = audio.load(args.noisy, mono=False)  # [channels, samples]
-    run_dir, _ = trained_run(args.workdir, stage, "enhancement")
+    trained_run(args.workdir, stage, "enhancement")
     check_output_file(pathlib.Path(args.output), args.noisy, args.overwrite)
-    task, params, model_state, sample_rate = load_trained_model(str(run_dir), args.checkpoint)
+    model = jaxspeech.load(args.workdir, stage=stage, checkpoint=args.checkpoint)
+    chunking = chunk_samples(args, model)
     channels = noisy.shape[0]
-    noisy = task.prepare_waveform(noisy, file_rate, args.noisy)
-    report_conversion(args.noisy, channels, file_rate, sample_rate, args.quiet)
-    chunking = chunk_samples(args, sample_rate)
-    if chunking["chunk"] <= task.n_fft // 2:
-        raise ConfigError(
-            f"--chunk-seconds={args.chunk_seconds} is shorter than half an STFT window "
-            f"({task.n_fft // 2 + 1} samples at {sample_rate} Hz); use longer chunks"
-        )
-    variables = (params, model_state)
-    enhanced = infer.separate_long(task.enhance_chunks, variables, noisy, **chunking)[0]
-    peak = float(np.abs(enhanced).max())
-    if peak > OUTPUT_PEAK:
-        enhanced = enhanced * (OUTPUT_PEAK / peak)
-    audio.save(args.output, enhanced, sample_rate)
+    noisy = model.core.prepare_waveform(noisy, file_rate, args.noisy)
+    enhanced = model.enhance(noisy, **chunking)
+    report_conversion(args.noisy, channels, file_rate, model.sample_rate, args.quiet)
+    enhanced = fit_to_full_scale(enhanced, args.noisy, float(np.abs(noisy).max()), args.quiet)
+    audio.save(args.output, enhanced, model.sample_rate)
     print(args.output, flush=True)
 
 

@@ -9,9 +9,9 @@ import json
 import pathlib
 import sys
 
-import jax
 import numpy as np
 
+import jaxspeech
 from jaxspeech import audio
 from jaxspeech.commands.runs import add_checkpoint_argument, trained_run
 from jaxspeech.errors import DEBUG_FLAG, DEBUG_HELP, ConfigError
@@ -19,7 +19,6 @@ from jaxspeech.errors import DEBUG_FLAG, DEBUG_HELP, ConfigError
 
 def _match(args: argparse.Namespace) -> None:
     from jaxspeech.library import model_key, update_library
-    from jaxspeech.train.restore import restore_run
 
     if (args.library is None) == (args.music is None):
         raise ConfigError("give either --library MUSIC_DIR (rank it) or --music TRACK (score it)")
@@ -29,35 +28,24 @@ def _match(args: argparse.Namespace) -> None:
     run_dir, config = trained_run(args.workdir, None, "bgm")
     if args.music is not None:
         audio.load(args.music)  # a bad track is a one-line error before the model loads
-    run = restore_run(run_dir, args.checkpoint, devices=jax.devices()[:1])
-    task, params, model_state = run.task, run.params, run.model_state
-    task.check_layout(model_state)
-    embed = jax.jit(task.embed)
-
-    def embed_descriptors(descriptors: np.ndarray) -> np.ndarray:
-        return np.asarray(embed(params, model_state, descriptors[None]))[0]
-
-    sample_rate = config.model.features.sample_rate
-    wav = audio.resample(recording, file_rate, sample_rate)
-    query = embed_descriptors(task.clip_descriptors(wav, args.recording))
-    rank = jax.jit(task.rank)
+    model = jaxspeech.load(args.workdir, checkpoint=args.checkpoint)
+    query = model.embed(audio.resample(recording, file_rate, model.sample_rate))
     if args.music is not None:
-        music = embed_descriptors(task.file_descriptors(args.music))
-        score = float(rank(params, query, music[None])[0])
+        score = model.score(query, model.embed_file(args.music))
         print(json.dumps({"path": args.music, "score": score}) if args.json else f"{score:.4f}")
         return
     settings = json.dumps(dataclasses.asdict(config.model), sort_keys=True)
     library = update_library(
         args.library,
         args.cache_dir or pathlib.Path(run_dir) / "library-cache",
-        model_key(params, model_state, settings),
-        lambda path: embed_descriptors(task.file_descriptors(path)),
+        model_key(model.variables["params"], model.model_state, settings),
+        model.embed_file,
         progress=not args.quiet,
     )
     for path, reason in library.skipped:
         print(f"skipped unreadable {path}: {reason}", file=sys.stderr)
     print(f"{args.library}: {library.summary()}", file=sys.stderr, flush=True)
-    scores = np.asarray(rank(params, query, library.embeddings))
+    scores = model.rank(query, library.embeddings)
     best = np.argsort(-scores, kind="stable")[: args.k]
     if args.json:
         print(json.dumps([{"path": library.paths[i], "score": float(scores[i])} for i in best]))

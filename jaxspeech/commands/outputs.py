@@ -1,14 +1,17 @@
 """What the commands write: output paths checked before any work (never the input; an existing
 file only with ``--overwrite``; a format ``audio.save`` writes; a folder that can be created),
-the line on stderr saying how an input was converted, and the ``--overwrite``/``--quiet``/
-``--debug`` arguments."""
+the lines on stderr saying how an input was converted or an output scaled down, and the
+``--overwrite``/``--quiet``/``--debug`` arguments."""
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import pathlib
 import sys
+
+import numpy as np
 
 from jaxspeech import audio
 from jaxspeech.errors import DEBUG_FLAG, DEBUG_HELP, ConfigError
@@ -61,6 +64,28 @@ def report_conversion(
         print(f"{source}: {'; '.join(changes)}", file=sys.stderr, flush=True)
 
 
+#: Largest magnitude the commands write (16-bit PCM never clips below 1).
+OUTPUT_PEAK = 0.99
+
+
+def fit_to_full_scale(output: np.ndarray, source: str, input_peak: float, quiet: bool):
+    """``output`` scaled down (all of it by one factor) when a sample exceeds
+    ``OUTPUT_PEAK``; when the input ``source`` itself peaks above full scale (float samples
+    beyond ±1), says so on stderr with the factor, unless ``quiet``."""
+    peak = float(np.abs(output).max())
+    if peak <= OUTPUT_PEAK:
+        return output
+    gain = OUTPUT_PEAK / peak
+    if input_peak > 1.0 and not quiet:
+        print(
+            f"{source}: float samples reach {input_peak:.3g}, above full scale (1.0); the "
+            f"output is scaled by {gain:.3g} ({20 * math.log10(gain):.1f} dB) to fit",
+            file=sys.stderr,
+            flush=True,
+        )
+    return output * gain
+
+
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overwrite",
@@ -70,7 +95,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quiet",
         action="store_true",
-        help="do not say on stderr that the input was resampled or downmixed (the paths "
-        "written are still printed)",
+        help="do not say on stderr that the input was resampled, downmixed or scaled down (the "
+        "paths written are still printed)",
     )
     parser.add_argument(DEBUG_FLAG, action="store_true", help=DEBUG_HELP)

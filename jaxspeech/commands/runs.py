@@ -1,15 +1,12 @@
 """The trained run a command uses: the ``--workdir``/``--stage``/``--checkpoint`` arguments,
-finding the run in a workdir or multi-stage workdir, reading its config, loading its model."""
+and checking the run's task from its config before the model is loaded (``jaxspeech.load``)."""
 
 from __future__ import annotations
 
 import argparse
-import pathlib
-
-import jax
 
 from jaxspeech.errors import ConfigError
-from jaxspeech.workdir import is_run
+from jaxspeech.inference.runs import read_config, stage_workdir
 
 #: The subcommand that runs the models of each task.
 COMMANDS = {
@@ -20,45 +17,10 @@ COMMANDS = {
 }
 
 
-def load_trained_model(workdir: str, checkpoint: str):
-    """``(task, params, model_state, sample_rate)`` of a training run's checkpoint, the
-    arrays on one device."""
-    from jaxspeech.train.restore import restore_run  # imports the trainer only when needed
-
-    run = restore_run(workdir, checkpoint, devices=jax.devices()[:1])
-    return run.task, run.params, run.model_state, run.task.config.data.sample_rate
-
-
-def stage_workdir(workdir: str, stage: str | None) -> pathlib.Path:
-    """The run to load from ``workdir``: itself for a single run; for a multi-stage workdir
-    (with ``stages.json``) ``workdir/<stage>``, by default "student" (the distilled model of
-    ``configs/enhancement/distill.py``) if there is one, else the last stage."""
-    from jaxspeech.train.stages import stage_names
-
-    names = stage_names(workdir)
-    if names is None:
-        if stage is not None:
-            raise ConfigError(f"--stage={stage}: {workdir} is a single run, not multi-stage")
-        return pathlib.Path(workdir)
-    if stage is None:
-        stage = "student" if "student" in names else names[-1]
-    if stage not in names:
-        raise ConfigError(f"--stage={stage} is not a stage of {workdir}; use one of {names}")
-    path = pathlib.Path(workdir) / stage
-    if not is_run(path):
-        raise ConfigError(
-            f"stage {stage!r} has not been trained in {path}; finish the recipe with train.py "
-            "or pick another --stage"
-        )
-    return path
-
-
 def trained_run(workdir: str, stage: str | None, task: str, command: str | None = None):
     """``(run_dir, config)`` of the run in ``workdir`` (see :func:`stage_workdir`), read from its
     ``config.json`` without loading the model; ConfigError naming the command that serves the
     run when it is not of ``task`` (``command``: the one asking, default ``COMMANDS[task]``)."""
-    from jaxspeech.train.workdir import read_config
-
     run_dir = stage_workdir(workdir, stage)
     config = read_config(run_dir)
     if config.task != task:

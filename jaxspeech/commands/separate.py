@@ -7,21 +7,22 @@ import pathlib
 
 import numpy as np
 
-from jaxspeech import audio, infer
-from jaxspeech.commands.chunks import add_chunk_arguments, check_chunk_arguments, chunk_samples
+import jaxspeech
+from jaxspeech import audio
+from jaxspeech.commands.chunks import add_chunk_arguments, chunk_samples
 from jaxspeech.commands.outputs import (
     add_run_arguments,
     check_output_file,
     check_output_folder,
+    fit_to_full_scale,
     report_conversion,
 )
-from jaxspeech.commands.runs import add_model_arguments, load_trained_model, trained_run
+from jaxspeech.commands.runs import add_model_arguments, trained_run
 
 
 def _separate(args: argparse.Namespace) -> None:
-    check_chunk_arguments(args)
     mixture, file_rate = audio.load(args.mixture, mono=False)  # [channels, samples]
-    run_dir, config = trained_run(args.workdir, args.stage, "separation")
+    _, config = trained_run(args.workdir, args.stage, "separation")
     check_output_folder(args.output_dir)
     stem = pathlib.Path(args.mixture).stem
     paths = [
@@ -30,16 +31,16 @@ def _separate(args: argparse.Namespace) -> None:
     ]
     for path in paths:
         check_output_file(path, args.mixture, args.overwrite)
-    task, params, _, sample_rate = load_trained_model(str(run_dir), args.checkpoint)
-    channels = mixture.shape[0]
-    mixture = audio.resample(mixture.mean(axis=0), file_rate, sample_rate)
-    report_conversion(args.mixture, channels, file_rate, sample_rate, args.quiet)
-    sources = infer.separate_long(
-        task.separate, params, mixture, **chunk_samples(args, sample_rate)
-    )
-    sources = np.asarray(infer.rescale_to_mixture(sources, mixture))
+    model = jaxspeech.load(args.workdir, stage=args.stage, checkpoint=args.checkpoint)
+    chunking = chunk_samples(args, model)
+    channels, rate = mixture.shape[0], model.sample_rate
+    mixture = audio.resample(mixture.mean(axis=0), file_rate, rate)
+    report_conversion(args.mixture, channels, file_rate, rate, args.quiet)
+    sources = model.separate(mixture, **chunking)
+    peak = float(np.abs(mixture).max())
+    sources = fit_to_full_scale(sources, args.mixture, peak, args.quiet)
     for path, source in zip(paths, sources, strict=True):
-        audio.save(path, source, sample_rate)
+        audio.save(path, source, rate)
         print(path, flush=True)
 
 

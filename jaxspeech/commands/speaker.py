@@ -9,20 +9,21 @@ import os
 import pathlib
 from collections.abc import Sequence
 
-import jax
 import numpy as np
 
+import jaxspeech
 from jaxspeech import audio, files
 from jaxspeech.commands.outputs import add_run_arguments, check_output_folder, report_conversion
 from jaxspeech.commands.runs import add_model_arguments, trained_run
 from jaxspeech.errors import DEBUG_FLAG, DEBUG_HELP, ConfigError
+from jaxspeech.inference.speaker import prepare_recording
+from jaxspeech.workdir import VERIFICATION
 
 
 def _speaker_recordings(sources: Sequence[str], model_rate: int, quiet: bool) -> tuple:
     """``(paths, waveforms)``: every file of ``sources`` (a folder gives its audio files, sorted)
-    read, checked and converted to the model's input (``speaker.prepare_recording``)."""
+    read, checked and converted to the model's input (``prepare_recording``)."""
     from jaxspeech.data.corpus import audio_files
-    from jaxspeech.train.tasks.speaker import prepare_recording
 
     paths = [p for s in sources for p in (audio_files(s) if os.path.isdir(s) else [s])]
     waveforms = []
@@ -31,16 +32,6 @@ def _speaker_recordings(sources: Sequence[str], model_rate: int, quiet: bool) ->
         report_conversion(path, wav.shape[0], file_rate, model_rate, quiet)
         waveforms.append(prepare_recording(wav, file_rate, model_rate, path))
     return paths, waveforms
-
-
-def _speaker_embeddings(task, params, model_state, waveforms, batch_size: int, desc=None):
-    """``[N, D]`` embeddings of whole recordings, batched by length (``embed_waveforms``)."""
-    from jaxspeech.evaluation.verification import embed_waveforms
-
-    bucket = round(task.config.eval.bucket_seconds * task.sample_rate)
-    embed = jax.jit(lambda wav, lengths: task.embed(params, model_state, wav, lengths))
-    budget = batch_size * round(task.config.eval.max_seconds * task.sample_rate)
-    return embed_waveforms(embed, waveforms, batch_size, bucket, desc, max_batch_samples=budget)
 
 
 def _embed(args: argparse.Namespace) -> None:
@@ -54,22 +45,15 @@ def _embed(args: argparse.Namespace) -> None:
     if output.exists() and not args.overwrite:
         raise ConfigError(f"{output} exists; pass --overwrite to replace it, or choose another")
     check_output_folder(output.parent)
-    run_dir, config = trained_run(args.workdir, args.stage, "speaker", "embed")
+    _, config = trained_run(args.workdir, args.stage, "speaker", "embed")
     paths, waveforms = _speaker_recordings(args.inputs, config.data.sample_rate, args.quiet)
-    task, params, model_state, _ = _load_speaker_model(run_dir, args.checkpoint)
+    model = jaxspeech.load(args.workdir, stage=args.stage, checkpoint=args.checkpoint)
     desc = None if args.quiet else "embedding"
-    embeddings = _speaker_embeddings(task, params, model_state, waveforms, args.batch_size, desc)
+    embeddings = model.embed_recordings(waveforms, args.batch_size, desc)
     output.parent.mkdir(parents=True, exist_ok=True)
     with files.atomic_output(output) as temporary:
         np.savez(temporary, embeddings=embeddings.astype(np.float32), paths=np.asarray(paths))
     print(output, flush=True)
-
-
-def _load_speaker_model(run_dir: pathlib.Path, checkpoint: str):
-    from jaxspeech.train.restore import restore_run
-
-    run = restore_run(run_dir, checkpoint, devices=jax.devices()[:1])
-    return run.task, run.params, run.model_state, run
 
 
 def _add_embed(subparsers) -> None:
@@ -94,9 +78,6 @@ def _add_embed(subparsers) -> None:
 
 
 def _verify(args: argparse.Namespace) -> None:
-    from jaxspeech.evaluation.verification import cosine_scores
-    from jaxspeech.workdir import VERIFICATION
-
     run_dir, config = trained_run(args.workdir, args.stage, "speaker", "verify")
     record_path = run_dir / VERIFICATION
     if not record_path.is_file():
@@ -108,9 +89,9 @@ def _verify(args: argparse.Namespace) -> None:
     paths, waveforms = _speaker_recordings(
         [args.enrol, args.test], config.data.sample_rate, args.quiet
     )
-    task, params, model_state, _ = _load_speaker_model(run_dir, args.checkpoint)
-    emb = _speaker_embeddings(task, params, model_state, waveforms, batch_size=2)
-    score = float(cosine_scores(emb[:1], emb[1:])[0])
+    model = jaxspeech.load(args.workdir, stage=args.stage, checkpoint=args.checkpoint)
+    emb = model.embed_recordings(waveforms, batch_size=2)
+    score = float(model.score(emb[0], emb[1]))
     verdict = "same speaker" if score >= threshold else "different speakers"
     print(f"{score:.4f} {verdict} (threshold {threshold:.4f}): {paths[0]} {paths[1]}", flush=True)
 

@@ -21,8 +21,9 @@ import jax
 from jaxspeech import files, parallel
 from jaxspeech import workdir as names
 from jaxspeech.data import crosscorpus
-from jaxspeech.errors import ConfigError, JaxspeechError
+from jaxspeech.errors import ConfigError
 from jaxspeech.evaluation import Evaluation, write_evaluation
+from jaxspeech.inference.runs import frozen_stages
 from jaxspeech.train import config as config_lib
 from jaxspeech.train.checkpoint import Checkpointer
 from jaxspeech.train.task import TrainedRun
@@ -42,19 +43,10 @@ def write_frozen_record(workdir: pathlib.Path, frozen: Mapping[str, TrainedRun])
 
 def restore_frozen(workdir: pathlib.Path, devices: Sequence | None = None) -> dict[str, TrainedRun]:
     """The frozen stages the run in ``workdir`` was trained with (``{}`` for none)."""
-    path = workdir / names.FROZEN
-    if not path.is_file():
-        return {}
-    frozen = {}
-    for name, entry in json.loads(path.read_text()).items():
-        source = (workdir / entry["workdir"]).resolve()
-        if not names.is_run(source):
-            raise JaxspeechError(
-                f"{path} says stage {name!r} is in {source}, which holds no training run; "
-                "keep a multi-stage workdir's stage folders together"
-            )
-        frozen[name] = restore_run(source, str(entry["step"]), devices)
-    return frozen
+    return {
+        name: restore_run(source, str(step), devices)
+        for name, (source, step) in frozen_stages(workdir).items()
+    }
 
 
 def restore_run(

@@ -38,7 +38,7 @@ from jaxspeech.evaluation import Evaluation, write_evaluation, write_table
 from jaxspeech.train import config as config_lib
 from jaxspeech.train import restore
 from jaxspeech.train.tasks import get_task_class
-from jaxspeech.train.workdir import check_stages, read_config, read_json
+from jaxspeech.train.workdir import check_stages, read_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,14 +181,10 @@ def run(recipe: Recipe, workdir: str | pathlib.Path, allow_changes: bool = False
 def _listing(workdir: str | pathlib.Path) -> dict | None:
     """The workdir's ``stages.json``, or None for a single run."""
     return (
-        read_json(pathlib.Path(workdir) / names.STAGES) if names.is_multi_stage(workdir) else None
+        names.read_json(pathlib.Path(workdir) / names.STAGES)
+        if names.is_multi_stage(workdir)
+        else None
     )
-
-
-def stage_names(workdir: str | pathlib.Path) -> list[str] | None:
-    """The stages of a multi-stage workdir, or None for a single run."""
-    listing = _listing(workdir)
-    return None if listing is None else listing["stages"]
 
 
 def comparisons(workdir: str | pathlib.Path) -> list[Comparison]:
@@ -243,7 +239,7 @@ def evaluate(
 
     Returns ``(evaluation, the table's Markdown, the stems written)``.
     """
-    stages = stage_names(workdir)
+    stages = names.stage_names(workdir)
     if stages is None:
         return restore.evaluate(workdir, split, checkpoint, trials, corpus)
     workdir = pathlib.Path(workdir).absolute()

@@ -106,6 +106,12 @@ class Task(abc.ABC):
     def __init__(self, config: Any, frozen: Mapping[str, TrainedRun] | None = None) -> None:
         self.config = config
 
+    @classmethod
+    def checkpoint_ranking(cls, config: Any) -> tuple[str, str]:
+        """``(validation metric, "min" or "max")`` by which checkpoints of a run with
+        ``config`` are ranked ("best"), known without building the task."""
+        return cls.valid_metric, cls.valid_mode
+
     @abc.abstractmethod
     def init_model(self, rng: jax.Array) -> tuple[PyTree, PyTree]:
         """Returns ``(params, model_state)``; ``model_state`` is ``{}`` without batch norm.

@@ -44,24 +44,13 @@ def _resumable(key: str) -> bool:
     return any(key == k or key.startswith(f"{k}.") for k in RESUMABLE_KEYS)
 
 
-def read_json(path: pathlib.Path) -> Any:
-    """The JSON in ``path``; a one-line JaxspeechError naming it when it is not JSON."""
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise JaxspeechError(
-            f"{path} is damaged (not JSON: {err}); restore it from a copy, or start a new run "
-            "in another --workdir"
-        ) from err
-
-
 def read_config(workdir: str | pathlib.Path) -> Config:
     """The config of the run in ``workdir`` (its ``config.json``): the one reader of it. One-line
     errors naming the file when there is none, or it is damaged or of another format version."""
     path = pathlib.Path(workdir) / names.CONFIG
     if not path.is_file():
         raise JaxspeechError(f"{path} not found; is {workdir} a training workdir?")
-    read_json(path)
+    names.read_json(path)
     try:
         return config_lib.from_json(path.read_text())
     except ConfigError as err:
@@ -78,7 +67,7 @@ def check_resumable(workdir: pathlib.Path, config_json: str, allow_changes: bool
     if not names.is_run(workdir):
         return
     read_config(workdir)
-    old, new = read_json(workdir / names.CONFIG)["config"], json.loads(config_json)["config"]
+    old, new = names.read_json(workdir / names.CONFIG)["config"], json.loads(config_json)["config"]
     if old.get("task") != new.get("task"):
         raise ConfigError(
             f"{workdir} holds a {old.get('task')!r} run, not a {new.get('task')!r} one; "
@@ -107,7 +96,7 @@ def check_stages(workdir: pathlib.Path, stages: list[str]) -> None:
             f"{workdir} holds a single run; train this multi-stage recipe in another --workdir"
         )
     if names.is_multi_stage(workdir):
-        old = read_json(workdir / names.STAGES).get("stages")
+        old = names.read_json(workdir / names.STAGES).get("stages")
         if old != stages:
             raise ConfigError(
                 f"{workdir} holds a recipe with the stages {old}, not {stages}; train this "

@@ -37,14 +37,13 @@ from jaxspeech.errors import ConfigError
 from jaxspeech.evaluation import Evaluation, item_rows
 from jaxspeech.evaluation.groups import snr_groups
 from jaxspeech.evaluation.scores import quality_scores
+from jaxspeech.inference.av import AVMasking
 from jaxspeech.losses import binary_cross_entropy, mask_mse, si_snr
 from jaxspeech.models.av import (
     GateNetConfig,
     LipNet,
     LipNetConfig,
-    av_mask,
     build_gate_net,
-    gate_inputs,
 )
 from jaxspeech.models.masknet import param_count
 from jaxspeech.train import task as base
@@ -53,6 +52,8 @@ from jaxspeech.train.task import TrainedRun, frozen_run
 from jaxspeech.train.tasks import enhancement
 
 NETS = ("lips", "gate")
+#: The validation metric (and its direction) ranking each net's checkpoints.
+VALID_METRICS = {"lips": ("band_bce", "min"), "gate": ("si_sdr", "max")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,8 +111,13 @@ def _host(run: TrainedRun):
     return jax.device_get(run.params), jax.device_get(run.model_state)
 
 
-class Task(base.Task):
+class Task(AVMasking, base.Task):
     """Lip net or gate over a frozen audio net (see the module docstring)."""
+
+    @classmethod
+    def checkpoint_ranking(cls, config) -> tuple[str, str]:
+        """The validation metric and its direction of the stage's net."""
+        return VALID_METRICS[config.model.net]
 
     def __init__(self, config, frozen: Mapping[str, TrainedRun] | None = None) -> None:
         self.config = config
@@ -149,18 +155,11 @@ class Task(base.Task):
                 )
             self.lip_net = lips.task.lip_net
             self.lips_params = jax.device_get(lips.params)
-        self.valid_metric, self.valid_mode = (
-            ("band_bce", "min") if model.net == "lips" else ("si_sdr", "max")
-        )
+        self.valid_metric, self.valid_mode = self.checkpoint_ranking(config)
 
     @functools.cached_property
     def data(self) -> AVData:
         return AVData(self.config.data, self.config.train.batch_size, self.hop)
-
-    @property
-    def crop_shape(self) -> tuple[int, int]:
-        size = self.config.data.mouth.crop_size
-        return (size, size)
 
     # --- numerics (pure jnp) ---------------------------------------------------------------
 
@@ -168,29 +167,6 @@ class Task(base.Task):
         """The band IBM ``[B, frames, M]`` of clean speech ``[B, samples]``."""
         spec = self.audio.spectrum(clean)
         return masks.band_ibm(spec, self.n_bands, self.config.model.band_threshold)
-
-    def lip_mask(self, lips_params, lips: jax.Array, face: jax.Array) -> jax.Array:
-        """The lip band mask ``[..., frames, M]`` (sigmoid of the lip net)."""
-        return jax.nn.sigmoid(self.lip_net.apply({"params": lips_params}, lips, face))
-
-    def masks_from_spectrum(self, params, spec, lips, face) -> dict[str, jax.Array]:
-        """Every mask of the AV system for a noisy STFT ``spec [B, frames, F]``, the mouth
-        crops ``lips [B, frames, h, w]`` and face flags ``face [B, frames]``: ``audio``
-        (Net 1), ``lips`` (band mask), ``gate`` (0 where no face) and ``mask`` (output)."""
-        audio_params, audio_state = self.audio_variables
-        features = self.audio.features(spec, audio_state)
-        audio_mask = self.audio.model.apply({"params": audio_params}, features)
-        lip_mask = self.lip_mask(self.lips_params, lips, face)
-        gate = self.gate_net.apply({"params": params}, gate_inputs(audio_mask, lip_mask))
-        mask, gate = av_mask(audio_mask, lip_mask, gate, face)
-        return {"audio": audio_mask, "lips": lip_mask, "gate": gate, "mask": mask}
-
-    def enhance(self, params, noisy, lips, face) -> jax.Array:
-        """Audio-visual enhancement ``[B, samples]`` of ``noisy [B, samples]`` (centred
-        frames: ``lips [B, 1 + samples // hop, h, w]``, ``face`` likewise)."""
-        spec = self.audio.spectrum(noisy)
-        mask = self.masks_from_spectrum(params, spec, lips, face)["mask"]
-        return self.audio.resynthesise(spec, mask, noisy.shape[-1])
 
     # --- the Task protocol -----------------------------------------------------------------
 

@@ -28,15 +28,15 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from jaxspeech import audio, dsp
-from jaxspeech.data.bgm import BGMDataConfig, demonstration_pairs, fixed_clip
+from jaxspeech import dsp
+from jaxspeech.data.bgm import BGMDataConfig, demonstration_pairs
 from jaxspeech.data.pairs import PairData
-from jaxspeech.dsp.descriptors import describe_fn, feature_names, layout_fingerprint
-from jaxspeech.errors import ConfigError, ShapeError
+from jaxspeech.errors import ConfigError
 from jaxspeech.evaluation import Evaluation
+from jaxspeech.inference.bgm import MusicMatching
 from jaxspeech.losses import binary_cross_entropy
 from jaxspeech.metrics.ranking import ranking_metrics, roc_auc
-from jaxspeech.models.bgm import BGMatcher, BGMConfig, rank_library
+from jaxspeech.models.bgm import BGMConfig
 from jaxspeech.train import task as base
 from jaxspeech.train.config import Config
 from jaxspeech.train.task import TrainedRun, refuse_frozen
@@ -64,8 +64,9 @@ class BGMTaskConfig(Config):
     eval: BGMEvalConfig = BGMEvalConfig()
 
 
-class Task(base.Task):
-    """Background-music matching (see the module docstring)."""
+class Task(MusicMatching, base.Task):
+    """Background-music matching (see the module docstring); the model is its
+    :class:`~jaxspeech.inference.bgm.MusicMatching`."""
 
     valid_metric = "bce"
     valid_mode = "min"
@@ -79,43 +80,7 @@ class Task(base.Task):
                 f"data.sample_rate={config.data.sample_rate} differs from "
                 f"model.features.sample_rate={features.sample_rate}; set both to one rate"
             )
-        self.names = feature_names(features)
-        self.fingerprint = layout_fingerprint(features)
-        self.num_segments = features.num_segments(config.model.num_samples)
-        self.model = BGMatcher(config.model, config.train.dtype)
-        self._describe = describe_fn(features)
-
-    # --- descriptors --------------------------------------------------------------------
-
-    def clip_descriptors(self, wav: np.ndarray, source: str = "audio") -> np.ndarray:
-        """Descriptors ``[segments, features]`` of a whole recording ``[samples]`` at the
-        model's rate (its centred clip)."""
-        clip = fixed_clip(wav, self.config.model.num_samples, source)
-        return np.asarray(self._describe(clip))
-
-    def file_descriptors(self, path: str) -> np.ndarray:
-        """Descriptors of an audio file (any rate and channels); AudioError when unreadable."""
-        wav, _ = audio.load(path, self.config.model.features.sample_rate)
-        return self.clip_descriptors(wav, path)
-
-    def check_layout(self, model_state) -> None:
-        """ConfigError when the checkpoint's descriptors are not this config's."""
-        trained = int(np.asarray(model_state["layout"]).ravel()[0])
-        if trained != self.fingerprint:
-            raise ConfigError(
-                f"this model was trained on other descriptors (layout {trained:08x}, the config "
-                f"gives {self.fingerprint:08x}: families or settings changed); score it with "
-                "the model.features it was trained with"
-            )
-
-    def check_descriptors(self, descriptors) -> None:
-        """ShapeError unless ``descriptors`` is ``[..., segments, len(self.names)]``."""
-        shape = np.shape(descriptors)
-        if len(shape) < 2 or shape[-1] != len(self.names):
-            raise ShapeError(
-                f"descriptors have shape {shape}; this model reads [..., segments, "
-                f"{len(self.names)}] ({', '.join(self.config.model.features.families)})"
-            )
+        super().__init__(config.model, config.train.dtype)
 
     # --- model --------------------------------------------------------------------------
 
@@ -150,19 +115,6 @@ class Task(base.Task):
         stacked = np.concatenate(list(self._all_descriptors("train").values()))
         mean, std = dsp.mean_var_stats(stacked)
         return {**model_state, "feature_mean": mean, "feature_std": std}
-
-    def normalize(self, descriptors: jax.Array, model_state) -> jax.Array:
-        return dsp.normalize(descriptors, model_state["feature_mean"], model_state["feature_std"])
-
-    def embed(self, params, model_state, descriptors: jax.Array) -> jax.Array:
-        """Deep features ``[..., embedding_dim]`` of descriptors ``[..., segments, features]``."""
-        return self.model.apply(
-            {"params": params}, self.normalize(descriptors, model_state), method=BGMatcher.embed
-        )
-
-    def rank(self, params, audio_embedding: jax.Array, music_embeddings: jax.Array):
-        """Fit scores ``[N]`` of one recording ``[D]`` against N tracks ``[N, D]``."""
-        return rank_library(self.model, params, audio_embedding, music_embeddings)
 
     def logits(self, params, model_state, batch) -> jax.Array:
         first = self.normalize(batch["first"], model_state)

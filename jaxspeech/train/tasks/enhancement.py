@@ -36,18 +36,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxspeech import audio, dsp, masks
+from jaxspeech import dsp, masks
 from jaxspeech.data.pipeline import MixtureData, MixtureDataConfig
 from jaxspeech.data.source import batch_examples
-from jaxspeech.errors import ConfigError, TooShortError
+from jaxspeech.errors import ConfigError
 from jaxspeech.evaluation import Evaluation, item_rows
 from jaxspeech.evaluation.groups import snr_groups, talker_metadata
 from jaxspeech.evaluation.scores import quality_scores
+from jaxspeech.inference.enhancement import MaskEnhancer
 from jaxspeech.losses import mask_distillation, mask_mse, si_snr
 from jaxspeech.models.masknet import (
-    LSTMMaskNet,
     LSTMMaskNetConfig,
-    TCNMaskNet,
     TCNMaskNetConfig,
     macs_per_frame,
     param_count,
@@ -129,19 +128,9 @@ class EnhancementConfig(Config):
     eval: EnhancementEvalConfig = EnhancementEvalConfig()
 
 
-def build_mask_net(cfg: LSTMMaskNetConfig | TCNMaskNetConfig, n_freqs: int, dtype=jnp.float32):
-    """The Flax mask estimator of ``cfg`` for ``n_freqs`` bins."""
-    if isinstance(cfg, LSTMMaskNetConfig):
-        return LSTMMaskNet(n_freqs, cfg, dtype)
-    if isinstance(cfg, TCNMaskNetConfig):
-        return TCNMaskNet(n_freqs, cfg, dtype)
-    raise ConfigError(
-        f"model.estimator is a {type(cfg).__name__}; use LSTMMaskNetConfig or TCNMaskNetConfig"
-    )
-
-
-class Task(base.Task):
-    """Mask-based enhancement (see the module docstring)."""
+class Task(MaskEnhancer, base.Task):
+    """Mask-based enhancement (see the module docstring); the model is its
+    :class:`~jaxspeech.inference.enhancement.MaskEnhancer`."""
 
     valid_metric = "si_sdr"
     valid_mode = "max"
@@ -161,15 +150,7 @@ class Task(base.Task):
         if model.bin_weights not in BIN_WEIGHTS:
             raise ConfigError(f"model.bin_weights={model.bin_weights!r}; use one of {BIN_WEIGHTS}")
         self.mixture = data.mixture
-        self.sample_rate = data.mixture.sample_rate
-        feats = model.features
-        self.n_fft = round(feats.window_ms * self.sample_rate / 1000)
-        self.hop = round(feats.hop_ms * self.sample_rate / 1000)
-        if not 0 < self.hop <= self.n_fft:
-            raise ConfigError(f"model.features: hop {feats.hop_ms} ms must be in (0, window]")
-        dsp.check_nola(dsp.get_window(feats.window, self.n_fft), self.hop)
-        self.n_freqs = self.n_fft // 2 + 1
-        self.model = build_mask_net(model.estimator, self.n_freqs, config.train.dtype)
+        super().__init__(model, data.mixture.sample_rate, config.train.dtype)
         self.teacher = self._teacher(frozen or {})
 
     @functools.cached_property
@@ -179,17 +160,6 @@ class Task(base.Task):
 
     # --- numerics (pure jnp) ---------------------------------------------------------------
 
-    def spectrum(self, wav: jax.Array, center: bool = True) -> jax.Array:
-        """Complex STFT ``[..., frames, n_freqs]`` of ``wav [..., samples]`` (``center``: as
-        ``dsp.stft``; False for the causal framing of ``jaxspeech.stream``)."""
-        window = self.config.model.features.window
-        return dsp.stft(wav, self.n_fft, self.hop, window=window, center=center)
-
-    def features(self, spec: jax.Array, model_state) -> jax.Array:
-        """Normalised log-magnitude features ``[..., frames, n_freqs]`` of a noisy STFT."""
-        log_mag = dsp.log_magnitude(spec, self.config.model.features.log_floor)
-        return dsp.normalize(log_mag, model_state["feature_mean"], model_state["feature_std"])
-
     def ideal_mask(self, clean: jax.Array, noise: jax.Array) -> jax.Array:
         """The training target ``m_r [..., frames, n_freqs]`` from clean speech and noise."""
         cfg = self.config.model
@@ -197,30 +167,6 @@ class Task(base.Task):
         if cfg.target == "ibm":
             return masks.ibm(clean_mag, noise_mag, cfg.ibm_lc_db)
         return masks.irm(clean_mag, noise_mag, cfg.irm_beta)
-
-    def resynthesise(
-        self, spec: jax.Array, mask: jax.Array, length: int, center: bool = True
-    ) -> jax.Array:
-        """``ISTFT(mask · spec)`` with the noisy phase, ``[..., length]``."""
-        window = self.config.model.features.window
-        masked = masks.apply_mask(spec, mask)
-        return dsp.istft(masked, self.n_fft, self.hop, window=window, center=center, length=length)
-
-    def mask(self, params, model_state, noisy: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """``(mask, noisy STFT)``, both ``[B, frames, n_freqs]``, for ``noisy [B, samples]``."""
-        spec = self.spectrum(noisy)
-        return self.model.apply({"params": params}, self.features(spec, model_state)), spec
-
-    def enhance(self, params, model_state, noisy: jax.Array) -> jax.Array:
-        """Enhanced speech ``[B, samples]`` for noisy speech ``[B, samples]``."""
-        mask, spec = self.mask(params, model_state, noisy)
-        return self.resynthesise(spec, mask, noisy.shape[-1])
-
-    def enhance_chunks(self, variables, chunks: jax.Array) -> jax.Array:
-        """``enhance`` as an ``infer.separate_long`` model: ``variables = (params,
-        model_state)``, ``chunks [B, C] -> [B, 1, C]`` (one source)."""
-        params, model_state = variables
-        return self.enhance(params, model_state, chunks)[:, None]
 
     # --- the Task protocol -----------------------------------------------------------------
 
@@ -380,25 +326,6 @@ class Task(base.Task):
         }
 
     # --- files -----------------------------------------------------------------------------
-
-    def prepare_waveform(self, wav: np.ndarray, sample_rate: int, source="audio") -> np.ndarray:
-        """One recording ``[samples]`` or ``[channels, samples]`` at any rate as the model's
-        input: mono (channel mean) ``[samples']`` float32 at the model's rate.
-
-        Raises ``EmptyAudioError`` / ``NonFiniteAudioError`` (via ``audio.validate``) and
-        ``TooShortError`` (under half a window), naming ``source``.
-        """
-        wav = audio.validate(np.asarray(wav, np.float32), source)
-        if wav.ndim == 2:
-            wav = wav.mean(axis=0)
-        wav = audio.require_mono(wav, source)
-        wav = audio.resample(wav, sample_rate, self.sample_rate)
-        if wav.shape[-1] <= self.n_fft // 2:
-            raise TooShortError(
-                f"{source}: {wav.shape[-1]} samples at {self.sample_rate} Hz; enhancement needs "
-                f"more than {self.n_fft // 2} (half an STFT window); pass a longer recording"
-            )
-        return wav
 
     def enhance_waveform(
         self, params, model_state, wav: np.ndarray, sample_rate: int, source="audio"

@@ -26,20 +26,22 @@ from jaxspeech import dsp, masks
 from jaxspeech.data.pipeline import MixtureData, MixtureDataConfig
 from jaxspeech.data.premixed import PremixedData, PremixedDataConfig
 from jaxspeech.data.source import length_batches
-from jaxspeech.errors import ConfigError
 from jaxspeech.evaluation import Evaluation, item_rows
 from jaxspeech.evaluation.groups import band_labels, bands, talker_metadata
 from jaxspeech.evaluation.scores import separation_scores
+from jaxspeech.inference.separation import (
+    ConvTasNetSeparator,
+    DeepClusteringSeparator,
+    build_separator,
+)
 from jaxspeech.losses import pairwise_neg_si_snr, pit, reorder, si_snr
 from jaxspeech.models.dpcl import (
-    DeepClustering,
     DeepClusteringConfig,
     dpcl_loss,
     dpcl_targets,
-    separate_dpcl,
     silence_weights,
 )
-from jaxspeech.models.tasnet import ConvTasNet, ConvTasNetConfig
+from jaxspeech.models.tasnet import ConvTasNetConfig
 from jaxspeech.train import task as base
 from jaxspeech.train.config import Config
 from jaxspeech.train.task import TrainedRun, refuse_frozen
@@ -97,19 +99,8 @@ def oracle_irm(mixture: jax.Array, sources: jax.Array, n_fft: int) -> jax.Array:
     return dsp.istft(masks.apply_mask(mix_stft, mask), n_fft, hop, length=mixture.shape[-1])
 
 
-class _ConvTasNet:
+class _ConvTasNet(ConvTasNetSeparator):
     """Conv-TasNet trained end to end with negative SI-SNR under utterance-level PIT."""
-
-    name = "Conv-TasNet"
-
-    def __init__(self, config: ConvTasNetConfig, dtype) -> None:
-        self.model = ConvTasNet(config, dtype)
-
-    def init(self, rng: jax.Array, mixture: jax.Array):
-        return self.model.init(rng, mixture)["params"]
-
-    def separate(self, params, mixture: jax.Array) -> jax.Array:
-        return self.model.apply({"params": params}, mixture)
 
     def loss(self, params, batch, rng) -> tuple[jax.Array, dict[str, jax.Array]]:
         del rng  # deterministic model
@@ -117,40 +108,8 @@ class _ConvTasNet:
         return -metrics_["si_snr"], metrics_
 
 
-class _DeepClustering:
+class _DeepClustering(DeepClusteringSeparator):
     """Deep clustering trained with the low-rank affinity loss; k-means separates."""
-
-    name = "deep clustering"
-
-    def __init__(self, config: DeepClusteringConfig, sample_rate: int, dtype):
-        self.config = config
-        self.n_fft = round(config.window_ms * sample_rate / 1000)
-        self.hop = round(config.hop_ms * sample_rate / 1000)
-        self.model = DeepClustering(config, dtype)
-
-    def _stft(self, wav: jax.Array) -> jax.Array:
-        return dsp.stft(wav, self.n_fft, self.hop)
-
-    @staticmethod
-    def features(spectrum: jax.Array) -> jax.Array:
-        """Log magnitude ``[..., T, F]`` normalised over time per utterance."""
-        return dsp.cmvn(dsp.log_magnitude(spectrum))
-
-    def init(self, rng: jax.Array, mixture: jax.Array):
-        return self.model.init(rng, self.features(self._stft(mixture)))["params"]
-
-    def separate(self, params, mixture: jax.Array) -> jax.Array:
-        return separate_dpcl(
-            lambda p, x: self.model.apply({"params": p}, x),
-            params,
-            mixture,
-            self.config.n_src,
-            self.n_fft,
-            self.hop,
-            features=self.features,
-            threshold_db=self.config.silence_db,
-            kmeans_iters=self.config.kmeans_iters,
-        )
 
     def loss(self, params, batch, rng) -> tuple[jax.Array, dict[str, jax.Array]]:
         mixture = self._stft(batch["mixture"])
@@ -181,16 +140,8 @@ class Task(base.Task):
         refuse_frozen(frozen or {}, "separation")
         self.config = config
         self.sample_rate = config.data.sample_rate
-        dtype = config.train.dtype
-        if isinstance(config.model, ConvTasNetConfig):
-            self.separator = _ConvTasNet(config.model, dtype)
-        elif isinstance(config.model, DeepClusteringConfig):
-            self.separator = _DeepClustering(config.model, self.sample_rate, dtype)
-        else:
-            raise ConfigError(
-                f"model config {type(config.model).__name__} is not a separation model; use "
-                "ConvTasNetConfig or DeepClusteringConfig"
-            )
+        kinds = {ConvTasNetConfig: _ConvTasNet, DeepClusteringConfig: _DeepClustering}
+        self.separator = build_separator(config.model, self.sample_rate, config.train.dtype, kinds)
 
     @functools.cached_property
     def data(self) -> MixtureData | PremixedData:

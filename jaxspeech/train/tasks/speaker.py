@@ -38,12 +38,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxspeech import audio, files
+from jaxspeech import files
 from jaxspeech import workdir as names
 from jaxspeech.data.corpus import data_path, resolve_data_root
 from jaxspeech.data.mixing import AudioCache, crop_image, draw_start
 from jaxspeech.data.utterances import EVAL_SPLITS, UtteranceData, UtteranceDataConfig
-from jaxspeech.errors import AudioFileError, ConfigError, TooShortError
+from jaxspeech.errors import AudioFileError, ConfigError
 from jaxspeech.evaluation import Evaluation
 from jaxspeech.evaluation.verification import (
     cosine_scores,
@@ -54,16 +54,14 @@ from jaxspeech.evaluation.verification import (
     unit,
     write_trials,
 )
+from jaxspeech.inference.speaker import MIN_SECONDS, SpeakerEmbedder
 from jaxspeech.losses import aam_softmax
 from jaxspeech.metrics.verification import adaptive_snorm, eer, min_dcf
-from jaxspeech.models.speaker import RESNET34, SpeakerNet, SpeakerNetConfig, features
+from jaxspeech.models.speaker import RESNET34, SpeakerNetConfig, features
 from jaxspeech.train import task as base
 from jaxspeech.train.config import Config
 from jaxspeech.train.task import Capabilities, TrainedRun, frozen_run, refuse_frozen
 from jaxspeech.train.tasks import ivector
-
-#: Recordings shorter than this are not embedded (refused by the CLI, left out of trials).
-MIN_SECONDS = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,8 +141,9 @@ def distillation_mse(projected: jax.Array, targets: jax.Array) -> jax.Array:
     return jnp.mean(jnp.square(diff), axis=-1)
 
 
-class Task(base.Task):
-    """Speaker verification (see the module docstring)."""
+class Task(SpeakerEmbedder, base.Task):
+    """Speaker verification (see the module docstring); the model is its
+    :class:`~jaxspeech.inference.speaker.SpeakerEmbedder`."""
 
     valid_metric = "cosine_gap"
     valid_mode = "max"
@@ -166,8 +165,7 @@ class Task(base.Task):
                 f"model.distill_weight={model.distill_weight} needs model.teacher, the frozen "
                 "i-vector stage to distil from; set it or set model.distill_weight=0"
             )
-        self.sample_rate = config.data.sample_rate
-        self.net = SpeakerNet(model.net, config.train.dtype)
+        super().__init__(model, config.data.sample_rate, config.train.dtype)
         self.teacher = self._teacher(frozen or {})
 
     def _teacher(self, frozen: Mapping[str, TrainedRun]) -> TrainedRun | None:
@@ -200,18 +198,6 @@ class Task(base.Task):
 
     # --- numerics (pure jnp) ---------------------------------------------------------------
 
-    def _apply(self, params, model_state, wav, lengths, train: bool):
-        feats, mask = features(wav, lengths, self.config.model.net, self.sample_rate)
-        variables = {"params": params["net"], "batch_stats": model_state["batch_stats"]}
-        if not train:
-            return self.net.apply(variables, feats, mask, train=False), None
-        return self.net.apply(variables, feats, mask, train=True, mutable=["batch_stats"])
-
-    def embed(self, params, model_state, wav: jax.Array, lengths: jax.Array) -> jax.Array:
-        """Embeddings ``[B, embed_dim]`` of ``wav [B, S]`` whose first ``lengths [B]`` samples
-        are the recordings (the rest is padding and is ignored)."""
-        return self._apply(params, model_state, wav, lengths, train=False)[0]
-
     def init_model(self, rng: jax.Array):
         net_key, head_key, projection_key = jax.random.split(rng, 3)
         model = self.config.model
@@ -238,7 +224,7 @@ class Task(base.Task):
         model = self.config.model
         wav = batch["audio"]
         lengths = jnp.full(wav.shape[:1], wav.shape[1], jnp.int32)
-        emb, updates = self._apply(params, model_state, wav, lengths, train=True)
+        emb, updates = self.apply(params, model_state, wav, lengths, train=True)
         margin = margin_at(model_state["step"], model.aam_margin, model.margin_warmup)
         aam = aam_softmax(emb, params["classifier"], batch["speaker"], margin, model.aam_scale)
         metrics = {"aam": aam.mean(), "margin": margin}
@@ -435,29 +421,6 @@ class Task(base.Task):
         files.write_text(workdir / names.VERIFICATION, json.dumps(record, indent=2) + "\n")
 
     # --- files -----------------------------------------------------------------------------
-
-    def prepare_waveform(self, wav: np.ndarray, sample_rate: int, source="audio") -> np.ndarray:
-        """``prepare_recording`` at this model's rate."""
-        return prepare_recording(wav, sample_rate, self.sample_rate, source)
-
-
-def prepare_recording(wav: np.ndarray, sample_rate: int, model_rate: int, source="audio"):
-    """One recording (``[samples]`` or ``[channels, samples]``, any rate) as a model's input
-    ``[samples']`` float32, mono (channel mean) at ``model_rate``.
-
-    Raises ``EmptyAudioError`` / ``NonFiniteAudioError`` (``audio.validate``) and
-    ``TooShortError`` under ``MIN_SECONDS``, naming ``source``.
-    """
-    wav = audio.validate(np.asarray(wav, np.float32), source)
-    if wav.ndim == 2:
-        wav = wav.mean(axis=0)
-    wav = audio.resample(audio.require_mono(wav, source), sample_rate, model_rate)
-    if wav.shape[-1] < round(MIN_SECONDS * model_rate):
-        raise TooShortError(
-            f"{source}: {wav.shape[-1] / model_rate:.2f} s of audio; speaker embeddings need "
-            f"at least {MIN_SECONDS} s; pass a longer recording"
-        )
-    return wav
 
 
 def _relative(path: str, root: pathlib.Path) -> str:

@@ -1,0 +1,129 @@
+"""Speech separation: the separators shared by training and inference (Conv-TasNet, deep
+clustering; :func:`build_separator`), and the loaded model (:class:`Separator`)."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from jaxspeech import dsp, infer
+from jaxspeech.errors import ConfigError
+from jaxspeech.inference.model import LoadedModel, waveform_rows
+from jaxspeech.models.dpcl import DeepClustering, DeepClusteringConfig, separate_dpcl
+from jaxspeech.models.tasnet import ConvTasNet, ConvTasNetConfig
+
+
+class ConvTasNetSeparator:
+    """Conv-TasNet: the module maps mixtures ``[B, T]`` to sources ``[B, S, T]``."""
+
+    name = "Conv-TasNet"
+
+    def __init__(self, config: ConvTasNetConfig, sample_rate: int, dtype) -> None:
+        del sample_rate  # works on samples
+        self.config = config
+        self.model = ConvTasNet(config, dtype)
+
+    @property
+    def receptive_field(self) -> int:
+        """Input samples an output sample depends on: ``(L/2)·(1 + R·(P−1)·(2^X − 1))``."""
+        return self.config.filter_length // 2 * infer.tcn_receptive_frames(self.config.tcn)
+
+    def init(self, rng: jax.Array, mixture: jax.Array):
+        return self.model.init(rng, mixture)["params"]
+
+    def separate(self, params, mixture: jax.Array) -> jax.Array:
+        return self.model.apply({"params": params}, mixture)
+
+
+class DeepClusteringSeparator:
+    """Deep clustering: the module embeds time-frequency bins; k-means separates."""
+
+    name = "deep clustering"
+    receptive_field = None  # a BLSTM over the whole input
+
+    def __init__(self, config: DeepClusteringConfig, sample_rate: int, dtype) -> None:
+        self.config = config
+        self.n_fft = round(config.window_ms * sample_rate / 1000)
+        self.hop = round(config.hop_ms * sample_rate / 1000)
+        self.model = DeepClustering(config, dtype)
+
+    def _stft(self, wav: jax.Array) -> jax.Array:
+        return dsp.stft(wav, self.n_fft, self.hop)
+
+    @staticmethod
+    def features(spectrum: jax.Array) -> jax.Array:
+        """Log magnitude ``[..., T, F]`` normalised over time per utterance."""
+        return dsp.cmvn(dsp.log_magnitude(spectrum))
+
+    def init(self, rng: jax.Array, mixture: jax.Array):
+        return self.model.init(rng, self.features(self._stft(mixture)))["params"]
+
+    def separate(self, params, mixture: jax.Array) -> jax.Array:
+        return separate_dpcl(
+            lambda p, x: self.model.apply({"params": p}, x),
+            params,
+            mixture,
+            self.config.n_src,
+            self.n_fft,
+            self.hop,
+            features=self.features,
+            threshold_db=self.config.silence_db,
+            kmeans_iters=self.config.kmeans_iters,
+        )
+
+
+SEPARATORS = {ConvTasNetConfig: ConvTasNetSeparator, DeepClusteringConfig: DeepClusteringSeparator}
+
+
+def build_separator(model_config, sample_rate: int, dtype, kinds=SEPARATORS):
+    """The separator of ``model_config`` (``kinds``: separator class per config class; the
+    training task gives its trainable subclasses)."""
+    kind = kinds.get(type(model_config))
+    if kind is None:
+        raise ConfigError(
+            f"model config {type(model_config).__name__} is not a separation model; use "
+            "ConvTasNetConfig or DeepClusteringConfig"
+        )
+    return kind(model_config, sample_rate, dtype)
+
+
+class Separator(LoadedModel):
+    """A trained separation run (``configs/separation/*``), loaded by :func:`jaxspeech.load`.
+
+    ``separate(wave)`` maps mixtures ``[..., T]`` at ``sample_rate`` to ``[..., S, T]``
+    sources, each at its level in the mixture (``infer.rescale_to_mixture`` without a peak
+    limit) and in one order through the whole recording; recordings longer than ``chunk``
+    samples run in overlapping chunks (``infer.separate_long``).
+
+    Attributes (besides :class:`LoadedModel`'s):
+      n_src: S. core: the separator (``ConvTasNetSeparator`` or ``DeepClusteringSeparator``).
+      module: Conv-TasNet (mixtures ``[B, T] -> [B, S, T]``) or the deep-clustering
+        embedding net (features ``[B, frames, F] -> [B, frames, F, D]``).
+      variables: ``{"params": ...}`` for ``module.apply``.
+      chunk, overlap: the default chunking (samples), from the training crop and the
+        receptive field (``infer.default_chunking``).
+    """
+
+    system = "separation"
+
+    def __init__(self, workdir, config, step, params, model_state) -> None:
+        del model_state  # none
+        rate = config.data.mixture.sample_rate
+        super().__init__(workdir, config, step, rate)
+        self.core = build_separator(config.model, rate, config.train.dtype)
+        self.module, self.variables = self.core.model, {"params": params}
+        self.n_src = config.model.n_src
+        crop = config.data.mixture.num_samples
+        self.chunk, self.overlap = infer.default_chunking(crop, self.core.receptive_field)
+
+    def separate(self, wave, *, chunk: int | None = None, overlap: int | None = None):
+        """Sources ``[..., S, T]`` float32 of mixtures ``wave [..., T]``; ``chunk`` and
+        ``overlap`` (samples) override the default chunking."""
+        rows, lead = waveform_rows(wave)
+        chunking = {"chunk": chunk or self.chunk, "overlap": overlap or self.overlap}
+        params = self.variables["params"]
+        out = []
+        for row in rows:
+            sources = infer.separate_long(self.core.separate, params, row, **chunking)
+            out.append(np.asarray(infer.rescale_to_mixture(sources, row, peak=np.inf)))
+        return np.stack(out).reshape(*lead, self.n_src, rows.shape[-1])
