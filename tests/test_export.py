@@ -90,7 +90,8 @@ def test_student_whole_file_and_stream_match_jax(noisy):
         json.loads(info["state_layout"]),
     )
     assert (hop, delay, int(info["sample_rate"])) == (256, 256, 16000)
-    assert layout["history"] == [0, delay] and layout["lstm_1_h"][1] == 2 * delay + 4 * 32
+    assert layout["history"]["offset"] == [0, delay]
+    assert layout["lstm_1_h"]["offset"][1] == 2 * delay + 4 * 32
     n_hops = -(-(noisy.shape[1] + delay) // hop)
     padded = np.pad(noisy, [(0, 0), (0, n_hops * hop - noisy.shape[1])])
     state = np.zeros((2, json.loads(info["state_shape"])[1]), np.float32)

@@ -23,7 +23,7 @@ import numpy as np
 
 from jaxspeech import dsp
 from jaxspeech.errors import ConfigError
-from jaxspeech.export.graph import Graph, dft_kernels, lstm_layer
+from jaxspeech.export.graph import FlatState, Graph, dft_kernels, lstm_layer
 from jaxspeech.models.masknet import LSTMMaskNet
 
 #: ``dsp.normalize``'s floor on the feature std.
@@ -158,52 +158,39 @@ def streaming_model(module, params, model_state, config):
         )
     spec = _Spec(module, params, model_state, config)
     graph = Graph()
+    state = FlatState(graph)
     n_fft, hop, hidden = spec.n_fft, spec.hop, module.config.hidden
     delay = n_fft - hop
-    layout = [("history", delay), ("pending", delay)]
+    history, pending = state.read("history", [delay]), state.read("pending", [delay])
+    carry = []
     for index in range(module.config.layers):
-        layout += [(f"lstm_{index}_c", hidden), (f"lstm_{index}_h", hidden)]
-    offsets = np.cumsum([0] + [size for _, size in layout])
-    parts = {
-        name: graph.op("Slice", "state", graph.ints(start), graph.ints(start + size), graph.ints(1))
-        for (name, size), start in zip(layout, offsets, strict=False)
-    }
-    frame = graph.op("Concat", parts["history"], "samples", axis=1)  # [B, n_fft]
+        cell = state.read(f"lstm_{index}_c", [hidden])
+        out = state.read(f"lstm_{index}_h", [hidden])
+        carry.append(tuple(graph.op("Unsqueeze", x, graph.ints(0)) for x in (out, cell)))
+    frame = graph.op("Concat", history, "samples", axis=1)  # [B, n_fft]
     analysis, synthesis = dft_kernels(spec.window)
     spectrum = graph.op("Unsqueeze", graph.dense(frame, analysis), graph.ints(0))  # [1, B, 2F]
-    carry = [
-        tuple(graph.op("Unsqueeze", parts[f"lstm_{i}_{k}"], graph.ints(0)) for k in "hc")
-        for i in range(module.config.layers)
-    ]
     masked, states = spec.masked_spectrum(graph, spectrum, carry)
     synthesised = graph.dense(graph.op("Squeeze", masked, graph.ints(0)), synthesis)
-    summed = graph.op(
-        "Add", graph.op("Pad", parts["pending"], graph.ints(0, 0, 0, hop)), synthesised
-    )
+    summed = graph.op("Add", graph.op("Pad", pending, graph.ints(0, 0, 0, hop)), synthesised)
     window_rows = np.pad(np.square(spec.window.astype(np.float64)), (0, -n_fft % hop))
     inverse_sum = 1.0 / window_rows.reshape(-1, hop).sum(axis=0)
     emitted = graph.op("Slice", summed, graph.ints(0), graph.ints(hop), graph.ints(1))
     graph.rename(graph.op("Mul", emitted, graph.const(inverse_sum)), "enhanced")
-    new = {
-        "history": graph.op("Slice", frame, graph.ints(hop), graph.ints(n_fft), graph.ints(1)),
-        "pending": graph.op("Slice", summed, graph.ints(hop), graph.ints(n_fft), graph.ints(1)),
-    }
-    for index, (h, c) in enumerate(states):
-        new[f"lstm_{index}_h"] = graph.op("Squeeze", h, graph.ints(0))
-        new[f"lstm_{index}_c"] = graph.op("Squeeze", c, graph.ints(0))
-    graph.rename(graph.op("Concat", *(new[name] for name, _ in layout), axis=1), "state_out")
-    size = int(offsets[-1])
+    state.write(
+        "history", graph.op("Slice", frame, graph.ints(hop), graph.ints(n_fft), graph.ints(1))
+    )
+    state.write(
+        "pending", graph.op("Slice", summed, graph.ints(hop), graph.ints(n_fft), graph.ints(1))
+    )
+    for index, (out, cell) in enumerate(states):
+        state.write(f"lstm_{index}_h", graph.op("Squeeze", out, graph.ints(0)))
+        state.write(f"lstm_{index}_c", graph.op("Squeeze", cell, graph.ints(0)))
+    state.finish()
     return graph.model(
-        [("samples", ["batch", hop]), ("state", ["batch", size])],
-        [("enhanced", ["batch", hop]), ("state_out", ["batch", size])],
+        [("samples", ["batch", hop]), ("state", ["batch", state.size])],
+        [("enhanced", ["batch", hop]), ("state_out", ["batch", state.size])],
         spec.metadata("streaming")
-        | {
-            "state_shape": ["batch", size],
-            "state_layout": {
-                name: [int(start), int(start + size)]
-                for (name, size), start in zip(layout, offsets, strict=False)
-            },
-            "delay_samples": delay,
-            "latency_samples": n_fft,
-        },
+        | state.metadata()
+        | {"delay_samples": delay, "latency_samples": n_fft},
     )

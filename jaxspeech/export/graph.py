@@ -170,3 +170,42 @@ def lstm_layer(graph: Graph, x: str, layer_params, initial=None) -> tuple[str, s
     )
     y = graph.op("Transpose", y, perm=[0, 2, 1, 3])  # [T, B, D, H]
     return graph.op("Reshape", y, graph.ints(0, 0, directions * hidden)), h, c
+
+
+class FlatState:
+    """The state of a streaming graph as one flat float32 tensor ``state [batch, S]`` in and
+    ``state_out [batch, S]`` out; parts are laid out in the order they are first read.
+
+    ``read(name, shape)`` slices part ``name`` ``[batch, *shape]`` out of the input state;
+    ``write(name, tensor)`` gives its new value; ``finish()`` concatenates the new values
+    (every part read must be written) into ``state_out``. ``layout`` maps each part to its
+    ``{"offset": [start, end], "shape": shape}`` along the state's last axis.
+    """
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.layout: dict[str, dict] = {}
+        self.size = 0
+        self._new: dict[str, str] = {}
+
+    def read(self, name: str, shape: Sequence[int]) -> str:
+        graph, size = self.graph, int(np.prod(shape))
+        self.layout[name] = {"offset": [self.size, self.size + size], "shape": list(shape)}
+        part = graph.op(
+            "Slice", "state", graph.ints(self.size), graph.ints(self.size + size), graph.ints(1)
+        )
+        self.size += size
+        return part if len(shape) == 1 else graph.op("Reshape", part, graph.ints(0, *shape))
+
+    def write(self, name: str, tensor: str) -> None:
+        self._new[name] = self.graph.op("Reshape", tensor, self.graph.ints(0, -1))
+
+    def finish(self) -> str:
+        missing = set(self.layout) - set(self._new)
+        if missing:
+            raise AssertionError(f"state parts read but never written: {sorted(missing)}")
+        parts = [self._new[name] for name in self.layout]
+        return self.graph.rename(self.graph.op("Concat", *parts, axis=1), "state_out")
+
+    def metadata(self) -> dict:
+        return {"state_shape": ["batch", self.size], "state_layout": self.layout}
