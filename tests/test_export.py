@@ -136,3 +136,22 @@ def test_convtasnet_matches_jax(shared_data, variant):
     assert np.abs(onnx_out - jax_out).max() <= TOLERANCE
     assert np.abs(jax_out).max() > 1e-3
     assert json.loads(metadata(model)["causal"]) is (variant == "causal")
+    if variant != "causal":
+        with pytest.raises(ConfigError, match="cannot stream"):
+            separation.convtasnet_streaming_model(module, params, 8000)
+        return
+    step = separation.convtasnet_streaming_model(module, params, 8000, hop_ms=16.0)
+    info = metadata(step)
+    hop, delay = int(info["hop"]), int(info["delay_samples"])
+    assert (hop, delay) == (128, config.filter_length // 2)
+    n_hops = -(-(mixture.shape[1] + delay) // hop)
+    padded = np.pad(mixture, [(0, 0), (0, n_hops * hop - mixture.shape[1])])
+    state = np.zeros((1, json.loads(info["state_shape"])[1]), np.float32)
+    outputs = []
+    for index in range(n_hops):
+        out, state = run(step, samples=padded[:, index * hop : (index + 1) * hop], state=state)
+        outputs.append(out)
+    streamed = np.concatenate(outputs, axis=2)[..., delay : delay + mixture.shape[1]]
+    # Whole-file output ends with the last whole encoder frame; the stream goes on.
+    frames = (mixture.shape[1] - config.filter_length) // delay + 1
+    assert np.abs(streamed - jax_out)[..., : frames * delay].max() <= TOLERANCE
