@@ -24,7 +24,15 @@ def pointwise(graph: Graph, x: str, kernel, bias) -> str:
 
 
 def prelu(graph: Graph, x: str, slope) -> str:
-    return graph.op("PRelu", x, graph.const(np.reshape(np.asarray(slope), (1,))))
+    """PReLU with one shared slope: ``LeakyRelu`` with the trained slope (ONNX Runtime's
+    ``PRelu`` broadcasts a scalar slope several times slower)."""
+    return graph.op("LeakyRelu", x, alpha=float(np.asarray(slope)))
+
+
+def channel_mean(graph: Graph, x: str, channels: int) -> str:
+    """Mean over the channels of ``x [B, C, K]``, ``[B, 1, K]``: a matrix product with a row
+    of ``1/C`` (ONNX Runtime reduces a non-last axis several times slower)."""
+    return graph.op("MatMul", graph.const(np.full((1, channels), 1.0 / channels)), x)
 
 
 def sequence_norm(graph: Graph, x: str, kind: str, gamma, beta, stream=None, name="") -> str:
@@ -36,23 +44,21 @@ def sequence_norm(graph: Graph, x: str, kind: str, gamma, beta, stream=None, nam
         centred = graph.op("Sub", x, mean)
         variance = graph.op("ReduceMean", graph.op("Mul", centred, centred), axes=[1, 2])
     elif kind == "chanLN":
-        mean = graph.op("ReduceMean", x, axes=[1])
+        channels = np.asarray(gamma).size
+        mean = channel_mean(graph, x, channels)
         centred = graph.op("Sub", x, mean)
-        variance = graph.op("ReduceMean", graph.op("Mul", centred, centred), axes=[1])
+        variance = channel_mean(graph, graph.op("Mul", centred, centred), channels)
     else:  # cLN: statistics of every channel of frames 0..t
         channels = np.asarray(gamma).size
         if stream is None:
             frames = graph.op("Shape", x, start=2, end=3)
             ones = graph.op("ConstantOfShape", frames, value=_one(graph))
-            counted = graph.op("CumSum", ones, graph.ints(0))
-            sums = [graph.op("ReduceSum", y, graph.ints(1)) for y in (x, graph.op("Mul", x, x))]
+            count = graph.op("CumSum", ones, graph.ints(0))
+            sums = [channel_mean(graph, y, channels) for y in (x, graph.op("Mul", x, x))]
         else:
-            counted = graph.op("Max", stream.frames_so_far, graph.const(1.0))
+            count = graph.op("Max", stream.frames_so_far, graph.const(1.0))
             kept = graph.op("Mul", x, stream.valid)
-            sums = [
-                graph.op("ReduceSum", y, graph.ints(1)) for y in (kept, graph.op("Mul", kept, x))
-            ]
-        count = graph.op("Mul", counted, graph.const(channels))
+            sums = [channel_mean(graph, y, channels) for y in (kept, graph.op("Mul", kept, x))]
         axis = graph.ints(2)
         total, power = (graph.op("CumSum", y, axis) for y in sums)  # [B, 1, K]
         if stream is not None:
@@ -114,7 +120,7 @@ def tcn(graph: Graph, x: str, params, config, streaming=None) -> str:
 
     x = normalise(x, params["input_norm"], "input_norm")
     stream = pointwise(graph, x, params["bottleneck"]["kernel"], params["bottleneck"]["bias"])
-    skip_sum = None
+    skip_sum, bottleneck = None, config.bottleneck_channels
     for index in range(config.repeats * config.blocks):
         block = params[f"block_{index}"]
         h = pointwise(graph, stream, block["in_conv"]["kernel"], block["in_conv"]["bias"])
@@ -127,13 +133,17 @@ def tcn(graph: Graph, x: str, params, config, streaming=None) -> str:
         )
         h = prelu(graph, h, block["depthwise_prelu"]["negative_slope"])
         h = normalise(h, block["out_norm"], f"block_{index}_out_norm")
-        residual = pointwise(
-            graph, h, block["residual_conv"]["kernel"], block["residual_conv"]["bias"]
-        )
-        stream = graph.op("Add", stream, residual)
-        if config.skip_channels:
-            skip = pointwise(graph, h, block["skip_conv"]["kernel"], block["skip_conv"]["bias"])
+        convs = [block["residual_conv"]] + ([block["skip_conv"]] if config.skip_channels else [])
+        kernel = np.concatenate([np.asarray(conv["kernel"]) for conv in convs], axis=1)
+        out = pointwise(graph, h, kernel, np.concatenate([conv["bias"] for conv in convs]))
+        if config.skip_channels:  # residual and skip conv in one, as jaxspeech runs them
+            residual, skip = graph.op(
+                "Split", out, graph.ints(bottleneck, config.skip_channels), axis=1, outputs=2
+            )
             skip_sum = skip if skip_sum is None else graph.op("Add", skip_sum, skip)
+        else:
+            residual = out
+        stream = graph.op("Add", stream, residual)
     return skip_sum if config.skip_channels else stream
 
 
