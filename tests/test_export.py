@@ -15,6 +15,7 @@ import pytest
 from jaxspeech import audio, dsp, stream
 from jaxspeech.errors import ConfigError
 from jaxspeech.models.masknet import LSTMMaskNetConfig
+from jaxspeech.models.speaker import SpeakerNet, SpeakerNetConfig, features
 from jaxspeech.models.tasnet import ConvTasNet
 from jaxspeech.train import stages
 from jaxspeech.train.config import recipe_module
@@ -23,7 +24,7 @@ from jaxspeech.train.tasks.enhancement import Task
 ort = pytest.importorskip("onnxruntime", reason='needs the "export" extra (onnxruntime)')
 pytest.importorskip("onnx", reason='needs the "export" extra (onnx)')
 
-from jaxspeech.export import enhancement, separation  # noqa: E402
+from jaxspeech.export import enhancement, separation, speaker  # noqa: E402
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 #: Largest allowed |ONNX − JAX| for signals in [-1, 1].
@@ -34,8 +35,8 @@ SPEAKERS = ("1998", "3005")
 def speech(data_root: pathlib.Path, sample_rate: int, seconds: float) -> np.ndarray:
     """``[2, samples]``: the first ``seconds`` of one utterance of each of two speakers."""
     rows = []
-    for speaker in SPEAKERS:
-        path = sorted((data_root / "librispeech/test-other" / speaker).glob("*.flac"))[0]
+    for reader in SPEAKERS:
+        path = sorted((data_root / "librispeech/test-other" / reader).glob("*.flac"))[0]
         wav, _ = audio.load(path, sample_rate)
         rows.append(wav[: round(seconds * sample_rate)])
     return np.stack(rows)
@@ -155,3 +156,23 @@ def test_convtasnet_matches_jax(shared_data, variant):
     # Whole-file output ends with the last whole encoder frame; the stream goes on.
     frames = (mixture.shape[1] - config.filter_length) // delay + 1
     assert np.abs(streamed - jax_out)[..., : frames * delay].max() <= TOLERANCE
+
+
+def test_speaker_embedder_matches_jax(shared_data):
+    cfg = SpeakerNetConfig(blocks=(1, 1, 1, 1), width=8)  # the smoke recipe's net
+    net = SpeakerNet(cfg)
+    wav = speech(shared_data, 16000, 3.0)[:, :47_993]
+    feats, mask = features(wav, jnp.full((2,), wav.shape[1]), cfg, 16000)
+    variables = net.init(jax.random.PRNGKey(0), feats, mask, train=False)
+    # Trained-like batch statistics, so that folding them into the convolutions is tested.
+    keys = iter(jax.random.split(jax.random.PRNGKey(1), 1000))
+    stats = jax.tree.map(
+        lambda x: x + 0.5 * jnp.abs(jax.random.normal(next(keys), x.shape)),
+        variables["batch_stats"],
+    )
+    model = speaker.speaker_model(net, variables["params"], stats, 16000)
+    (onnx_out,) = run(model, wav=wav)
+    apply = jax.jit(lambda f, m: net.apply({**variables, "batch_stats": stats}, f, m))
+    jax_out = np.asarray(apply(feats, mask))
+    assert onnx_out.shape == (2, cfg.embed_dim)
+    assert np.abs(onnx_out - jax_out).max() <= TOLERANCE * max(1.0, np.abs(jax_out).max())
