@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import types
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +15,7 @@ import pytest
 
 from jaxspeech import audio, dsp, stream
 from jaxspeech.errors import ConfigError
+from jaxspeech.models.dpcl import DeepClustering
 from jaxspeech.models.masknet import LSTMMaskNetConfig
 from jaxspeech.models.speaker import SpeakerNet, SpeakerNetConfig, features
 from jaxspeech.models.tasnet import ConvTasNet
@@ -24,7 +26,7 @@ from jaxspeech.train.tasks.enhancement import Task
 ort = pytest.importorskip("onnxruntime", reason='needs the "export" extra (onnxruntime)')
 pytest.importorskip("onnx", reason='needs the "export" extra (onnx)')
 
-from jaxspeech.export import enhancement, separation, speaker  # noqa: E402
+from jaxspeech.export import enhancement, export_graph, separation, speaker  # noqa: E402
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 #: Largest allowed |ONNX − JAX| for signals in [-1, 1].
@@ -159,11 +161,13 @@ def test_convtasnet_matches_jax(shared_data, variant):
 
 
 def test_speaker_embedder_matches_jax(shared_data):
-    cfg = SpeakerNetConfig(blocks=(1, 1, 1, 1), width=8)  # the smoke recipe's net
+    cfg = SpeakerNetConfig(blocks=(1, 1), width=8, embed_dim=32)  # a shallow smoke-width net
     net = SpeakerNet(cfg)
-    wav = speech(shared_data, 16000, 3.0)[:, :47_993]
-    feats, mask = features(wav, jnp.full((2,), wav.shape[1]), cfg, 16000)
-    variables = net.init(jax.random.PRNGKey(0), feats, mask, train=False)
+    wav = speech(shared_data, 16000, 1.5)[:, :23_993]
+    lengths = jnp.full((2,), wav.shape[1])
+    variables = jax.jit(
+        lambda w: net.init(jax.random.PRNGKey(0), *features(w, lengths, cfg, 16000))
+    )(wav)
     # Trained-like batch statistics, so that folding them into the convolutions is tested.
     keys = iter(jax.random.split(jax.random.PRNGKey(1), 1000))
     stats = jax.tree.map(
@@ -172,7 +176,24 @@ def test_speaker_embedder_matches_jax(shared_data):
     )
     model = speaker.speaker_model(net, variables["params"], stats, 16000)
     (onnx_out,) = run(model, wav=wav)
-    apply = jax.jit(lambda f, m: net.apply({**variables, "batch_stats": stats}, f, m))
-    jax_out = np.asarray(apply(feats, mask))
+    embed = jax.jit(
+        lambda w: net.apply({**variables, "batch_stats": stats}, *features(w, lengths, cfg, 16000))
+    )
+    jax_out = np.asarray(embed(wav))
     assert onnx_out.shape == (2, cfg.embed_dim)
     assert np.abs(onnx_out - jax_out).max() <= TOLERANCE * max(1.0, np.abs(jax_out).max())
+
+
+@pytest.mark.parametrize(
+    ("system", "module", "streaming", "message"),
+    [
+        ("separation", DeepClustering(), False, "no ONNX exporter for this separation model"),
+        ("speaker", SpeakerNet(SpeakerNetConfig()), True, "cannot stream"),
+    ],
+)
+def test_unsupported_exports_are_one_clear_error(system, module, streaming, message):
+    loaded = types.SimpleNamespace(
+        system=system, module=module, variables={"params": {}}, sample_rate=16000, config=None
+    )
+    with pytest.raises(ConfigError, match=message):
+        export_graph(loaded, streaming=streaming)
