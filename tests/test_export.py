@@ -51,6 +51,21 @@ def run(model, **inputs) -> list[np.ndarray]:
     return session.run(None, {name: np.asarray(x, np.float32) for name, x in inputs.items()})
 
 
+def run_stream(step, signal: np.ndarray) -> np.ndarray:
+    """Feeds ``signal [batch, T]`` through the streaming graph ``step`` hop by hop from a zero
+    state (zero hops flush the delay); returns the output realigned by the delay, ``[..., T]``."""
+    info = metadata(step)
+    hop, delay, length = int(info["hop"]), int(info["delay_samples"]), signal.shape[1]
+    n_hops = -(-(length + delay) // hop)
+    padded = np.pad(signal, [(0, 0), (0, n_hops * hop - length)])
+    state = np.zeros((signal.shape[0], json.loads(info["state_shape"])[1]), np.float32)
+    outputs = []
+    for index in range(n_hops):
+        out, state = run(step, samples=padded[:, index * hop : (index + 1) * hop], state=state)
+        outputs.append(out)
+    return np.concatenate(outputs, axis=-1)[..., delay : delay + length]
+
+
 def metadata(model) -> dict:
     return {prop.key: prop.value for prop in model.metadata_props}
 
@@ -95,14 +110,7 @@ def test_student_whole_file_and_stream_match_jax(noisy):
     assert (hop, delay, int(info["sample_rate"])) == (256, 256, 16000)
     assert layout["history"]["offset"] == [0, delay]
     assert layout["lstm_1_h"]["offset"][1] == 2 * delay + 4 * 32
-    n_hops = -(-(noisy.shape[1] + delay) // hop)
-    padded = np.pad(noisy, [(0, 0), (0, n_hops * hop - noisy.shape[1])])
-    state = np.zeros((2, json.loads(info["state_shape"])[1]), np.float32)
-    session_outputs = []
-    for index in range(n_hops):
-        out, state = run(step, samples=padded[:, index * hop : (index + 1) * hop], state=state)
-        session_outputs.append(out)
-    streamed = np.concatenate(session_outputs, axis=1)[:, delay : delay + noisy.shape[1]]
+    streamed = run_stream(step, noisy)
     causal = np.asarray(
         jax.jit(stream.enhance_causal, static_argnums=0)(task, params, model_state, noisy)
     )
@@ -147,14 +155,7 @@ def test_convtasnet_matches_jax(shared_data, variant):
     info = metadata(step)
     hop, delay = int(info["hop"]), int(info["delay_samples"])
     assert (hop, delay) == (128, config.filter_length // 2)
-    n_hops = -(-(mixture.shape[1] + delay) // hop)
-    padded = np.pad(mixture, [(0, 0), (0, n_hops * hop - mixture.shape[1])])
-    state = np.zeros((1, json.loads(info["state_shape"])[1]), np.float32)
-    outputs = []
-    for index in range(n_hops):
-        out, state = run(step, samples=padded[:, index * hop : (index + 1) * hop], state=state)
-        outputs.append(out)
-    streamed = np.concatenate(outputs, axis=2)[..., delay : delay + mixture.shape[1]]
+    streamed = run_stream(step, mixture)
     # Whole-file output ends with the last whole encoder frame; the stream goes on.
     frames = (mixture.shape[1] - config.filter_length) // delay + 1
     assert np.abs(streamed - jax_out)[..., : frames * delay].max() <= TOLERANCE
