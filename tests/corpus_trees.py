@@ -265,16 +265,17 @@ def build_voicebank(dest: pathlib.Path, shared_data: pathlib.Path) -> pathlib.Pa
 def build_dns(dest: pathlib.Path, shared_data: pathlib.Path) -> pathlib.Path:
     """``dest/`` as the DNS Challenge (Interspeech 2020) ships its ``datasets/``: ``clean/``
     (LibriVox-named book files), ``noise/`` and ``test_set/synthetic/no_reverb/{clean,
-    noisy}/`` pairs. Returns ``dest``."""
+    noisy}/`` pairs (noise at the SNR of the name). Returns ``dest``."""
     for k in range(2):
         wav = speech(shared_data, LIBRI_SPEAKERS[k], 1, 16000)[0][1]
         _write(dest / "clean" / f"book_0000{k}_chp_0009_reader_0670{k}_0.wav", wav, 16000)
         _write(dest / "noise" / f"Door_{k}xyz.wav", noise(shared_data, k, 16000), 16000)
     synthetic = dest / "test_set" / "synthetic" / "no_reverb"
     for fileid, snr in ((158, 15), (271, -5)):
-        clean = speech(shared_data, LIBRI_SPEAKERS[2], 2, 16000)[fileid % 2][1]
+        clean = speech(shared_data, LIBRI_SPEAKERS[0], 2, 16000)[fileid % 2][1]  # speech, no pause
         _write(synthetic / "clean" / f"clean_fileid_{fileid}.wav", clean, 16000)
-        noisy = clean + 0.1 * noise(shared_data, fileid % 3, 16000)
+        n = noise(shared_data, fileid % 3, 16000)
+        noisy = clean + n * np.sqrt(np.mean(clean**2) / np.mean(n**2) / 10 ** (snr / 10))
         _write(
             synthetic / "noisy" / f"clnsp1_train_69005_1_snr{snr}_tl-21_fileid_{fileid}.wav",
             noisy,

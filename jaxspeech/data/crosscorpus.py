@@ -2,7 +2,8 @@
 
 :func:`for_corpus` turns a run's data section into one that reads the corpus at a path, in
 any supported layout, at the run's rate (files at other rates are resampled): a separation
-run (trained on made or pre-mixed mixtures) reads a pre-mixed corpus's test split whole. A
+run (trained on made or pre-mixed mixtures) reads a pre-mixed corpus's test split whole, an
+enhancement run a noisy/clean pair corpus's (VoiceBank-DEMAND, DNS Challenge). A
 speaker-verification run keeps its data (its score normalisation uses its training
 speakers) and scores the corpus's official trial list instead (:func:`write_trial_list`).
 The tables are written under the corpus's own name (:func:`table_name`), never over the
@@ -15,6 +16,7 @@ import os
 import pathlib
 import re
 
+from jaxspeech.data import noisy_pairs
 from jaxspeech.data.pipeline import MixtureDataConfig
 from jaxspeech.data.premixed import PremixedDataConfig, open_mixture_corpus
 from jaxspeech.data.utterances import UtteranceDataConfig
@@ -24,6 +26,8 @@ from jaxspeech.errors import ConfigError
 def for_corpus(data, path: str | os.PathLike):
     """The data section ``data`` of a trained run, pointed at the corpus at ``path``."""
     path = str(pathlib.Path(path).expanduser().absolute())
+    if _reads_noisy_pairs(data, path):
+        return noisy_pairs.for_corpus(data, path)
     if isinstance(data, MixtureDataConfig | PremixedDataConfig):
         return PremixedDataConfig(
             corpus=path,
@@ -32,8 +36,21 @@ def for_corpus(data, path: str | os.PathLike):
         )
     raise ConfigError(
         f"--corpus: a run whose data section is a {type(data).__name__} cannot be evaluated on "
-        "another corpus; separation runs can"
+        "another corpus; separation and enhancement runs can"
     )
+
+
+def _reads_noisy_pairs(data, path: str) -> bool:
+    """Whether a run with the data section ``data`` reads the corpus at ``path`` as noisy/clean
+    pairs: an enhancement run's (made mixtures or pairs) pointed at a pair corpus."""
+    if isinstance(data, noisy_pairs.NoisyPairDataConfig):
+        return True
+    if not isinstance(data, MixtureDataConfig):
+        return False
+    from jaxspeech.data.corpora import find_corpora
+    from jaxspeech.data.corpora.enhancement import DNSChallenge, VoiceBankDemand
+
+    return any(isinstance(c, VoiceBankDemand | DNSChallenge) for c in find_corpora(path))
 
 
 def table_name(data, split: str) -> str:
@@ -41,6 +58,8 @@ def table_name(data, split: str) -> str:
     in letters, digits, ``-`` and ``_`` (e.g. ``wsj0-2mix_wav8k_min_mix-tt``)."""
     from jaxspeech.data.premixed import role_splits
 
+    if isinstance(data, noisy_pairs.NoisyPairDataConfig):
+        return _slug(f"{noisy_pairs.open_pair_corpus(data.corpus).name}-{split}")
     corpus = open_mixture_corpus(data.corpus, data.sample_rate, data.mixture)
     return _slug(f"{corpus.name}-{role_splits(corpus, data.splits)[split]}")
 

@@ -32,8 +32,15 @@ import numpy as np
 
 from jaxspeech.data.corpus import data_path
 from jaxspeech.data.mixing import AudioCache
-from jaxspeech.data.source import StreamOptions, batch_examples, check_valid_size, training_stream
-from jaxspeech.errors import ConfigError, TooShortError
+from jaxspeech.data.source import (
+    StreamOptions,
+    batch_examples,
+    check_valid_size,
+    crop,
+    long_enough,
+    training_stream,
+)
+from jaxspeech.errors import ConfigError
 
 #: Which of a layout's splits plays each role (train, valid, test), by layout family.
 ROLES = {
@@ -133,14 +140,6 @@ def open_mixture_corpus(path, sample_rate: int, mixture: str | None, n_src: int 
     return corpus
 
 
-def _crop(wav: np.ndarray, start: int, length: int) -> np.ndarray:
-    """``wav[start : start + length]`` zero-padded at the end when ``wav`` is shorter."""
-    out = np.zeros(length, np.float32)
-    piece = wav[start : start + length]
-    out[: len(piece)] = piece
-    return out
-
-
 def _active_rms(x: np.ndarray) -> float:
     return math.sqrt(float(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
 
@@ -174,16 +173,16 @@ class _Cropper(grain.transforms.MapWithIndex):
         for k, (path, _) in enumerate(picks):
             wav = self.audio(path)
             start = int(rng.integers(0, max(len(wav) - length, 0) + 1))
-            crop = _crop(wav, start, length).astype(np.float64)
-            rms = _active_rms(crop[: max(min(len(wav) - start, length), 0)])
+            piece = crop(wav, start, length).astype(np.float64)
+            rms = _active_rms(piece[: max(min(len(wav) - start, length), 0)])
             target = level + (rng.uniform(*cfg.gain_db_range) if k else 0.0)
-            sources.append(crop * (10 ** (target / 20) / rms if rms > 0 else 0.0))
+            sources.append(piece * (10 ** (target / 20) / rms if rms > 0 else 0.0))
         sources = np.stack(sources)
         example = {"sources": sources}
         if self.noisy:
             noise = self.audio(first.noise)
             start = int(rng.integers(0, max(len(noise) - length, 0) + 1))
-            example["noise"] = _crop(noise, start, length).astype(np.float64)
+            example["noise"] = crop(noise, start, length).astype(np.float64)
         peak = max(float(np.abs(v).max()) for v in example.values())
         mixture = sources.sum(0) + example.get("noise", 0.0)
         peak = max(peak, float(np.abs(mixture).max()))
@@ -203,11 +202,11 @@ def crop_item(item, audio: AudioCache, length: int, rng: np.random.Generator | N
     else:
         start = int(rng.integers(0, max(len(mixture) - length, 0) + 1))
     out = {
-        "mixture": _crop(mixture, start, length),
-        "sources": np.stack([_crop(audio(p), start, length) for p in item.sources]),
+        "mixture": crop(mixture, start, length),
+        "sources": np.stack([crop(audio(p), start, length) for p in item.sources]),
     }
     if item.noise is not None:
-        out["noise"] = _crop(audio(item.noise), start, length)
+        out["noise"] = crop(audio(item.noise), start, length)
     return out
 
 
@@ -243,21 +242,8 @@ class PremixedData:
 
     def train_items(self) -> list:
         """The training items at least one crop long; the others are counted and printed."""
-        items = self.items("train")
-        kept = [i for i in items if i.seconds >= self.cfg.segment_seconds]
         what = f"{self.corpus.name} {self.roles['train']}"
-        if not kept:
-            raise TooShortError(
-                f"every one of the {len(items)} mixtures of {what} is shorter than the "
-                f"{self.cfg.segment_seconds:g} s crop; lower data.segment_seconds"
-            )
-        if len(kept) < len(items):
-            print(
-                f"{what}: {len(items) - len(kept)} of {len(items)} mixtures shorter than "
-                f"{self.cfg.segment_seconds:g} s left out of training",
-                flush=True,
-            )
-        return kept
+        return long_enough(self.items("train"), self.cfg.segment_seconds, what, "mixtures")
 
     def train_dataset(
         self, process_index: int = 0, process_count: int = 1, seed: int = 0, read_options=None

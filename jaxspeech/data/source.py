@@ -12,8 +12,9 @@ A data source (:class:`DataSource`) gives a task three things and its rate:
 * ``sample_rate``: the rate of every array it yields (files at other rates are resampled).
 
 Implementations: ``pipeline.MixtureData`` (on-the-fly mixtures), ``premixed.PremixedData``
-(pre-mixed corpora: LibriMix, wsj0-mix, WHAM!), ``utterances.UtteranceData`` (labelled crops
-by speaker), ``av.AVData`` (talking faces) and ``pairs.PairData`` (labelled pairs).
+(pre-mixed corpora: LibriMix, wsj0-mix, WHAM!), ``noisy_pairs.NoisyPairData`` (noisy/clean
+pairs: VoiceBank-DEMAND, DNS Challenge), ``utterances.UtteranceData`` (labelled crops by
+speaker), ``av.AVData`` (talking faces) and ``pairs.PairData`` (labelled pairs).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Protocol
 import grain
 import numpy as np
 
-from jaxspeech.errors import ConfigError
+from jaxspeech.errors import ConfigError, TooShortError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +99,38 @@ def training_stream(
     return ds.to_iter_dataset(
         options.read_options or grain.ReadOptions(num_threads=1, prefetch_buffer_size=2)
     )
+
+
+def crop(wav: np.ndarray, start: int, length: int) -> np.ndarray:
+    """``wav[start : start + length]`` (float32) zero-padded at the end when ``wav`` is
+    shorter."""
+    out = np.zeros(length, np.float32)
+    piece = wav[start : start + length]
+    out[: len(piece)] = piece
+    return out
+
+
+def long_enough(items: Sequence, seconds: float, what: str, noun: str) -> list:
+    """The ``items`` (corpus records with ``seconds``) at least one crop of ``seconds`` long;
+    how many others are left out of training is printed (``what``: the corpus and split,
+    ``noun``: what the items are).
+
+    Raises:
+      TooShortError: every item is shorter.
+    """
+    kept = [item for item in items if item.seconds >= seconds]
+    if not kept:
+        raise TooShortError(
+            f"every one of the {len(items)} {noun} of {what} is shorter than the {seconds:g} s "
+            "crop; lower data.segment_seconds"
+        )
+    if len(kept) < len(items):
+        print(
+            f"{what}: {len(items) - len(kept)} of {len(items)} {noun} shorter than {seconds:g} s "
+            "left out of training",
+            flush=True,
+        )
+    return kept
 
 
 def arrays(example: dict) -> dict[str, np.ndarray]:

@@ -42,7 +42,7 @@ class _Spec:
                 f"{type(module).__name__}"
             )
         features = config.model.features
-        self.sample_rate = config.data.mixture.sample_rate
+        self.sample_rate = config.data.sample_rate
         self.n_fft = round(features.window_ms * self.sample_rate / 1000)
         self.hop = round(features.hop_ms * self.sample_rate / 1000)
         self.window_name = features.window

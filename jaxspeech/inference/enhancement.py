@@ -128,13 +128,13 @@ class Enhancer(LoadedModel):
     system = "enhancement"
 
     def __init__(self, workdir, config, step, params, model_state) -> None:
-        rate = config.data.mixture.sample_rate
+        rate = config.data.sample_rate
         super().__init__(workdir, config, step, rate)
         self.core = MaskEnhancer(config.model, rate, config.train.dtype)
         self.module = self.core.model
         self.variables = {"params": params}
         self.model_state = model_state
-        crop = config.data.mixture.num_samples
+        crop = config.data.num_samples
         self.chunk, self.overlap = infer.default_chunking(crop, self.core.receptive_field)
 
     def enhance(self, wave, video=None, *, chunk: int | None = None, overlap: int | None = None):

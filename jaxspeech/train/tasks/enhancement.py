@@ -1,8 +1,9 @@
 """Speech enhancement by time-frequency masking, optionally distilled from a frozen teacher.
 
-Input: noisy speech (one speaker + real noise at an SNR drawn from a range, optionally
-reverberant; ``jaxspeech.data`` with one source; the data section is the
-``jaxspeech.data.MixtureDataConfig``). Features: the log-magnitude STFT,
+Input: noisy speech, made on the fly (one speaker + real noise at an SNR drawn from a range,
+optionally reverberant; ``jaxspeech.data.MixtureDataConfig`` with one source), or the pairs of
+a noisy/clean corpus (VoiceBank-DEMAND, DNS Challenge:
+``jaxspeech.data.noisy_pairs.NoisyPairDataConfig``). Features: the log-magnitude STFT,
 normalised by a mean and std per frequency estimated on ``features.stats_batches`` training
 batches before the first step (``prepare_model_state``) and kept in the model state, so
 checkpoints carry them and restoring a run never reads training data. The mask
@@ -20,15 +21,18 @@ they never enter the optimiser) and the loss is ``losses.mask_distillation(m_s, 
 ``configs/enhancement/distill.py`` chains the teacher, distilled-student and plain-student
 stages.
 
-``evaluate`` scores a fixed test set on an SNR grid (PESQ, STOI, SI-SDR, SI-SDRi, per SNR and
-overall) for the model and, with ``eval.references``, the noisy input and the oracle mask; its
-items are the test utterances (SNR, speaker, gender and age group where the corpus says).
+``evaluate`` scores the test set (PESQ, STOI, SI-SDR, SI-SDRi, per SNR and overall) for the
+model and, with ``eval.references``, the noisy input and the oracle mask: made mixtures on an
+SNR grid, or every pair of a corpus's test split whole (batched by length), per band of the
+SNR the corpus mixed at. Its items are the test utterances with their IDs (SNR, speaker,
+gender and age group, noise, where the corpus says).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import time
 from collections.abc import Mapping
 
@@ -37,11 +41,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxspeech import dsp, masks
+from jaxspeech.data.noisy_pairs import NoisyPairData, NoisyPairDataConfig
 from jaxspeech.data.pipeline import MixtureData, MixtureDataConfig
-from jaxspeech.data.source import batch_examples
+from jaxspeech.data.source import length_batches
 from jaxspeech.errors import ConfigError
 from jaxspeech.evaluation import Evaluation, item_rows
-from jaxspeech.evaluation.groups import snr_groups, talker_metadata
+from jaxspeech.evaluation.groups import UNKNOWN, band_labels, bands, snr_groups, talker_metadata
 from jaxspeech.evaluation.scores import quality_scores
 from jaxspeech.inference.enhancement import MaskEnhancer
 from jaxspeech.losses import mask_distillation, mask_mse, si_snr
@@ -104,8 +109,9 @@ class EnhancementModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class EnhancementEvalConfig:
-    """The test table: ``size`` utterances (a multiple of ``batch_size``) of
-    ``segment_seconds`` at the SNRs ``snrs_db`` in turn; ``system`` labels this model's rows;
+    """The test table: made mixtures: ``size`` utterances (a multiple of ``batch_size``) of
+    ``segment_seconds`` at the SNRs ``snrs_db`` in turn; a pair corpus: its test split whole,
+    in rows per band between ``snr_edges_db``; ``system`` labels this model's rows;
     ``references`` adds the noisy input and the oracle mask; ``rtf_repeats`` timed CPU runs
     on one test utterance."""
 
@@ -113,6 +119,7 @@ class EnhancementEvalConfig:
     snrs_db: tuple[float, ...] = (-5.0, 0.0, 5.0, 10.0, 15.0, 20.0)
     size: int = 60
     segment_seconds: float = 4.0
+    snr_edges_db: tuple[float, ...] = (0.0, 5.0, 10.0, 15.0, 20.0)
     batch_size: int = 6
     references: bool = True
     rtf_repeats: int = 3
@@ -120,11 +127,14 @@ class EnhancementEvalConfig:
 
 @dataclasses.dataclass(frozen=True)
 class EnhancementConfig(Config):
-    """An enhancement recipe: the model, the noisy mixtures (one source) and the test table."""
+    """An enhancement recipe: the model, the noisy speech (mixtures of one source, or a pair
+    corpus) and the test table."""
 
     task: str = "enhancement"
     model: EnhancementModelConfig = EnhancementModelConfig()
-    data: MixtureDataConfig = dataclasses.field(default_factory=MixtureDataConfig)
+    data: MixtureDataConfig | NoisyPairDataConfig = dataclasses.field(
+        default_factory=MixtureDataConfig
+    )
     eval: EnhancementEvalConfig = EnhancementEvalConfig()
 
 
@@ -138,7 +148,7 @@ class Task(MaskEnhancer, base.Task):
     def __init__(self, config, frozen: Mapping[str, TrainedRun] | None = None) -> None:
         self.config = config
         data, model = config.data, config.model
-        if data.mixture.noise_snr_db_range is None:
+        if isinstance(data, MixtureDataConfig) and data.mixture.noise_snr_db_range is None:
             raise ConfigError(
                 "enhancement needs data.mixture.noise_snr_db_range (noisy speech); set it"
             )
@@ -149,14 +159,16 @@ class Task(MaskEnhancer, base.Task):
             raise ConfigError(f"model.distill_ideal_weight={weight}; use a value in [0, 1] or None")
         if model.bin_weights not in BIN_WEIGHTS:
             raise ConfigError(f"model.bin_weights={model.bin_weights!r}; use one of {BIN_WEIGHTS}")
-        self.mixture = data.mixture
-        super().__init__(model, data.mixture.sample_rate, config.train.dtype)
+        super().__init__(model, data.sample_rate, config.train.dtype)
         self.teacher = self._teacher(frozen or {})
 
     @functools.cached_property
-    def data(self) -> MixtureData:
-        """The corpus splits and mixture sets, read on first use."""
-        return MixtureData(self.config.data, self.config.train.batch_size, n_src=1)
+    def data(self) -> MixtureData | NoisyPairData:
+        """The corpus splits and mixture sets (or pairs), read on first use."""
+        data, batch_size = self.config.data, self.config.train.batch_size
+        if isinstance(data, NoisyPairDataConfig):
+            return NoisyPairData(data, batch_size)
+        return MixtureData(data, batch_size, n_src=1)
 
     # --- numerics (pure jnp) ---------------------------------------------------------------
 
@@ -171,7 +183,7 @@ class Task(MaskEnhancer, base.Task):
     # --- the Task protocol -----------------------------------------------------------------
 
     def init_model(self, rng: jax.Array):
-        frames = 1 + self.mixture.num_samples // self.hop
+        frames = 1 + self.config.data.num_samples // self.hop
         features = jnp.zeros((1, frames, self.n_freqs), jnp.float32)
         params = self.model.init(rng, features)["params"]
         # Identity normalisation until prepare_model_state estimates it from the data.
@@ -253,60 +265,90 @@ class Task(MaskEnhancer, base.Task):
         return self.data.valid_batches()
 
     def evaluate(self, params, model_state, split: str) -> Evaluation:
-        """Table: system × input SNR ("all" first), with PESQ, STOI, SI-SDR, SI-SDRi means,
-        params, model MACs per second of audio (analytic, ``macs_per_frame``) and the CPU
-        real-time factor (batch of one test utterance, after compilation). Items: every
-        system's scores per test utterance; ``scores``: this model's, in a fixed order (the
-        same for every run of the recipe's data config), for paired comparisons."""
+        """Table: system × input SNR ("all" first; made mixtures: each SNR of the grid; a pair
+        corpus: bands between ``eval.snr_edges_db``, "?" where the corpus gives no SNR), with
+        PESQ, STOI, SI-SDR, SI-SDRi means, params, model MACs per second of audio (analytic,
+        ``macs_per_frame``) and the CPU real-time factor (batch of one test utterance, after
+        compilation). Items: every system's scores per test utterance, with its ID;
+        ``scores``: this model's, in a fixed order (the same for every run of the recipe's
+        data config), for paired comparisons."""
         cfg = self.config.eval
-        outputs, clean, noisy, snrs, examples = self._test_outputs(params, model_state, split)
-        metadata, groups = talker_metadata(examples, self.data.splits[split])
-        metadata = [
-            {"SNR (dB)": f"{snr:g}", **meta} for snr, meta in zip(snrs, metadata, strict=True)
-        ]
-        costs = self.costs(params, model_state, noisy[0])
-        rows, items, model_scores = [], [], None
-        for name, output in outputs.items():
-            scores = quality_scores(output, clean, noisy, self.sample_rate)
-            if name == cfg.system:
-                model_scores = scores
+        examples = self._test_examples(split)
+        scores = self._test_scores(params, model_state, examples)
+        metadata, groups, snr_rows = self._test_metadata(examples, split)
+        costs = self.costs(params, model_state, examples[0]["mixture"])
+        rows, items = [], []
+        for name, system_scores in scores.items():
             cost = costs if name == cfg.system else dict.fromkeys(costs)
-            for label, member in snr_groups(snrs):
+            for label, member in snr_rows:
                 row = {"system": name, "SNR (dB)": label, "utterances": int(member.sum())}
-                row.update({key: float(values[member].mean()) for key, values in scores.items()})
+                row.update({k: float(v[member].mean()) for k, v in system_scores.items()})
                 rows.append({**row, **cost})
-            items += item_rows(name, scores, metadata)
-        return Evaluation(rows, items, ("SNR (dB)", *groups), model_scores)
+            items += item_rows(name, system_scores, metadata)
+        return Evaluation(rows, items, ("SNR (dB)", *groups), scores[cfg.system])
 
-    def _test_outputs(self, params, model_state, split: str):
-        """``(outputs, clean, noisy, snrs, examples)`` on the fixed ``split`` set: ``outputs``
-        maps each system (this model; with ``eval.references``, also the noisy input and the
-        oracle mask) to its ``[utterances, samples]`` output."""
+    def _test_examples(self, split: str) -> list[dict]:
+        """The ``split`` set: a pair corpus's pairs whole, or the fixed made mixtures."""
         cfg = self.config.eval
-        if cfg.size % cfg.batch_size:
-            raise ConfigError(f"eval.size={cfg.size} must be a multiple of eval.batch_size")
+        if isinstance(self.data, NoisyPairData):
+            return self.data.test_items(split)
+        return self.data.test_items(split, cfg.size, cfg.snrs_db, cfg.segment_seconds)
+
+    def _test_scores(self, params, model_state, examples) -> dict[str, dict[str, np.ndarray]]:
+        """``{system: {metric: [utterances]}}`` (``quality_scores``) for this model and, with
+        ``eval.references``, the noisy input and the oracle mask, in the order of
+        ``examples`` (batched by length)."""
+        cfg = self.config.eval
         enhance = jax.jit(self.enhance)
         oracle = jax.jit(
             lambda noisy, clean, noise: self.resynthesise(
                 self.spectrum(noisy), self.ideal_mask(clean, noise), noisy.shape[-1]
             )
         )
-        examples = self.data.test_items(split, cfg.size, cfg.snrs_db, cfg.segment_seconds)
         oracle_name = f"oracle {self.config.model.target.upper()}"
-        outputs = {"noisy": [], oracle_name: []} if cfg.references else {}
-        outputs[cfg.system] = []
-        clean, noisy, snrs = [], [], []
-        for batch in batch_examples(examples, cfg.batch_size):
-            outputs[cfg.system].append(np.asarray(enhance(params, model_state, batch["mixture"])))
+        systems = {"noisy": [], oracle_name: []} if cfg.references else {}
+        systems[cfg.system] = []
+        for batch in length_batches(examples, cfg.batch_size):
+            noisy, clean = batch["mixture"], batch["sources"][:, 0]
+            outputs = {cfg.system: enhance(params, model_state, noisy)}
             if cfg.references:
-                outputs["noisy"].append(batch["mixture"])
-                oracle_out = oracle(batch["mixture"], batch["sources"][:, 0], batch["noise"])
-                outputs[oracle_name].append(np.asarray(oracle_out))
-            clean.append(batch["sources"][:, 0])
-            noisy.append(batch["mixture"])
-            snrs.append(batch["snr_db"])
-        outputs = {name: np.concatenate(parts) for name, parts in outputs.items()}
-        return outputs, *map(np.concatenate, (clean, noisy, snrs)), examples
+                outputs["noisy"] = noisy
+                outputs[oracle_name] = oracle(noisy, clean, batch["noise"])
+            for name, output in outputs.items():
+                scores = quality_scores(np.asarray(output), clean, noisy, self.sample_rate)
+                systems[name].append(scores)
+        return {
+            name: {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+            for name, parts in systems.items()
+        }
+
+    def _test_metadata(self, examples, split: str):
+        """``(metadata, groups, snr_rows)``: per example its ``id``, ``SNR (dB)`` label and
+        talker (made mixtures: speakers, gender and age groups; pairs: speaker, noise, file);
+        the breakdown columns present besides the SNR; the table's ``(SNR label, members)``."""
+        if isinstance(self.data, MixtureData):
+            snrs = np.array([example["snr_db"] for example in examples])
+            labels = [f"{snr:g}" for snr in snrs]
+            talkers, groups = talker_metadata(examples, self.data.splits[split])
+            snr_rows = snr_groups(snrs)
+        else:
+            infos = [example["info"] for example in examples]
+            snrs = np.array([np.nan if i["snr_db"] is None else i["snr_db"] for i in infos])
+            known, edges = ~np.isnan(snrs), self.config.eval.snr_edges_db
+            labels = np.full(len(snrs), UNKNOWN, object)
+            labels[known] = band_labels(snrs[known], edges)
+            snr_rows = bands(snrs, edges) + ([(UNKNOWN, ~known)] if not known.all() else [])
+            talkers = [
+                {key: i[key] or UNKNOWN for key in ("speaker", "noise")}
+                | {"file": os.path.basename(i["path"])}
+                for i in infos
+            ]
+            groups = ("noise",) if any(i["noise"] for i in infos) else ()
+        metadata = [
+            {"id": example["id"], "SNR (dB)": label, **talker}
+            for example, label, talker in zip(examples, labels, talkers, strict=True)
+        ]
+        return metadata, groups, snr_rows
 
     def costs(self, params, model_state, utterance: np.ndarray) -> dict:
         """Params, model MMAC per second of audio and CPU real-time factor on ``utterance``."""
