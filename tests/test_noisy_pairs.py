@@ -16,6 +16,7 @@ from scipy.signal import resample_poly
 from synthetic import take
 
 import evaluate
+import jaxspeech
 from jaxspeech.audio import load
 from jaxspeech.data import MixtureConfig, MixtureDataConfig, crosscorpus
 from jaxspeech.data.noisy_pairs import NoisyPairData, NoisyPairDataConfig
@@ -200,3 +201,7 @@ def test_voicebank_variant_trains_then_evaluates_here_and_on_other_corpora(root,
     assert {"bus", "living"} <= {str(v) for row in groups for v in row.values()}
     rows = json.loads((workdir / "eval" / "DNS_Challenge-test.json").read_text())
     assert {r["SNR (dB)"] for r in rows} == {"all", "[-inf, 0)", "[15, 20)"}  # -5 and 15 dB
+    student = jaxspeech.load(workdir, checkpoint="latest")  # the corpus-trained model as a tool
+    assert student.sample_rate == 16000 and student.chunk == 4000  # the 0.25 s crop
+    noisy = np.asarray(load(root / "VoiceBank-DEMAND/noisy_testset_wav/p232_001.wav", 16000)[0])
+    assert student.enhance(noisy).shape == noisy.shape
