@@ -109,9 +109,10 @@ class EnhancementModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class EnhancementEvalConfig:
-    """The test table: made mixtures: ``size`` utterances (a multiple of ``batch_size``) of
-    ``segment_seconds`` at the SNRs ``snrs_db`` in turn; a pair corpus: its test split whole,
-    in rows per band between ``snr_edges_db``; ``system`` labels this model's rows;
+    """The test table: made mixtures: ``size`` utterances of ``segment_seconds`` at the SNRs
+    ``snrs_db`` in turn; a pair corpus: its test split whole, in rows per band between
+    ``snr_edges_db``; enhanced ``batch_size`` utterances of one length at a time; ``system``
+    labels this model's rows;
     ``references`` adds the noisy input and the oracle mask; ``rtf_repeats`` timed CPU runs
     on one test utterance."""
 
