@@ -107,15 +107,17 @@ def test_trial_lists_round_trip_and_reject_bad_lines(tmp_path):
     write_trials(path, trials)
     assert path.read_text() == "1 x/1.wav x/2.wav\n0 x/1.wav y/1.wav\n"
     assert read_trials(path) == trials
-    items = trial_items("cosine", trials, np.array([0.5, -0.25]))
-    assert items[1] == {
+    items = trial_items("cosine", trials, np.array([0.5, np.nan]), missing=["y/1.wav"])
+    assert items[0]["missing"] == ""
+    assert {k: v for k, v in items[1].items() if k != "score"} == {
         "system": "cosine",
         "item": 2,
         "label": 0,
-        "enrol": "1.wav",
-        "test": "1.wav",
-        "score": -0.25,
+        "enrol": "x/1.wav",
+        "test": "y/1.wav",
+        "missing": "y/1.wav",
     }
+    assert np.isnan(items[1]["score"])
     path.write_text("1 a.wav b.wav\n2 a.wav c.wav\n")
     with pytest.raises(TrialError, match="line 2"):
         read_trials(path)

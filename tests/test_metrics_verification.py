@@ -120,3 +120,21 @@ def test_eer_on_a_million_trials():
     rate, _ = eer(scores, labels)
     # Two unit Gaussians 2 apart cross at 1: EER = Phi(-1) = 0.1587.
     assert rate == pytest.approx(0.1587, abs=0.01)
+
+
+def test_min_dcf_at_both_reported_priors_by_hand():
+    """4 targets (0.9, 0.7, 0.6, 0.5) and 100 non-targets (one at 0.8, 99 below 0.5). By hand,
+    DCF / min(p, 1 - p) at threshold 0.9 (3 of 4 targets missed, no false alarm) is
+    p·0.75 / p = 0.75 for either prior; at 0.5 (no miss, 1 false alarm in 100) it is
+    (1 - p)·0.01 / p: 0.99 at p = 0.01 and 0.19 at p = 0.05; every other threshold costs more."""
+    from jaxspeech.evaluation.verification import error_rates
+
+    scores = np.concatenate([[0.9, 0.7, 0.6, 0.5, 0.8], np.linspace(0.0, 0.4, 99)])
+    labels = np.arange(scores.size) < 4
+    assert min_dcf(scores, labels, 0.01) == pytest.approx((0.75, 0.9))
+    assert min_dcf(scores, labels, 0.05) == pytest.approx((0.19, 0.5))
+    rates = error_rates(scores, labels)
+    assert list(rates) == ["EER (%)", "minDCF (p=0.01)", "minDCF (p=0.05)"]
+    assert rates["minDCF (p=0.01)"] == pytest.approx(0.75)
+    assert rates["minDCF (p=0.05)"] == pytest.approx(0.19)
+    assert rates["EER (%)"] == pytest.approx(100 * eer(scores, labels)[0])

@@ -340,7 +340,7 @@ def test_embed_and_verify_commands(evaluated, corpus, tmp_path, capsys):
 
 
 def test_evaluate_on_a_voxceleb_tree_scores_its_official_trial_list(
-    evaluated, shared_data, tmp_path
+    evaluated, shared_data, tmp_path, capsys
 ):
     from corpus_trees import build_voxceleb1
 
@@ -349,11 +349,30 @@ def test_evaluate_on_a_voxceleb_tree_scores_its_official_trial_list(
     workdir, _ = evaluated
     before = (workdir / "eval" / "test.json").read_text()
     vox = build_voxceleb1(tmp_path / "voxceleb1", shared_data)
-    evaluate.main(["--workdir", str(workdir), "--checkpoint", "latest", "--corpus", str(vox)])
     official = (vox / "veri_test2.txt").read_text().splitlines()
+    gone = official[0].split()[1]  # a recording lost from the copy: its trials are named
+    (vox / "wav" / gone).unlink()
+    evaluate.main(["--workdir", str(workdir), "--checkpoint", "latest", "--corpus", str(vox)])
+    assert f"name 1 missing files (first: {vox / 'wav' / gone})" in capsys.readouterr().err
     rows = json.loads((workdir / "eval" / "VoxCeleb1-veri_test2.json").read_text())
+    naming = [line for line in official if gone in line.split()]
     assert [r["trials"] for r in rows] == [len(official)] * 2  # every trial line, both scorings
-    assert rows[0]["target trials"] == sum(line.startswith("1 ") for line in official)
+    assert [r["missing trials"] for r in rows] == [len(naming)] * 2
+    scored = [line for line in official if line not in naming]
+    assert rows[0]["target trials"] == sum(line.startswith("1 ") for line in scored)
+    assert {"EER (%)", "minDCF (p=0.01)", "minDCF (p=0.05)"} <= set(rows[0])
+    items = json.loads((workdir / "eval" / "VoxCeleb1-veri_test2_items.json").read_text())
+    cosine = [item for item in items if item["system"] == rows[0]["system"]]
+    assert [item["item"] for item in cosine] == list(range(1, len(official) + 1))
+    for item, line in zip(cosine, official, strict=True):
+        label, enrol, test = line.split()
+        assert (item["label"], item["enrol"], item["test"]) == (
+            int(label),
+            str(vox / "wav" / enrol),
+            str(vox / "wav" / test),
+        )
+        assert item["missing"] == (str(vox / "wav" / gone) if line in naming else "")
+        assert np.isnan(item["score"]) == (line in naming)
     written = (workdir / "trials" / "VoxCeleb1-veri_test2.txt").read_text().splitlines()
     assert [line.split()[0] for line in written] == [line.split()[0] for line in official]
     assert (workdir / "eval" / "test.json").read_text() == before

@@ -45,11 +45,9 @@ def check(path: str, progress: bool = True) -> tuple[str, list[str]]:
                 problems += [f"{variant.name} {split}: {p}" for p in found]
             lines = [f"{variant.name} in {variant.root}", _table(rows)]
             for name in variant.trial_lists():
-                try:
-                    lines.append(f"trial list {name}: {len(variant.trials(name))} trials")
-                except CorpusError as err:
-                    problems.append(f"{variant.name} trial list {name}: {err}")
-                    lines.append(f"trial list {name}: unusable")
+                trials, found = variant.scan_trials(name)
+                lines.append(f"trial list {name}: {len(trials)} trials")
+                problems += [f"{variant.name} trial list {name}: {p}" for p in found]
             sections.append("\n".join(lines))
     return "\n\n".join(sections), problems
 

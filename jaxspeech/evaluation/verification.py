@@ -1,5 +1,5 @@
 """Speaker verification: trial lists (VoxCeleb format), embedding many recordings, cosine
-scores, and the per-trial rows of an evaluation."""
+scores, the error rates of a table row and the per-trial rows of an evaluation."""
 
 from __future__ import annotations
 
@@ -12,6 +12,11 @@ from tqdm import tqdm
 
 from jaxspeech import files
 from jaxspeech.errors import TrialError
+from jaxspeech.metrics.verification import eer, min_dcf
+
+#: Priors of the minimum detection costs tabulated: 0.01 (NIST SRE 2008-2010, WeSpeaker's
+#: VoxCeleb results) and 0.05 (the VoxCeleb Speaker Recognition Challenge).
+P_TARGETS = (0.01, 0.05)
 
 
 def pair_trials(speakers: Sequence[str]) -> list[tuple[int, int, int]]:
@@ -62,19 +67,42 @@ def cosine_scores(enrol: np.ndarray, test: np.ndarray) -> np.ndarray:
     return np.sum(unit(enrol) * unit(test), axis=-1)
 
 
+def error_rates(scores, labels, p_targets: Sequence[float] = P_TARGETS) -> dict[str, float]:
+    """``{"EER (%)": ..., "minDCF (p=0.01)": ..., ...}`` of trial ``scores [N]`` and binary
+    ``labels [N]``: the equal error rate in percent and the minimum normalised detection cost
+    at each prior of ``p_targets`` (unit costs)."""
+    rates = {"EER (%)": 100.0 * eer(scores, labels)[0]}
+    for p in p_targets:
+        rates[f"minDCF (p={p:g})"] = min_dcf(scores, labels, p)[0]
+    return rates
+
+
+def missing_files(trials: Sequence[tuple[int, str, str]]) -> list[str]:
+    """The files named by ``trials`` that do not exist, sorted."""
+    paths = {p for _, a, b in trials for p in (a, b)}
+    return sorted(p for p in paths if not pathlib.Path(p).is_file())
+
+
 def trial_items(
-    system: str, trials: Sequence[tuple[int, str, str]], scores: np.ndarray
+    system: str,
+    trials: Sequence[tuple[int, str, str]],
+    scores: np.ndarray,
+    missing: Sequence[str] = (),
 ) -> list[dict]:
-    """One row per trial of ``system``: ``item`` (its line number), ``label``, the two
-    recordings (file names) and ``score`` (float)."""
+    """One row per trial of ``system``, in the list's order: ``item`` (its line number among
+    the trials), ``label``, the two recordings (``enrol``, ``test``: paths as listed),
+    ``score`` (float; NaN for a trial that names a file of ``missing``) and ``missing`` (its
+    missing files, space-separated; empty when it was scored)."""
+    absent = set(missing)
     return [
         {
             "system": system,
             "item": number,
             "label": label,
-            "enrol": pathlib.Path(a).name,
-            "test": pathlib.Path(b).name,
+            "enrol": a,
+            "test": b,
             "score": float(score),
+            "missing": " ".join(p for p in dict.fromkeys((a, b)) if p in absent),
         }
         for number, ((label, a, b), score) in enumerate(zip(trials, scores, strict=True), 1)
     ]

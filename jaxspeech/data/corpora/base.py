@@ -88,15 +88,21 @@ class Corpus:
 
     def trials(self, name: str) -> list[Trial]:
         """The trials of the list ``name`` (see :meth:`trial_lists`), paths absolute; a
-        CorpusError names the line that does not parse or the file that is missing."""
+        CorpusError names the line that does not parse, an AudioFileError the file that is
+        missing."""
+        trials, problems = self.scan_trials(name)
+        raise_first(problems, self.root)
+        return trials
+
+    def scan_trials(self, name: str) -> tuple[list[Trial], list[JaxspeechError]]:
+        """``(trials, problems)`` of the list ``name``: every line that parses is a trial,
+        those naming a missing file too (each missing file is an AudioFileError problem)."""
         lists = self.trial_lists()
         if name not in lists:
             have = ", ".join(lists) or "none"
             raise CorpusError(f"{self.name} in {self.root} has no trial list {name!r} ({have})")
         problems: list[JaxspeechError] = []
-        trials = self._trials(lists[name], problems)
-        raise_first(problems, self.root)
-        return trials
+        return self._trials(lists[name], problems), problems
 
     def _scan(self, split: str, problems: list, progress: bool) -> list[Item]:
         raise NotImplementedError

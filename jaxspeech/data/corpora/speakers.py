@@ -31,7 +31,7 @@ from jaxspeech.data.corpora.base import (
     subfolders,
 )
 from jaxspeech.data.corpora.records import Recording, Trial
-from jaxspeech.errors import CorpusError
+from jaxspeech.errors import AudioFileError, CorpusError
 
 VOXCELEB1_TRIAL_LISTS = (
     "veri_test", "veri_test2", "list_test_all", "list_test_all2", "list_test_hard",
@@ -256,7 +256,7 @@ def _listed_file(folder: pathlib.Path, relative: str, problems: list) -> str:
     if not path.is_file() and path.with_suffix(".flac").is_file():
         path = path.with_suffix(".flac")
     if not path.is_file():
-        problems.append(CorpusError(f"{path}: listed in a trial list but missing"))
+        problems.append(AudioFileError(f"{path}: listed in a trial list but missing"))
     return str(path)
 
 

@@ -36,10 +36,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxspeech import metrics
 from jaxspeech.data.utterances import UtteranceData, UtteranceDataConfig
 from jaxspeech.errors import ConfigError
 from jaxspeech.evaluation import Evaluation
+from jaxspeech.evaluation.verification import P_TARGETS, error_rates
 from jaxspeech.models import ivector, plda
 from jaxspeech.train import task as base
 from jaxspeech.train.config import Config
@@ -81,7 +81,7 @@ class IVectorEvalConfig:
     """Evaluation: all pairs of the split's utterances (cut to ``seconds``) are trials."""
 
     seconds: float = 10.0
-    p_target: float = 0.01
+    p_targets: tuple[float, ...] = P_TARGETS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,15 +244,12 @@ class Task(base.Task):
                 | {"score": float(score)}
                 for k, (label, (a, b), score) in enumerate(zip(labels, pairs, scores, strict=True))
             ]
-            eer, _ = metrics.eer(scores, labels)
-            dcf, _ = metrics.min_dcf(scores, labels, self.config.eval.p_target)
             rows.append(
                 {
                     "system": name,
                     "trials": len(labels),
                     "target trials": int(labels.sum()),
-                    "EER (%)": 100 * eer,
-                    "minDCF": dcf,
+                    **error_rates(scores, labels, self.config.eval.p_targets),
                 }
             )
         return Evaluation(rows, items, ("label",))

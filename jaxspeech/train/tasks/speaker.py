@@ -16,7 +16,7 @@ A frozen i-vector stage offers ``embed(params, model_state, waveforms [B, S], le
 Evaluation: trial lists in the VoxCeleb format (``1 a.wav b.wav``, paths below the data root)
 are made deterministically from up to ``eval.utterances_per_speaker`` utterances of each
 speaker of a split (every pair) and written to ``WORKDIR/trials/<split>.txt``; any other list
-is scored with ``evaluate.py --trials FILE``. Rows: EER (%) and minDCF (p_target 0.01) for
+is scored with ``evaluate.py --trials FILE``. Rows: EER (%) and minDCF (p_target 0.01 and 0.05) for
 cosine scoring and adaptive s-norm (AS-norm, the cohort being the mean embeddings of the
 training speakers), and with ``eval.references`` the frozen i-vector teacher with cosine and
 PLDA scoring on the same trials. The EER threshold of the cosine scores on the validation
@@ -32,6 +32,7 @@ import dataclasses
 import functools
 import json
 import pathlib
+import sys
 from collections.abc import Mapping, Sequence
 
 import jax
@@ -46,8 +47,11 @@ from jaxspeech.data.utterances import EVAL_SPLITS, UtteranceData, UtteranceDataC
 from jaxspeech.errors import AudioFileError, ConfigError
 from jaxspeech.evaluation import Evaluation
 from jaxspeech.evaluation.verification import (
+    P_TARGETS,
     cosine_scores,
     embed_waveforms,
+    error_rates,
+    missing_files,
     pair_trials,
     read_trials,
     trial_items,
@@ -56,7 +60,7 @@ from jaxspeech.evaluation.verification import (
 )
 from jaxspeech.inference.speaker import MIN_SECONDS, SpeakerEmbedder
 from jaxspeech.losses import aam_softmax
-from jaxspeech.metrics.verification import adaptive_snorm, eer, min_dcf
+from jaxspeech.metrics.verification import adaptive_snorm, eer
 from jaxspeech.models.speaker import RESNET34, SpeakerNetConfig, features
 from jaxspeech.train import task as base
 from jaxspeech.train.config import Config
@@ -100,7 +104,7 @@ class SpeakerEvalConfig:
       bucket_seconds: padded lengths are multiples of this (few compiled shapes).
       cohort_utterances_per_speaker: training utterances per cohort speaker (AS-norm).
       asnorm_top_k: cohort scores per side in AS-norm.
-      p_target: prior of minDCF.
+      p_targets: the priors of the minDCF columns.
       references: add the frozen teacher's rows (i-vector with cosine and PLDA scoring).
       valid_per_speaker: crops per validation speaker in the fixed validation batches.
     """
@@ -112,7 +116,7 @@ class SpeakerEvalConfig:
     bucket_seconds: float = 1.0
     cohort_utterances_per_speaker: int = 3
     asnorm_top_k: int = 100
-    p_target: float = 0.01
+    p_targets: tuple[float, ...] = P_TARGETS
     references: bool = False
     valid_per_speaker: int = 2
 
@@ -354,27 +358,46 @@ class Task(SpeakerEmbedder, base.Task):
         return evaluation
 
     def _score_systems(self, params, model_state, listed, name: str) -> Evaluation:
-        paths = sorted({p for _, a, b in listed for p in (a, b)})
-        for path in paths:
-            if not pathlib.Path(path).is_file():
-                raise AudioFileError(f"{path}: no such file in the trial list; check its paths")
+        """Every system's row and per-trial items on the trials ``listed``; a trial that
+        names a missing file is counted (``missing trials``), named in its items and left
+        out of the rates."""
+        missing = missing_files(listed)
+        absent = set(missing)
+        scored = np.asarray([a not in absent and b not in absent for _, a, b in listed])
+        if not scored.any():
+            raise AudioFileError(
+                f"{name}: every trial names a missing file ({len(missing)} missing, first "
+                f"{missing[0]}); check the trial list's paths and the data root"
+            )
+        if missing:
+            print(
+                f"warning: {len(listed) - int(scored.sum())} of the {len(listed)} trials of "
+                f"{name} name {len(missing)} missing files (first: {missing[0]}); they are "
+                "counted in 'missing trials', named in the items and not scored",
+                file=sys.stderr,
+                flush=True,
+            )
+        present = [trial for trial, ok in zip(listed, scored, strict=True) if ok]
+        paths = sorted({p for _, a, b in present for p in (a, b)})
         index = {path: i for i, path in enumerate(paths)}
-        labels = np.asarray([label for label, _, _ in listed])
-        left = np.asarray([index[a] for _, a, _ in listed])
-        right = np.asarray([index[b] for _, _, b in listed])
+        labels = np.asarray([label for label, _, _ in present])
+        left = np.asarray([index[a] for _, a, _ in present])
+        right = np.asarray([index[b] for _, _, b in present])
         emb = self.embed_files(params, model_state, paths, desc=f"embedding {name}")
         cohort = self.cohort(params, model_state)
         rows, items = [], []
 
         def row(system: str, scoring: str, scores: np.ndarray) -> dict:
-            items.extend(trial_items(f"{system} + {scoring}", listed, scores))
+            every = np.full(len(listed), np.nan)
+            every[scored] = scores
+            items.extend(trial_items(f"{system} + {scoring}", listed, every, missing))
             return {
                 "system": f"{system} + {scoring}",
                 "trial list": name,
-                "trials": int(labels.size),
+                "trials": len(listed),
+                "missing trials": len(listed) - int(scored.sum()),
                 "target trials": int(labels.sum()),
-                "EER (%)": 100.0 * eer(scores, labels)[0],
-                "minDCF": min_dcf(scores, labels, self.config.eval.p_target)[0],
+                **error_rates(scores, labels, self.config.eval.p_targets),
             }
 
         raw = cosine_scores(emb[left], emb[right])
@@ -397,7 +420,8 @@ class Task(SpeakerEmbedder, base.Task):
                 row("i-vector", "cosine", cosine_scores(vectors[left], vectors[right])),
                 row("i-vector", "PLDA", np.asarray(plda, np.float64)),
             ]
-        return Evaluation(rows, items, ("label",))
+        # a missing trial's NaN score would make its label group's mean NaN
+        return Evaluation(rows, items, () if missing else ("label",))
 
     def cohort(self, params, model_state) -> np.ndarray:
         """Mean unit-length embeddings ``[n_train_speakers, D]`` of the training speakers
