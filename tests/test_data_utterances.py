@@ -312,3 +312,44 @@ def test_speaker_sampling_evens_out_speakers_with_more_utterances(root, sampling
 def test_unknown_sampling_is_refused(root):
     with pytest.raises(ConfigError, match="sampling='speakers'"):
         _cfg(root, sampling="speakers")
+
+
+def test_speaker_corpora_in_official_layouts(tmp_path, shared_data, capsys):
+    """``data.corpus``: VoxCeleb2 dev trains (its M4A files decoded), VoxCeleb1's test
+    speakers test with veri_test2; with VoxCeleb1 alone, its dev split trains."""
+    from corpus_trees import build_voxceleb1, build_voxceleb2
+
+    from jaxspeech.data.utterances import official_trials
+
+    vox1 = build_voxceleb1(tmp_path / "VoxCeleb1", shared_data)
+    cfg = UtteranceDataConfig(
+        root=str(tmp_path), corpus=".", crop_seconds=0.5, split_fractions=(0.5, 0.5, 0.0)
+    )
+    with pytest.raises(ConfigError, match="not both"):
+        dataclasses.replace(cfg, speech=("VoxCeleb1/wav",))
+
+    def speakers(data):
+        return {name: sorted({u.speaker for u in utts}) for name, utts in data.splits.items()}
+
+    alone = UtteranceData(cfg, batch_size=2)
+    assert speakers(alone) == {
+        "train": ["id10002"],
+        "valid": ["id10001"],
+        "test": ["id10270", "id10271"],
+    }
+    assert "training on VoxCeleb1 dev (1 speakers" in capsys.readouterr().err
+    build_voxceleb2(tmp_path / "VoxCeleb2", shared_data)
+    data = UtteranceData(cfg, batch_size=2)
+    split = speakers(data)
+    assert sorted(split["train"] + split["valid"]) == ["id00012", "id00015"]
+    assert split["test"] == ["id10270", "id10271"]
+    assert "training on VoxCeleb2 dev" in capsys.readouterr().err
+    assert all(u.path.endswith(".m4a") for u in data.splits["train"])
+    batch = next(iter(data.train_dataset()))
+    assert batch["audio"].shape == (2, 8000) and np.abs(batch["audio"]).max() > 0.01
+    assert set(batch["speaker"]) == {0}
+    name, trials = official_trials(tmp_path)
+    lines = (vox1 / "veri_test2.txt").read_text().splitlines()
+    assert name == "VoxCeleb1-veri_test2" and len(trials) == len(lines)
+    label, enrol, test = lines[3].split()
+    assert trials[3] == (int(label), str(vox1 / "wav" / enrol), str(vox1 / "wav" / test))

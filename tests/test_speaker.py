@@ -376,3 +376,48 @@ def test_evaluate_on_a_voxceleb_tree_scores_its_official_trial_list(
     written = (workdir / "trials" / "VoxCeleb1-veri_test2.txt").read_text().splitlines()
     assert [line.split()[0] for line in written] == [line.split()[0] for line in official]
     assert (workdir / "eval" / "test.json").read_text() == before
+
+
+def test_voxceleb_recipe_reads_voxceleb2_dev_and_scores_voxceleb1_o(shared_data, tmp_path):
+    """The ``voxceleb`` variant's student on miniature VoxCeleb1 and VoxCeleb2 trees: VoxCeleb2
+    dev's speakers train and validate (M4A files), and the test table scores every line of
+    VoxCeleb1's veri_test2 (random weights: the plumbing, not the rates)."""
+    import pathlib
+
+    import corpus_trees
+    from corpus_trees import build_voxceleb1, build_voxceleb2
+
+    from jaxspeech.train import stages
+
+    build_voxceleb1(tmp_path / "data" / "VoxCeleb1", shared_data)
+    aac = build_voxceleb2(tmp_path / "data" / "VoxCeleb2", shared_data) / "dev" / "aac"
+    for k, extra in ((4, "id00013"), (5, "id00014")):  # four dev speakers: 2 train, 2 validate
+        for n, wav in enumerate(corpus_trees._speechocean(shared_data, k, 2)[1]):
+            corpus_trees.write_m4a(aac / extra / "21Uxsk56VDQ" / f"{n + 1:05d}.m4a", wav, RATE)
+    recipe = pathlib.Path(__file__).resolve().parents[1] / "configs/speaker/resnet_kd.py"
+    plain = stages.load_recipe(f"{recipe}:voxceleb").stages[3].config
+    assert plain.data.corpus == "." and plain.model.num_speakers == 5934
+    config = dataclasses.replace(
+        plain,
+        model=dataclasses.replace(plain.model, net=SMALL, num_speakers=2),
+        data=dataclasses.replace(
+            plain.data,
+            root=str(tmp_path / "data"),
+            noise=None,
+            rir=None,
+            noise_snr_db_range=None,
+            reverb_prob=0.0,
+            split_fractions=(0.5, 0.5, 0.0),
+        ),
+        eval=dataclasses.replace(plain.eval, batch_size=4, max_seconds=1.0),
+    )
+    task = speaker.Task(config)
+    assert {u.speaker for u in task.data.splits["train"]} <= {f"id0001{k}" for k in (2, 3, 4, 5)}
+    params, model_state = task.init_model(jax.random.PRNGKey(0))
+    workdir = tmp_path / "run"
+    rows = task.evaluate(params, model_state, "test", workdir=workdir).table
+    official = (tmp_path / "data" / "VoxCeleb1" / "veri_test2.txt").read_text().splitlines()
+    assert [r["trial list"] for r in rows] == ["VoxCeleb1-veri_test2"] * 2
+    assert [r["trials"] for r in rows] == [len(official)] * 2
+    written = (workdir / "trials" / "VoxCeleb1-veri_test2.txt").read_text().splitlines()
+    assert [line.split()[0] for line in written] == [line.split()[0] for line in official]

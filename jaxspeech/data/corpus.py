@@ -46,6 +46,7 @@ import soundfile as sf
 
 from jaxspeech import audio
 from jaxspeech.data import video
+from jaxspeech.data.corpora.base import PYAV_EXTENSIONS
 from jaxspeech.errors import AudioFileError, ConfigError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
@@ -137,13 +138,14 @@ def audio_files(root: str | os.PathLike, extensions: Sequence[str] = AUDIO_EXTEN
 
 def load_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
     """The mono float32 audio ``[samples]`` of a corpus file at ``sample_rate`` (soxr): an audio
-    file through ``audio.load``, a GRID clip's audio track through ``video.read_video_audio``.
+    file through ``audio.load``; the audio track of a GRID or LRS3 clip or of a VoxCeleb2 M4A
+    file through ``video.read_video_audio``.
 
     Raises:
       AudioFileError / VideoFileError: missing or unreadable; MissingExtraError: a video file
       without PyAV; EmptyAudioError, NonFiniteAudioError: as ``audio.validate``.
     """
-    if _is_video(path):
+    if pathlib.Path(path).suffix.lower() in PYAV_EXTENSIONS:
         return video.read_video_audio(path, sample_rate)
     return audio.load(path, sample_rate=sample_rate)[0]
 

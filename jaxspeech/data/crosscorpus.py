@@ -19,8 +19,9 @@ import re
 from jaxspeech.data import noisy_pairs
 from jaxspeech.data.pipeline import MixtureDataConfig
 from jaxspeech.data.premixed import PremixedDataConfig, open_mixture_corpus
-from jaxspeech.data.utterances import UtteranceDataConfig
-from jaxspeech.errors import AudioFileError, ConfigError
+from jaxspeech.data.utterances import UtteranceDataConfig, official_trials
+from jaxspeech.errors import ConfigError
+from jaxspeech.evaluation.verification import write_trials
 
 
 def for_corpus(data, path: str | os.PathLike):
@@ -71,30 +72,13 @@ def scores_trial_lists(data) -> bool:
 
 
 def write_trial_list(path: str | os.PathLike, folder: pathlib.Path) -> pathlib.Path:
-    """Writes the first official trial list of the corpus at ``path`` (VoxCeleb1's
-    ``veri_test2`` when present, CN-Celeb's ``trials``) as ``label enrol test`` lines with
-    absolute paths to ``folder/<corpus>-<list>.txt``, and returns that file. Every trial is
-    written, those naming a missing file too; a line that does not parse is a CorpusError."""
-    from jaxspeech import files
-    from jaxspeech.data.corpora import open_corpus
-    from jaxspeech.data.corpora.base import raise_first
-
-    corpus = open_corpus(path)
-    lists = corpus.trial_lists()
-    if not lists:
-        raise ConfigError(
-            f"--corpus: {corpus.name} in {corpus.root} has no official trial list; give one "
-            "with --trials"
-        )
-    preferred = [n for n in ("veri_test2", "trials") if n in lists]
-    name = (preferred or list(lists))[0]
-    trials, problems = corpus.scan_trials(name)
-    # a trial naming a missing file is kept: the evaluation counts and names it
-    raise_first([p for p in problems if not isinstance(p, AudioFileError)], corpus.root)
-    lines = [f"{int(t.target)} {t.enrol} {t.test}\n" for t in trials]
-    out = folder / f"{_slug(corpus.name)}-{name}.txt"
-    folder.mkdir(parents=True, exist_ok=True)
-    files.write_text(out, "".join(lines))
+    """Writes the first official trial list of the corpora at ``path``
+    (``utterances.official_trials``: VoxCeleb1's ``veri_test2``, CN-Celeb's ``trials``; every
+    line) as ``label enrol test`` lines with absolute paths to ``folder/<corpus>-<list>.txt``,
+    and returns that file."""
+    name, trials = official_trials(path)
+    out = folder / f"{_slug(name)}.txt"
+    write_trials(out, trials)
     return out
 
 

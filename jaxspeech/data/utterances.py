@@ -39,11 +39,16 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import pathlib
+import sys
 from collections.abc import Mapping, Sequence
 
 import grain
 import numpy as np
 
+from jaxspeech.data.corpora import Corpus, find_corpora
+from jaxspeech.data.corpora.base import raise_first
+from jaxspeech.data.corpora.speakers import CNCeleb, VoxCeleb
 from jaxspeech.data.corpus import Utterance, audio_files, data_path, scan_corpus, split_speakers
 from jaxspeech.data.mixing import (
     AudioCache,
@@ -55,10 +60,14 @@ from jaxspeech.data.mixing import (
 )
 from jaxspeech.data.pipeline import SAMPLINGS
 from jaxspeech.data.source import StreamOptions, training_stream
-from jaxspeech.errors import ConfigError
+from jaxspeech.errors import AudioFileError, ConfigError, CorpusError
 
 #: The evaluation sets of ``UtteranceData`` and the generator stream of each one's crops.
 EVAL_SPLITS = {"valid": 1, "test": 2}
+#: The speaker corpora that ``UtteranceDataConfig.corpus`` trains on: the first found.
+TRAINING_CORPORA = ("VoxCeleb2", "VoxCeleb1", "CN-Celeb2", "CN-Celeb1")
+#: The official trial lists scored: the first found (VoxCeleb1-O cleaned, CN-Celeb1's).
+TRIAL_LISTS = ("veri_test2", "trials")
 
 
 def _check_range(name: str, value: tuple[float, float] | None) -> None:
@@ -76,6 +85,12 @@ class UtteranceDataConfig:
       root: the data root, or None to look it up when the data are read
         (``corpus.resolve_data_root``: ``$JAXSPEECH_DATA``, else ``../shared/data``).
       speech: speech folders (layouts of ``corpus.scan_corpus``).
+      corpus: instead of ``speech``, a folder holding speaker corpora in their official
+        layouts (``jaxspeech.data.corpora``): the ``dev`` split of the first of
+        ``TRAINING_CORPORA`` found is dealt into training and validation speakers by
+        ``split_fractions``, and the test speakers are the ``test`` split of the corpus with
+        an official trial list (``TRIAL_LISTS``; VoxCeleb1's 40 test speakers), whose list
+        the test evaluation scores (:func:`official_trials`).
       noise: folder of real noise recordings, or None for no additive noise.
       rir: folder of room impulse responses (used with ``reverb_prob``).
       sample_rate: model rate (Hz); every file is resampled to it.
@@ -95,6 +110,7 @@ class UtteranceDataConfig:
 
     root: str | None = None
     speech: tuple[str, ...] = ()
+    corpus: str | None = None
     noise: str | None = None
     rir: str | None = None
     sample_rate: int = 16000
@@ -135,6 +151,11 @@ class UtteranceDataConfig:
                 )
         if self.crop_tries < 1:
             raise ConfigError(f"UtteranceDataConfig.crop_tries must be >= 1, got {self.crop_tries}")
+        if self.speech and self.corpus is not None:
+            raise ConfigError(
+                "UtteranceDataConfig: give data.speech (speech folders) or data.corpus (a "
+                "folder of speaker corpora in their official layouts), not both"
+            )
 
     @property
     def num_samples(self) -> int:
@@ -271,11 +292,17 @@ class UtteranceData:
     """
 
     def __init__(self, cfg: UtteranceDataConfig, batch_size: int) -> None:
-        if not cfg.speech:
-            raise ConfigError("data.speech is empty; give the speech folders")
+        if not cfg.speech and cfg.corpus is None:
+            raise ConfigError(
+                "data.speech is empty and data.corpus unset; give the speech folders or a "
+                "folder of speaker corpora in their official layouts"
+            )
         self.cfg, self.batch_size = cfg, batch_size
-        corpus = scan_corpus([data_path(p, cfg.root) for p in cfg.speech])
-        self.splits = split_speakers(corpus, cfg.split_fractions, cfg.split_seed)
+        if cfg.corpus is None:
+            corpus = scan_corpus([data_path(p, cfg.root) for p in cfg.speech])
+            self.splits = split_speakers(corpus, cfg.split_fractions, cfg.split_seed)
+        else:
+            self.splits = corpus_splits(data_path(cfg.corpus, cfg.root), cfg)
         self.speaker_ids = _labels(self.splits["train"])
         self.noises = audio_files(data_path(cfg.noise, cfg.root)) if cfg.noise else []
         self.rirs = audio_files(data_path(cfg.rir, cfg.root)) if cfg.rir else []
@@ -338,6 +365,73 @@ class UtteranceData:
                 }
             )
         return examples
+
+
+def speaker_corpora(folder: str | os.PathLike) -> dict[str, Corpus]:
+    """``{name: corpus}`` of the speaker corpora (VoxCeleb1/2, CN-Celeb1/2) at ``folder`` or
+    one level below it; CorpusError naming the layouts expected when there is none."""
+    found = {c.name: c for c in find_corpora(folder) if isinstance(c, VoxCeleb | CNCeleb)}
+    if not found:
+        raise CorpusError(
+            f"{folder} holds no speaker corpus in its official layout; expected "
+            f"{', '.join(TRAINING_CORPORA)} (`jaxspeech data check` lists what it finds)"
+        )
+    return found
+
+
+def trial_corpus(folder: str | os.PathLike) -> Corpus | None:
+    """The first corpus at ``folder`` (see :func:`speaker_corpora`) with one of the official
+    trial lists ``TRIAL_LISTS``, or None."""
+    found = speaker_corpora(folder).values()
+    return next((c for c in found if set(TRIAL_LISTS) & set(c.trial_lists())), None)
+
+
+def official_trials(folder: str | os.PathLike) -> tuple[str, list[tuple[int, str, str]]]:
+    """``(name, trials)``: the first official trial list of the corpora at ``folder``
+    (``TRIAL_LISTS``), named ``<corpus>-<list>`` (``VoxCeleb1-veri_test2``), every line as
+    ``(label, enrol path, test path)`` with absolute paths, those naming a missing file too
+    (the evaluation counts and names them); a line that does not parse is a CorpusError."""
+    corpus = trial_corpus(folder)
+    if corpus is None:
+        raise ConfigError(
+            f"{folder}: no corpus there has an official trial list ({', '.join(TRIAL_LISTS)}); "
+            "give one with --trials"
+        )
+    name = next(n for n in TRIAL_LISTS if n in corpus.trial_lists())
+    trials, problems = corpus.scan_trials(name)
+    raise_first([p for p in problems if not isinstance(p, AudioFileError)], corpus.root)
+    return f"{corpus.name}-{name}", [(int(t.target), t.enrol, t.test) for t in trials]
+
+
+def corpus_splits(folder: pathlib.Path, cfg: UtteranceDataConfig) -> dict[str, list[Utterance]]:
+    """The splits of ``cfg.corpus`` (see :class:`UtteranceDataConfig`); says on stderr which
+    corpora it reads."""
+    found = speaker_corpora(folder)
+    training = next((found[name] for name in TRAINING_CORPORA if name in found), None)
+    if training is None:
+        raise CorpusError(f"{folder}: none of {', '.join(TRAINING_CORPORA)} found")
+    splits = split_speakers(_recordings(training, "dev"), cfg.split_fractions, cfg.split_seed)
+    testing = trial_corpus(folder)
+    if testing is not None:
+        splits["test"] = _recordings(testing, "test")
+    speakers = {name: len({u.speaker for u in utts}) for name, utts in splits.items()}
+    test = f"{testing.name} test" if testing is not None else f"{training.name} dev"
+    print(
+        f"{folder}: training on {training.name} dev ({speakers['train']} speakers, "
+        f"{speakers['valid']} more for validation), testing on {test} "
+        f"({speakers['test']} speakers)",
+        file=sys.stderr,
+        flush=True,
+    )
+    return splits
+
+
+def _recordings(corpus: Corpus, split: str) -> list[Utterance]:
+    """The recordings of ``corpus``'s ``split`` as utterances, sorted."""
+    return sorted(
+        Utterance(r.path, r.speaker, None, r.num_samples, r.sample_rate, r.gender)
+        for r in corpus.items(split, progress=True)
+    )
 
 
 def _labels(utterances: Sequence[Utterance]) -> dict[str, int]:

@@ -43,7 +43,12 @@ from jaxspeech import files
 from jaxspeech import workdir as names
 from jaxspeech.data.corpus import data_path, resolve_data_root
 from jaxspeech.data.mixing import AudioCache, crop_image, draw_start
-from jaxspeech.data.utterances import EVAL_SPLITS, UtteranceData, UtteranceDataConfig
+from jaxspeech.data.utterances import (
+    EVAL_SPLITS,
+    UtteranceData,
+    UtteranceDataConfig,
+    official_trials,
+)
 from jaxspeech.errors import AudioFileError, ConfigError
 from jaxspeech.evaluation import Evaluation
 from jaxspeech.evaluation.verification import (
@@ -330,12 +335,18 @@ class Task(SpeakerEmbedder, base.Task):
         return embed_waveforms(jax.jit(embed), waveforms, cfg.batch_size, bucket, desc)
 
     def evaluate(self, params, model_state, split: str, workdir=None, trials=None) -> Evaluation:
-        """The verification table for ``split``'s trials (or the list ``trials``), see the
-        module docstring; items: every system's score of every trial. With ``workdir``, the
-        trial list is written to ``workdir/trials/<split>.txt`` and the validation threshold
-        to ``workdir/verification.json``."""
+        """The verification table for ``split``'s trials (or the list ``trials``; with
+        ``data.corpus``, the test split's are its official list, e.g. VoxCeleb1-O's
+        ``veri_test2``), see the module docstring; items: every system's score of every
+        trial. With ``workdir``, the trial list is written to ``workdir/trials/<split or
+        list>.txt`` and the validation threshold to ``workdir/verification.json``."""
         root = resolve_data_root(self.config.data.root)
-        if trials is None:
+        corpus = self.config.data.corpus
+        if trials is None and split == "test" and corpus is not None:
+            name, listed = official_trials(data_path(corpus, root))
+            if workdir is not None:
+                write_trials(names.trials_path(workdir, name), listed)
+        elif trials is None:
             chosen = self.eval_utterances(split, self.config.eval.utterances_per_speaker)
             paths = [utt.path for utt, _ in chosen]
             pairs = pair_trials([label for _, label in chosen])
