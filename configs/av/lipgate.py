@@ -17,6 +17,13 @@ Variants:
   ""       Net 1 2 × 256, lip net (32, 64, 128) channels → 256 → 2 × 256, gate 64; 3 s crops.
   "smoke"  tiny nets, 1 s crops, a few hundred steps per stage: the three stages train end
            to end in a few minutes on a 2-core CPU.
+  "grid"   the sizes of "", lips and gate on all of GRID in its official layout
+           (``DATA_ROOT/GRID/s1`` ... ``s34`` with ``align/``, read by
+           ``jaxspeech.data.corpora``): the 33 talkers with video dealt 70/15/15 by talker,
+           so every test talker is unseen (speaker-independent AV enhancement).
+  "lrs3"   the same on LRS3-TED (``DATA_ROOT/LRS3/pretrain|trainval|test``): the talks of
+           pretrain and trainval dealt 82/18 into train and valid, the official test set's
+           talks testing.
 """
 
 import dataclasses
@@ -30,7 +37,9 @@ from jaxspeech.train.config import OptimConfig, ScheduleConfig, TrainConfig, rec
 from jaxspeech.train.stages import MultiStage, Stage
 from jaxspeech.train.tasks.av import AVConfig, AVEvalConfig, AVModelConfig
 
-VARIANTS = ("", "smoke")
+VARIANTS = ("", "smoke", "grid", "lrs3")
+#: The corpus folder (below the data root, official layout) of each corpus variant.
+CORPORA = {"grid": "GRID", "lrs3": "LRS3"}
 #: Net 1 is trained on the data of the enhancement recipe (its ``base_config``).
 _DISTILL = pathlib.Path(__file__).resolve().parents[1] / "enhancement" / "distill.py"
 
@@ -64,7 +73,7 @@ def _train(variant: str, steps: int) -> TrainConfig:
 
 
 def get_config(variant: str = "") -> MultiStage:
-    audio_net, lip_net, gate_net = SIZES[variant]
+    audio_net, lip_net, gate_net = SIZES["" if variant in CORPORA else variant]
     smoke = variant == "smoke"
     audio = _enhancement_base("smoke" if smoke else "")
     audio = dataclasses.replace(
@@ -74,6 +83,7 @@ def get_config(variant: str = "") -> MultiStage:
         train=_train(variant, 400 if smoke else 30_000),
     )
     data = AVDataConfig(
+        corpus=CORPORA.get(variant),
         segment_seconds=1.0 if smoke else 3.0,
         valid_size=16,
         mouth=MouthConfig(crop_size=32 if smoke else 64),

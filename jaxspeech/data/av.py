@@ -5,8 +5,11 @@ Clips. ``sentence_clips`` holds many sentences of one talker (GRID ``s1``): its 
 split by sentence. ``talker_clips`` holds clips of other talkers, one talker per clip (GRID
 ``talkers/``): they are split by talker. A clip is in exactly one split, so test clips are
 never trained on; the test split has both unseen sentences of a seen talker and unseen
-talkers. Each clip is decoded once (its audio track at the model's rate with
-``jaxspeech.data.video.read_video_audio``, its mouth crops with
+talkers. With ``corpus`` (a standard corpus in its official layout, read by
+``jaxspeech.data.corpora``), GRID's talkers ``s1``–``s34`` are dealt into the splits by
+talker, and LRS3's talks of ``pretrain`` and ``trainval`` into train and valid by talk, its
+``test`` split testing (:func:`corpus_clips`). Each clip is decoded once (its audio track at
+the model's rate with ``jaxspeech.data.video.read_video_audio``, its mouth crops with
 ``jaxspeech.data.mouths.mouth_track``, cached per video in ``cache_dir``).
 
 Example (``make_av_example``; a pure function of its generator):
@@ -67,6 +70,8 @@ class AVDataConfig:
       root: the data root (None: ``corpus.resolve_data_root``).
       sentence_clips: videos of one talker, split by sentence.
       talker_clips: videos of other talkers, one talker per file, split by talker.
+      corpus: instead of the two above, a GRID or LRS3 folder in its official layout
+        (:func:`corpus_clips`).
       noise: folder of real noise recordings.
       sample_rate: the model's rate (Net 1's).
       segment_seconds: training crop length.
@@ -84,6 +89,7 @@ class AVDataConfig:
     root: str | None = None
     sentence_clips: str = "grid/s1"
     talker_clips: str = "grid/talkers"
+    corpus: str | None = None
     noise: str = "noise"
     sample_rate: int = 16000
     segment_seconds: float = 3.0
@@ -159,14 +165,58 @@ def split_clips(
         [ClipRef(p, pathlib.Path(p).stem) for p in talker_paths],
     )
     for what, refs in zip(("sentences", "talkers"), groups, strict=True):
-        if not refs:
-            continue
-        sizes = split_sizes(len(refs), fractions, "split_clips", what)
-        order = rng.permutation(len(refs))
-        bounds = np.cumsum([0, *sizes])
-        for k, name in enumerate(splits):
-            splits[name].extend(refs[i] for i in order[bounds[k] : bounds[k + 1]])
+        if refs:
+            for name, dealt in _deal([[r] for r in refs], fractions, rng, what).items():
+                splits[name].extend(dealt)
     return {name: sorted(refs) for name, refs in splits.items()}
+
+
+def _deal(
+    groups: Sequence[Sequence[ClipRef]], fractions: Sequence[float], rng, what: str
+) -> dict[str, list[ClipRef]]:
+    """``groups`` of clips shuffled with ``rng`` and dealt whole into train, valid and test in
+    the numbers of ``corpus.split_sizes``."""
+    sizes = split_sizes(len(groups), fractions, "split_clips", what)
+    order = rng.permutation(len(groups))
+    bounds = np.cumsum([0, *sizes])
+    return {
+        name: [ref for i in order[bounds[k] : bounds[k + 1]] for ref in groups[i]]
+        for k, name in enumerate(("train", "valid", "test"))
+    }
+
+
+def corpus_clips(
+    folder: str | os.PathLike, fractions: Sequence[float], seed: int
+) -> dict[str, list[ClipRef]]:
+    """``{"train", "valid", "test"}`` clip lists of the GRID or LRS3 corpus at ``folder``
+    (``jaxspeech.data.corpora``), each clip's talker its GRID talker or LRS3 talk: GRID's
+    talkers dealt by talker in the shares ``fractions``; LRS3's ``pretrain`` and ``trainval``
+    talks dealt into train and valid in the ratio of the first two shares, its ``test`` split
+    (talks of their own) testing."""
+    from jaxspeech.data.corpora import open_corpus
+    from jaxspeech.data.corpora.audiovisual import LRS3, Grid
+
+    corpus = open_corpus(folder)
+    if not isinstance(corpus, Grid | LRS3):
+        raise ConfigError(f"data.corpus: {corpus.name} in {corpus.root} is not GRID or LRS3")
+
+    def by_talker(splits: Sequence[str]) -> list[list[ClipRef]]:
+        talkers: dict[str, list[ClipRef]] = {}
+        for split in splits:
+            for item in corpus.items(split, progress=True):
+                talkers.setdefault(item.speaker, []).append(ClipRef(item.path, item.speaker))
+        return [talkers[t] for t in sorted(talkers)]
+
+    rng = np.random.default_rng(seed)
+    if isinstance(corpus, Grid):
+        dealt = _deal(by_talker(["all"]), fractions, rng, "GRID talkers")
+    else:
+        train, valid = fractions[0], fractions[1]
+        shares = (train / (train + valid), valid / (train + valid), 0.0)
+        seen = [s for s in ("pretrain", "trainval") if corpus.split_present(s)]
+        dealt = _deal(by_talker(seen), shares, rng, "LRS3 talks")
+        dealt["test"] = [ref for talk in by_talker(["test"]) for ref in talk]
+    return {name: sorted(refs) for name, refs in dealt.items()}
 
 
 def cache_folder(cache_dir: str | None) -> pathlib.Path:
@@ -340,12 +390,17 @@ class AVData:
         from jaxspeech.data.corpus import audio_files
 
         self.cfg, self.batch_size, self.hop = cfg, batch_size, hop
-        refs = split_clips(
-            video_files(data_path(cfg.sentence_clips, cfg.root)),
-            video_files(data_path(cfg.talker_clips, cfg.root)),
-            cfg.split_fractions,
-            cfg.split_seed,
-        )
+        if cfg.corpus is None:
+            refs = split_clips(
+                video_files(data_path(cfg.sentence_clips, cfg.root)),
+                video_files(data_path(cfg.talker_clips, cfg.root)),
+                cfg.split_fractions,
+                cfg.split_seed,
+            )
+        else:
+            refs = corpus_clips(
+                data_path(cfg.corpus, cfg.root), cfg.split_fractions, cfg.split_seed
+            )
         every = [r for name in refs for r in refs[name]]
         decoded = dict(
             zip(every, map(lambda r: load_clip(r, cfg), tqdm(every, "clips")), strict=True)
@@ -371,8 +426,9 @@ class AVData:
     def test_items(
         self, split: str, grid: Sequence[tuple[str, float]], size: int, seconds=None
     ) -> list[dict]:
-        """``size`` deterministic examples of ``split`` (IDs ``<split>-<index>``); item ``i``
-        has the condition and SNR ``grid[i % len(grid)]`` and the target clip ``i % clips``."""
+        """``size`` deterministic examples of ``split`` (IDs ``<split>-<index>``, ``info``:
+        the target clip's file and talker); item ``i`` has the condition and SNR
+        ``grid[i % len(grid)]`` and the target clip ``i % clips``."""
         if split not in FIXED_SPLITS:
             raise ConfigError(f"unknown split {split!r}; use one of {sorted(FIXED_SPLITS)}")
         clips = self.splits[split]
@@ -383,20 +439,19 @@ class AVData:
             condition, snr = grid[i % len(grid)]
             rng = np.random.default_rng((seed, _FIXED_STREAM, i))
             target = clips[(i // len(grid)) % len(clips)]
-            examples.append(
-                make_av_example(
-                    rng,
-                    self.cfg,
-                    target,
-                    clips,
-                    self.noises,
-                    audio,
-                    self.hop,
-                    condition=condition,
-                    snr_db=snr,
-                    seconds=seconds,
-                )
+            example = make_av_example(
+                rng,
+                self.cfg,
+                target,
+                clips,
+                self.noises,
+                audio,
+                self.hop,
+                condition=condition,
+                snr_db=snr,
+                seconds=seconds,
             )
+            examples.append({**example, "info": target.ref._asdict()})
         return with_ids(examples, split)
 
     def valid_batches(self) -> list[dict[str, np.ndarray]]:
