@@ -182,6 +182,12 @@ def test_eval_sets_whole_and_fixed_crops(root):
     assert all(batches_equal(a, b) for a, b in zip(valid, again, strict=True))
     reseeded = UtteranceData(_cfg(root, eval_seconds=0.5, split_seed=1), 2).test_items("valid")
     assert [e["info"] for e in reseeded] != [e["info"] for e in valid]
+    capped = UtteranceData(_cfg(root, eval_per_speaker=2), batch_size=2).test_items("test")
+    paths = [e["info"]["path"] for e in capped]
+    assert len(paths) == 2 and paths == sorted(paths)  # 2 of the test speaker's 3
+    assert set(paths) < {e["info"]["path"] for e in test}
+    with pytest.raises(ConfigError, match="eval_per_speaker"):
+        _cfg(root, eval_per_speaker=0)
 
 
 def test_two_speakers_of_one_split_get_distinct_labels(root):

@@ -87,6 +87,9 @@ TEACHERS = {
 VOXCELEB_NOISE, VOXCELEB_RIR = "musan", "RIRS_NOISES/simulated_rirs"
 VOXCELEB_SPLIT = (0.99, 0.01, 0.0)
 VOXCELEB_SPEAKERS = 5994
+#: Utterances per speaker in the i-vector stages' own tables (all pairs: 240 utterances of
+#: VoxCeleb1's 40 test speakers give 28,680 trials) and their validation sets.
+VOXCELEB_EVAL_PER_SPEAKER = 6
 VOXCELEB_STEPS_PER_EPOCH = 1_092_009 // 128
 
 
@@ -162,6 +165,7 @@ def voxceleb_config(config: SpeakerConfig) -> SpeakerConfig:
             rir=VOXCELEB_RIR,
             split_fractions=VOXCELEB_SPLIT,
             sampling="utterance",
+            eval_per_speaker=VOXCELEB_EVAL_PER_SPEAKER,
         ),
         eval=dataclasses.replace(config.eval, max_seconds=30.0),
         schedule=dataclasses.replace(config.schedule, warmup_steps=6 * epoch),

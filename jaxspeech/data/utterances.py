@@ -49,7 +49,14 @@ import numpy as np
 from jaxspeech.data.corpora import Corpus, find_corpora
 from jaxspeech.data.corpora.base import raise_first
 from jaxspeech.data.corpora.speakers import CNCeleb, VoxCeleb
-from jaxspeech.data.corpus import Utterance, audio_files, data_path, scan_corpus, split_speakers
+from jaxspeech.data.corpus import (
+    Utterance,
+    audio_files,
+    data_path,
+    group_by_speaker,
+    scan_corpus,
+    split_speakers,
+)
 from jaxspeech.data.mixing import (
     AudioCache,
     crop_image,
@@ -102,6 +109,8 @@ class UtteranceDataConfig:
       silent_crop_db: a crop this many dB below its utterance's RMS counts as silent.
       crop_tries: random crops tried before centring on the loudest sample.
       eval_seconds: length of the fixed evaluation crops, or None for whole utterances.
+      eval_per_speaker: the evaluation sets hold up to this many utterances of each speaker
+        (drawn with the split seed), or None for all of them.
       split_fractions: train/valid/test shares of the speakers (speaker-disjoint).
       split_seed: seed of the speaker split (and of the evaluation crops).
       sampling: "utterance" (one crop per utterance and epoch) or "speaker" (each crop's
@@ -122,6 +131,7 @@ class UtteranceDataConfig:
     silent_crop_db: float = 20.0
     crop_tries: int = 5
     eval_seconds: float | None = None
+    eval_per_speaker: int | None = None
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     split_seed: int = 0
     sampling: str = "utterance"
@@ -151,6 +161,11 @@ class UtteranceDataConfig:
                 )
         if self.crop_tries < 1:
             raise ConfigError(f"UtteranceDataConfig.crop_tries must be >= 1, got {self.crop_tries}")
+        if self.eval_per_speaker is not None and self.eval_per_speaker < 1:
+            raise ConfigError(
+                f"UtteranceDataConfig.eval_per_speaker must be >= 1 or None, got "
+                f"{self.eval_per_speaker}"
+            )
         if self.speech and self.corpus is not None:
             raise ConfigError(
                 "UtteranceDataConfig: give data.speech (speech folders) or data.corpus (a "
@@ -334,7 +349,8 @@ class UtteranceData:
         )
 
     def test_items(self, split: str) -> list[dict]:
-        """The clean utterances of ``split`` ("valid" or "test"), in sorted order.
+        """The clean utterances of ``split`` ("valid" or "test"), in sorted order (up to
+        ``cfg.eval_per_speaker`` of each speaker).
 
         Each is ``audio`` (float32: the whole utterance [n], or with ``cfg.eval_seconds`` a
         fixed, non-silent crop [T_eval], zero-padded when shorter), ``speaker`` (int32 label
@@ -345,6 +361,10 @@ class UtteranceData:
         if split not in EVAL_SPLITS:
             raise ConfigError(f"unknown split {split!r}; use one of {sorted(EVAL_SPLITS)}")
         utterances = self.splits[split]
+        if self.cfg.eval_per_speaker is not None:
+            utterances = _per_speaker(
+                utterances, self.cfg.eval_per_speaker, (self.cfg.split_seed, EVAL_SPLITS[split])
+            )
         labels = _labels(utterances)
         audio = AudioCache(self.cfg.sample_rate)
         examples = []
@@ -432,6 +452,16 @@ def _recordings(corpus: Corpus, split: str) -> list[Utterance]:
         Utterance(r.path, r.speaker, None, r.num_samples, r.sample_rate, r.gender)
         for r in corpus.items(split, progress=True)
     )
+
+
+def _per_speaker(utterances: Sequence[Utterance], count: int, seed) -> list[Utterance]:
+    """Up to ``count`` of each speaker's ``utterances``, drawn with ``seed``, sorted."""
+    groups = group_by_speaker(utterances)
+    chosen = []
+    for label, utts in enumerate(groups.values()):
+        picks = np.random.default_rng((*seed, label)).permutation(len(utts))[:count]
+        chosen += [utts[i] for i in picks]
+    return sorted(chosen)
 
 
 def _labels(utterances: Sequence[Utterance]) -> dict[str, int]:
