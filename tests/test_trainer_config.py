@@ -114,6 +114,22 @@ def test_config_json_of_an_earlier_version_is_refused():
         config_lib.from_json(newer)
 
 
+def test_renamed_fields_of_earlier_config_json_still_load():
+    """A speaker config.json written when minDCF had one prior (``eval.p_target``) loads with
+    that prior and 0.05; a field no version knows is one ConfigError naming it."""
+    recipe = stages.load_recipe(f"{REPO}/configs/speaker/resnet_kd.py:smoke")
+    config = recipe.stages[-1].config
+    tree = json.loads(config_lib.to_json(config))
+    del tree["config"]["eval"]["p_targets"]
+    tree["config"]["eval"]["p_target"] = 0.001
+    loaded = config_lib.from_json(json.dumps(tree))
+    assert loaded.eval.p_targets == (0.001, 0.01, 0.05)
+    assert dataclasses.replace(loaded, eval=config.eval) == config
+    tree["config"]["eval"]["no_such_key"] = 1
+    with pytest.raises(ConfigError, match="SpeakerEvalConfig has no field no_such_key"):
+        config_lib.from_json(json.dumps(tree))
+
+
 def test_sections_must_have_their_declared_types(config):
     with pytest.raises(ConfigError, match=r"ToyConfig\.model is a ToyDataConfig; .*ToyModelConfig"):
         dataclasses.replace(config, model=toy_task.ToyDataConfig())

@@ -360,11 +360,35 @@ def _to_tree(value: Any) -> Any:
     return value
 
 
+#: Fields renamed since format version 2 was introduced: ``(class name, old field)`` ->
+#: ``(new field, new value from old value)``, so the workdirs written before still load.
+RENAMED_FIELDS = {
+    (name, "p_target"): ("p_targets", lambda p: tuple(dict.fromkeys((p, 0.01, 0.05))))
+    for name in ("SpeakerEvalConfig", "IVectorEvalConfig")
+}
+
+
 def _from_tree(tree: Any) -> Any:
-    """Inverse of :func:`_to_tree` (configs hold tuples, never lists)."""
+    """Inverse of :func:`_to_tree` (configs hold tuples, never lists); renamed fields
+    (:data:`RENAMED_FIELDS`) are read under their new names."""
     if isinstance(tree, dict) and "__class__" in tree:
         cls = _import_class(tree["__class__"])
-        return cls(**{k: _from_tree(v) for k, v in tree.items() if k != "__class__"})
+        fields = {}
+        for key, value in tree.items():
+            if key == "__class__":
+                continue
+            renamed = RENAMED_FIELDS.get((cls.__name__, key))
+            if renamed is not None:
+                key, value = renamed[0], renamed[1](value)
+            fields[key] = _from_tree(value)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(fields) - known)
+        if unknown:
+            raise ConfigError(
+                f"{cls.__name__} has no field {', '.join(unknown)} (its fields: "
+                f"{', '.join(sorted(known))}); this config.json was written by another version"
+            )
+        return cls(**fields)
     if isinstance(tree, list):
         return tuple(_from_tree(v) for v in tree)
     return tree
