@@ -13,8 +13,11 @@ with it:
   (and whether there is one) is carried from block to block;
 * a model's sources come out in arbitrary order, independently in every chunk, so each chunk's
   sources are permuted to best match the previous chunk's on their shared ``overlap`` samples
-  (the SI-SNR permutation of :func:`jaxspeech.losses.pit`), then the two are cross-faded there
-  with complementary Hann ramps (``sin²`` in, ``cos²`` out, summing to one).
+  (least squared difference, :func:`align_sources`: the loud tracks decide, so a lone speaker
+  stays on one track and its near-silent partner on the other), then the two are cross-faded
+  there with complementary Hann ramps (``sin²`` in, ``cos²`` out, summing to one). A speaker
+  thus stays on one output track for the whole recording, as far as the model keeps it on one
+  track within each chunk.
 
 Choosing ``chunk`` and ``overlap``: an output sample depends on input within the model's
 receptive field, so near a chunk's edges the model lacks context. Make ``overlap`` at least
@@ -47,7 +50,7 @@ from jax import lax
 
 from jaxspeech import audio
 from jaxspeech.errors import ConfigError, ShapeError
-from jaxspeech.losses import pairwise_neg_si_snr, pit, reorder
+from jaxspeech.losses import pairwise, pit, reorder
 
 PyTree = Any
 ApplyFn = Callable[[PyTree, jax.Array], jax.Array]
@@ -62,11 +65,27 @@ def crossfade_ramp(overlap: int) -> jax.Array:
     return jnp.square(jnp.sin(0.5 * jnp.pi * position))
 
 
+def squared_distance(est: jax.Array, ref: jax.Array) -> jax.Array:
+    """``‖est − ref‖²`` over the last axis: ``[..., C]``, ``[..., C]`` → ``[...]``."""
+    return jnp.sum(jnp.square(est - ref), axis=-1)
+
+
 def align_sources(sources: jax.Array, previous_tail: jax.Array) -> jax.Array:
-    """Permutes ``sources[..., S, C]`` so that their first ``O`` samples best match
-    ``previous_tail[..., S, O]`` (largest total SI-SNR); returns ``[..., S, C]``."""
+    """Permutes ``sources[..., S, C]`` so that their first ``O`` samples are closest to
+    ``previous_tail[..., S, O]``: the permutation with the least total squared difference,
+    which is the one with the largest total inner product ``Σⱼ⟨head_π(j), tailⱼ⟩`` (the
+    energies do not depend on it). Returns ``[..., S, C]``.
+
+    The model's outputs are compared at their own scale, which is the same in every chunk (a
+    masking model's outputs scale with its input), so each track weighs in by its energy: a
+    near-silent track (one speaker talking, or pausing) cannot outvote the loud one. A
+    scale-invariant score such as SI-SNR weighs them equally and cannot tell a track from a
+    faint copy of it, which a model trained on mixtures of two leaves on its second output
+    for a lone speaker: with it the lone speaker would flip between tracks from chunk to
+    chunk.
+    """
     overlap = previous_tail.shape[-1]
-    _, permutation = pit(pairwise_neg_si_snr, sources[..., :overlap], previous_tail)
+    _, permutation = pit(pairwise(squared_distance), sources[..., :overlap], previous_tail)
     return reorder(sources, permutation)
 
 
@@ -194,30 +213,42 @@ def separate_long(
 
 
 def rescale_to_mixture(
-    sources: jax.Array, mixture: jax.Array, peak: float = 0.99, eps: float = 1e-8
+    sources: jax.Array, mixture: jax.Array, peak: float = 0.99, ridge: float = 1e-4
 ) -> jax.Array:
     """Gives each source its level in the mixture, then keeps every sample within ``±peak``.
 
-    A separation model trained with SI-SNR returns each source at an arbitrary scale. Source
-    ``s`` is multiplied by ``g = ⟨mixture, s⟩ / ‖s‖²``, the least-squares gain that best
-    explains the mixture with it: for an estimate ``c·x₁`` of a source ``x₁`` uncorrelated with
-    the others, ``g·c·x₁ = x₁``, its true level (and polarity). If any scaled sample then
-    exceeds ``peak``, all sources of that mixture are scaled down by the same factor, keeping
-    their relative levels. A silent source (or mixture) stays silent.
+    A separation model trained with SI-SNR returns each source at an arbitrary scale. The gains
+    ``g [S]`` are those that best explain the mixture with all sources together,
+    ``argmin ‖mixture − Σₛ gₛ·sourceₛ‖²``: ``(G + Λ)·g = b`` with the Gram matrix
+    ``G = sources·sourcesᵀ``, ``b = sources·mixture`` and ``Λ = ridge·diag(G)`` (a ridge that
+    keeps the gains independent of each source's scale and only matters when sources are near
+    copies of each other; exact copies share the gain). For estimates
+    ``cₛ·xₛ`` of uncorrelated sources ``xₛ`` summing to the mixture, ``gₛ·cₛ·xₛ = xₛ``: their
+    true levels and polarities. Fitted together, a faint track that is a trace of a louder one
+    (a model trained on mixtures of two given one speaker) stays faint, where fitting each
+    source alone would raise it to the speaker's level. If any scaled sample then exceeds
+    ``peak``, all sources of that mixture are scaled down by the same factor, keeping their
+    relative levels. A silent source (or mixture) stays silent.
 
     Args:
       sources: ``[..., S, T]`` estimates; mixture: ``[..., T]``; peak: largest magnitude
-        allowed (below 1 so that 16-bit PCM never clips).
+        allowed (below 1 so that 16-bit PCM never clips); ridge: Λ relative to each
+        source's energy.
 
     Returns:
       ``[..., S, T]`` float32.
     """
     sources = jnp.asarray(sources).astype(jnp.float32)
-    mixture = jnp.asarray(mixture).astype(jnp.float32)[..., None, :]
-    gain = jnp.sum(mixture * sources, axis=-1) / (jnp.sum(jnp.square(sources), axis=-1) + eps)
+    mixture = jnp.asarray(mixture).astype(jnp.float32)
+    gram = jnp.einsum("...st,...rt->...sr", sources, sources)
+    energy = jnp.diagonal(gram, axis1=-2, axis2=-1)
+    loading = ridge * energy + jnp.finfo(jnp.float32).tiny
+    gram = gram + loading[..., None] * jnp.eye(energy.shape[-1])
+    projection = jnp.einsum("...st,...t->...s", sources, mixture)
+    gain = jnp.linalg.solve(gram, projection[..., None])[..., 0]
     scaled = gain[..., None] * sources
     top = jnp.max(jnp.abs(scaled), axis=(-2, -1), keepdims=True)
-    return scaled * jnp.minimum(1.0, peak / jnp.maximum(top, eps))
+    return scaled * jnp.minimum(1.0, peak / jnp.maximum(top, jnp.finfo(jnp.float32).tiny))
 
 
 def default_chunking(crop: int, receptive_field: int | None) -> tuple[int, int]:

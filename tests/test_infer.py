@@ -137,27 +137,26 @@ def test_crossfade_ramp_against_numpy():
     assert np.all(np.diff(ramp) > 0)
 
 
-def _si_snr_np(est, ref):
-    est, ref = est - est.mean(), ref - ref.mean()
-    target = (est @ ref) / (ref @ ref) * ref
-    return 10 * np.log10((target @ target) / ((est - target) @ (est - target)))
-
-
 def test_align_sources_against_brute_force(rng):
-    tail = rng.standard_normal((3, 40)).astype(np.float32)
+    tail = rng.standard_normal((3, 40)).astype(np.float32) * np.float32([[3.0], [1.0], [0.1]])
     for permutation in itertools.permutations(range(3)):
         noisy = tail[list(permutation)] + 0.3 * rng.standard_normal((3, 40)).astype(np.float32)
         sources = np.concatenate([noisy, rng.standard_normal((3, 60)).astype(np.float32)], -1)
-        best = max(
+        best = min(
             itertools.permutations(range(3)),
-            key=lambda p: sum(_si_snr_np(sources[p[j], :40], tail[j]) for j in range(3)),
+            key=lambda p: sum(np.sum((sources[p[j], :40] - tail[j]) ** 2) for j in range(3)),
         )
         np.testing.assert_array_equal(infer.align_sources(sources, tail), sources[list(best)])
         np.testing.assert_array_equal(best, np.argsort(permutation))
 
 
 def _rescale_np(sources, mixture, peak=0.99):
-    gain = (sources @ mixture) / (np.sum(sources**2, -1) + 1e-8)
+    """Least-squares gains of all sources together (a 1e-4 ridge), by numpy's lstsq."""
+    sources, mixture = sources.astype(np.float64), mixture.astype(np.float64)
+    damping = np.sqrt(1e-4 * np.sum(sources**2, axis=-1))
+    design = np.concatenate([sources.T, np.diag(damping)])
+    target = np.concatenate([mixture, np.zeros(len(sources))])
+    gain = np.linalg.lstsq(design, target, rcond=None)[0]
     scaled = gain[:, None] * sources
     return scaled * min(1.0, peak / np.abs(scaled).max())
 

@@ -92,8 +92,10 @@ class Separator(LoadedModel):
 
     ``separate(wave)`` maps mixtures ``[..., T]`` at ``sample_rate`` to ``[..., S, T]``
     sources, each at its level in the mixture (``infer.rescale_to_mixture`` without a peak
-    limit) and in one order through the whole recording; recordings longer than ``chunk``
-    samples run in overlapping chunks (``infer.separate_long``).
+    limit: the gains fitted jointly, so a faint track stays faint) and in one order through
+    the whole recording; recordings longer than ``chunk`` samples run in overlapping chunks
+    whose tracks are matched on the overlap and cross-faded (``infer.separate_long``), shorter
+    ones in one call. Each row of a batch is separated on its own.
 
     Attributes (besides :class:`LoadedModel`'s):
       n_src: S. core: the separator (``ConvTasNetSeparator`` or ``DeepClusteringSeparator``).
