@@ -108,3 +108,13 @@ def test_faint_track_stays_faint_at_the_mixture_level(speakers):
     energy_db = 10 * np.log10(np.sum(np.square(scaled), axis=-1) / np.sum(np.square(reader)))
     np.testing.assert_allclose(scaled[0], reader, atol=0.03 * np.abs(reader).max())
     assert energy_db[1] < -25.0, energy_db
+
+
+def test_separation_chunks_span_four_receptive_fields():
+    """The smoke Conv-TasNet (1 s crops, 4088-sample receptive field) separates in chunks of
+    four receptive fields; a model trained on longer crops keeps its crop."""
+    from jaxspeech.inference.separation import Separator
+
+    fields = Separator.FIELDS_PER_CHUNK
+    assert infer.default_chunking(8000, 4088, fields) == (16352, 4088)
+    assert infer.default_chunking(64000, 12248, fields) == (64000, 12248)

@@ -22,7 +22,7 @@ def add_chunk_arguments(parser: argparse.ArgumentParser) -> None:
         "--chunk-seconds",
         type=float,
         help="length of the chunks the model sees (default: the model's training crop, "
-        "lengthened to twice its receptive field if shorter)",
+        "lengthened to a few receptive fields if shorter)",
     )
     parser.add_argument(
         "--overlap-seconds",
