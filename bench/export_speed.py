@@ -5,8 +5,9 @@ Usage (the ``export`` extra installed):
 
 Models of the recipes' full-size configurations with random weights (cost does not depend on
 the values): the streaming student and the BLSTM teacher of ``configs/enhancement/distill.py``
-(16 kHz, 32 ms window, 16 ms hop), and the causal Conv-TasNet of
-``configs/separation/convtasnet.py:causal`` (8 kHz). The process is pinned to one core, XLA
+and the TCN student of its ``tcn`` variant (16 kHz, 32 ms window, 16 ms hop), the causal
+Conv-TasNet of ``configs/separation/convtasnet.py:causal`` (8 kHz) and the embedding network of
+``configs/separation/dpcl.py`` (8 kHz; k-means is outside the graph). The process is pinned to one core, XLA
 runs single-threaded and ONNX Runtime with one intra-op and one inter-op thread.
 
 Whole-file: the median over ``--repeats`` calls on ``--seconds`` of audio (batch 1, after one
@@ -40,13 +41,13 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
-from jaxspeech import stream  # noqa: E402
-from jaxspeech.export import enhancement, separation  # noqa: E402
-from jaxspeech.models.masknet import macs_per_frame, param_count  # noqa: E402
+from jaxspeech import dsp  # noqa: E402
+from jaxspeech.export import dpcl, enhancement, separation  # noqa: E402
+from jaxspeech.inference import Enhancer, Separator  # noqa: E402
+from jaxspeech.models.masknet import LSTMMaskNet, macs_per_frame, param_count  # noqa: E402
 from jaxspeech.models.tasnet import ConvTasNet  # noqa: E402
 from jaxspeech.train import stages  # noqa: E402
 from jaxspeech.train.config import recipe_module  # noqa: E402
-from jaxspeech.train.tasks.enhancement import Task  # noqa: E402
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 
@@ -96,14 +97,16 @@ def onnx_stepper(graph):
 
 
 def enhancement_row(args, role: str, config) -> dict:
-    task = Task(dataclasses.replace(config, model=dataclasses.replace(config.model, teacher=None)))
-    params = task.model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4, task.n_freqs)))["params"]
-    model_state = {"feature_mean": jnp.zeros(task.n_freqs), "feature_std": jnp.ones(task.n_freqs)}
-    rate = task.sample_rate
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, teacher=None))
+    core = Enhancer(pathlib.Path("untrained"), config, 0, None, None).core
+    params = core.model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4, core.n_freqs)))["params"]
+    model_state = {"feature_mean": jnp.zeros(core.n_freqs), "feature_std": jnp.ones(core.n_freqs)}
+    model = Enhancer(pathlib.Path("untrained"), config, 0, params, model_state)
+    rate = core.sample_rate
     noisy = 0.1 * np.random.default_rng(1).standard_normal((1, round(args.seconds * rate)))
     noisy = noisy.astype(np.float32)
-    whole = session(enhancement.whole_file_model(task.model, params, model_state, task.config))
-    enhance = jax.jit(task.enhance)
+    whole = session(enhancement.whole_file_model(model))
+    enhance = jax.jit(core.enhance)
     onnx_seconds = median_seconds(lambda: whole.run(None, {"noisy": noisy}), args.repeats)
     jax_seconds = median_seconds(
         lambda: np.asarray(enhance(params, model_state, noisy)), args.repeats
@@ -111,24 +114,22 @@ def enhancement_row(args, role: str, config) -> dict:
     row = {
         "model": f"enhancement {role}",
         "params": param_count(params),
-        "MMAC/s": macs_per_frame(params) * rate / task.hop / 1e6,
+        "MMAC/s": macs_per_frame(params) * rate / core.hop / 1e6,
         "ONNX whole-file RTF": onnx_seconds / args.seconds,
         "JAX whole-file RTF": jax_seconds / args.seconds,
     }
-    if task.model.config.bidirectional:
-        return row
-    step, state = onnx_stepper(
-        enhancement.streaming_model(task.model, params, model_state, task.config)
-    )
-    enhancer = stream.StreamingEnhancer(task, params, model_state)
-    onnx_hop = stream_seconds(step, state, task.hop, args.hops)
-    jax_hop = stream_seconds(enhancer.process_hop, enhancer.init_state((1,)), task.hop, args.hops)
+    if not isinstance(core.model, LSTMMaskNet) or core.model.config.bidirectional:
+        return row  # whole-file only
+    step, state = onnx_stepper(enhancement.streaming_model(model))
+    enhancer = model.stream()
+    onnx_hop = stream_seconds(step, state, core.hop, args.hops)
+    jax_hop = stream_seconds(enhancer.process_hop, enhancer.init_state((1,)), core.hop, args.hops)
     return row | {
-        "hop (ms)": 1000 * task.hop / rate,
+        "hop (ms)": 1000 * core.hop / rate,
         "ONNX stream ms/hop": 1000 * onnx_hop,
-        "ONNX stream RTF": onnx_hop * rate / task.hop,
+        "ONNX stream RTF": onnx_hop * rate / core.hop,
         "JAX stream ms/hop": 1000 * jax_hop,
-        "JAX stream RTF": jax_hop * rate / task.hop,
+        "JAX stream RTF": jax_hop * rate / core.hop,
     }
 
 
@@ -158,6 +159,33 @@ def convtasnet_row(args) -> dict:
     }
 
 
+def dpcl_row(args) -> dict:
+    """Deep clustering's embedding graph against the same in JAX (STFT, features, BLSTM)."""
+    config = recipe_module(CONFIGS / "separation/dpcl.py").get_config("")
+    core = Separator(pathlib.Path("untrained"), config, 0, None, None).core
+    params = core.init(jax.random.PRNGKey(0), jnp.zeros((1, 800)))
+    model = Separator(pathlib.Path("untrained"), config, 0, params, None)
+    rate = model.sample_rate
+    mixture = 0.1 * np.random.default_rng(3).standard_normal((1, round(args.seconds * rate)))
+    mixture = mixture.astype(np.float32)
+    whole = session(dpcl.embedding_model(model))
+    embed = jax.jit(
+        lambda x: model.module.apply(
+            model.variables, core.features(dsp.stft(x, core.n_fft, core.hop))
+        )
+    )
+    return {
+        "model": "deep clustering embeddings (BLSTM 4 × 300, D 40)",
+        "params": param_count(params),
+        "ONNX whole-file RTF": median_seconds(
+            lambda: whole.run(None, {"mixture": mixture}), args.repeats
+        )
+        / args.seconds,
+        "JAX whole-file RTF": median_seconds(lambda: np.asarray(embed(mixture)), args.repeats)
+        / args.seconds,
+    }
+
+
 def table(rows: list[dict]) -> str:
     columns = list(dict.fromkeys(key for row in rows for key in row))
 
@@ -184,10 +212,13 @@ def main() -> None:
         f"pinned to CPU {sorted(os.sched_getaffinity(0))}"
     )
     recipe = stages.load_recipe(f"{CONFIGS}/enhancement/distill.py").stages
+    tcn = stages.load_recipe(f"{CONFIGS}/enhancement/distill.py:tcn").stages
     rows = [
         enhancement_row(args, "student (causal LSTM 2 × 128)", recipe[1].config),
         enhancement_row(args, "teacher (BLSTM 2 × 384)", recipe[0].config),
+        enhancement_row(args, "TCN student (causal, B 64, H 128, X 6, R 2, cLN)", tcn[1].config),
         convtasnet_row(args),
+        dpcl_row(args),
     ]
     print(table(rows))
 

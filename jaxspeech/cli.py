@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 
 import jaxspeech
-from jaxspeech.commands import data, enhance, match, separate, speaker
+from jaxspeech.commands import data, enhance, export, match, separate, speaker
 from jaxspeech.errors import run_command
 
 DESCRIPTION = """\
@@ -29,6 +29,7 @@ Run trained models on audio files. WORKDIR is a training workdir of train.py.
   jaxspeech match RECORDING (--library MUSIC_DIR | --music TRACK) --workdir DIR [-k 5] [--json]
   jaxspeech embed FILES_OR_DIRS... --workdir DIR -o EMBEDDINGS.npz
   jaxspeech verify A.wav B.wav --workdir DIR
+  jaxspeech export --workdir DIR -o MODEL.onnx [--streaming]
 
 Every command takes --checkpoint best|latest|STEP, --quiet and --debug; those that write files
 refuse to replace one unless --overwrite. 'jaxspeech COMMAND --help' lists its options.
@@ -46,9 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command",
         required=True,
         metavar="COMMAND",
-        help="separate, enhance, match, embed or verify",
+        help="separate, enhance, match, embed, verify or export",
     )
-    for command in (separate, enhance, match, speaker, data):  # speaker: embed and verify
+    for command in (separate, enhance, match, speaker, data, export):  # speaker: embed and verify
         command.register(subparsers)
     return parser
 

@@ -1,11 +1,13 @@
-"""ONNX export: each graph run in ONNX Runtime equals JAX on real speech (LibriSpeech), within
-1e-4 of full scale; the streaming graphs chained hop by hop equal the whole-file result."""
+"""ONNX export: each graph of a loaded model (``jaxspeech.load``'s classes) run in ONNX Runtime
+equals JAX on real recordings (LibriSpeech, GTZAN), within 1e-4 of full scale; the streaming
+graphs chained hop by hop equal the whole-file result; ``jaxspeech export`` writes them from a
+briefly trained workdir and refuses bad requests in one line."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
+import sys
 import types
 
 import jax
@@ -13,25 +15,30 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxspeech import audio, dsp, stream
+import jaxspeech
+from jaxspeech import audio, cli, stream
 from jaxspeech.errors import ConfigError
-from jaxspeech.models.dpcl import DeepClustering
-from jaxspeech.models.masknet import LSTMMaskNetConfig
-from jaxspeech.models.speaker import SpeakerNet, SpeakerNetConfig, features
-from jaxspeech.models.tasnet import ConvTasNet
+from jaxspeech.inference import Enhancer, MusicMatcher, Separator, Speaker
+from jaxspeech.inference.bgm import MusicMatching
+from jaxspeech.models.bgm import BGMConfig
+from jaxspeech.models.dpcl import DeepClusteringConfig, silence_weights
+from jaxspeech.models.masknet import LSTMMaskNetConfig, TCNMaskNetConfig
+from jaxspeech.models.speaker import features
+from jaxspeech.models.tcn import TCNConfig
 from jaxspeech.train import stages
 from jaxspeech.train.config import recipe_module
-from jaxspeech.train.tasks.enhancement import Task
 
 ort = pytest.importorskip("onnxruntime", reason='needs the "export" extra (onnxruntime)')
-pytest.importorskip("onnx", reason='needs the "export" extra (onnx)')
+onnx = pytest.importorskip("onnx", reason='needs the "export" extra (onnx)')
 
-from jaxspeech.export import enhancement, export_graph, separation, speaker  # noqa: E402
+from jaxspeech.export import export_graph  # noqa: E402
+from jaxspeech.export.graph import read_metadata  # noqa: E402
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 #: Largest allowed |ONNX − JAX| for signals in [-1, 1].
 TOLERANCE = 1e-4
 SPEAKERS = ("1998", "3005")
+NOWHERE = pathlib.Path("untrained")  # the workdir of models built here rather than loaded
 
 
 def speech(data_root: pathlib.Path, sample_rate: int, seconds: float) -> np.ndarray:
@@ -54,11 +61,11 @@ def run(model, **inputs) -> list[np.ndarray]:
 def run_stream(step, signal: np.ndarray) -> np.ndarray:
     """Feeds ``signal [batch, T]`` through the streaming graph ``step`` hop by hop from a zero
     state (zero hops flush the delay); returns the output realigned by the delay, ``[..., T]``."""
-    info = metadata(step)
-    hop, delay, length = int(info["hop"]), int(info["delay_samples"]), signal.shape[1]
+    info = read_metadata(step)
+    hop, delay, length = info["hop"], info["delay_samples"], signal.shape[1]
     n_hops = -(-(length + delay) // hop)
     padded = np.pad(signal, [(0, 0), (0, n_hops * hop - length)])
-    state = np.zeros((signal.shape[0], json.loads(info["state_shape"])[1]), np.float32)
+    state = np.zeros((signal.shape[0], info["state_shape"][1]), np.float32)
     outputs = []
     for index in range(n_hops):
         out, state = run(step, samples=padded[:, index * hop : (index + 1) * hop], state=state)
@@ -66,20 +73,33 @@ def run_stream(step, signal: np.ndarray) -> np.ndarray:
     return np.concatenate(outputs, axis=-1)[..., delay : delay + length]
 
 
-def metadata(model) -> dict:
-    return {prop.key: prop.value for prop in model.metadata_props}
-
-
-def enhancement_run(estimator, noisy: np.ndarray):
-    """``(task, params, model_state)`` of the smoke recipe's student with ``estimator``,
-    random weights and the feature statistics of ``noisy``."""
+def enhancer(estimator, noisy: np.ndarray) -> Enhancer:
+    """A loaded model of the smoke recipe's student with ``estimator``, random weights and the
+    feature statistics of ``noisy``."""
     config = stages.load_recipe(f"{CONFIGS}/enhancement/distill.py:smoke").stages[1].config
-    model = dataclasses.replace(config.model, estimator=estimator, teacher=None)
-    task = Task(dataclasses.replace(config, model=model))
-    params = task.model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4, task.n_freqs)))["params"]
-    log_mag = dsp.log_magnitude(task.spectrum(noisy), 1e-8).reshape(-1, task.n_freqs)
+    config = dataclasses.replace(
+        config, model=dataclasses.replace(config.model, estimator=estimator, teacher=None)
+    )
+    untrained = Enhancer(NOWHERE, config, 0, None, {})
+    core = untrained.core
+    params = core.model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4, core.n_freqs)))["params"]
+    log_mag = np.asarray(core.features(core.spectrum(noisy), {"feature_mean": 0.0,
+                                                              "feature_std": 1.0}))  # fmt: skip
+    log_mag = log_mag.reshape(-1, core.n_freqs)
     model_state = {"feature_mean": log_mag.mean(0), "feature_std": log_mag.std(0)}
-    return task, params, model_state
+    return Enhancer(NOWHERE, config, 0, params, model_state)
+
+
+def whole_file_matches_jax(model, noisy: np.ndarray) -> np.ndarray:
+    """Checks the whole-file graph against ``core.enhance``; returns JAX's output."""
+    (onnx_out,) = run(export_graph(model), noisy=noisy)
+    jax_out = np.asarray(
+        jax.jit(model.core.enhance)(model.variables["params"], model.model_state, noisy)
+    )
+    assert onnx_out.shape == noisy.shape
+    assert np.abs(onnx_out - jax_out).max() <= TOLERANCE
+    assert np.abs(jax_out - noisy).max() > 1e-2  # the mask acts
+    return jax_out
 
 
 @pytest.fixture(scope="module")
@@ -92,27 +112,18 @@ def noisy(shared_data) -> np.ndarray:
 
 
 def test_student_whole_file_and_stream_match_jax(noisy):
-    task, params, model_state = enhancement_run(LSTMMaskNetConfig(hidden=32, layers=2), noisy)
-    whole = enhancement.whole_file_model(task.model, params, model_state, task.config)
-    (onnx_out,) = run(whole, noisy=noisy)
-    jax_out = np.asarray(jax.jit(task.enhance)(params, model_state, noisy))
-    assert onnx_out.shape == noisy.shape
-    assert np.abs(onnx_out - jax_out).max() <= TOLERANCE
-    assert np.abs(jax_out - noisy).max() > 1e-2  # the mask acts
-
-    step = enhancement.streaming_model(task.model, params, model_state, task.config)
-    info = metadata(step)
-    hop, delay, layout = (
-        int(info["hop"]),
-        int(info["delay_samples"]),
-        json.loads(info["state_layout"]),
-    )
-    assert (hop, delay, int(info["sample_rate"])) == (256, 256, 16000)
+    model = enhancer(LSTMMaskNetConfig(hidden=32, layers=2), noisy)
+    jax_out = whole_file_matches_jax(model, noisy)
+    step = export_graph(model, streaming=True)
+    info = read_metadata(step)
+    hop, delay, layout = info["hop"], info["delay_samples"], info["state_layout"]
+    assert (hop, delay, info["sample_rate"]) == (256, 256, 16000)
     assert layout["history"]["offset"] == [0, delay]
     assert layout["lstm_1_h"]["offset"][1] == 2 * delay + 4 * 32
     streamed = run_stream(step, noisy)
+    params, model_state = model.variables["params"], model.model_state
     causal = np.asarray(
-        jax.jit(stream.enhance_causal, static_argnums=0)(task, params, model_state, noisy)
+        jax.jit(stream.enhance_causal, static_argnums=0)(model.core, params, model_state, noisy)
     )
     assert np.abs(streamed - causal).max() <= TOLERANCE
     # Away from the edges (zero history instead of reflection) the stream is the whole file.
@@ -120,14 +131,34 @@ def test_student_whole_file_and_stream_match_jax(noisy):
 
 
 def test_teacher_blstm_matches_jax_and_refuses_to_stream(noisy):
-    estimator = LSTMMaskNetConfig(hidden=24, layers=2, bidirectional=True)
-    task, params, model_state = enhancement_run(estimator, noisy)
-    whole = enhancement.whole_file_model(task.model, params, model_state, task.config)
-    (onnx_out,) = run(whole, noisy=noisy[:1])
-    jax_out = np.asarray(task.enhance(params, model_state, noisy[:1]))
-    assert np.abs(onnx_out - jax_out).max() <= TOLERANCE
+    model = enhancer(LSTMMaskNetConfig(hidden=24, layers=2, bidirectional=True), noisy)
+    whole_file_matches_jax(model, noisy[:1])
     with pytest.raises(ConfigError, match="cannot stream"):
-        enhancement.streaming_model(task.model, params, model_state, task.config)
+        export_graph(model, streaming=True)
+
+
+def test_tcn_mask_net_matches_jax_and_refuses_to_stream(noisy):
+    """The ``tcn`` variant's causal student (cLN), at smoke width."""
+    tcn = TCNConfig(bottleneck_channels=16, hidden_channels=24, skip_channels=16, blocks=3,
+                    repeats=1, norm="cLN", causal=True)  # fmt: skip
+    model = enhancer(TCNMaskNetConfig(tcn=tcn), noisy)
+    whole_file_matches_jax(model, noisy)
+    assert read_metadata(export_graph(model))["mask_net"] == {
+        "kind": "tcn",
+        "norm": "cLN",
+        "causal": True,
+    }
+    with pytest.raises(ConfigError, match="supports causal LSTM"):
+        export_graph(model, streaming=True)
+
+
+def separator(model_config) -> Separator:
+    """A Separator of the Conv-TasNet smoke recipe with ``model_config`` and random weights."""
+    config = recipe_module(CONFIGS / "separation/convtasnet.py").get_config("smoke")
+    config = dataclasses.replace(config, model=model_config)
+    core = Separator(NOWHERE, config, 0, None, None).core
+    return Separator(NOWHERE, config, 0, core.init(jax.random.PRNGKey(1), jnp.zeros((1, 800))),
+                     None)  # fmt: skip
 
 
 @pytest.mark.parametrize("variant", ["smoke", "causal"])
@@ -137,23 +168,22 @@ def test_convtasnet_matches_jax(shared_data, variant):
         config = dataclasses.replace(
             config, tcn=dataclasses.replace(config.tcn, causal=True, norm="cLN")
         )
-    module = ConvTasNet(config)
+    model = separator(config)
     mixture = speech(shared_data, 8000, 2.0).sum(0, keepdims=True)[:, :15_997]
-    params = module.init(jax.random.PRNGKey(1), mixture[:, :64])["params"]
-    model = separation.convtasnet_model(module, params, 8000)
-    (onnx_out,) = run(model, mixture=mixture)
-    jax_out = np.asarray(module.apply({"params": params}, mixture))
+    graph = export_graph(model)
+    (onnx_out,) = run(graph, mixture=mixture)
+    jax_out = np.asarray(model.module.apply(model.variables, mixture))
     assert onnx_out.shape == (1, 2, mixture.shape[1])
     assert np.abs(onnx_out - jax_out).max() <= TOLERANCE
     assert np.abs(jax_out).max() > 1e-3
-    assert json.loads(metadata(model)["causal"]) is (variant == "causal")
+    assert read_metadata(graph)["causal"] is (variant == "causal")
     if variant != "causal":
         with pytest.raises(ConfigError, match="cannot stream"):
-            separation.convtasnet_streaming_model(module, params, 8000)
+            export_graph(model, streaming=True)
         return
-    step = separation.convtasnet_streaming_model(module, params, 8000, hop_ms=16.0)
-    info = metadata(step)
-    hop, delay = int(info["hop"]), int(info["delay_samples"])
+    step = export_graph(model, streaming=True)
+    info = read_metadata(step)
+    hop, delay = info["hop"], info["delay_samples"]
     assert (hop, delay) == (128, config.filter_length // 2)
     streamed = run_stream(step, mixture)
     # Whole-file output ends with the last whole encoder frame; the stream goes on.
@@ -161,11 +191,38 @@ def test_convtasnet_matches_jax(shared_data, variant):
     assert np.abs(streamed - jax_out)[..., : frames * delay].max() <= TOLERANCE
 
 
+def test_deep_clustering_embeddings_match_jax_and_refuse_to_stream(shared_data):
+    """The embeddings and silence weights of the smoke model (k-means stays outside) on a
+    two-talker LibriSpeech mixture at 8 kHz with a noise floor 30 dB down. (Without one, the
+    resampler leaves bins near 4 kHz at |X| ~ 1e-7, where the features log(|X| + 1e-8) turn
+    float32 rounding into embedding changes of 3e-3; see jaxspeech.export.dpcl.)"""
+    model = separator(DeepClusteringConfig(n_src=2, embedding_dim=20, hidden=32, layers=2))
+    clean = speech(shared_data, 8000, 2.0).sum(0, keepdims=True)[:, :15_997]
+    noise = np.random.default_rng(0).standard_normal(clean.shape)
+    mixture = (clean + noise * np.sqrt(np.mean(clean**2) / 1e3)).astype(np.float32)
+    graph = export_graph(model)
+    embeddings, weights = run(graph, mixture=mixture)
+    core = model.core
+    spectrum = core._stft(jnp.asarray(mixture))
+    expected = np.asarray(model.module.apply(model.variables, core.features(spectrum)))
+    assert embeddings.shape == expected.shape == (1, 1 + 15_997 // 64, 129, 20)
+    assert np.abs(embeddings - expected).max() <= TOLERANCE
+    silent = np.asarray(silence_weights(jnp.abs(spectrum), model.config.model.silence_db))
+    assert 0.1 < silent.mean() < 0.99
+    assert np.mean(weights != silent) <= 1e-3  # a bin at the threshold may flip
+    assert read_metadata(graph)["kmeans_iters"] == model.config.model.kmeans_iters
+    with pytest.raises(ConfigError, match="cannot stream"):
+        export_graph(model, streaming=True)
+
+
 def test_speaker_embedder_matches_jax(shared_data):
-    cfg = SpeakerNetConfig(blocks=(1, 1), width=8, embed_dim=32)  # a shallow smoke-width net
-    net = SpeakerNet(cfg)
+    config = stages.load_recipe(f"{CONFIGS}/speaker/resnet_kd.py:smoke").stages[-1].config
+    net = dataclasses.replace(config.model.net, blocks=(1, 1))  # the smoke net, shallower
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, net=net))
+    model = Speaker(NOWHERE, config, 0, {"net": None}, {"batch_stats": None})
     wav = speech(shared_data, 16000, 1.5)[:, :23_993]
     lengths = jnp.full((2,), wav.shape[1])
+    net, cfg = model.module, model.core.net_config
     variables = jax.jit(
         lambda w: net.init(jax.random.PRNGKey(0), *features(w, lengths, cfg, 16000))
     )(wav)
@@ -175,26 +232,148 @@ def test_speaker_embedder_matches_jax(shared_data):
         lambda x: x + 0.5 * jnp.abs(jax.random.normal(next(keys), x.shape)),
         variables["batch_stats"],
     )
-    model = speaker.speaker_model(net, variables["params"], stats, 16000)
-    (onnx_out,) = run(model, wav=wav)
-    embed = jax.jit(
-        lambda w: net.apply({**variables, "batch_stats": stats}, *features(w, lengths, cfg, 16000))
-    )
-    jax_out = np.asarray(embed(wav))
+    model = Speaker(NOWHERE, config, 0, {"net": variables["params"]}, {"batch_stats": stats})
+    (onnx_out,) = run(export_graph(model), wav=wav)
+    jax_out = np.asarray(model.core.embed({"net": variables["params"]}, {"batch_stats": stats},
+                                          wav, lengths))  # fmt: skip
     assert onnx_out.shape == (2, cfg.embed_dim)
     assert np.abs(onnx_out - jax_out).max() <= TOLERANCE * max(1.0, np.abs(jax_out).max())
+    with pytest.raises(ConfigError, match="cannot stream"):
+        export_graph(model, streaming=True)
 
 
-@pytest.mark.parametrize(
-    ("system", "module", "streaming", "message"),
-    [
-        ("separation", DeepClustering(), False, "no ONNX exporter for this separation model"),
-        ("speaker", SpeakerNet(SpeakerNetConfig()), True, "cannot stream"),
-    ],
+def test_music_matcher_matches_jax(shared_data):
+    """Towers and score head of a smoke-recipe matcher (6 s clips, two hidden layers) on two
+    LibriSpeech utterances and two GTZAN tracks; statistics of their own descriptors."""
+    config = recipe_module(CONFIGS / "bgm/match.py").get_config("smoke")
+    model_config = BGMConfig(clip_seconds=6.0, channels=(16, 16), embedding_dim=16,
+                             hidden=(16, 8))  # fmt: skip
+    config = dataclasses.replace(config, model=model_config)
+    rate = model_config.features.sample_rate
+    speech_wav = speech(shared_data, rate, 8.0)
+    music_wav = np.stack(
+        [audio.load(shared_data / f"gtzan/{name}.00000.ogg", rate)[0][: 8 * rate]
+         for name in ("jazz", "rock")]
+    )  # fmt: skip
+    core = MusicMatching(model_config)
+    described = {
+        side: np.stack([core.clip_descriptors(row) for row in wav])
+        for side, wav in (("speech", speech_wav), ("music", music_wav))
+    }
+    pooled = np.concatenate(list(described.values()), axis=1).reshape(-1, len(core.names))
+    model_state = {
+        "feature_mean": pooled.mean(0),
+        "feature_std": pooled.std(0),
+        "layout": np.asarray([core.fingerprint]),
+    }
+    params = core.model.init(jax.random.PRNGKey(2), described["speech"], described["music"])
+    model = MusicMatcher(NOWHERE, config, 0, params["params"], model_state)
+    graph = export_graph(model)
+    speech_out, music_out, scores = run(graph, **described)
+    speech_jax, music_jax = model.embed(speech_wav), model.embed(music_wav)
+    scale = max(1.0, np.abs(speech_jax).max())
+    assert np.abs(speech_out - speech_jax).max() <= TOLERANCE * scale
+    assert np.abs(music_out - music_jax).max() <= TOLERANCE * scale
+    logits = model.module.apply(model.variables, *(model.core.normalize(described[s],
+                                model_state) for s in ("speech", "music")))  # fmt: skip
+    assert np.abs(scores - jax.nn.sigmoid(logits)).max() <= TOLERANCE
+    # One recording against a library: speech batch 1 against the two tracks.
+    _, _, ranked = run(graph, speech=described["speech"][:1], music=described["music"])
+    assert np.abs(ranked - model.rank(speech_jax[0], music_jax)).max() <= TOLERANCE
+    assert np.ptp(ranked) > 1e-4
+    assert read_metadata(graph)["descriptor_names"] == list(core.names)
+    with pytest.raises(ConfigError, match="cannot stream"):
+        export_graph(model, streaming=True)
+
+
+def test_a_system_without_exporter_is_one_clear_error():
+    loaded = types.SimpleNamespace(system="av", module=object(), variables={"params": {}})
+    with pytest.raises(ConfigError, match="no ONNX exporter for this av model"):
+        export_graph(loaded)
+
+
+# --- the command ---------------------------------------------------------------------------
+
+#: A 2-step run of the smoke recipe's causal variant with an even smaller Conv-TasNet.
+TRAIN_OVERRIDES = (
+    "train.steps=2",
+    "train.checkpoint_every=2",
+    "train.eval_every=2",
+    "train.batch_size=8",
+    "data.valid_size=8",
+    "data.mixture.segment_seconds=0.25",
+    "model.n_filters=16",
+    "model.tcn.bottleneck_channels=8",
+    "model.tcn.hidden_channels=16",
+    "model.tcn.skip_channels=8",
+    "model.tcn.blocks=2",
+    "model.tcn.repeats=1",
+    "model.tcn.causal=True",
 )
-def test_unsupported_exports_are_one_clear_error(system, module, streaming, message):
-    loaded = types.SimpleNamespace(
-        system=system, module=module, variables={"params": {}}, sample_rate=16000, config=None
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, shared_data) -> pathlib.Path:
+    """A briefly trained causal Conv-TasNet run, on one device."""
+    from jaxspeech.train import loop
+
+    del shared_data  # the recipe reads the recordings; skip without them
+    recipe = stages.apply_overrides(
+        stages.load_recipe(f"{CONFIGS}/separation/convtasnet.py:smoke"), list(TRAIN_OVERRIDES)
     )
-    with pytest.raises(ConfigError, match=message):
-        export_graph(loaded, streaming=streaming)
+    path = tmp_path_factory.mktemp("convtasnet_run")
+    loop.run(recipe, path, devices=jax.devices()[:1])
+    return path
+
+
+def export(capsys, *argv) -> tuple[int, str, str]:
+    status = cli.main(["export", *map(str, argv)])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_command_exports_a_trained_workdir(workdir, tmp_path, capsys, shared_data):
+    whole, streaming = tmp_path / "model.onnx", tmp_path / "stream" / "model.onnx"
+    status, out, _ = export(capsys, "--workdir", workdir, "-o", whole)
+    assert status == 0
+    assert out.splitlines()[:4] == [
+        f"wrote {whole} (separation, whole_file graph, opset 17)",
+        "  inputs:  mixture [batch, samples]",
+        "  outputs: sources [batch, 2, samples]",
+        "  sample rate: 8000 Hz",
+    ]
+    status, out, _ = export(capsys, "--workdir", workdir, "-o", streaming, "--streaming")
+    assert status == 0
+    assert "inputs:  samples [batch, 128], state [batch, " in out
+    assert "state: [batch, " in out and "output delay 8 samples" in out
+    model = onnx.load(str(whole))
+    onnx.checker.check_model(model, full_check=True)
+    loaded = jaxspeech.load(workdir)
+    mixture = speech(shared_data, 8000, 1.0).sum(0, keepdims=True)
+    (onnx_out,) = run(model, mixture=mixture)
+    jax_out = np.asarray(loaded.module.apply(loaded.variables, mixture))
+    assert np.abs(onnx_out - jax_out).max() <= TOLERANCE
+    assert np.abs(jax_out).max() > 1e-4
+    streamed = run_stream(onnx.load(str(streaming)), mixture)
+    valid = ((mixture.shape[1] - 16) // 8 + 1) * 8  # samples of whole encoder frames (L 16)
+    assert np.abs(streamed - onnx_out)[..., :valid].max() <= TOLERANCE
+
+
+def test_command_refusals_are_one_line(workdir, tmp_path, capsys, monkeypatch):
+    existing = tmp_path / "model.onnx"
+    existing.write_bytes(b"mine")
+    refusals = {
+        (workdir, existing): f"{existing} exists; pass --overwrite",
+        (workdir, tmp_path / "model.wav"): "give the graph a .onnx file name",
+        (tmp_path, tmp_path / "new.onnx"): "config.json not found",
+    }
+    for (folder, output), message in refusals.items():
+        status, out, err = export(capsys, "--workdir", folder, "-o", output)
+        assert (status, out) == (2, "")
+        assert err.startswith("jaxspeech export: error: ") and message in err
+        assert err.count("\n") == 1
+    assert existing.read_bytes() == b"mine"
+    assert not (tmp_path / "new.onnx").exists()
+    monkeypatch.setitem(sys.modules, "onnx", None)  # the export extra missing
+    status, _, err = export(capsys, "--workdir", workdir, "-o", tmp_path / "x.onnx")
+    assert status == 2 and 'pip install "jaxspeech[export]"' in err

@@ -1,20 +1,21 @@
-"""ONNX graphs of the LSTM mask-based enhancement systems (``jaxspeech.train.tasks.enhancement``).
+"""ONNX graphs of the mask-based enhancement systems (a loaded ``jaxspeech.load`` Enhancer).
 
 * :func:`whole_file_model`: ``noisy [batch, samples] -> enhanced [batch, samples]``, what
-  ``Task.enhance`` computes (centred, reflect-padded STFT; ISTFT at the input length).
+  ``Enhancer.core.enhance`` computes (centred, reflect-padded STFT; ISTFT at the input
+  length), for an LSTM, BLSTM or TCN mask net.
 * :func:`streaming_model`: one hop in, one hop out, the state carried explicitly:
   ``(samples [batch, hop], state [batch, S]) -> (enhanced [batch, hop], state_out [batch, S])``,
-  what ``jaxspeech.stream.StreamingEnhancer.process_hop`` computes. The state is one flat
-  float32 row per stream, zeros at the start; its layout (``metadata_props["state_layout"]``,
-  offsets along the last axis) is: ``history`` (the last ``n_fft − hop`` input samples),
-  ``pending`` (overlap-added output not yet emitted, ``n_fft − hop``), then per LSTM layer
-  ``lstm_<i>_c`` and ``lstm_<i>_h`` (``hidden`` each). The output lags the input by
-  ``delay = n_fft − hop`` samples; to flush the last ones, feed ``ceil(delay / hop)`` hops of
-  zeros.
+  what ``jaxspeech.stream.StreamingEnhancer.process_hop`` computes (a causal LSTM). The state
+  is one flat float32 row per stream, zeros at the start; its layout
+  (``metadata_props["state_layout"]``, offsets along the last axis) is: ``history`` (the last
+  ``n_fft − hop`` input samples), ``pending`` (overlap-added output not yet emitted,
+  ``n_fft − hop``), then per LSTM layer ``lstm_<i>_c`` and ``lstm_<i>_h`` (``hidden`` each).
+  The output lags the input by ``delay = n_fft − hop`` samples; to flush the last ones, feed
+  ``ceil(delay / hop)`` hops of zeros.
 
 The STFT is a strided convolution with the windowed DFT matrix (its inverse a transposed one),
-the mask net ONNX ``LSTM`` nodes (bidirectional for the teachers), so the graphs use only
-standard ONNX operators.
+the mask net ONNX ``LSTM`` nodes (bidirectional for the teachers) or the TCN of
+``jaxspeech.export.separation``, so the graphs use only standard ONNX operators.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ import numpy as np
 
 from jaxspeech import dsp
 from jaxspeech.errors import ConfigError
-from jaxspeech.export.graph import FlatState, Graph, dft_kernels, lstm_layer
-from jaxspeech.models.masknet import LSTMMaskNet
+from jaxspeech.export.graph import FlatState, Graph, centred_stft, dft_kernels, lstm_layer
+from jaxspeech.export.separation import pointwise, prelu, tcn
+from jaxspeech.models.masknet import LSTMMaskNet, TCNMaskNet
 
 #: ``dsp.normalize``'s floor on the feature std.
 _STD_FLOOR = 1e-5
@@ -33,27 +35,32 @@ _NOLA_TOLERANCE = 1e-10
 
 
 class _Spec:
-    """The STFT settings and feature statistics the graphs bake in."""
+    """The STFT settings, feature statistics and mask net of a loaded Enhancer."""
 
-    def __init__(self, module, params, model_state, config) -> None:
-        if not isinstance(module, LSTMMaskNet):
+    def __init__(self, model) -> None:
+        core = model.core
+        self.module, self.params = core.model, model.variables["params"]
+        if not isinstance(self.module, LSTMMaskNet | TCNMaskNet):
             raise ConfigError(
-                f"ONNX export of enhancement supports LSTM mask nets; this run's estimator is "
-                f"{type(module).__name__}"
+                f"ONNX export of enhancement supports LSTM and TCN mask nets; this run's "
+                f"estimator is {type(self.module).__name__}"
             )
-        features = config.model.features
-        self.sample_rate = config.data.sample_rate
-        self.n_fft = round(features.window_ms * self.sample_rate / 1000)
-        self.hop = round(features.hop_ms * self.sample_rate / 1000)
-        self.window_name = features.window
-        self.window = dsp.get_window(features.window, self.n_fft)
-        self.log_floor = features.log_floor
-        self.mean = np.asarray(model_state["feature_mean"], np.float32)
-        self.inverse_std = 1.0 / np.maximum(np.asarray(model_state["feature_std"]), _STD_FLOOR)
-        self.module, self.params = module, params
-        self.n_freqs = self.n_fft // 2 + 1
+        self.sample_rate, self.n_fft, self.hop = core.sample_rate, core.n_fft, core.hop
+        self.window_name = core.window
+        self.window = dsp.get_window(core.window, self.n_fft)
+        self.log_floor = core.log_floor
+        self.mean = np.asarray(model.model_state["feature_mean"], np.float32)
+        std = np.asarray(model.model_state["feature_std"])
+        self.inverse_std = 1.0 / np.maximum(std, _STD_FLOOR)
+        self.n_freqs = core.n_freqs
 
     def metadata(self, graph: str) -> dict:
+        config = self.module.config
+        if isinstance(self.module, TCNMaskNet):
+            mask_net = {"kind": "tcn", "norm": config.tcn.norm_kind, "causal": config.tcn.causal}
+        else:
+            mask_net = {"kind": "blstm" if config.bidirectional else "lstm"}
+            mask_net |= {"hidden": config.hidden, "layers": config.layers}
         return {
             "system": "enhancement",
             "graph": graph,
@@ -61,17 +68,14 @@ class _Spec:
             "n_fft": self.n_fft,
             "hop": self.hop,
             "window": self.window_name,
-            "mask_net": {
-                "hidden": self.module.config.hidden,
-                "layers": self.module.config.layers,
-                "bidirectional": self.module.config.bidirectional,
-            },
+            "mask_net": mask_net,
         }
 
     def masked_spectrum(self, graph: Graph, spec: str, carry=None):
         """``spec [T, B, 2F]`` (real parts, then imaginary) times the mask net's mask; returns
-        the masked spectrum ``[T, B, 2F]`` and each layer's final ``(h, c)`` ``[D, B, H]``.
-        ``carry``: each layer's initial ``(h, c)`` ``[1, B, H]``, or None for zeros."""
+        the masked spectrum ``[T, B, 2F]`` and, for an LSTM, each layer's final ``(h, c)``
+        ``[D, B, H]``. ``carry``: each LSTM layer's initial ``(h, c)`` ``[1, B, H]``, or None
+        for zeros."""
         real, imag = graph.op(
             "Split", spec, graph.ints(self.n_freqs, self.n_freqs), axis=-1, outputs=2
         )
@@ -82,35 +86,43 @@ class _Spec:
         x = graph.op(
             "Mul", graph.op("Sub", log_mag, graph.const(self.mean)), graph.const(self.inverse_std)
         )
-        layers = self.module.config.layers
-        prefix = "blstm" if self.module.config.bidirectional else "lstm"
-        states = []
-        for index in range(layers):
-            initial = None if carry is None else carry[index]
-            x, h, c = lstm_layer(graph, x, self.params[f"{prefix}_{index}"], initial)
-            states.append((h, c))
-        head = self.params["mask"]
-        mask = graph.op("Sigmoid", graph.dense(x, head["kernel"], head["bias"]))
+        if isinstance(self.module, TCNMaskNet):
+            mask, states = self._tcn_mask(graph, x), []
+        else:
+            mask, states = self._lstm_mask(graph, x, carry)
         masked = graph.op(
             "Concat", graph.op("Mul", real, mask), graph.op("Mul", imag, mask), axis=-1
         )
         return masked, states
 
+    def _lstm_mask(self, graph: Graph, x: str, carry):
+        prefix = "blstm" if self.module.config.bidirectional else "lstm"
+        states = []
+        for index in range(self.module.config.layers):
+            initial = None if carry is None else carry[index]
+            x, h, c = lstm_layer(graph, x, self.params[f"{prefix}_{index}"], initial)
+            states.append((h, c))
+        head = self.params["mask"]
+        return graph.op("Sigmoid", graph.dense(x, head["kernel"], head["bias"])), states
 
-def whole_file_model(module, params, model_state, config):
-    """The ``ModelProto`` of ``Task.enhance``: ``noisy [batch, samples]`` (float32 at the
-    model's rate, more than ``n_fft / 2`` samples) ``-> enhanced [batch, samples]``.
+    def _tcn_mask(self, graph: Graph, x: str) -> str:
+        x = graph.op("Transpose", x, perm=[1, 2, 0])  # [B, F, T]
+        x = tcn(graph, x, self.params["tcn"], self.module.config.tcn)
+        x = prelu(graph, x, self.params["mask_prelu"]["negative_slope"])
+        head = self.params["mask"]
+        mask = graph.op("Sigmoid", pointwise(graph, x, head["kernel"], head["bias"]))
+        return graph.op("Transpose", mask, perm=[2, 0, 1])  # [T, B, F]
 
-    ``module``: the run's ``LSTMMaskNet``; ``params``, ``model_state``: its trained params and
-    feature statistics; ``config``: the run's ``EnhancementConfig``.
-    """
-    spec = _Spec(module, params, model_state, config)
+
+def whole_file_model(model):
+    """The ``ModelProto`` of ``model.core.enhance`` (``model``: a loaded Enhancer):
+    ``noisy [batch, samples]`` (float32 at the model's rate, more than ``n_fft / 2`` samples)
+    ``-> enhanced [batch, samples]``."""
+    spec = _Spec(model)
     graph = Graph()
     hop, pad = spec.hop, spec.n_fft // 2
-    analysis, synthesis = dft_kernels(spec.window)
-    wav = graph.op("Unsqueeze", "noisy", graph.ints(1))  # [B, 1, T]
-    padded = graph.op("Pad", wav, graph.ints(0, 0, pad, 0, 0, pad), mode="reflect")
-    frames = graph.op("Conv", padded, graph.const(analysis.T[:, None]), strides=[hop])
+    _, synthesis = dft_kernels(spec.window)
+    frames = centred_stft(graph, "noisy", spec.window, hop)  # [B, 2F, N]
     masked, _ = spec.masked_spectrum(graph, graph.op("Transpose", frames, perm=[2, 0, 1]))
     masked = graph.op("Transpose", masked, perm=[1, 2, 0])  # [B, 2F, N]
     overlapped = graph.op(
@@ -145,18 +157,22 @@ def whole_file_model(module, params, model_state, config):
     )
 
 
-def streaming_model(module, params, model_state, config):
-    """The ``ModelProto`` of one ``StreamingEnhancer.process_hop`` (module docstring):
-    ``(samples [batch, hop], state [batch, S]) -> (enhanced [batch, hop], state_out [batch, S])``.
-
-    Raises ConfigError for a bidirectional (non-causal) mask net.
-    """
-    if isinstance(module, LSTMMaskNet) and module.config.bidirectional:
+def streaming_model(model):
+    """The ``ModelProto`` of one ``StreamingEnhancer.process_hop`` of a loaded Enhancer
+    (module docstring): ``(samples [batch, hop], state [batch, S]) -> (enhanced [batch, hop],
+    state_out [batch, S])``. Raises ConfigError unless the mask net is a causal LSTM."""
+    spec = _Spec(model)
+    module = spec.module
+    if isinstance(module, TCNMaskNet):
+        raise ConfigError(
+            "streaming export supports causal LSTM mask nets; this run's mask net is a TCN, "
+            "so export it without --streaming"
+        )
+    if module.config.bidirectional:
         raise ConfigError(
             "a bidirectional LSTM mask net looks at future frames, so it cannot stream; "
             "export it without --streaming, or export a causal student"
         )
-    spec = _Spec(module, params, model_state, config)
     graph = Graph()
     state = FlatState(graph)
     n_fft, hop, hidden = spec.n_fft, spec.hop, module.config.hidden

@@ -108,6 +108,18 @@ class Graph:
         return model
 
 
+def read_metadata(model) -> dict[str, Any]:
+    """``metadata_props`` of an exported ``ModelProto`` as a dict, JSON values decoded (the
+    strings written as they are stay strings)."""
+    info = {}
+    for prop in model.metadata_props:
+        try:
+            info[prop.key] = json.loads(prop.value)
+        except ValueError:
+            info[prop.key] = prop.value
+    return info
+
+
 def dft_kernels(window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The windowed real DFT and its windowed inverse as matrices, for ``n_fft = len(window)``.
 
@@ -127,6 +139,17 @@ def dft_kernels(window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         weight[-1] = 1.0
     synthesis = np.concatenate([np.cos(phase) * weight, -np.sin(phase) * weight], axis=1) / n_fft
     return analysis.astype(np.float32), (synthesis * w).T.astype(np.float32)
+
+
+def centred_stft(graph: Graph, wav: str, window: np.ndarray, hop: int) -> str:
+    """``dsp.stft`` (``center=True``: reflect-padded by ``n_fft // 2``) of ``wav [B, T]`` with
+    the ``window`` of ``n_fft`` taps, as ``[B, 2F, frames]`` (real parts, then imaginary): a
+    strided ``Conv`` with the windowed DFT matrix."""
+    pad = window.size // 2
+    wav = graph.op("Unsqueeze", wav, graph.ints(1))  # [B, 1, T]
+    padded = graph.op("Pad", wav, graph.ints(0, 0, pad, 0, 0, pad), mode="reflect")
+    analysis, _ = dft_kernels(window)
+    return graph.op("Conv", padded, graph.const(analysis.T[:, None]), strides=[hop])
 
 
 def lstm_weights(kernel_in, bias_in, recurrent):

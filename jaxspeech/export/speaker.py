@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from jaxspeech import dsp
-from jaxspeech.export.graph import Graph, dft_kernels
+from jaxspeech.export.graph import Graph, centred_stft
 from jaxspeech.models.speaker import _STD_FLOOR, SpeakerNet, fbank_geometry
 
 _PREEMPHASIS, _LOG_FLOOR, _F_MIN = 0.97, 1e-6, 20.0  # dsp.fbank's defaults, as features uses
@@ -58,11 +58,8 @@ def _features(graph: Graph, cfg, sample_rate: int) -> tuple[str, str]:
         axis=1,
     )
     wav = graph.op("Sub", "wav", graph.op("Mul", previous, graph.const(_PREEMPHASIS)))
-    wav = graph.op("Unsqueeze", wav, graph.ints(1))
     pad = n_fft // 2
-    wav = graph.op("Pad", wav, graph.ints(0, 0, pad, 0, 0, pad), mode="reflect")
-    analysis, _ = dft_kernels(dsp.get_window("hann", n_fft, win))
-    spectrum = graph.op("Conv", wav, graph.const(analysis.T[:, None]), strides=[hop])
+    spectrum = centred_stft(graph, wav, dsp.get_window("hann", n_fft, win), hop)
     squared = graph.op("Transpose", graph.op("Mul", spectrum, spectrum), perm=[0, 2, 1])
     real, imag = graph.op(
         "Split", squared, graph.ints(n_fft // 2 + 1, n_fft // 2 + 1), axis=2, outputs=2
