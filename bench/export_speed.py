@@ -7,8 +7,9 @@ Models of the recipes' full-size configurations with random weights (cost does n
 the values): the streaming student and the BLSTM teacher of ``configs/enhancement/distill.py``
 and the TCN student of its ``tcn`` variant (16 kHz, 32 ms window, 16 ms hop), the causal
 Conv-TasNet of ``configs/separation/convtasnet.py:causal`` (8 kHz) and the embedding network of
-``configs/separation/dpcl.py`` (8 kHz; k-means is outside the graph). The process is pinned to one core, XLA
-runs single-threaded and ONNX Runtime with one intra-op and one inter-op thread.
+``configs/separation/dpcl.py`` (8 kHz; k-means is outside the graph). The process is pinned
+to one core, XLA runs single-threaded and ONNX Runtime with one intra-op and one inter-op
+thread.
 
 Whole-file: the median over ``--repeats`` calls on ``--seconds`` of audio (batch 1, after one
 warm-up call), divided by the audio's duration. Streaming: the median time of one call over

@@ -524,7 +524,15 @@ def test_debug_shows_the_traceback(tmp_path):
 def test_every_option_has_help():
     parser = cli.build_parser()
     (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    assert sorted(commands.choices) == ["data", "embed", "enhance", "match", "separate", "verify"]
+    assert sorted(commands.choices) == [
+        "data",
+        "embed",
+        "enhance",
+        "export",
+        "match",
+        "separate",
+        "verify",
+    ]
     for command in [parser, *commands.choices.values()]:
         for action in command._actions:
             assert action.help, f"{command.prog} {action.option_strings or action.dest}"

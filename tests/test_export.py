@@ -73,6 +73,25 @@ def run_stream(step, signal: np.ndarray) -> np.ndarray:
     return np.concatenate(outputs, axis=-1)[..., delay : delay + length]
 
 
+def random_variables(init, *inputs, seed: int = 0):
+    """Variables shaped as ``init(key, *inputs)`` returns them (evaluated abstractly, so nothing
+    is compiled), drawn with numpy: weight matrices and kernels ``N(0, 1/fan_in)``; batch-norm
+    variances and norm gains ``1 + |N(0, 0.5²)|``; everything else ``N(0, 0.1²)``."""
+    shapes = jax.eval_shape(lambda *x: init(jax.random.PRNGKey(0), *x), *inputs)
+    rng = np.random.default_rng(seed)
+
+    def draw(path, leaf):
+        name = getattr(path[-1], "key", "")
+        x = rng.standard_normal(leaf.shape).astype(np.float32)
+        if leaf.ndim >= 2:
+            return x / np.sqrt(np.prod(leaf.shape[:-1]))
+        if name in ("var", "scale", "gamma"):
+            return 1.0 + 0.5 * np.abs(x)
+        return 0.1 * x
+
+    return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
 def enhancer(estimator, noisy: np.ndarray) -> Enhancer:
     """A loaded model of the smoke recipe's student with ``estimator``, random weights and the
     feature statistics of ``noisy``."""
@@ -82,7 +101,7 @@ def enhancer(estimator, noisy: np.ndarray) -> Enhancer:
     )
     untrained = Enhancer(NOWHERE, config, 0, None, {})
     core = untrained.core
-    params = core.model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4, core.n_freqs)))["params"]
+    params = random_variables(core.model.init, jnp.zeros((1, 4, core.n_freqs)))["params"]
     log_mag = np.asarray(core.features(core.spectrum(noisy), {"feature_mean": 0.0,
                                                               "feature_std": 1.0}))  # fmt: skip
     log_mag = log_mag.reshape(-1, core.n_freqs)
@@ -157,8 +176,7 @@ def separator(model_config) -> Separator:
     config = recipe_module(CONFIGS / "separation/convtasnet.py").get_config("smoke")
     config = dataclasses.replace(config, model=model_config)
     core = Separator(NOWHERE, config, 0, None, None).core
-    return Separator(NOWHERE, config, 0, core.init(jax.random.PRNGKey(1), jnp.zeros((1, 800))),
-                     None)  # fmt: skip
+    return Separator(NOWHERE, config, 0, random_variables(core.init, jnp.zeros((1, 800))), None)
 
 
 @pytest.mark.parametrize("variant", ["smoke", "causal"])
@@ -172,7 +190,7 @@ def test_convtasnet_matches_jax(shared_data, variant):
     mixture = speech(shared_data, 8000, 2.0).sum(0, keepdims=True)[:, :15_997]
     graph = export_graph(model)
     (onnx_out,) = run(graph, mixture=mixture)
-    jax_out = np.asarray(model.module.apply(model.variables, mixture))
+    jax_out = np.asarray(jax.jit(model.module.apply)(model.variables, mixture))
     assert onnx_out.shape == (1, 2, mixture.shape[1])
     assert np.abs(onnx_out - jax_out).max() <= TOLERANCE
     assert np.abs(jax_out).max() > 1e-3
@@ -223,19 +241,13 @@ def test_speaker_embedder_matches_jax(shared_data):
     wav = speech(shared_data, 16000, 1.5)[:, :23_993]
     lengths = jnp.full((2,), wav.shape[1])
     net, cfg = model.module, model.core.net_config
-    variables = jax.jit(
-        lambda w: net.init(jax.random.PRNGKey(0), *features(w, lengths, cfg, 16000))
-    )(wav)
-    # Trained-like batch statistics, so that folding them into the convolutions is tested.
-    keys = iter(jax.random.split(jax.random.PRNGKey(1), 1000))
-    stats = jax.tree.map(
-        lambda x: x + 0.5 * jnp.abs(jax.random.normal(next(keys), x.shape)),
-        variables["batch_stats"],
+    # Batch statistics drawn too (not init's 0 and 1), so that folding them is tested.
+    variables = random_variables(
+        lambda key, w: net.init(key, *features(w, lengths, cfg, 16000)), wav
     )
-    model = Speaker(NOWHERE, config, 0, {"net": variables["params"]}, {"batch_stats": stats})
+    model = Speaker(NOWHERE, config, 0, {"net": variables["params"]}, variables)
     (onnx_out,) = run(export_graph(model), wav=wav)
-    jax_out = np.asarray(model.core.embed({"net": variables["params"]}, {"batch_stats": stats},
-                                          wav, lengths))  # fmt: skip
+    jax_out = np.asarray(model.embed(wav))
     assert onnx_out.shape == (2, cfg.embed_dim)
     assert np.abs(onnx_out - jax_out).max() <= TOLERANCE * max(1.0, np.abs(jax_out).max())
     with pytest.raises(ConfigError, match="cannot stream"):
@@ -266,7 +278,7 @@ def test_music_matcher_matches_jax(shared_data):
         "feature_std": pooled.std(0),
         "layout": np.asarray([core.fingerprint]),
     }
-    params = core.model.init(jax.random.PRNGKey(2), described["speech"], described["music"])
+    params = random_variables(core.model.init, described["speech"], described["music"])
     model = MusicMatcher(NOWHERE, config, 0, params["params"], model_state)
     graph = export_graph(model)
     speech_out, music_out, scores = run(graph, **described)
