@@ -97,6 +97,19 @@ def onnx_stepper(graph):
     return step, np.zeros((1, size), np.float32)
 
 
+def whole_file_rtfs(args, graph, jax_fn, wav: np.ndarray) -> dict:
+    """ONNX Runtime's and JAX's real-time factors of the whole-file ``graph`` (one input) and
+    ``jax_fn`` on ``wav [1, seconds · rate]``."""
+    whole = session(graph)
+    feed = {whole.get_inputs()[0].name: wav}
+    onnx_seconds = median_seconds(lambda: whole.run(None, feed), args.repeats)
+    jax_seconds = median_seconds(lambda: np.asarray(jax_fn(wav)), args.repeats)
+    return {
+        "ONNX whole-file RTF": onnx_seconds / args.seconds,
+        "JAX whole-file RTF": jax_seconds / args.seconds,
+    }
+
+
 def enhancement_row(args, role: str, config) -> dict:
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, teacher=None))
     core = Enhancer(pathlib.Path("untrained"), config, 0, None, None).core
@@ -106,19 +119,12 @@ def enhancement_row(args, role: str, config) -> dict:
     rate = core.sample_rate
     noisy = 0.1 * np.random.default_rng(1).standard_normal((1, round(args.seconds * rate)))
     noisy = noisy.astype(np.float32)
-    whole = session(enhancement.whole_file_model(model))
-    enhance = jax.jit(core.enhance)
-    onnx_seconds = median_seconds(lambda: whole.run(None, {"noisy": noisy}), args.repeats)
-    jax_seconds = median_seconds(
-        lambda: np.asarray(enhance(params, model_state, noisy)), args.repeats
-    )
+    enhance = jax.jit(lambda x: core.enhance(params, model_state, x))
     row = {
         "model": f"enhancement {role}",
         "params": param_count(params),
         "MMAC/s": macs_per_frame(params) * rate / core.hop / 1e6,
-        "ONNX whole-file RTF": onnx_seconds / args.seconds,
-        "JAX whole-file RTF": jax_seconds / args.seconds,
-    }
+    } | whole_file_rtfs(args, enhancement.whole_file_model(model), enhance, noisy)
     if not isinstance(core.model, LSTMMaskNet) or core.model.config.bidirectional:
         return row  # whole-file only
     step, state = onnx_stepper(enhancement.streaming_model(model))
@@ -140,20 +146,15 @@ def convtasnet_row(args) -> dict:
     mixture = 0.1 * np.random.default_rng(2).standard_normal((1, round(args.seconds * rate)))
     mixture = mixture.astype(np.float32)
     params = module.init(jax.random.PRNGKey(0), mixture[:, :64])["params"]
-    whole = session(separation.convtasnet_model(module, params, rate))
     graph = separation.convtasnet_streaming_model(module, params, rate, hop_ms=16.0)
     hop = json.loads({p.key: p.value for p in graph.metadata_props}["hop"])
     onnx_hop = stream_seconds(*onnx_stepper(graph), hop, args.hops)
     separate = jax.jit(lambda x: module.apply({"params": params}, x))
+    whole = separation.convtasnet_model(module, params, rate)
     return {
         "model": "causal Conv-TasNet (N 512, B 128, H 512, X 8, R 3, cLN)",
         "params": param_count(params),
-        "ONNX whole-file RTF": median_seconds(
-            lambda: whole.run(None, {"mixture": mixture}), args.repeats
-        )
-        / args.seconds,
-        "JAX whole-file RTF": median_seconds(lambda: np.asarray(separate(mixture)), args.repeats)
-        / args.seconds,
+        **whole_file_rtfs(args, whole, separate, mixture),
         "hop (ms)": 1000 * hop / rate,
         "ONNX stream ms/hop": 1000 * onnx_hop,
         "ONNX stream RTF": onnx_hop * rate / hop,
@@ -169,7 +170,6 @@ def dpcl_row(args) -> dict:
     rate = model.sample_rate
     mixture = 0.1 * np.random.default_rng(3).standard_normal((1, round(args.seconds * rate)))
     mixture = mixture.astype(np.float32)
-    whole = session(dpcl.embedding_model(model))
     embed = jax.jit(
         lambda x: model.module.apply(
             model.variables, core.features(dsp.stft(x, core.n_fft, core.hop))
@@ -178,13 +178,7 @@ def dpcl_row(args) -> dict:
     return {
         "model": "deep clustering embeddings (BLSTM 4 × 300, D 40)",
         "params": param_count(params),
-        "ONNX whole-file RTF": median_seconds(
-            lambda: whole.run(None, {"mixture": mixture}), args.repeats
-        )
-        / args.seconds,
-        "JAX whole-file RTF": median_seconds(lambda: np.asarray(embed(mixture)), args.repeats)
-        / args.seconds,
-    }
+    } | whole_file_rtfs(args, dpcl.embedding_model(model), embed, mixture)
 
 
 def table(rows: list[dict]) -> str:

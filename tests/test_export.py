@@ -31,6 +31,8 @@ from jaxspeech.train.config import recipe_module
 ort = pytest.importorskip("onnxruntime", reason='needs the "export" extra (onnxruntime)')
 onnx = pytest.importorskip("onnx", reason='needs the "export" extra (onnx)')
 
+from test_cli import TRAIN_OVERRIDES as CLI_TRAIN_OVERRIDES  # noqa: E402
+
 from jaxspeech.export import export_graph  # noqa: E402
 from jaxspeech.export.graph import read_metadata  # noqa: E402
 
@@ -306,22 +308,8 @@ def test_a_system_without_exporter_is_one_clear_error():
 
 # --- the command ---------------------------------------------------------------------------
 
-#: A 2-step run of the smoke recipe's causal variant with an even smaller Conv-TasNet.
-TRAIN_OVERRIDES = (
-    "train.steps=2",
-    "train.checkpoint_every=2",
-    "train.eval_every=2",
-    "train.batch_size=8",
-    "data.valid_size=8",
-    "data.mixture.segment_seconds=0.25",
-    "model.n_filters=16",
-    "model.tcn.bottleneck_channels=8",
-    "model.tcn.hidden_channels=16",
-    "model.tcn.skip_channels=8",
-    "model.tcn.blocks=2",
-    "model.tcn.repeats=1",
-    "model.tcn.causal=True",
-)
+#: test_cli's 2-step run of the smoke recipe, causal.
+TRAIN_OVERRIDES = (*CLI_TRAIN_OVERRIDES, "model.tcn.causal=True")
 
 
 @pytest.fixture(scope="module")
