@@ -77,10 +77,12 @@ def register(subparsers) -> None:
         help="write a trained model as an ONNX graph",
         description="Writes the trained model of WORKDIR as an ONNX graph (opset 17; the "
         '"export" extra: pip install "jaxspeech[export]") and prints its inputs and outputs. '
-        "Whole-file graphs map waveforms [batch, samples] at the model's rate to the system's "
-        "output; --streaming writes the one-hop graph of a causal model, with its state as "
-        "an explicit input and output. Names, shapes, sample rate, hop and state layout are "
-        "in the graph's metadata_props. An existing file is refused unless --overwrite.",
+        "Graphs map waveforms [batch, samples] at the model's rate to the system's output "
+        "(deep clustering: to its bin embeddings, k-means outside; the music matcher: "
+        "descriptors to deep features and scores); --streaming writes the one-hop graph of "
+        "a causal model, with its state as an explicit input and output. Names, shapes, "
+        "sample rate, hop and state layout are in the graph's metadata_props. An existing "
+        "file is refused unless --overwrite.",
     )
     add_model_arguments(parser)
     parser.add_argument("-o", "--output", required=True, help="the graph to write (.onnx)")
