@@ -342,6 +342,8 @@ def test_command_exports_a_trained_workdir(workdir, tmp_path, capsys, shared_dat
         "  outputs: sources [batch, 2, samples]",
         "  sample rate: 8000 Hz",
     ]
+    status, out, _ = export(capsys, "--workdir", workdir, "-o", whole, "--overwrite", "--quiet")
+    assert (status, out) == (0, f"{whole}\n")
     status, out, _ = export(capsys, "--workdir", workdir, "-o", streaming, "--streaming")
     assert status == 0
     assert "inputs:  samples [batch, 128], state [batch, " in out
