@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 
 import jaxspeech
-from jaxspeech import audio, cli, stream
+from jaxspeech import audio, avfile, cli, stream
 from jaxspeech.errors import ConfigError
 from jaxspeech.inference import Enhancer, MusicMatcher, Separator, Speaker
+from jaxspeech.inference.av import AVEnhancer, AVMasking
 from jaxspeech.inference.bgm import MusicMatching
 from jaxspeech.models.bgm import BGMConfig
 from jaxspeech.models.dpcl import DeepClusteringConfig, silence_weights
@@ -31,6 +32,7 @@ from jaxspeech.train.config import recipe_module
 ort = pytest.importorskip("onnxruntime", reason='needs the "export" extra (onnxruntime)')
 onnx = pytest.importorskip("onnx", reason='needs the "export" extra (onnx)')
 
+from test_cli import AV_CLIP, VIDEO_REASON  # noqa: E402
 from test_cli import TRAIN_OVERRIDES as CLI_TRAIN_OVERRIDES  # noqa: E402
 
 from jaxspeech.export import export_graph  # noqa: E402
@@ -94,10 +96,11 @@ def random_variables(init, *inputs, seed: int = 0):
     return jax.tree_util.tree_map_with_path(draw, shapes)
 
 
-def enhancer(estimator, noisy: np.ndarray) -> Enhancer:
-    """A loaded model of the smoke recipe's student with ``estimator``, random weights and the
-    feature statistics of ``noisy``."""
-    config = stages.load_recipe(f"{CONFIGS}/enhancement/distill.py:smoke").stages[1].config
+def enhancer(estimator, noisy: np.ndarray, config=None) -> Enhancer:
+    """A loaded model of ``config`` (default: the smoke recipe's student) with ``estimator``,
+    random weights and the feature statistics of ``noisy``."""
+    if config is None:
+        config = stages.load_recipe(f"{CONFIGS}/enhancement/distill.py:smoke").stages[1].config
     config = dataclasses.replace(
         config, model=dataclasses.replace(config.model, estimator=estimator, teacher=None)
     )
@@ -300,9 +303,95 @@ def test_music_matcher_matches_jax(shared_data):
         export_graph(model, streaming=True)
 
 
+def av_enhancer(noisy: np.ndarray, cache: pathlib.Path, causal: bool = True) -> AVEnhancer:
+    """The smoke AV recipe's gate stage with random weights (Net 1's feature statistics of
+    ``noisy``), its mouth tracks cached in ``cache``; ``causal=False``: a bidirectional lip
+    net and gate."""
+    audio, lips, gate = (stage.config for stage in
+                         stages.load_recipe(f"{CONFIGS}/av/lipgate.py:smoke").stages)  # fmt: skip
+    mouth = dataclasses.replace(gate.data.mouth, detect_scale=0.25)
+    data = dataclasses.replace(gate.data, cache_dir=str(cache), mouth=mouth)
+    nets = {"lip_net": dataclasses.replace(gate.model.lip_net, causal=causal),
+            "gate_net": dataclasses.replace(gate.model.gate_net, causal=causal)}  # fmt: skip
+    lips, gate = (dataclasses.replace(c, data=data, model=dataclasses.replace(c.model, **nets))
+                  for c in (lips, gate))  # fmt: skip
+    audio_model = enhancer(audio.model.estimator, noisy, audio)
+    model = AVEnhancer(NOWHERE, gate, 0, None, audio_model, (lips, None))
+    size = gate.data.mouth.crop_size
+    frames = jnp.zeros((1, 4, size, size))
+    lips_params = random_variables(model.lip_net.init, frames, jnp.ones((1, 4), bool), seed=1)
+    bands = jnp.zeros((1, 4, 3 * model.n_bands))
+    params = random_variables(model.gate_net.init, bands, seed=2)["params"]
+    return AVEnhancer(NOWHERE, gate, 0, params, audio_model, (lips, lips_params["params"]))
+
+
+@pytest.fixture(scope="module")
+def av_clip(shared_data) -> tuple[np.ndarray, pathlib.Path]:
+    """A GRID talker's video and its speech at 16 kHz with white noise at about 10 dB SNR."""
+    pytest.importorskip("av", reason=VIDEO_REASON)
+    pytest.importorskip("cv2", reason=VIDEO_REASON)
+    from jaxspeech.data.video import read_video_audio
+
+    video = shared_data / AV_CLIP
+    clean = read_video_audio(video, 16000)
+    noise = np.random.default_rng(0).standard_normal(clean.shape)
+    return (clean + noise * np.sqrt(np.mean(clean**2) / 10)).astype(np.float32), video
+
+
+def test_av_system_matches_jax_with_and_without_a_face(av_clip, tmp_path):
+    """The causal smoke system against ``AVEnhancer.enhance`` on a GRID clip (a face in every
+    frame), and with the face flags off for the middle third against the same stream."""
+    noisy, video = av_clip
+    model = av_enhancer(noisy, tmp_path)
+    expected = model.enhance(noisy, video)
+    n_fft, hop = model.n_fft, model.hop
+    n_frames = stream.causal_frames(n_fft, hop, noisy.size)
+    lips, face = avfile.frame_inputs(model, str(video), n_frames, hop - n_fft // 2)
+    assert face.all()
+    partial = face.copy()
+    partial[n_frames // 3 : 2 * n_frames // 3] = False
+    graph = export_graph(model)
+    enhanced, fallback = run(graph, noisy=np.stack([noisy, noisy]), lips=np.stack([lips, lips]),
+                             face=np.stack([face, partial]))[0]  # fmt: skip
+    assert np.abs(enhanced - expected).max() <= TOLERANCE
+    assert np.abs(expected - noisy).max() > 1e-2  # the mask acts
+    params = model.variables["params"]
+    assert np.abs(fallback - avfile.stream_blocks(model, params, noisy, lips, partial)).max() <= (
+        TOLERANCE
+    )
+    # Causal: identical up to the first faceless frame's samples, different after it.
+    first = (n_frames // 3) * hop - (n_fft - hop)
+    assert np.abs(fallback - enhanced)[:first].max() <= TOLERANCE
+    assert np.abs(fallback - enhanced)[first:].max() > 1e-3
+    info = read_metadata(graph)
+    assert (info["system"], info["framing"]) == ("av", "causal")
+    assert info["frame_centre_offset"] == hop - n_fft // 2
+    assert info["inputs"]["lips"] == ["batch", "frames", 32, 32]
+    with pytest.raises(ConfigError, match="whole-file graph only"):
+        export_graph(model, streaming=True)
+
+
+def test_non_causal_av_system_matches_jax(av_clip, tmp_path):
+    """Bidirectional lip net and gate: the centred framing of ``AVMasking.enhance``."""
+    noisy, video = av_clip
+    noisy = noisy[:16_001]
+    model = av_enhancer(noisy, tmp_path, causal=False)
+    n_frames = 1 + noisy.size // model.hop
+    lips, face = avfile.frame_inputs(model, str(video), n_frames, 0)
+    face[: n_frames // 2] = False
+    params = model.variables["params"]
+    expected = jax.jit(AVMasking.enhance, static_argnums=0)(
+        model, params, noisy[None], lips[None], face[None]
+    )
+    graph = export_graph(model)
+    (enhanced,) = run(graph, noisy=noisy[None], lips=lips[None], face=face[None])
+    assert np.abs(enhanced - np.asarray(expected)).max() <= TOLERANCE
+    assert read_metadata(graph)["framing"] == "centred"
+
+
 def test_a_system_without_exporter_is_one_clear_error():
-    loaded = types.SimpleNamespace(system="av", module=object(), variables={"params": {}})
-    with pytest.raises(ConfigError, match="no ONNX exporter for this av model"):
+    loaded = types.SimpleNamespace(system="separation", module=object(), variables={})
+    with pytest.raises(ConfigError, match="no ONNX exporter for this separation model"):
         export_graph(loaded)
 
 

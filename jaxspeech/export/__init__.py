@@ -5,9 +5,10 @@
 whole-file and (causal LSTM) streaming; ``jaxspeech.export.separation``: Conv-TasNet,
 whole-file and (causal) streaming; ``jaxspeech.export.dpcl``: deep clustering's embeddings;
 ``jaxspeech.export.speaker``: the speaker embedder; ``jaxspeech.export.bgm``: the music
-matcher's towers and score head. Every graph carries its input and output names and shapes,
-sample rate, hop and (streaming) state layout in ``metadata_props``. :func:`export_graph`
-picks the exporter of a loaded model (``jaxspeech.load``).
+matcher's towers and score head; ``jaxspeech.export.av``: audio-visual enhancement (mouth
+crops and face flags as inputs), whole-file. Every graph carries its input and output names
+and shapes, sample rate, hop and (streaming) state layout in ``metadata_props``.
+:func:`export_graph` picks the exporter of a loaded model (``jaxspeech.load``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def export_graph(model, streaming: bool = False, hop_ms: float = 16.0):
     or with ``streaming`` the one-hop graph (``hop_ms``: Conv-TasNet's hop; the enhancement
     stream's is its STFT hop). Raises ConfigError for a system or model without an
     exporter, or one that cannot stream, and MissingExtraError without ``onnx``."""
-    from jaxspeech.export import bgm, dpcl, enhancement, separation, speaker
+    from jaxspeech.export import av, bgm, dpcl, enhancement, separation, speaker
     from jaxspeech.models.dpcl import DeepClustering
     from jaxspeech.models.speaker import SpeakerNet
     from jaxspeech.models.tasnet import ConvTasNet
@@ -51,7 +52,15 @@ def export_graph(model, streaming: bool = False, hop_ms: float = 16.0):
         if streaming:
             raise _cannot_stream("the music matcher scores whole clips")
         return bgm.matcher_model(model)
+    if model.system == "av":
+        if streaming:
+            raise ConfigError(
+                "the audio-visual system exports as a whole-file graph only (its stream takes a "
+                "video frame per hop: AVEnhancer.stream()); export it without --streaming"
+            )
+        return av.av_model(model)
     raise ConfigError(
         f"no ONNX exporter for this {model.system} model ({type(module).__name__}); jaxspeech "
-        "exports enhancement, separation, speaker-embedding and music-matching runs"
+        "exports enhancement, separation, speaker-embedding, music-matching and audio-visual "
+        "runs"
     )

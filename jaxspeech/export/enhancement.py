@@ -34,7 +34,7 @@ _STD_FLOOR = 1e-5
 _NOLA_TOLERANCE = 1e-10
 
 
-class _Spec:
+class EnhancementSpec:
     """The STFT settings, feature statistics and mask net of a loaded Enhancer."""
 
     def __init__(self, model) -> None:
@@ -76,9 +76,17 @@ class _Spec:
         the masked spectrum ``[T, B, 2F]`` and, for an LSTM, each layer's final ``(h, c)``
         ``[D, B, H]``. ``carry``: each LSTM layer's initial ``(h, c)`` ``[1, B, H]``, or None
         for zeros."""
-        real, imag = graph.op(
-            "Split", spec, graph.ints(self.n_freqs, self.n_freqs), axis=-1, outputs=2
-        )
+        real, imag = self.split(graph, spec)
+        mask, states = self.mask(graph, real, imag, carry)
+        return times_mask(graph, real, imag, mask), states
+
+    def split(self, graph: Graph, spec: str) -> list[str]:
+        """The real and imaginary parts ``[..., F]`` of ``spec [..., 2F]``."""
+        return graph.op("Split", spec, graph.ints(self.n_freqs, self.n_freqs), axis=-1, outputs=2)
+
+    def mask(self, graph: Graph, real: str, imag: str, carry=None):
+        """The mask net's mask ``[T, B, F]`` of the spectrum ``real, imag [T, B, F]`` and, for
+        an LSTM, each layer's final ``(h, c)`` (``carry`` as in :meth:`masked_spectrum`)."""
         power = graph.op("Add", graph.op("Mul", real, real), graph.op("Mul", imag, imag))
         log_mag = graph.op(
             "Log", graph.op("Add", graph.op("Sqrt", power), graph.const(self.log_floor))
@@ -87,23 +95,8 @@ class _Spec:
             "Mul", graph.op("Sub", log_mag, graph.const(self.mean)), graph.const(self.inverse_std)
         )
         if isinstance(self.module, TCNMaskNet):
-            mask, states = self._tcn_mask(graph, x), []
-        else:
-            mask, states = self._lstm_mask(graph, x, carry)
-        masked = graph.op(
-            "Concat", graph.op("Mul", real, mask), graph.op("Mul", imag, mask), axis=-1
-        )
-        return masked, states
-
-    def _lstm_mask(self, graph: Graph, x: str, carry):
-        prefix = "blstm" if self.module.config.bidirectional else "lstm"
-        states = []
-        for index in range(self.module.config.layers):
-            initial = None if carry is None else carry[index]
-            x, h, c = lstm_layer(graph, x, self.params[f"{prefix}_{index}"], initial)
-            states.append((h, c))
-        head = self.params["mask"]
-        return graph.op("Sigmoid", graph.dense(x, head["kernel"], head["bias"])), states
+            return self._tcn_mask(graph, x), []
+        return lstm_mask_net(graph, x, self.module.config, self.params, carry)
 
     def _tcn_mask(self, graph: Graph, x: str) -> str:
         x = graph.op("Transpose", x, perm=[1, 2, 0])  # [B, F, T]
@@ -114,17 +107,32 @@ class _Spec:
         return graph.op("Transpose", mask, perm=[2, 0, 1])  # [T, B, F]
 
 
-def whole_file_model(model):
-    """The ``ModelProto`` of ``model.core.enhance`` (``model``: a loaded Enhancer):
-    ``noisy [batch, samples]`` (float32 at the model's rate, more than ``n_fft / 2`` samples)
-    ``-> enhanced [batch, samples]``."""
-    spec = _Spec(model)
-    graph = Graph()
-    hop, pad = spec.hop, spec.n_fft // 2
-    _, synthesis = dft_kernels(spec.window)
-    frames = centred_stft(graph, "noisy", spec.window, hop)  # [B, 2F, N]
-    masked, _ = spec.masked_spectrum(graph, graph.op("Transpose", frames, perm=[2, 0, 1]))
-    masked = graph.op("Transpose", masked, perm=[1, 2, 0])  # [B, 2F, N]
+def lstm_mask_net(graph: Graph, x: str, config, params, carry=None):
+    """An ``LSTMMaskNet`` (``config``: its ``LSTMMaskNetConfig``, ``params`` its params) over
+    time-major ``x [T, B, in]``: the sigmoid mask ``[T, B, out]`` and each layer's final
+    ``(h, c)`` ``[D, B, H]``; ``carry``: each layer's initial ``(h, c)`` ``[1, B, H]``, or
+    None for zeros."""
+    prefix = "blstm" if config.bidirectional else "lstm"
+    states = []
+    for index in range(config.layers):
+        initial = None if carry is None else carry[index]
+        x, h, c = lstm_layer(graph, x, params[f"{prefix}_{index}"], initial)
+        states.append((h, c))
+    head = params["mask"]
+    return graph.op("Sigmoid", graph.dense(x, head["kernel"], head["bias"])), states
+
+
+def times_mask(graph: Graph, real: str, imag: str, mask: str) -> str:
+    """The masked spectrum ``[..., 2F]`` (real parts, then imaginary) of ``real, imag`` and
+    ``mask``, each ``[..., F]``: the noisy phase kept, as ``masks.apply_mask``."""
+    return graph.op("Concat", graph.op("Mul", real, mask), graph.op("Mul", imag, mask), axis=-1)
+
+
+def istft(graph: Graph, masked: str, window, hop: int, start: int, like: str, name: str) -> str:
+    """``dsp.istft`` of ``masked [B, 2F, N]`` (real parts, then imaginary) as the output
+    ``name [B, samples]``: the weighted overlap-add from sample ``start`` on, as long as the
+    input ``like [B, samples]`` (zero-padded where the frames end before it)."""
+    _, synthesis = dft_kernels(window)
     overlapped = graph.op(
         "ConvTranspose", masked, graph.const(synthesis[:, None]), strides=[hop]
     )  # [B, 1, (N - 1) hop + n_fft]
@@ -135,7 +143,7 @@ def whole_file_model(model):
         value=graph.onnx.numpy_helper.from_array(np.ones(1, np.float32)),
     )
     window_sum = graph.op(
-        "ConvTranspose", ones, graph.const(np.square(spec.window)[None, None]), strides=[hop]
+        "ConvTranspose", ones, graph.const(np.square(window)[None, None]), strides=[hop]
     )
     covered = graph.op("Greater", window_sum, graph.const(_NOLA_TOLERANCE))
     inverse_sum = graph.op(
@@ -145,11 +153,23 @@ def whole_file_model(model):
         graph.const(1.0),
     )
     signal = graph.op("Mul", overlapped, inverse_sum)
-    # dsp.istft zero-pads to the input length when the frames end before it.
     signal = graph.op("Pad", signal, graph.ints(0, 0, 0, 0, 0, hop))
-    end = graph.op("Add", graph.op("Shape", "noisy", start=1, end=2), graph.ints(pad))
-    signal = graph.op("Slice", signal, graph.ints(pad), end, graph.ints(2))
-    graph.rename(graph.op("Squeeze", signal, graph.ints(1)), "enhanced")
+    end = graph.op("Add", graph.op("Shape", like, start=1, end=2), graph.ints(start))
+    signal = graph.op("Slice", signal, graph.ints(start), end, graph.ints(2))
+    return graph.rename(graph.op("Squeeze", signal, graph.ints(1)), name)
+
+
+def whole_file_model(model):
+    """The ``ModelProto`` of ``model.core.enhance`` (``model``: a loaded Enhancer):
+    ``noisy [batch, samples]`` (float32 at the model's rate, more than ``n_fft / 2`` samples)
+    ``-> enhanced [batch, samples]``."""
+    spec = EnhancementSpec(model)
+    graph = Graph()
+    hop, pad = spec.hop, spec.n_fft // 2
+    frames = centred_stft(graph, "noisy", spec.window, hop)  # [B, 2F, N]
+    masked, _ = spec.masked_spectrum(graph, graph.op("Transpose", frames, perm=[2, 0, 1]))
+    masked = graph.op("Transpose", masked, perm=[1, 2, 0])  # [B, 2F, N]
+    istft(graph, masked, spec.window, hop, pad, "noisy", "enhanced")
     return graph.model(
         [("noisy", ["batch", "samples"])],
         [("enhanced", ["batch", "samples"])],
@@ -161,7 +181,7 @@ def streaming_model(model):
     """The ``ModelProto`` of one ``StreamingEnhancer.process_hop`` of a loaded Enhancer
     (module docstring): ``(samples [batch, hop], state [batch, S]) -> (enhanced [batch, hop],
     state_out [batch, S])``. Raises ConfigError unless the mask net is a causal LSTM."""
-    spec = _Spec(model)
+    spec = EnhancementSpec(model)
     module = spec.module
     if isinstance(module, TCNMaskNet):
         raise ConfigError(
