@@ -79,7 +79,8 @@ def register(subparsers) -> None:
         '"export" extra: pip install "jaxspeech[export]") and prints its inputs and outputs. '
         "Graphs map waveforms [batch, samples] at the model's rate to the system's output "
         "(deep clustering: to its bin embeddings, k-means outside; the music matcher: "
-        "descriptors to deep features and scores); --streaming writes the one-hop graph of "
+        "descriptors to deep features and scores; the audio-visual system: with each STFT frame's "
+        "mouth crop and face flag); --streaming writes the one-hop graph of "
         "a causal model, with its state as an explicit input and output. Names, shapes, "
         "sample rate, hop and state layout are in the graph's metadata_props. An existing "
         "file is refused unless --overwrite.",

@@ -23,6 +23,8 @@ The whole-file graph only: a one-hop AV graph is not written.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from jaxspeech import masks
@@ -67,82 +69,76 @@ def lip_logits(graph: Graph, lips: str, present: str, lip_net, params, crop_shap
     return graph.dense(x, head["kernel"], head["bias"])
 
 
-def av_model(model):
-    """The ``ModelProto`` of a loaded ``AVEnhancer`` ``model`` (module docstring)."""
-    audio = EnhancementSpec(model.audio_model)
-    causal = model.lip_net.config.causal and not model.gate_net.config.bidirectional
-    graph = Graph()
-    window, n_fft, hop, n_freqs = audio.window, audio.n_fft, audio.hop, audio.n_freqs
-    delay = n_fft - hop
-    if causal:
-        wav = graph.op("Unsqueeze", "noisy", graph.ints(1))  # [B, 1, T]
-        padded = graph.op("Pad", wav, graph.ints(0, 0, delay, 0, 0, delay + hop))
-        analysis, _ = dft_kernels(window)
-        frames = graph.op("Conv", padded, graph.const(analysis.T[:, None]), strides=[hop])
-        length = graph.op("Shape", "noisy", start=1, end=2)
-        n_frames = graph.op("Div", graph.op("Add", length, graph.ints(delay + hop - 1)),
-                            graph.ints(hop))  # fmt: skip
-        frames = graph.op("Slice", frames, graph.ints(0), n_frames, graph.ints(2))
-    else:
-        frames = centred_stft(graph, "noisy", window, hop)  # [B, 2F, N]
-    real, imag = audio.split(graph, graph.op("Transpose", frames, perm=[2, 0, 1]))  # [N, B, F]
-    audio_mask, _ = audio.mask(graph, real, imag)
+def causal_stft(graph: Graph, wav: str, window: np.ndarray, hop: int) -> str:
+    """The stream's STFT (``stream.causal_apply``) of ``wav [B, T]``: ``n_fft − hop`` zeros
+    before it, ``ceil((T + n_fft − hop) / hop)`` frames, ``[B, 2F, frames]``."""
+    delay = window.size - hop
+    padded = graph.op("Unsqueeze", wav, graph.ints(1))  # [B, 1, T]
+    padded = graph.op("Pad", padded, graph.ints(0, 0, delay, 0, 0, delay + hop))
+    analysis, _ = dft_kernels(window)
+    frames = graph.op("Conv", padded, graph.const(analysis.T[:, None]), strides=[hop])
+    length = graph.op("Shape", wav, start=1, end=2)
+    count = graph.op("Add", length, graph.ints(delay + hop - 1))
+    n_frames = graph.op("Div", count, graph.ints(hop))
+    return graph.op("Slice", frames, graph.ints(0), n_frames, graph.ints(2))
 
-    face = graph.op("Cast", "face", to=graph.onnx.TensorProto.BOOL)  # [B, N]
+
+def av_mask(graph: Graph, model, audio_mask: str, face: str) -> str:
+    """``models.av.av_mask`` of the gate stage ``model``: the output mask ``[N, B, F]`` from
+    Net 1's mask ``audio_mask [N, B, F]``, the mouth crops ``lips`` and the flags ``face
+    [B, N]`` (bool)."""
     present = graph.op("Reshape", face, graph.ints(-1, 1))
-    logits = lip_logits(graph, "lips", present, model.lip_net, model.lips_params,
-                        model.crop_shape)  # fmt: skip
+    logits = lip_logits(graph, "lips", present, model.lip_net, model.lips_params, model.crop_shape)
     lip_mask = graph.op("Sigmoid", logits)  # [N, B, M]
-    n_bands = model.n_bands
+    n_freqs, n_bands = model.audio.n_freqs, model.n_bands
     bands = masks.band_of_bin(n_freqs, n_bands)
     membership = (bands[:, None] == np.arange(n_bands)) / np.bincount(bands, minlength=n_bands)
     audio_bands = graph.op("MatMul", audio_mask, graph.const(membership))
-    gate_in = graph.op(
-        "Concat", audio_bands, lip_mask, graph.op("Mul", audio_bands, lip_mask), axis=-1
-    )
-    gate_config = model.config.model.gate_net
+    product = graph.op("Mul", audio_bands, lip_mask)
+    gate_in = graph.op("Concat", audio_bands, lip_mask, product, axis=-1)
     gate, _ = lstm_mask_net(graph, gate_in, model.gate_net.config, model.variables["params"])
     spread = lambda x: graph.op("Gather", x, graph.const(bands, np.int64), axis=-1)
-    gate_bins = spread(gate) if gate_config.per_band else gate
+    gate_bins = spread(gate) if model.config.model.gate_net.per_band else gate
     lip_audio = graph.op("Mul", spread(lip_mask), audio_mask)
     keep = graph.op("Sub", graph.const(1.0), gate_bins)
     mixed = graph.op(
         "Add", graph.op("Mul", gate_bins, lip_audio), graph.op("Mul", keep, audio_mask)
     )
-    present_frames = graph.op("Unsqueeze", graph.op("Transpose", face, perm=[1, 0]),
-                              graph.ints(2))  # fmt: skip
-    mask = graph.op("Where", present_frames, mixed, audio_mask)  # [N, B, F]
+    frame_face = graph.op("Unsqueeze", graph.op("Transpose", face, perm=[1, 0]), graph.ints(2))
+    return graph.op("Where", frame_face, mixed, audio_mask)
 
+
+def av_model(model):
+    """The ``ModelProto`` of a loaded ``AVEnhancer`` ``model`` (module docstring)."""
+    audio = EnhancementSpec(model.audio_model)
+    causal = model.lip_net.config.causal and not model.gate_net.config.bidirectional
+    graph = Graph()
+    window, n_fft, hop = audio.window, audio.n_fft, audio.hop
+    stft = causal_stft if causal else centred_stft
+    frames = stft(graph, "noisy", window, hop)  # [B, 2F, N]
+    real, imag = audio.split(graph, graph.op("Transpose", frames, perm=[2, 0, 1]))  # [N, B, F]
+    audio_mask, _ = audio.mask(graph, real, imag)
+    face = graph.op("Cast", "face", to=graph.onnx.TensorProto.BOOL)  # [B, N]
+    mask = av_mask(graph, model, audio_mask, face)
     masked = graph.op("Transpose", times_mask(graph, real, imag, mask), perm=[1, 2, 0])
-    istft(graph, masked, window, hop, delay if causal else n_fft // 2, "noisy", "enhanced")
-    lip_config, crop = model.lip_net.config, list(model.crop_shape)
-    frames_rule = "ceil((samples + n_fft - hop) / hop)" if causal else "1 + floor(samples / hop)"
+    start = n_fft - hop if causal else n_fft // 2
+    istft(graph, masked, window, hop, start, "noisy", "enhanced")
+    crop = list(model.crop_shape)
     metadata = audio.metadata("whole_file") | {
         "system": "av",
         "framing": "causal" if causal else "centred",
-        "frames": frames_rule,
+        "frames": "ceil((samples + n_fft - hop) / hop)" if causal else "1 + samples // hop",
         "frame_centre_offset": hop - n_fft // 2 if causal else 0,
         "lips": "mouth crops in [0, 1] of the video frame shown at STFT frame t's centre, "
         "sample t*hop + frame_centre_offset (jaxspeech.avfile.frame_inputs); zeros without "
         "a face",
         "face": "1 where a face was found, else 0 (Net 1's mask alone)",
         "crop_shape": crop,
-        "n_bands": n_bands,
-        "lip_net": {
-            "channels": list(lip_config.channels),
-            "embedding": lip_config.embedding,
-            "hidden": lip_config.hidden,
-            "layers": lip_config.layers,
-            "causal": lip_config.causal,
-        },
-        "gate_net": {
-            "hidden": gate_config.hidden,
-            "layers": gate_config.layers,
-            "causal": gate_config.causal,
-            "per_band": gate_config.per_band,
-        },
+        "n_bands": model.n_bands,
+        "lip_net": dataclasses.asdict(model.lip_net.config),
+        "gate_net": dataclasses.asdict(model.config.model.gate_net),
+        "min_samples": 1 if causal else n_fft // 2 + 1,
     }
-    metadata |= {"min_samples": 1 if causal else n_fft // 2 + 1}
     return graph.model(
         [
             ("noisy", ["batch", "samples"]),
