@@ -55,24 +55,35 @@ def speech(data_root: pathlib.Path, sample_rate: int, seconds: float) -> np.ndar
     return np.stack(rows)
 
 
-def run(model, **inputs) -> list[np.ndarray]:
+def session(model):
+    """An ONNX Runtime session of ``model`` on one thread; ``run`` it with ``feed(...)``."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
-    session = ort.InferenceSession(model.SerializeToString(), options)
-    return session.run(None, {name: np.asarray(x, np.float32) for name, x in inputs.items()})
+    return ort.InferenceSession(model.SerializeToString(), options)
 
 
-def run_stream(step, signal: np.ndarray) -> np.ndarray:
+def feed(**inputs) -> dict[str, np.ndarray]:
+    return {name: np.asarray(x, np.float32) for name, x in inputs.items()}
+
+
+def run(model, **inputs) -> list[np.ndarray]:
+    return session(model).run(None, feed(**inputs))
+
+
+def run_stream(step, signal: np.ndarray, **per_hop) -> np.ndarray:
     """Feeds ``signal [batch, T]`` through the streaming graph ``step`` hop by hop from a zero
-    state (zero hops flush the delay); returns the output realigned by the delay, ``[..., T]``."""
+    state (zero hops flush the delay), with ``per_hop`` inputs ``[batch, hops, ...]`` (one per
+    hop, flush included); returns the output realigned by the delay, ``[..., T]``."""
     info = read_metadata(step)
     hop, delay, length = info["hop"], info["delay_samples"], signal.shape[1]
     n_hops = -(-(length + delay) // hop)
     padded = np.pad(signal, [(0, 0), (0, n_hops * hop - length)])
     state = np.zeros((signal.shape[0], info["state_shape"][1]), np.float32)
-    outputs = []
+    outputs, stepper = [], session(step)
     for index in range(n_hops):
-        out, state = run(step, samples=padded[:, index * hop : (index + 1) * hop], state=state)
+        frame = {name: x[:, index] for name, x in per_hop.items()}
+        samples = padded[:, index * hop : (index + 1) * hop]
+        out, state = stepper.run(None, feed(samples=samples, state=state, **frame))
         outputs.append(out)
     return np.concatenate(outputs, axis=-1)[..., delay : delay + length]
 
@@ -340,7 +351,8 @@ def av_clip(shared_data) -> tuple[np.ndarray, pathlib.Path]:
 
 def test_av_system_matches_jax_with_and_without_a_face(av_clip, tmp_path):
     """The causal smoke system against ``AVEnhancer.enhance`` on a GRID clip (a face in every
-    frame), and with the face flags off for the middle third against the same stream."""
+    frame), and with the face flags off for the middle third against the same stream; the
+    streaming graph chained hop by hop equals them."""
     noisy, video = av_clip
     model = av_enhancer(noisy, tmp_path)
     expected = model.enhance(noisy, video)
@@ -367,8 +379,12 @@ def test_av_system_matches_jax_with_and_without_a_face(av_clip, tmp_path):
     assert (info["system"], info["framing"]) == ("av", "causal")
     assert info["frame_centre_offset"] == hop - n_fft // 2
     assert info["inputs"]["lips"] == ["batch", "frames", 32, 32]
-    with pytest.raises(ConfigError, match="whole-file graph only"):
-        export_graph(model, streaming=True)
+    step = export_graph(model, streaming=True)
+    layout = read_metadata(step)["state_layout"]
+    assert list(layout)[-2:] == ["gate_lstm_0_c", "gate_lstm_0_h"]
+    streamed = run_stream(step, np.stack([noisy, noisy]), lips=np.stack([lips, lips]),
+                          face=np.stack([face, partial]))  # fmt: skip
+    assert np.abs(streamed - np.stack([enhanced, fallback])).max() <= TOLERANCE
 
 
 def test_non_causal_av_system_matches_jax(av_clip, tmp_path):
@@ -387,6 +403,8 @@ def test_non_causal_av_system_matches_jax(av_clip, tmp_path):
     (enhanced,) = run(graph, noisy=noisy[None], lips=lips[None], face=face[None])
     assert np.abs(enhanced - np.asarray(expected)).max() <= TOLERANCE
     assert read_metadata(graph)["framing"] == "centred"
+    with pytest.raises(ConfigError, match="cannot stream"):
+        export_graph(model, streaming=True)
 
 
 def test_a_system_without_exporter_is_one_clear_error():

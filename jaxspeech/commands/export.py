@@ -90,7 +90,8 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--streaming",
         action="store_true",
-        help="the one-hop streaming graph (causal LSTM enhancement, causal Conv-TasNet)",
+        help="the one-hop streaming graph (causal LSTM enhancement, causal audio-visual "
+        "enhancement, causal Conv-TasNet)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing file")
     parser.add_argument("--quiet", action="store_true", help="print only the path written")

@@ -6,9 +6,10 @@ whole-file and (causal LSTM) streaming; ``jaxspeech.export.separation``: Conv-Ta
 whole-file and (causal) streaming; ``jaxspeech.export.dpcl``: deep clustering's embeddings;
 ``jaxspeech.export.speaker``: the speaker embedder; ``jaxspeech.export.bgm``: the music
 matcher's towers and score head; ``jaxspeech.export.av``: audio-visual enhancement (mouth
-crops and face flags as inputs), whole-file. Every graph carries its input and output names
-and shapes, sample rate, hop and (streaming) state layout in ``metadata_props``.
-:func:`export_graph` picks the exporter of a loaded model (``jaxspeech.load``).
+crops and face flags as inputs), whole-file and (causal) streaming. Every graph carries its
+input and output names and shapes, sample rate, hop and (streaming) state layout in
+``metadata_props``. :func:`export_graph` picks the exporter of a loaded model
+(``jaxspeech.load``).
 """
 
 from __future__ import annotations
@@ -53,12 +54,7 @@ def export_graph(model, streaming: bool = False, hop_ms: float = 16.0):
             raise _cannot_stream("the music matcher scores whole clips")
         return bgm.matcher_model(model)
     if model.system == "av":
-        if streaming:
-            raise ConfigError(
-                "the audio-visual system exports as a whole-file graph only (its stream takes a "
-                "video frame per hop: AVEnhancer.stream()); export it without --streaming"
-            )
-        return av.av_model(model)
+        return (av.streaming_model if streaming else av.av_model)(model)
     raise ConfigError(
         f"no ONNX exporter for this {model.system} model ({type(module).__name__}); jaxspeech "
         "exports enhancement, separation, speaker-embedding, music-matching and audio-visual "

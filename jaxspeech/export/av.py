@@ -1,5 +1,5 @@
-"""ONNX graph of the audio-visual enhancement system (a loaded ``AVEnhancer``): Net 1's mask,
-the lip net's band mask and the gate, over a whole recording.
+"""ONNX graphs of the audio-visual enhancement system (a loaded ``AVEnhancer``): Net 1's mask,
+the lip net's band mask and the gate, over a whole recording or (causal) hop by hop.
 
 ``(noisy [batch, samples], lips [batch, frames, h, w], face [batch, frames]) -> enhanced
 [batch, samples]``: ``noisy`` float32 at the model's rate; ``lips`` the mouth crops in [0, 1]
@@ -18,7 +18,14 @@ Framing, as ``AVEnhancer.enhance`` frames (``metadata_props["framing"]``):
   hop``, frame ``t`` centred on sample ``t·hop``; the output is ``AVMasking.enhance``'s.
 
 A mismatch between ``frames`` and the recording's length is an ONNX Runtime shape error.
-The whole-file graph only: a one-hop AV graph is not written.
+
+:func:`streaming_model` (causal nets): one hop of ``AVStreamingEnhancer.process_hop``,
+``(samples [batch, hop], lips [batch, h, w], face [batch], state [batch, S]) -> (enhanced
+[batch, hop], state_out [batch, S])``; hop ``t`` takes the crop and flag of causal frame ``t``
+above (the newest video frame's; the last one again until the next arrives). The state is
+the enhancement stream's (``history``, ``pending``, Net 1's ``lstm_<i>_c``/``_h``) followed by
+the lip net's ``lip_lstm_<i>_c``/``_h`` and the gate's ``gate_lstm_<i>_c``/``_h``, zeros at
+the start; the output lags by ``delay_samples`` (feed zero hops to flush).
 """
 
 from __future__ import annotations
@@ -28,8 +35,17 @@ import dataclasses
 import numpy as np
 
 from jaxspeech import masks
-from jaxspeech.export.enhancement import EnhancementSpec, istft, lstm_mask_net, times_mask
-from jaxspeech.export.graph import Graph, centred_stft, dft_kernels, lstm_layer
+from jaxspeech.errors import ConfigError
+from jaxspeech.export.enhancement import (
+    EnhancementSpec,
+    istft,
+    lstm_mask_net,
+    read_carry,
+    stream_step,
+    times_mask,
+    write_carry,
+)
+from jaxspeech.export.graph import FlatState, Graph, centred_stft, dft_kernels, lstm_layer
 
 
 def _same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -38,9 +54,10 @@ def _same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def lip_logits(graph: Graph, lips: str, present: str, lip_net, params, crop_shape) -> str:
+def lip_logits(graph: Graph, lips: str, present: str, lip_net, params, crop_shape, carry=None):
     """``LipNet`` (``lip_net`` with ``params``) on ``lips [B, N, h, w]`` with the flags
-    ``present [B·N, 1]`` (bool): band logits ``[N, B, M]`` (time-major)."""
+    ``present [B·N, 1]`` (bool): band logits ``[N, B, M]`` (time-major) and each temporal
+    layer's final ``(h, c)``; ``carry``: their initial ``(h, c)`` ``[1, B, H]`` (None: zeros)."""
     height, width = crop_shape
     x = graph.op("Reshape", lips, graph.ints(-1, 1, height, width))  # [B·N, 1, h, w]
     x = graph.op("Sub", x, graph.const(0.5))
@@ -63,10 +80,13 @@ def lip_logits(graph: Graph, lips: str, present: str, lip_net, params, crop_shap
     batch_frames = graph.op("Shape", lips, start=0, end=2)
     x = graph.op("Reshape", x, graph.op("Concat", batch_frames, graph.ints(-1), axis=0))
     x = graph.op("Transpose", x, perm=[1, 0, 2])  # [N, B, E]
+    states = []
     for index in range(lip_net.config.layers):
-        x, _, _ = lstm_layer(graph, x, params[f"temporal_{index}"])
+        initial = None if carry is None else carry[index]
+        x, h, c = lstm_layer(graph, x, params[f"temporal_{index}"], initial)
+        states.append((h, c))
     head = params["bands"]
-    return graph.dense(x, head["kernel"], head["bias"])
+    return graph.dense(x, head["kernel"], head["bias"]), states
 
 
 def causal_stft(graph: Graph, wav: str, window: np.ndarray, hop: int) -> str:
@@ -83,12 +103,17 @@ def causal_stft(graph: Graph, wav: str, window: np.ndarray, hop: int) -> str:
     return graph.op("Slice", frames, graph.ints(0), n_frames, graph.ints(2))
 
 
-def av_mask(graph: Graph, model, audio_mask: str, face: str) -> str:
+def av_mask(graph: Graph, model, audio_mask: str, lips: str, face: str, carry=(None, None)):
     """``models.av.av_mask`` of the gate stage ``model``: the output mask ``[N, B, F]`` from
-    Net 1's mask ``audio_mask [N, B, F]``, the mouth crops ``lips`` and the flags ``face
-    [B, N]`` (bool)."""
+    Net 1's mask ``audio_mask [N, B, F]``, the mouth crops ``lips [B, N, h, w]`` and the flags
+    ``face [B, N]`` (bool), and the lip net's and gate's final LSTM ``(h, c)`` per layer;
+    ``carry``: their initial ones (None: zeros)."""
+    lip_carry, gate_carry = carry
     present = graph.op("Reshape", face, graph.ints(-1, 1))
-    logits = lip_logits(graph, "lips", present, model.lip_net, model.lips_params, model.crop_shape)
+    lip_net, lip_params = model.lip_net, model.lips_params
+    logits, lip_states = lip_logits(
+        graph, lips, present, lip_net, lip_params, model.crop_shape, lip_carry
+    )
     lip_mask = graph.op("Sigmoid", logits)  # [N, B, M]
     n_freqs, n_bands = model.audio.n_freqs, model.n_bands
     bands = masks.band_of_bin(n_freqs, n_bands)
@@ -96,7 +121,8 @@ def av_mask(graph: Graph, model, audio_mask: str, face: str) -> str:
     audio_bands = graph.op("MatMul", audio_mask, graph.const(membership))
     product = graph.op("Mul", audio_bands, lip_mask)
     gate_in = graph.op("Concat", audio_bands, lip_mask, product, axis=-1)
-    gate, _ = lstm_mask_net(graph, gate_in, model.gate_net.config, model.variables["params"])
+    gate_net, gate_params = model.gate_net.config, model.variables["params"]
+    gate, gate_states = lstm_mask_net(graph, gate_in, gate_net, gate_params, gate_carry)
     spread = lambda x: graph.op("Gather", x, graph.const(bands, np.int64), axis=-1)
     gate_bins = spread(gate) if model.config.model.gate_net.per_band else gate
     lip_audio = graph.op("Mul", spread(lip_mask), audio_mask)
@@ -105,26 +131,17 @@ def av_mask(graph: Graph, model, audio_mask: str, face: str) -> str:
         "Add", graph.op("Mul", gate_bins, lip_audio), graph.op("Mul", keep, audio_mask)
     )
     frame_face = graph.op("Unsqueeze", graph.op("Transpose", face, perm=[1, 0]), graph.ints(2))
-    return graph.op("Where", frame_face, mixed, audio_mask)
+    return graph.op("Where", frame_face, mixed, audio_mask), lip_states, gate_states
 
 
-def av_model(model):
-    """The ``ModelProto`` of a loaded ``AVEnhancer`` ``model`` (module docstring)."""
-    audio = EnhancementSpec(model.audio_model)
-    causal = model.lip_net.config.causal and not model.gate_net.config.bidirectional
-    graph = Graph()
-    window, n_fft, hop = audio.window, audio.n_fft, audio.hop
-    stft = causal_stft if causal else centred_stft
-    frames = stft(graph, "noisy", window, hop)  # [B, 2F, N]
-    real, imag = audio.split(graph, graph.op("Transpose", frames, perm=[2, 0, 1]))  # [N, B, F]
-    audio_mask, _ = audio.mask(graph, real, imag)
-    face = graph.op("Cast", "face", to=graph.onnx.TensorProto.BOOL)  # [B, N]
-    mask = av_mask(graph, model, audio_mask, face)
-    masked = graph.op("Transpose", times_mask(graph, real, imag, mask), perm=[1, 2, 0])
-    start = n_fft - hop if causal else n_fft // 2
-    istft(graph, masked, window, hop, start, "noisy", "enhanced")
-    crop = list(model.crop_shape)
-    metadata = audio.metadata("whole_file") | {
+def is_causal(model) -> bool:
+    """Whether the lip net and gate of the ``AVEnhancer`` ``model`` are causal (it streams)."""
+    return model.lip_net.config.causal and not model.gate_net.config.bidirectional
+
+
+def _metadata(model, audio: EnhancementSpec, graph: str, causal: bool) -> dict:
+    n_fft, hop = audio.n_fft, audio.hop
+    return audio.metadata(graph) | {
         "system": "av",
         "framing": "causal" if causal else "centred",
         "frames": "ceil((samples + n_fft - hop) / hop)" if causal else "1 + samples // hop",
@@ -133,12 +150,29 @@ def av_model(model):
         "sample t*hop + frame_centre_offset (jaxspeech.avfile.frame_inputs); zeros without "
         "a face",
         "face": "1 where a face was found, else 0 (Net 1's mask alone)",
-        "crop_shape": crop,
+        "crop_shape": list(model.crop_shape),
         "n_bands": model.n_bands,
         "lip_net": dataclasses.asdict(model.lip_net.config),
         "gate_net": dataclasses.asdict(model.config.model.gate_net),
-        "min_samples": 1 if causal else n_fft // 2 + 1,
     }
+
+
+def av_model(model):
+    """The whole-file ``ModelProto`` of a loaded ``AVEnhancer`` ``model`` (module docstring)."""
+    audio = EnhancementSpec(model.audio_model)
+    causal = is_causal(model)
+    graph = Graph()
+    window, n_fft, hop = audio.window, audio.n_fft, audio.hop
+    stft = causal_stft if causal else centred_stft
+    frames = stft(graph, "noisy", window, hop)  # [B, 2F, N]
+    real, imag = audio.split(graph, graph.op("Transpose", frames, perm=[2, 0, 1]))  # [N, B, F]
+    audio_mask, _ = audio.mask(graph, real, imag)
+    face = graph.op("Cast", "face", to=graph.onnx.TensorProto.BOOL)  # [B, N]
+    mask, _, _ = av_mask(graph, model, audio_mask, "lips", face)
+    masked = graph.op("Transpose", times_mask(graph, real, imag, mask), perm=[1, 2, 0])
+    start = n_fft - hop if causal else n_fft // 2
+    istft(graph, masked, window, hop, start, "noisy", "enhanced")
+    crop = list(model.crop_shape)
     return graph.model(
         [
             ("noisy", ["batch", "samples"]),
@@ -146,5 +180,49 @@ def av_model(model):
             ("face", ["batch", "frames"]),
         ],
         [("enhanced", ["batch", "samples"])],
-        metadata,
+        _metadata(model, audio, "whole_file", causal)
+        | {"min_samples": 1 if causal else n_fft // 2 + 1},
+    )
+
+
+def streaming_model(model):
+    """The one-hop ``ModelProto`` of a loaded causal ``AVEnhancer`` ``model`` (module
+    docstring); ConfigError for a bidirectional lip net or gate or a non-causal Net 1."""
+    if not is_causal(model):
+        raise ConfigError(
+            "a bidirectional lip net or gate sees the whole recording, so it cannot stream; "
+            "export it without --streaming"
+        )
+    audio = EnhancementSpec(model.audio_model)
+    audio_net, lip_net, gate_net = audio.causal_lstm(), model.lip_net.config, model.gate_net.config
+    graph = Graph()
+    state = FlatState(graph)
+    lips = graph.op("Unsqueeze", "lips", graph.ints(1))  # [B, 1, h, w]
+    face = graph.op("Unsqueeze", "face", graph.ints(1))  # [B, 1]
+    face = graph.op("Cast", face, to=graph.onnx.TensorProto.BOOL)
+
+    def frame_mask(real: str, imag: str) -> str:
+        audio_carry = read_carry(state, "lstm", audio_net.layers, audio_net.hidden)
+        lip_carry = read_carry(state, "lip_lstm", lip_net.layers, lip_net.hidden)
+        gate_carry = read_carry(state, "gate_lstm", gate_net.layers, gate_net.hidden)
+        audio_mask, audio_states = audio.mask(graph, real, imag, audio_carry)
+        mask, lip_states, gate_states = av_mask(
+            graph, model, audio_mask, lips, face, (lip_carry, gate_carry)
+        )
+        write_carry(state, "lstm", audio_states)
+        write_carry(state, "lip_lstm", lip_states)
+        write_carry(state, "gate_lstm", gate_states)
+        return mask
+
+    stream_metadata = stream_step(audio, state, frame_mask)
+    hop, crop = audio.hop, list(model.crop_shape)
+    return graph.model(
+        [
+            ("samples", ["batch", hop]),
+            ("lips", ["batch", *crop]),
+            ("face", ["batch"]),
+            ("state", ["batch", state.size]),
+        ],
+        [("enhanced", ["batch", hop]), ("state_out", ["batch", state.size])],
+        _metadata(model, audio, "streaming", True) | stream_metadata,
     )

@@ -71,14 +71,19 @@ class EnhancementSpec:
             "mask_net": mask_net,
         }
 
-    def masked_spectrum(self, graph: Graph, spec: str, carry=None):
-        """``spec [T, B, 2F]`` (real parts, then imaginary) times the mask net's mask; returns
-        the masked spectrum ``[T, B, 2F]`` and, for an LSTM, each layer's final ``(h, c)``
-        ``[D, B, H]``. ``carry``: each LSTM layer's initial ``(h, c)`` ``[1, B, H]``, or None
-        for zeros."""
-        real, imag = self.split(graph, spec)
-        mask, states = self.mask(graph, real, imag, carry)
-        return times_mask(graph, real, imag, mask), states
+    def causal_lstm(self):
+        """The mask net's ``LSTMMaskNetConfig``; ConfigError unless it is a causal LSTM."""
+        if isinstance(self.module, TCNMaskNet):
+            raise ConfigError(
+                "streaming export supports causal LSTM mask nets; this run's mask net is a "
+                "TCN, so export it without --streaming"
+            )
+        if self.module.config.bidirectional:
+            raise ConfigError(
+                "a bidirectional LSTM mask net looks at future frames, so it cannot stream; "
+                "export it without --streaming, or export a causal student"
+            )
+        return self.module.config
 
     def split(self, graph: Graph, spec: str) -> list[str]:
         """The real and imaginary parts ``[..., F]`` of ``spec [..., 2F]``."""
@@ -86,7 +91,8 @@ class EnhancementSpec:
 
     def mask(self, graph: Graph, real: str, imag: str, carry=None):
         """The mask net's mask ``[T, B, F]`` of the spectrum ``real, imag [T, B, F]`` and, for
-        an LSTM, each layer's final ``(h, c)`` (``carry`` as in :meth:`masked_spectrum`)."""
+        an LSTM, each layer's final ``(h, c)`` ``[D, B, H]``. ``carry``: each LSTM layer's
+        initial ``(h, c)`` ``[1, B, H]``, or None for zeros."""
         power = graph.op("Add", graph.op("Mul", real, real), graph.op("Mul", imag, imag))
         log_mag = graph.op(
             "Log", graph.op("Add", graph.op("Sqrt", power), graph.const(self.log_floor))
@@ -159,6 +165,56 @@ def istft(graph: Graph, masked: str, window, hop: int, start: int, like: str, na
     return graph.rename(graph.op("Squeeze", signal, graph.ints(1)), name)
 
 
+def read_carry(state: FlatState, prefix: str, layers: int, hidden: int) -> list:
+    """Each LSTM layer's initial ``(h, c)`` ``[1, B, H]`` from the state parts
+    ``<prefix>_<i>_c`` and ``<prefix>_<i>_h``."""
+    graph, carry = state.graph, []
+    for index in range(layers):
+        cell = state.read(f"{prefix}_{index}_c", [hidden])
+        out = state.read(f"{prefix}_{index}_h", [hidden])
+        carry.append(tuple(graph.op("Unsqueeze", x, graph.ints(0)) for x in (out, cell)))
+    return carry
+
+
+def write_carry(state: FlatState, prefix: str, states) -> None:
+    """Writes each LSTM layer's final ``(h, c)`` ``[1, B, H]`` (as :func:`read_carry` reads)."""
+    graph = state.graph
+    for index, (out, cell) in enumerate(states):
+        state.write(f"{prefix}_{index}_h", graph.op("Squeeze", out, graph.ints(0)))
+        state.write(f"{prefix}_{index}_c", graph.op("Squeeze", cell, graph.ints(0)))
+
+
+def stream_step(spec: EnhancementSpec, state: FlatState, frame_mask) -> dict:
+    """One ``StreamingEnhancer._hop_step`` on the input ``samples [B, hop]``: reads the state
+    parts ``history`` and ``pending`` (``n_fft − hop`` each), masks the frame's spectrum with
+    ``frame_mask(real, imag) -> mask`` (each ``[1, B, F]``; it reads and writes its own state
+    parts), writes the output ``enhanced [B, hop]``, the new history and pending, and
+    ``state_out``. Returns the stream's metadata (state layout, delay, latency)."""
+    graph = state.graph
+    n_fft, hop = spec.n_fft, spec.hop
+    delay = n_fft - hop
+    history, pending = state.read("history", [delay]), state.read("pending", [delay])
+    frame = graph.op("Concat", history, "samples", axis=1)  # [B, n_fft]
+    analysis, synthesis = dft_kernels(spec.window)
+    spectrum = graph.op("Unsqueeze", graph.dense(frame, analysis), graph.ints(0))  # [1, B, 2F]
+    real, imag = spec.split(graph, spectrum)
+    masked = times_mask(graph, real, imag, frame_mask(real, imag))
+    synthesised = graph.dense(graph.op("Squeeze", masked, graph.ints(0)), synthesis)
+    summed = graph.op("Add", graph.op("Pad", pending, graph.ints(0, 0, 0, hop)), synthesised)
+    window_rows = np.pad(np.square(spec.window.astype(np.float64)), (0, -n_fft % hop))
+    inverse_sum = 1.0 / window_rows.reshape(-1, hop).sum(axis=0)
+    emitted = graph.op("Slice", summed, graph.ints(0), graph.ints(hop), graph.ints(1))
+    graph.rename(graph.op("Mul", emitted, graph.const(inverse_sum)), "enhanced")
+    state.write(
+        "history", graph.op("Slice", frame, graph.ints(hop), graph.ints(n_fft), graph.ints(1))
+    )
+    state.write(
+        "pending", graph.op("Slice", summed, graph.ints(hop), graph.ints(n_fft), graph.ints(1))
+    )
+    state.finish()
+    return state.metadata() | {"delay_samples": delay, "latency_samples": n_fft}
+
+
 def whole_file_model(model):
     """The ``ModelProto`` of ``model.core.enhance`` (``model``: a loaded Enhancer):
     ``noisy [batch, samples]`` (float32 at the model's rate, more than ``n_fft / 2`` samples)
@@ -167,8 +223,9 @@ def whole_file_model(model):
     graph = Graph()
     hop, pad = spec.hop, spec.n_fft // 2
     frames = centred_stft(graph, "noisy", spec.window, hop)  # [B, 2F, N]
-    masked, _ = spec.masked_spectrum(graph, graph.op("Transpose", frames, perm=[2, 0, 1]))
-    masked = graph.op("Transpose", masked, perm=[1, 2, 0])  # [B, 2F, N]
+    real, imag = spec.split(graph, graph.op("Transpose", frames, perm=[2, 0, 1]))  # [N, B, F]
+    mask, _ = spec.mask(graph, real, imag)
+    masked = graph.op("Transpose", times_mask(graph, real, imag, mask), perm=[1, 2, 0])
     istft(graph, masked, spec.window, hop, pad, "noisy", "enhanced")
     return graph.model(
         [("noisy", ["batch", "samples"])],
@@ -182,51 +239,20 @@ def streaming_model(model):
     (module docstring): ``(samples [batch, hop], state [batch, S]) -> (enhanced [batch, hop],
     state_out [batch, S])``. Raises ConfigError unless the mask net is a causal LSTM."""
     spec = EnhancementSpec(model)
-    module = spec.module
-    if isinstance(module, TCNMaskNet):
-        raise ConfigError(
-            "streaming export supports causal LSTM mask nets; this run's mask net is a TCN, "
-            "so export it without --streaming"
-        )
-    if module.config.bidirectional:
-        raise ConfigError(
-            "a bidirectional LSTM mask net looks at future frames, so it cannot stream; "
-            "export it without --streaming, or export a causal student"
-        )
+    config = spec.causal_lstm()
     graph = Graph()
     state = FlatState(graph)
-    n_fft, hop, hidden = spec.n_fft, spec.hop, module.config.hidden
-    delay = n_fft - hop
-    history, pending = state.read("history", [delay]), state.read("pending", [delay])
-    carry = []
-    for index in range(module.config.layers):
-        cell = state.read(f"lstm_{index}_c", [hidden])
-        out = state.read(f"lstm_{index}_h", [hidden])
-        carry.append(tuple(graph.op("Unsqueeze", x, graph.ints(0)) for x in (out, cell)))
-    frame = graph.op("Concat", history, "samples", axis=1)  # [B, n_fft]
-    analysis, synthesis = dft_kernels(spec.window)
-    spectrum = graph.op("Unsqueeze", graph.dense(frame, analysis), graph.ints(0))  # [1, B, 2F]
-    masked, states = spec.masked_spectrum(graph, spectrum, carry)
-    synthesised = graph.dense(graph.op("Squeeze", masked, graph.ints(0)), synthesis)
-    summed = graph.op("Add", graph.op("Pad", pending, graph.ints(0, 0, 0, hop)), synthesised)
-    window_rows = np.pad(np.square(spec.window.astype(np.float64)), (0, -n_fft % hop))
-    inverse_sum = 1.0 / window_rows.reshape(-1, hop).sum(axis=0)
-    emitted = graph.op("Slice", summed, graph.ints(0), graph.ints(hop), graph.ints(1))
-    graph.rename(graph.op("Mul", emitted, graph.const(inverse_sum)), "enhanced")
-    state.write(
-        "history", graph.op("Slice", frame, graph.ints(hop), graph.ints(n_fft), graph.ints(1))
-    )
-    state.write(
-        "pending", graph.op("Slice", summed, graph.ints(hop), graph.ints(n_fft), graph.ints(1))
-    )
-    for index, (out, cell) in enumerate(states):
-        state.write(f"lstm_{index}_h", graph.op("Squeeze", out, graph.ints(0)))
-        state.write(f"lstm_{index}_c", graph.op("Squeeze", cell, graph.ints(0)))
-    state.finish()
+
+    def lstm_mask(real: str, imag: str) -> str:
+        carry = read_carry(state, "lstm", config.layers, config.hidden)
+        mask, states = spec.mask(graph, real, imag, carry)
+        write_carry(state, "lstm", states)
+        return mask
+
+    stream_metadata = stream_step(spec, state, lstm_mask)
+    hop = spec.hop
     return graph.model(
         [("samples", ["batch", hop]), ("state", ["batch", state.size])],
         [("enhanced", ["batch", hop]), ("state_out", ["batch", state.size])],
-        spec.metadata("streaming")
-        | state.metadata()
-        | {"delay_samples": delay, "latency_samples": n_fft},
+        spec.metadata("streaming") | stream_metadata,
     )
