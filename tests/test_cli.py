@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -18,7 +19,7 @@ import jaxspeech
 from jaxspeech import audio, cli, infer
 from jaxspeech.commands.enhance import OUTPUT_PEAK
 from jaxspeech.errors import AudioFileError
-from jaxspeech.inference.runs import stage_workdir
+from jaxspeech.inference.runs import checkpoint_ranking, read_config, stage_workdir
 
 #: A 2-step run of the smoke recipe with an even smaller model, so the fixture is quick.
 TRAIN_OVERRIDES = (
@@ -792,6 +793,19 @@ def test_load_separates_as_the_cli_does(shared_data, workdir, tmp_path, capsys):
     batched = model.separate(np.stack([mixture, 0.5 * mixture]))
     np.testing.assert_allclose(batched[0], sources, atol=1e-5)
     np.testing.assert_allclose(batched[1], 0.5 * sources, atol=1e-5)
+
+
+def test_best_of_a_workdir_that_does_not_record_its_ranking(workdir, tmp_path):
+    """The trainer records how it ranks checkpoints; a workdir written before that loads
+    its best checkpoint by the ranking its system had then."""
+    recorded = json.loads((workdir / "config.json").read_text())
+    assert recorded["checkpoint_ranking"] == {"metric": "si_snr_i", "mode": "max"}
+    older = shutil.copytree(workdir, tmp_path / "older")
+    del recorded["checkpoint_ranking"]
+    (older / "config.json").write_text(json.dumps(recorded))
+    config = read_config(older)
+    assert checkpoint_ranking(older, config) == ("si_snr_i", "max")
+    assert jaxspeech.load(older).step == jaxspeech.load(workdir).step
 
 
 def test_load_enhances_as_the_cli_does(shared_data, enhancer, enhance_workdir, tmp_path, capsys):
