@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 import soundfile as sf
@@ -73,8 +74,6 @@ def workdir(tmp_path_factory, shared_data) -> pathlib.Path:
 def load_trained_model(workdir: str, checkpoint: str):
     """``(task, params, model_state, sample_rate)`` restored through the trainer's side, an
     independent reference for what the commands compute through ``jaxspeech.load``."""
-    import jax
-
     from jaxspeech.train.restore import restore_run
 
     run = restore_run(workdir, checkpoint, devices=jax.devices()[:1])
@@ -293,7 +292,7 @@ def test_enhance_long_file_in_chunks(shared_data, enhancer, enhance_workdir, tmp
     )[0]
     np.testing.assert_allclose(written, limit_peak(chunked), atol=1.5 / 2**15)
     # chunking changes little: close to the whole file enhanced in one call
-    whole = task.enhance_waveform(params, model_state, noisy, rate)
+    whole = np.asarray(jax.jit(task.enhance)(params, model_state, noisy[None]))[0]
     residual = np.sum((chunked - whole) ** 2) / np.sum(whole**2)
     assert residual < 1e-2
     assert np.abs(whole - noisy).max() > 1e-3  # the mask does something
@@ -316,7 +315,8 @@ def test_enhance_resampled_stereo_file(shared_data, enhancer, enhance_workdir, t
     written, written_rate = sf.read(output, dtype="float32")
     assert written_rate == rate and written.size == 2 * digit.size
     stereo, _ = audio.load(path, mono=False)  # as written (16-bit)
-    expected = task.enhance_waveform(params, model_state, stereo, file_rate)
+    prepared = task.prepare_waveform(stereo, file_rate)
+    expected = np.asarray(jax.jit(task.enhance)(params, model_state, prepared[None]))[0]
     np.testing.assert_allclose(written, limit_peak(expected), atol=1.5 / 2**15)
 
 
@@ -646,8 +646,6 @@ def _has_matplotlib() -> bool:
 def test_enhance_with_video_runs_the_av_system(av_workdir, av_files):
     """NOISY.wav --video CLIP: the causal AV system (offline reference) on the wav with the
     clip's mouths; it differs from Net 1, which an AV workdir runs without a video."""
-    import jax
-
     from jaxspeech import avfile, stream
     from jaxspeech.train.restore import restore_run
 
