@@ -647,20 +647,18 @@ def test_enhance_with_video_runs_the_av_system(av_workdir, av_files):
     """NOISY.wav --video CLIP: the causal AV system (offline reference) on the wav with the
     clip's mouths; it differs from Net 1, which an AV workdir runs without a video."""
     from jaxspeech import avfile, stream
-    from jaxspeech.train.restore import restore_run
 
     written, rate = sf.read(av_files["video"], dtype="float32")
     track, _ = sf.read(av_files["track"], dtype="float32")
     assert rate == 16000 and written.shape == track.shape
     assert sf.info(av_files["video"]).subtype == "PCM_16"
-    run = restore_run(av_workdir / "gate", "best", devices=jax.devices()[:1])
-    task = run.task
-    n_frames = stream.causal_frames(task.n_fft, task.hop, track.size)
+    model = jaxspeech.load(av_workdir)
+    n_frames = stream.causal_frames(model.n_fft, model.hop, track.size)
     lips, face = avfile.frame_inputs(
-        task, str(av_files["clip"]), n_frames, task.hop - task.n_fft // 2
+        model, str(av_files["clip"]), n_frames, model.hop - model.n_fft // 2
     )
     assert face.mean() > 0.9  # the talker's face is found in the GRID clip
-    expected = jax.jit(lambda x: stream.enhance_causal_av(task, run.params, x, lips, face))(track)
+    expected = jax.jit(lambda x: stream.enhance_causal_av(model, x, lips, face))(track)
     np.testing.assert_allclose(written, limit_peak(np.asarray(expected)), atol=1.5 / 2**15)
     audio_only, _ = sf.read(av_files["no_video"], dtype="float32")
     assert np.abs(written - audio_only).max() > 1e-3  # the video acts
