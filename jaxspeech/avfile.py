@@ -5,7 +5,8 @@ recording and the video of the talker's face: the mouth track (``jaxspeech.data.
 cached) gives a crop and a face flag per STFT frame, and the causal system runs as the
 :class:`jaxspeech.stream.AVStreamingEnhancer` does, ``block_hops`` hops per jitted
 ``lax.scan`` (one compilation, memory independent of the length, a progress bar per block).
-A non-causal system runs offline in one call.
+A non-causal system runs offline in one call. Frames without a face (:func:`faceless_spans`)
+are enhanced by the audio net alone: the gate is closed there.
 
 :func:`plot_enhancement` draws the spectrogram before and after, the lip band mask, the gate
 and the face-present flag over time (matplotlib, the ``plot`` extra).
@@ -26,14 +27,32 @@ from jaxspeech.errors import MissingExtraError
 from jaxspeech.files import atomic_output
 
 
-def frame_inputs(model, video: str, n_frames: int, centre_offset: int):
-    """Mouth crops ``[n_frames, h, w]`` and face flags ``[n_frames]`` of STFT frames ``t``
-    centred on sample ``t·hop + centre_offset`` of the recording, from ``video``'s track as the
-    loaded :class:`~jaxspeech.inference.av.AVEnhancer` ``model`` was trained to see it."""
+def video_track(model, video: str):
+    """The :class:`~jaxspeech.data.mouths.MouthTrack` of ``video`` as the loaded
+    :class:`~jaxspeech.inference.av.AVEnhancer` ``model`` was trained to see it (cached)."""
     from jaxspeech.data.mouths import mouth_track
 
     cfg = model.config.data
-    track = mouth_track(video, cfg.mouth, cache_folder(cfg.cache_dir))
+    return mouth_track(video, cfg.mouth, cache_folder(cfg.cache_dir))
+
+
+def faceless_spans(track) -> list[tuple[int, int, float, float]]:
+    """``(first frame, last frame, start s, end s)`` of every run of video frames of
+    ``track`` without a face, where the system enhances by the audio net alone."""
+    from jaxspeech.data.mouths import true_runs
+
+    times = np.append(track.timestamps, track.timestamps[-1] + track.frame_duration)
+    return [
+        (int(start), int(stop) - 1, float(times[start]), float(times[stop]))
+        for start, stop in true_runs(~np.asarray(track.face_present, bool))
+    ]
+
+
+def frame_inputs(model, video: str, n_frames: int, centre_offset: int):
+    """Mouth crops ``[n_frames, h, w]`` and face flags ``[n_frames]`` of STFT frames ``t``
+    centred on sample ``t·hop + centre_offset`` of the recording, from ``video``'s track
+    (:func:`video_track`)."""
+    track = video_track(model, video)
     return lip_frames(
         np.asarray(track.crops, np.float32),
         np.asarray(track.timestamps, np.float64),

@@ -672,6 +672,41 @@ def test_enhance_a_video_uses_its_own_sound_track(av_files):
     np.testing.assert_array_equal(own, beside)
 
 
+def test_a_face_lost_half_way_is_said_and_the_audio_net_goes_on(
+    av_workdir, av_files, tmp_path, capsys
+):
+    """The GRID clip with its second half blanked: the command names the frames without a
+    face, and there the output is the causal audio net's alone; before, the video acts."""
+    from synthetic import write_video
+
+    from jaxspeech import avfile, stream
+    from jaxspeech.data.video import read_video
+
+    clip = read_video(av_files["clip"])
+    frames, half = clip.frames.copy(), len(clip.frames) // 2
+    frames[half:] = 0
+    video = tmp_path / "face_lost.mp4"
+    write_video(video, frames, np.round(clip.timestamps * 1000))
+    output = tmp_path / "out.wav"
+    argv = (av_files["track"], "--video", video, "--workdir", av_workdir, "-o", output)
+    status, _, err = run_cli(capsys, "enhance", *argv)
+    assert status == 0, err
+    assert f"{video}: no face in video frames {half}–{len(frames) - 1} (" in err
+    model = jaxspeech.load(av_workdir)
+    track = avfile.video_track(model, str(video))
+    assert track.face_present[:half].mean() > 0.9 and not track.face_present[half:].any()
+    noisy, _ = sf.read(av_files["track"], dtype="float32")
+    n_frames = stream.causal_frames(model.n_fft, model.hop, noisy.size)
+    lips, face = avfile.frame_inputs(model, str(video), n_frames, model.hop - model.n_fft // 2)
+    both = np.asarray(jax.jit(lambda x: stream.enhance_causal_av(model, x, lips, face))(noisy))
+    alone = np.asarray(jax.jit(lambda x: stream.enhance_causal(model.audio_model, x))(noisy))
+    written, _ = sf.read(output, dtype="float32")
+    np.testing.assert_allclose(written, limit_peak(both), atol=1.5 / 2**15)
+    lost = round((track.timestamps[half] + 0.1) * model.sample_rate)  # frames reach 16 ms
+    np.testing.assert_allclose(both[lost:], alone[lost:], atol=1e-5)
+    assert np.abs(both[: lost // 2] - alone[: lost // 2]).max() > 1e-3  # the face acted
+
+
 def test_load_av_as_the_cli_does(av_workdir, av_files):
     """The gate stage with its frozen nets; with the video it writes ``enhance(track,
     video)``, without one Net 1's ``enhance(track)``."""
