@@ -88,6 +88,14 @@ def stage_names(workdir: str | pathlib.Path) -> list[str] | None:
     return read_json(pathlib.Path(workdir) / STAGES)["stages"]
 
 
+def with_ranking(config_json: str, metric: str, mode: str) -> str:
+    """``config_json`` (``jaxspeech.train.config.to_json``) with the checkpoint ranking
+    ``{"metric", "mode"}`` recorded under :data:`RANKING`."""
+    return json.dumps(
+        {**json.loads(config_json), RANKING: {"metric": metric, "mode": mode}}, indent=2
+    )
+
+
 def recorded_ranking(workdir: str | pathlib.Path) -> tuple[str, str] | None:
     """``(validation metric, "min" or "max")`` by which the trainer ranked the checkpoints of
     the run in ``workdir`` ("best"), as its ``config.json`` records it; None for a run

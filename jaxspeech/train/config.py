@@ -30,7 +30,6 @@ from typing import Any
 import jax.numpy as jnp
 
 import jaxspeech
-from jaxspeech import workdir as names
 from jaxspeech.errors import ConfigError
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -395,17 +394,13 @@ def _from_tree(tree: Any) -> Any:
     return tree
 
 
-def to_json(config: Config, checkpoint_ranking: tuple[str, str] | None = None) -> str:
+def to_json(config: Config) -> str:
     """Serialises the full typed config under its format version, with the jaxspeech version
-    and git commit that wrote it (:func:`provenance`) and, when given, the task's
-    ``checkpoint_ranking`` (metric, mode) under ``jaxspeech.workdir.RANKING``; dataclasses
-    carry their ``module:Class`` path."""
-    ranking = {}
-    if checkpoint_ranking is not None:
-        metric, mode = checkpoint_ranking
-        ranking = {names.RANKING: {"metric": metric, "mode": mode}}
-    tree = {"format_version": FORMAT_VERSION, **provenance(), **ranking, "config": _to_tree(config)}
-    return json.dumps(tree, indent=2)
+    and git commit that wrote it (:func:`provenance`); dataclasses carry their ``module:Class``
+    path."""
+    return json.dumps(
+        {"format_version": FORMAT_VERSION, **provenance(), "config": _to_tree(config)}, indent=2
+    )
 
 
 @functools.cache

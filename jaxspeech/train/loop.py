@@ -366,7 +366,7 @@ def run(
     setup = _Setup(config, workdir, devices, frozen)
     task, mesh = setup.task, setup.mesh
     # the ranking is recorded so that inference finds "best" without the task
-    config_json = config_lib.to_json(config, (task.valid_metric, task.valid_mode))
+    config_json = names.with_ranking(config_lib.to_json(config), task.valid_metric, task.valid_mode)
     stepper = _stepper(setup)
     is_main = jax.process_index() == 0
     if is_main:
