@@ -30,6 +30,8 @@ from jaxspeech import avfile
 from jaxspeech.data.corpus import resolve_data_root
 from jaxspeech.data.mouths import mouth_track
 from jaxspeech.data.video import read_video_audio
+from jaxspeech.inference.av import AVEnhancer
+from jaxspeech.inference.enhancement import Enhancer
 from jaxspeech.losses import binary_cross_entropy
 from jaxspeech.train import stages
 from jaxspeech.train.task import TrainedRun
@@ -77,8 +79,9 @@ def lip_step_seconds(variant: str, steps: int) -> tuple[float, int, int]:
     return statistics.median(times), batch, frames
 
 
-def random_system(variant: str, cache_dir: str | None = None):
-    """``(gate task, gate params)`` of the recipe's sizes, every net with random weights."""
+def random_system(variant: str, cache_dir: str | None = None) -> AVEnhancer:
+    """The gate system of the recipe's sizes as ``jaxspeech.load`` gives it, every net with
+    random weights."""
     recipe = stages.load_recipe(f"{RECIPE}:{variant}")
     audio_task = enhancement.Task(recipe.stages[0].config)
     audio_params = random_params(audio_task.model, np.zeros((1, 4, audio_task.n_freqs)))
@@ -94,21 +97,24 @@ def random_system(variant: str, cache_dir: str | None = None):
     config = recipe.stages[2].config
     config = dataclasses.replace(config, data=dataclasses.replace(config.data, cache_dir=cache_dir))
     gate = av.Task(config, {"audio": audio_run, "lips": lips_run})
-    return gate, random_params(gate.gate_net, jnp.zeros((1, 4, 3 * gate.n_bands)))
+    gate_params = random_params(gate.gate_net, jnp.zeros((1, 4, 3 * gate.n_bands)))
+    audio = Enhancer(audio_run.workdir, audio_task.config, 0, audio_params, state)
+    lips = (recipe.stages[1].config, lips_params)
+    return AVEnhancer(pathlib.Path("gate"), config, 0, gate_params, audio, lips)
 
 
 def system_rtf(variant: str, seconds: float = 60.0) -> float:
     """Real-time factor of the causal AV system on ``seconds`` of audio (after compiling)."""
-    gate, gate_params = random_system(variant)
+    gate = random_system(variant)
     crop = gate.crop_shape
     rng = np.random.default_rng(1)
     noisy = (0.1 * rng.standard_normal(round(seconds * gate.sample_rate))).astype(np.float32)
     n_frames = -(-(noisy.size + gate.n_fft - gate.hop) // gate.hop)
     lips = rng.uniform(0, 1, (n_frames, *crop)).astype(np.float32)
     face = np.ones(n_frames, bool)
-    avfile.stream_blocks(gate, gate_params, noisy[: gate.hop * 600], lips[:600], face[:600])
+    avfile.stream_blocks(gate, noisy[: gate.hop * 600], lips[:600], face[:600])
     start = time.perf_counter()
-    avfile.stream_blocks(gate, gate_params, noisy, lips, face)
+    avfile.stream_blocks(gate, noisy, lips, face)
     return (time.perf_counter() - start) / seconds
 
 
@@ -151,13 +157,13 @@ def end_to_end(variant: str, video: pathlib.Path, frames: int) -> dict[str, floa
     with ``fps`` (frames / (audio + mouths)), ``rtf`` (all parts / the sound's length), the
     sound's ``seconds`` and the ``face`` share of frames."""
     with tempfile.TemporaryDirectory() as cache:
-        gate, params = random_system(variant, cache)
+        gate = random_system(variant, cache)
         start = time.perf_counter()
         noisy = read_video_audio(video, gate.sample_rate)
         decoded = time.perf_counter()
         face = mouth_track(video, gate.config.data.mouth, cache).face_present.mean()
         tracked = time.perf_counter()
-        avfile.enhance_with_video(gate, params, noisy, str(video), progress=False)
+        avfile.enhance_with_video(gate, noisy, str(video), progress=False)
         done = time.perf_counter()
     times = {"audio": decoded - start, "mouths": tracked - decoded, "models": done - tracked}
     times["fps"] = frames / (tracked - start)

@@ -5,7 +5,8 @@ recording and the video of the talker's face: the mouth track (``jaxspeech.data.
 cached) gives a crop and a face flag per STFT frame, and the causal system runs as the
 :class:`jaxspeech.stream.AVStreamingEnhancer` does, ``block_hops`` hops per jitted
 ``lax.scan`` (one compilation, memory independent of the length, a progress bar per block).
-A non-causal system runs offline in one call.
+A non-causal system runs offline in one call. Frames without a face (:func:`faceless_spans`)
+are enhanced by the audio net alone: the gate is closed there.
 
 :func:`plot_enhancement` draws the spectrogram before and after, the lip band mask, the gate
 and the face-present flag over time (matplotlib, the ``plot`` extra).
@@ -26,48 +27,67 @@ from jaxspeech.errors import MissingExtraError
 from jaxspeech.files import atomic_output
 
 
-def frame_inputs(av_task, video: str, n_frames: int, centre_offset: int):
-    """Mouth crops ``[n_frames, h, w]`` and face flags ``[n_frames]`` of STFT frames ``t``
-    centred on sample ``t·hop + centre_offset`` of the recording, from ``video``'s track."""
+def video_track(model, video: str):
+    """The :class:`~jaxspeech.data.mouths.MouthTrack` of ``video`` as the loaded
+    :class:`~jaxspeech.inference.av.AVEnhancer` ``model`` was trained to see it (cached)."""
     from jaxspeech.data.mouths import mouth_track
 
-    cfg = av_task.config.data
-    track = mouth_track(video, cfg.mouth, cache_folder(cfg.cache_dir))
+    cfg = model.config.data
+    return mouth_track(video, cfg.mouth, cache_folder(cfg.cache_dir))
+
+
+def faceless_spans(track) -> list[tuple[int, int, float, float]]:
+    """``(first frame, last frame, start s, end s)`` of every run of video frames of
+    ``track`` without a face, where the system enhances by the audio net alone."""
+    from jaxspeech.data.mouths import true_runs
+
+    times = np.append(track.timestamps, track.timestamps[-1] + track.frame_duration)
+    return [
+        (int(start), int(stop) - 1, float(times[start]), float(times[stop]))
+        for start, stop in true_runs(~np.asarray(track.face_present, bool))
+    ]
+
+
+def frame_inputs(model, video: str, n_frames: int, centre_offset: int):
+    """Mouth crops ``[n_frames, h, w]`` and face flags ``[n_frames]`` of STFT frames ``t``
+    centred on sample ``t·hop + centre_offset`` of the recording, from ``video``'s track
+    (:func:`video_track`)."""
+    track = video_track(model, video)
     return lip_frames(
         np.asarray(track.crops, np.float32),
         np.asarray(track.timestamps, np.float64),
         np.asarray(track.face_present, bool),
         float(track.fps),
         n_frames,
-        av_task.hop,
-        av_task.sample_rate,
-        -centre_offset / av_task.sample_rate,
+        model.hop,
+        model.sample_rate,
+        -centre_offset / model.sample_rate,
     )
 
 
-def enhance_with_video(
-    av_task, params, noisy: np.ndarray, video: str, block_hops: int = 512, progress=True
-):
-    """Enhanced ``[samples]`` of ``noisy [samples]`` (mono, the model's rate) with the face in
-    ``video`` (module docstring); returns ``(enhanced, lips, face)`` with the per-frame crops
-    and flags used."""
-    causal = av_task.lip_net.config.causal and not av_task.gate_net.config.bidirectional
-    audio = av_task.audio
+def enhance_with_video(model, noisy: np.ndarray, video: str, block_hops: int = 512, progress=True):
+    """Enhanced ``[samples]`` of ``noisy [samples]`` (mono, the model's rate) by the loaded
+    :class:`~jaxspeech.inference.av.AVEnhancer` ``model`` with the face in ``video`` (module
+    docstring); returns ``(enhanced, lips, face)`` with the per-frame crops and flags used."""
+    causal = model.lip_net.config.causal and not model.gate_net.config.bidirectional
+    audio = model.audio
     if not causal:
         n_frames = 1 + noisy.shape[-1] // audio.hop
-        lips, face = frame_inputs(av_task, video, n_frames, 0)
-        out = jax.jit(av_task.enhance)(params, noisy[None], lips[None], face[None])[0]
+        lips, face = frame_inputs(model, video, n_frames, 0)
+        params = model.variables["params"]
+        out = jax.jit(model.enhance_frames)(params, noisy[None], lips[None], face[None])[0]
         return np.asarray(out), lips, face
     n_hops = stream.causal_frames(audio.n_fft, audio.hop, noisy.shape[-1])
-    lips, face = frame_inputs(av_task, video, n_hops, audio.hop - audio.n_fft // 2)
-    return stream_blocks(av_task, params, noisy, lips, face, block_hops, progress), lips, face
+    lips, face = frame_inputs(model, video, n_hops, audio.hop - audio.n_fft // 2)
+    return stream_blocks(model, noisy, lips, face, block_hops, progress), lips, face
 
 
-def stream_blocks(av_task, params, noisy, lips, face, block_hops: int = 512, progress=False):
-    """The causal AV system on ``noisy [samples]`` with the crops ``lips [frames, h, w]`` and
-    flags ``face [frames]`` of its ``stream.causal_frames`` frames: the stream, run
-    ``block_hops`` hops per jitted scan; equals ``stream.enhance_causal_av``."""
-    enhancer = stream.AVStreamingEnhancer(av_task, params)
+def stream_blocks(model, noisy, lips, face, block_hops: int = 512, progress=False):
+    """The causal AV system of the loaded ``model`` on ``noisy [samples]`` with the crops
+    ``lips [frames, h, w]`` and flags ``face [frames]`` of its ``stream.causal_frames``
+    frames: the stream, run ``block_hops`` hops per jitted scan; equals
+    ``stream.enhance_causal_av``."""
+    enhancer = stream.AVStreamingEnhancer(model)
     hop, delay = enhancer.hop, enhancer.delay
     n_hops = len(face)
     n_blocks = -(-n_hops // block_hops)
@@ -107,11 +127,12 @@ def pyplot():
     return plt
 
 
-def plot_enhancement(path, av_task, params, noisy, enhanced, lips, face) -> pathlib.Path:
+def plot_enhancement(path, model, noisy, enhanced, lips, face) -> pathlib.Path:
     """Writes ``path`` (PNG): noisy and enhanced log spectrograms, the lip band mask, the gate
-    g and the face flag over time (centred frames of the whole recording)."""
+    g and the face flag over time (centred frames of the whole recording) of the loaded
+    ``model``."""
     plt = pyplot()
-    audio = av_task.audio
+    audio, params = model.audio, model.variables["params"]
     n_frames = 1 + noisy.shape[-1] // audio.hop
     lips_c = np.zeros((n_frames, *lips.shape[1:]), np.float32)
     face_c = np.zeros(n_frames, bool)
@@ -121,7 +142,7 @@ def plot_enhancement(path, av_task, params, noisy, enhanced, lips, face) -> path
     @jax.jit
     def pictures(noisy, enhanced, lips, face):
         spec = audio.spectrum(noisy)
-        outputs = av_task.masks_from_spectrum(params, spec[None], lips[None], face[None])
+        outputs = model.masks_from_spectrum(params, spec[None], lips[None], face[None])
         log = lambda s: 20 * jnp.log10(jnp.abs(s) + 1e-6)
         return log(spec), log(audio.spectrum(enhanced)), outputs["lips"][0], outputs["gate"][0]
 

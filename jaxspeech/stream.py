@@ -6,8 +6,8 @@ enhanced speech, carrying the LSTM state, the last ``n_fft − hop`` input sampl
 not yet finished overlap-add output in a :class:`StreamState`. Its step is one jitted
 function of arrays (one compilation per batch shape), so it can also be ``lax.scan``-ned.
 
-Framing. The offline ``Task.enhance`` centres its frames with reflect padding, which would
-need ``n_fft / 2`` samples of lookahead. The stream instead starts from ``D = n_fft − hop``
+Framing. The offline ``MaskEnhancer.enhance`` centres its frames with reflect padding, which
+would need ``n_fft / 2`` samples of lookahead. The stream instead starts from ``D = n_fft − hop``
 zeros of history: frame ``t`` covers input samples ``[t·hop − D, t·hop + hop)``, i.e. it
 ends with the ``t``-th hop and is analysed as soon as that hop arrives. Synthesis is the
 weighted overlap-add of ``dsp.istft``: after frame ``t``, output samples ``[t·hop − D,
@@ -24,8 +24,8 @@ feed ``ceil(D / hop)`` hops of zeros after the input.
 
 :func:`enhance_causal` is the offline computation the stream reproduces: the same zero
 history, ``center=False`` STFT/ISTFT and one offline run of the LSTM over all frames. It
-differs from the centred ``Task.enhance`` at the edges: zeros instead of reflected samples
-before the first and after the last input sample (and, through the LSTM state, the effect
+differs from the centred ``MaskEnhancer.enhance`` at the edges: zeros instead of reflected
+samples before the first and after the last input sample (and, through the LSTM state, the effect
 of the first frames on later ones).
 """
 
@@ -59,8 +59,8 @@ class StreamState(NamedTuple):
     carry: tuple[LSTMState, ...]
 
 
-def _check_causal_lstm(task) -> LSTMMaskNet:
-    model = task.model
+def _check_causal_lstm(core) -> LSTMMaskNet:
+    model = core.model
     if not isinstance(model, LSTMMaskNet) or model.config.bidirectional:
         raise ConfigError(
             f"streaming needs a causal LSTM mask net; this run's estimator is "
@@ -71,13 +71,12 @@ def _check_causal_lstm(task) -> LSTMMaskNet:
 
 
 class StreamingEnhancer:
-    """Causal hop-by-hop enhancement with a trained enhancement model's LSTM (module docstring).
-    ``task`` is the model's :class:`~jaxspeech.inference.enhancement.MaskEnhancer` (a
-    loaded model's ``core``, or an enhancement task).
+    """Causal hop-by-hop enhancement with a loaded enhancement model's LSTM (module docstring):
+    ``model`` is an :class:`~jaxspeech.inference.enhancement.Enhancer`.
 
     Usage::
 
-        enhancer = jaxspeech.load(WORKDIR).stream()   # or StreamingEnhancer(core, params, state)
+        enhancer = jaxspeech.load(WORKDIR).stream()   # StreamingEnhancer(model)
         state = enhancer.init_state()
         for hop in hops:                      # each [hop] float32
             state, out = enhancer.process_hop(state, hop)   # out [hop], `delay` samples late
@@ -85,16 +84,18 @@ class StreamingEnhancer:
     Attributes:
       hop: samples per call. delay: ``n_fft − hop``, output lag in samples. latency:
       ``n_fft``, the longest time (samples) from a sample's arrival to its output.
+      core: the model's :class:`~jaxspeech.inference.enhancement.MaskEnhancer`. variables:
+      ``(params, model_state)``.
     """
 
-    def __init__(self, task, params, model_state) -> None:
-        self.model = _check_causal_lstm(task)
-        self.task = task
-        self.variables = (params, model_state)
-        self.hop, self.n_fft = task.hop, task.n_fft
+    def __init__(self, model) -> None:
+        self.core = model.core
+        self.model = _check_causal_lstm(self.core)
+        self.variables = (model.variables["params"], model.model_state)
+        self.hop, self.n_fft = self.core.hop, self.core.n_fft
         self.delay = self.n_fft - self.hop
         self.latency = self.n_fft
-        self.window = dsp.get_window(task.window, self.n_fft)
+        self.window = dsp.get_window(self.core.window, self.n_fft)
         squared = np.square(self.window.astype(np.float64))
         rows = np.pad(squared, (0, -self.n_fft % self.hop)).reshape(-1, self.hop)
         self.inverse_window_sum = (1.0 / rows.sum(axis=0)).astype(np.float32)  # [hop]
@@ -122,7 +123,7 @@ class StreamingEnhancer:
     def frame_mask(self, variables, carry, spec: jax.Array):
         """The mask ``[..., F]`` of one frame's STFT ``spec [..., F]`` and the new carry."""
         params, model_state = variables
-        features = self.task.features(spec[..., None, :], model_state)  # [..., 1, F]
+        features = self.core.features(spec[..., None, :], model_state)  # [..., 1, F]
         mask, carry = self.model.apply(
             {"params": params}, features, carry, method=LSTMMaskNet.with_carry
         )
@@ -146,36 +147,40 @@ def causal_frames(n_fft: int, hop: int, length: int) -> int:
     return math.ceil((n_fft - hop + length) / hop)
 
 
-def causal_apply(task, noisy: jax.Array, mask_fn) -> jax.Array:
+def causal_apply(core, noisy: jax.Array, mask_fn) -> jax.Array:
     """``ISTFT(mask · STFT)`` of ``noisy [..., T]`` in the stream's framing (zero history,
-    ``center=False``), realigned by the delay; ``mask_fn(spec [..., frames, F]) -> mask``."""
+    ``center=False``) with the STFT of ``core`` (a
+    :class:`~jaxspeech.inference.enhancement.MaskEnhancer`), realigned by the delay;
+    ``mask_fn(spec [..., frames, F]) -> mask``."""
     length = noisy.shape[-1]
-    delay = task.n_fft - task.hop
-    padded_length = (causal_frames(task.n_fft, task.hop, length) - 1) * task.hop + task.n_fft
+    delay = core.n_fft - core.hop
+    padded_length = (causal_frames(core.n_fft, core.hop, length) - 1) * core.hop + core.n_fft
     lead = [(0, 0)] * (noisy.ndim - 1)
     padded = jnp.pad(noisy.astype(jnp.float32), [*lead, (delay, padded_length - delay - length)])
-    spec = task.spectrum(padded, center=False)
-    out = task.resynthesise(spec, mask_fn(spec), padded_length, center=False)
+    spec = core.spectrum(padded, center=False)
+    out = core.resynthesise(spec, mask_fn(spec), padded_length, center=False)
     return out[..., delay : delay + length]
 
 
-def enhance_causal(task, params, model_state, noisy: jax.Array) -> jax.Array:
-    """Offline causal enhancement ``[..., T]`` of ``noisy [..., T]``: what
-    :class:`StreamingEnhancer` outputs, realigned by its delay (module docstring).
+def enhance_causal(model, noisy: jax.Array) -> jax.Array:
+    """Offline causal enhancement ``[..., T]`` of ``noisy [..., T]`` by a loaded
+    :class:`~jaxspeech.inference.enhancement.Enhancer`: what :class:`StreamingEnhancer`
+    outputs, realigned by its delay (module docstring).
 
-    Pure ``jnp`` (jit it with ``task`` closed over); the LSTM must be causal.
+    Pure ``jnp`` (jit it with ``model`` closed over); the LSTM must be causal.
     """
-    _check_causal_lstm(task)
+    core, params, model_state = model.core, model.variables["params"], model.model_state
+    _check_causal_lstm(core)
     return causal_apply(
-        task,
+        core,
         noisy,
-        lambda spec: task.model.apply({"params": params}, task.features(spec, model_state)),
+        lambda spec: core.model.apply({"params": params}, core.features(spec, model_state)),
     )
 
 
 class AVStreamingEnhancer(StreamingEnhancer):
-    """Causal hop-by-hop audio-visual enhancement with a trained gate stage
-    (``jaxspeech.train.tasks.av``, ``model.net="gate"``) and its frozen audio and lip nets.
+    """Causal hop-by-hop audio-visual enhancement with a loaded gate stage and its frozen
+    audio and lip nets (``model``, an :class:`~jaxspeech.inference.av.AVEnhancer`).
 
     Each hop takes the newest video frame's mouth crop and face flag, or none (then the last
     ones are reused: a 25 fps camera gives a new frame every 2.5 hops of 16 ms). The state's
@@ -190,22 +195,20 @@ class AVStreamingEnhancer(StreamingEnhancer):
 
     Usage::
 
-        enhancer = jaxspeech.load(AV_WORKDIR).stream()   # or (gate_task, gate_params)
+        enhancer = jaxspeech.load(AV_WORKDIR).stream()   # AVStreamingEnhancer(model)
         state = enhancer.init_state()
         state, out = enhancer.process_hop(state, hop, crop, face)   # a new video frame
         state, out = enhancer.process_hop(state, hop)               # the same frame again
     """
 
-    def __init__(self, av_task, params) -> None:
-        if av_task.config.model.net != "gate":
-            raise ConfigError("AV streaming needs the gate stage's run (model.net='gate')")
-        if not av_task.lip_net.config.causal or av_task.gate_net.config.bidirectional:
+    def __init__(self, model) -> None:
+        if not model.lip_net.config.causal or model.gate_net.config.bidirectional:
             raise ConfigError(
                 "AV streaming needs a causal lip net and gate; train them with causal=True"
             )
-        super().__init__(av_task.audio, *av_task.audio_variables)
-        self.av = av_task
-        self.variables = (*av_task.audio_variables, av_task.lips_params, params)
+        super().__init__(model.audio_model)
+        self.av = model
+        self.variables = (*model.audio_variables, model.lips_params, model.variables["params"])
 
     def init_state(self, batch_shape: tuple[int, ...] = ()) -> StreamState:
         """Zero history, nothing pending, zero LSTM states, a blank last frame without face."""
@@ -262,13 +265,13 @@ class AVStreamingEnhancer(StreamingEnhancer):
         return mask[..., 0, :], (audio_carry, lip_carry, gate_carry, lips, face)
 
 
-def enhance_causal_av(av_task, params, noisy, lips, face) -> jax.Array:
-    """Offline causal audio-visual enhancement ``[..., T]``: what
-    :class:`AVStreamingEnhancer` outputs, realigned by its delay. ``lips [..., frames, h, w]``
-    and ``face [..., frames]`` give the crop and flag of each of the stream's
-    ``causal_frames(n_fft, hop, T)`` frames."""
-    audio = av_task.audio
-    _check_causal_lstm(audio)
+def enhance_causal_av(model, noisy, lips, face) -> jax.Array:
+    """Offline causal audio-visual enhancement ``[..., T]`` by a loaded
+    :class:`~jaxspeech.inference.av.AVEnhancer`: what :class:`AVStreamingEnhancer` outputs,
+    realigned by its delay. ``lips [..., frames, h, w]`` and ``face [..., frames]`` give the
+    crop and flag of each of the stream's ``causal_frames(n_fft, hop, T)`` frames."""
+    _check_causal_lstm(model.audio)
+    params = model.variables["params"]
     return causal_apply(
-        audio, noisy, lambda spec: av_task.masks_from_spectrum(params, spec, lips, face)["mask"]
+        model.audio, noisy, lambda spec: model.masks_from_spectrum(params, spec, lips, face)["mask"]
     )

@@ -2,7 +2,8 @@
 
 A single run's workdir holds::
 
-    config.json          the resolved config (jaxspeech.train.config.to_json)
+    config.json          the resolved config (jaxspeech.train.config.to_json) and how the
+                         trainer ranks its checkpoints ("best")
     frozen.json          the earlier stages it read: relative workdir and checkpoint step
     checkpoints/         Orbax checkpoints (jaxspeech.train.checkpoint)
     metrics.jsonl        one JSON record per logged step
@@ -37,6 +38,9 @@ TRIALS = "trials"
 VERIFICATION = "verification.json"
 
 ITEMS_SUFFIX, GROUPS_SUFFIX, PAIRED_SUFFIX = "_items", "_groups", "-paired"
+#: The key of ``config.json`` that records ``{"metric", "mode"}``, the validation metric by
+#: which the trainer ranks the run's checkpoints and whether "min" or "max" is best.
+RANKING = "checkpoint_ranking"
 
 
 def is_run(workdir: str | pathlib.Path) -> bool:
@@ -82,3 +86,19 @@ def stage_names(workdir: str | pathlib.Path) -> list[str] | None:
     if not is_multi_stage(workdir):
         return None
     return read_json(pathlib.Path(workdir) / STAGES)["stages"]
+
+
+def with_ranking(config_json: str, metric: str, mode: str) -> str:
+    """``config_json`` (``jaxspeech.train.config.to_json``) with the checkpoint ranking
+    ``{"metric", "mode"}`` recorded under :data:`RANKING`."""
+    return json.dumps(
+        {**json.loads(config_json), RANKING: {"metric": metric, "mode": mode}}, indent=2
+    )
+
+
+def recorded_ranking(workdir: str | pathlib.Path) -> tuple[str, str] | None:
+    """``(validation metric, "min" or "max")`` by which the trainer ranked the checkpoints of
+    the run in ``workdir`` ("best"), as its ``config.json`` records it; None for a run
+    written before runs recorded it."""
+    entry = read_json(pathlib.Path(workdir) / CONFIG).get(RANKING)
+    return None if entry is None else (entry["metric"], entry["mode"])

@@ -27,6 +27,8 @@ from jaxspeech.data.mixing import AudioCache
 from jaxspeech.data.mouths import MouthConfig
 from jaxspeech.data.source import batch_examples
 from jaxspeech.errors import ConfigError
+from jaxspeech.inference.av import AVEnhancer
+from jaxspeech.inference.enhancement import Enhancer
 from jaxspeech.models.av import GateNetConfig, LipNetConfig
 from jaxspeech.models.masknet import LSTMMaskNetConfig
 from jaxspeech.train import stages
@@ -178,6 +180,17 @@ def gate(audio_run):
     return task, random_params(task.gate_net, inputs, seed=2, scale=1.0)
 
 
+@pytest.fixture(scope="module")
+def loaded_gate(gate, audio_run) -> AVEnhancer:
+    """The gate system as ``jaxspeech.load`` gives it, from the same configs and params."""
+    task, params = gate
+    audio_model = Enhancer(
+        audio_run.workdir, audio_run.task.config, 0, audio_run.params, audio_run.model_state
+    )
+    lips = (av_config("lips"), task.lips_params)
+    return AVEnhancer(pathlib.Path("gate"), task.config, 0, params, audio_model, lips)
+
+
 def lips_inputs(task):
     return np.zeros((1, 4, *task.crop_shape), np.float32), np.ones((1, 4), bool)
 
@@ -212,7 +225,7 @@ def test_gate_without_a_face_is_net1_bit_for_bit(gate, clips, noises):
     assert np.abs(mask[face] - audio_mask[face]).max() > 1e-3  # the gate acts elsewhere
     assert np.all(np.asarray(outputs["gate"])[~face] == 0)
     blank = jax.jit(
-        lambda x: task.enhance(
+        lambda x: task.enhance_frames(
             params, x, np.zeros_like(batch["lips"]), np.zeros_like(batch["face"])
         )
     )
@@ -222,9 +235,9 @@ def test_gate_without_a_face_is_net1_bit_for_bit(gate, clips, noises):
     assert np.isfinite(loss) and loss == metrics["mask_mse"] and task.valid_metric == "si_sdr"
 
 
-def test_av_stream_equals_offline_causal(gate, clips):
-    task, params = gate
-    enhancer = stream.AVStreamingEnhancer(task, params)
+def test_av_stream_equals_offline_causal(loaded_gate, clips):
+    task = loaded_gate
+    enhancer = task.stream()
     assert enhancer.latency == 512 and enhancer.delay == 256
     noisy = clips[0].audio[:4000] + 0.05 * np.random.default_rng(4).standard_normal(4000)
     n_frames = stream.causal_frames(task.n_fft, task.hop, noisy.size)
@@ -244,15 +257,15 @@ def test_av_stream_equals_offline_causal(gate, clips):
         state, out = enhancer.process_hop(state, hop, *args)
         outputs.append(np.asarray(out))
     streamed = np.concatenate(outputs)[enhancer.delay : enhancer.delay + noisy.size]
-    offline = jax.jit(lambda x, crops, f: stream.enhance_causal_av(task, params, x, crops, f))(
+    offline = jax.jit(lambda x, crops, f: stream.enhance_causal_av(task, x, crops, f))(
         noisy.astype(np.float32), lips.astype(np.float32), face
     )
     np.testing.assert_allclose(streamed, offline, atol=1e-5)
     assert enhancer._step._cache_size() == 1
-    audio_only = stream.enhance_causal(task.audio, *task.audio_variables, noisy)
+    audio_only = stream.enhance_causal(task.audio_model, noisy)
     assert np.abs(np.asarray(offline) - np.asarray(audio_only)).max() > 1e-4  # video acts
     # files of any length: the stream in jitted blocks of hops (here 4 blocks of 5)
-    blocks = avfile.stream_blocks(task, params, noisy.astype(np.float32), lips, face, 5)
+    blocks = avfile.stream_blocks(task, noisy.astype(np.float32), lips, face, 5)
     np.testing.assert_allclose(blocks, offline, atol=1e-5)
 
 

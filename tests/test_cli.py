@@ -7,9 +7,11 @@ import argparse
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 import soundfile as sf
@@ -18,7 +20,7 @@ import jaxspeech
 from jaxspeech import audio, cli, infer
 from jaxspeech.commands.enhance import OUTPUT_PEAK
 from jaxspeech.errors import AudioFileError
-from jaxspeech.inference.runs import stage_workdir
+from jaxspeech.inference.runs import checkpoint_ranking, read_config, stage_workdir
 
 #: A 2-step run of the smoke recipe with an even smaller model, so the fixture is quick.
 TRAIN_OVERRIDES = (
@@ -72,8 +74,6 @@ def workdir(tmp_path_factory, shared_data) -> pathlib.Path:
 def load_trained_model(workdir: str, checkpoint: str):
     """``(task, params, model_state, sample_rate)`` restored through the trainer's side, an
     independent reference for what the commands compute through ``jaxspeech.load``."""
-    import jax
-
     from jaxspeech.train.restore import restore_run
 
     run = restore_run(workdir, checkpoint, devices=jax.devices()[:1])
@@ -292,7 +292,7 @@ def test_enhance_long_file_in_chunks(shared_data, enhancer, enhance_workdir, tmp
     )[0]
     np.testing.assert_allclose(written, limit_peak(chunked), atol=1.5 / 2**15)
     # chunking changes little: close to the whole file enhanced in one call
-    whole = task.enhance_waveform(params, model_state, noisy, rate)
+    whole = np.asarray(jax.jit(task.enhance)(params, model_state, noisy[None]))[0]
     residual = np.sum((chunked - whole) ** 2) / np.sum(whole**2)
     assert residual < 1e-2
     assert np.abs(whole - noisy).max() > 1e-3  # the mask does something
@@ -315,7 +315,8 @@ def test_enhance_resampled_stereo_file(shared_data, enhancer, enhance_workdir, t
     written, written_rate = sf.read(output, dtype="float32")
     assert written_rate == rate and written.size == 2 * digit.size
     stereo, _ = audio.load(path, mono=False)  # as written (16-bit)
-    expected = task.enhance_waveform(params, model_state, stereo, file_rate)
+    prepared = task.prepare_waveform(stereo, file_rate)
+    expected = np.asarray(jax.jit(task.enhance)(params, model_state, prepared[None]))[0]
     np.testing.assert_allclose(written, limit_peak(expected), atol=1.5 / 2**15)
 
 
@@ -645,23 +646,19 @@ def _has_matplotlib() -> bool:
 def test_enhance_with_video_runs_the_av_system(av_workdir, av_files):
     """NOISY.wav --video CLIP: the causal AV system (offline reference) on the wav with the
     clip's mouths; it differs from Net 1, which an AV workdir runs without a video."""
-    import jax
-
     from jaxspeech import avfile, stream
-    from jaxspeech.train.restore import restore_run
 
     written, rate = sf.read(av_files["video"], dtype="float32")
     track, _ = sf.read(av_files["track"], dtype="float32")
     assert rate == 16000 and written.shape == track.shape
     assert sf.info(av_files["video"]).subtype == "PCM_16"
-    run = restore_run(av_workdir / "gate", "best", devices=jax.devices()[:1])
-    task = run.task
-    n_frames = stream.causal_frames(task.n_fft, task.hop, track.size)
+    model = jaxspeech.load(av_workdir)
+    n_frames = stream.causal_frames(model.n_fft, model.hop, track.size)
     lips, face = avfile.frame_inputs(
-        task, str(av_files["clip"]), n_frames, task.hop - task.n_fft // 2
+        model, str(av_files["clip"]), n_frames, model.hop - model.n_fft // 2
     )
     assert face.mean() > 0.9  # the talker's face is found in the GRID clip
-    expected = jax.jit(lambda x: stream.enhance_causal_av(task, run.params, x, lips, face))(track)
+    expected = jax.jit(lambda x: stream.enhance_causal_av(model, x, lips, face))(track)
     np.testing.assert_allclose(written, limit_peak(np.asarray(expected)), atol=1.5 / 2**15)
     audio_only, _ = sf.read(av_files["no_video"], dtype="float32")
     assert np.abs(written - audio_only).max() > 1e-3  # the video acts
@@ -673,6 +670,41 @@ def test_enhance_a_video_uses_its_own_sound_track(av_files):
     own, _ = sf.read(av_files["own_track"], dtype="int16")
     beside, _ = sf.read(av_files["video"], dtype="int16")
     np.testing.assert_array_equal(own, beside)
+
+
+def test_a_face_lost_half_way_is_said_and_the_audio_net_goes_on(
+    av_workdir, av_files, tmp_path, capsys
+):
+    """The GRID clip with its second half blanked: the command names the frames without a
+    face, and there the output is the causal audio net's alone; before, the video acts."""
+    from synthetic import write_video
+
+    from jaxspeech import avfile, stream
+    from jaxspeech.data.video import read_video
+
+    clip = read_video(av_files["clip"])
+    frames, half = clip.frames.copy(), len(clip.frames) // 2
+    frames[half:] = 0
+    video = tmp_path / "face_lost.mp4"
+    write_video(video, frames, np.round(clip.timestamps * 1000))
+    output = tmp_path / "out.wav"
+    argv = (av_files["track"], "--video", video, "--workdir", av_workdir, "-o", output)
+    status, _, err = run_cli(capsys, "enhance", *argv)
+    assert status == 0, err
+    assert f"{video}: no face in video frames {half}–{len(frames) - 1} (" in err
+    model = jaxspeech.load(av_workdir)
+    track = avfile.video_track(model, str(video))
+    assert track.face_present[:half].mean() > 0.9 and not track.face_present[half:].any()
+    noisy, _ = sf.read(av_files["track"], dtype="float32")
+    n_frames = stream.causal_frames(model.n_fft, model.hop, noisy.size)
+    lips, face = avfile.frame_inputs(model, str(video), n_frames, model.hop - model.n_fft // 2)
+    both = np.asarray(jax.jit(lambda x: stream.enhance_causal_av(model, x, lips, face))(noisy))
+    alone = np.asarray(jax.jit(lambda x: stream.enhance_causal(model.audio_model, x))(noisy))
+    written, _ = sf.read(output, dtype="float32")
+    np.testing.assert_allclose(written, limit_peak(both), atol=1.5 / 2**15)
+    lost = round((track.timestamps[half] + 0.1) * model.sample_rate)  # frames reach 16 ms
+    np.testing.assert_allclose(both[lost:], alone[lost:], atol=1e-5)
+    assert np.abs(both[: lost // 2] - alone[: lost // 2]).max() > 1e-3  # the face acted
 
 
 def test_load_av_as_the_cli_does(av_workdir, av_files):
@@ -792,6 +824,19 @@ def test_load_separates_as_the_cli_does(shared_data, workdir, tmp_path, capsys):
     batched = model.separate(np.stack([mixture, 0.5 * mixture]))
     np.testing.assert_allclose(batched[0], sources, atol=1e-5)
     np.testing.assert_allclose(batched[1], 0.5 * sources, atol=1e-5)
+
+
+def test_best_of_a_workdir_that_does_not_record_its_ranking(workdir, tmp_path):
+    """The trainer records how it ranks checkpoints; a workdir written before that loads
+    its best checkpoint by the ranking its system had then."""
+    recorded = json.loads((workdir / "config.json").read_text())
+    assert recorded["checkpoint_ranking"] == {"metric": "si_snr_i", "mode": "max"}
+    older = shutil.copytree(workdir, tmp_path / "older")
+    del recorded["checkpoint_ranking"]
+    (older / "config.json").write_text(json.dumps(recorded))
+    config = read_config(older)
+    assert checkpoint_ranking(older, config) == ("si_snr_i", "max")
+    assert jaxspeech.load(older).step == jaxspeech.load(workdir).step
 
 
 def test_load_enhances_as_the_cli_does(shared_data, enhancer, enhance_workdir, tmp_path, capsys):

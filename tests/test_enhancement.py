@@ -16,6 +16,7 @@ import jax
 import numpy as np
 import pytest
 
+import jaxspeech
 from jaxspeech.errors import (
     ConfigError,
     EmptyAudioError,
@@ -158,11 +159,13 @@ def test_student_loss_is_distillation_from_frozen_teacher(student, distill_run):
 
 
 @pytest.mark.slow
-def test_enhance_waveform_inputs(student):
-    task, params, model_state = student
+def test_enhance_waveform_inputs(distill_run):
+    """A recording as the loaded model takes it (``prepare_waveform``, then ``enhance``)."""
+    model = jaxspeech.load(distill_run / "student", checkpoint="latest")
+    task = model.core
     rng = np.random.default_rng(0)
     wav = (0.1 * rng.standard_normal(16001)).astype(np.float32)
-    enhance = lambda x, sr=16000: task.enhance_waveform(params, model_state, x, sr, "x.wav")
+    enhance = lambda x, sr=16000: model.enhance(task.prepare_waveform(x, sr, "x.wav"))
     mono = enhance(wav)
     assert mono.shape == wav.shape and np.all(np.isfinite(mono))
     # a unit mask gives the input back: resynthesis is exact at the input length
@@ -256,5 +259,5 @@ def test_restoring_reads_no_training_data(distill_run, monkeypatch):
     assert teacher_task.config.model.teacher is None and teacher_params
     assert np.all(np.asarray(run.model_state["feature_std"]) != 1.0)  # saved, not the default
     wav = (0.1 * np.random.default_rng(1).standard_normal(8000)).astype(np.float32)
-    out = run.task.enhance_waveform(run.params, run.model_state, wav, 16000)
+    out = np.asarray(jax.jit(run.task.enhance)(run.params, run.model_state, wav[None]))[0]
     assert out.shape == wav.shape and np.all(np.isfinite(out))

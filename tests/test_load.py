@@ -6,6 +6,7 @@ import ast
 import pathlib
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -31,6 +32,17 @@ def test_commands_never_import_the_trainer():
     for path in [*sorted((PACKAGE / "commands").glob("*.py")), PACKAGE / "cli.py"]:
         trainer = {m for m in _imported_modules(path) if m.startswith("jaxspeech.train")}
         assert not trainer, f"{path.name} imports {trainer}"
+
+
+def test_rankings_before_recording_are_those_of_the_tasks():
+    """The rankings assumed for workdirs that do not record theirs are the tasks'."""
+    from jaxspeech.inference.runs import RANKINGS_BEFORE_RECORDING
+    from jaxspeech.train.tasks import get_task_class
+
+    for system, ranking in RANKINGS_BEFORE_RECORDING.items():
+        task, _, net = system.partition(":")
+        config = types.SimpleNamespace(model=types.SimpleNamespace(net=net))
+        assert get_task_class(task).checkpoint_ranking(config) == ranking, system
 
 
 def test_import_jaxspeech_stays_light():

@@ -12,32 +12,36 @@ import pytest
 
 from jaxspeech import stream
 from jaxspeech.errors import ConfigError, ShapeError
+from jaxspeech.inference.enhancement import Enhancer
 from jaxspeech.models.masknet import LSTMMaskNetConfig, TCNMaskNetConfig
 from jaxspeech.train import stages
-from jaxspeech.train.tasks.enhancement import Task
 
 RECIPE = pathlib.Path(__file__).resolve().parents[1] / "configs/enhancement/distill.py"
 
 
-def smoke_task(estimator) -> Task:
-    """The smoke recipe's student task (16 kHz, 512-point window, hop 256) with `estimator`."""
+def smoke_model(estimator, params=None, model_state=None) -> Enhancer:
+    """The smoke recipe's student (16 kHz, 512-point window, hop 256) with ``estimator`` as
+    a loaded model: ``params`` random unless given, fixed random feature statistics."""
     config = stages.load_recipe(f"{RECIPE}:smoke").stages[1].config
     model = dataclasses.replace(config.model, estimator=estimator, teacher=None)
-    return Task(dataclasses.replace(config, model=model))
+    config = dataclasses.replace(config, model=model)
+    n_freqs = 257
+    if params is None:
+        net = Enhancer(pathlib.Path("smoke"), config, 0, {}, {}).module
+        params = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 4, n_freqs)))["params"]
+    if model_state is None:
+        rng = np.random.default_rng(1)
+        model_state = {
+            "feature_mean": jnp.asarray(rng.normal(-4.0, 1.0, n_freqs), jnp.float32),
+            "feature_std": jnp.asarray(rng.uniform(1.0, 3.0, n_freqs), jnp.float32),
+        }
+    return Enhancer(pathlib.Path("smoke"), config, 0, params, model_state)
 
 
 @pytest.fixture(scope="module")
-def enhancer(shared_data) -> stream.StreamingEnhancer:
+def enhancer() -> stream.StreamingEnhancer:
     """A two-layer causal LSTM with random weights and fixed feature statistics."""
-    del shared_data  # the task's data pipeline scans the corpora
-    task = smoke_task(LSTMMaskNetConfig(hidden=16, layers=2))
-    params = task.model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4, task.n_freqs)))["params"]
-    rng = np.random.default_rng(1)
-    model_state = {
-        "feature_mean": jnp.asarray(rng.normal(-4.0, 1.0, task.n_freqs), jnp.float32),
-        "feature_std": jnp.asarray(rng.uniform(1.0, 3.0, task.n_freqs), jnp.float32),
-    }
-    return stream.StreamingEnhancer(task, params, model_state)
+    return stream.StreamingEnhancer(smoke_model(LSTMMaskNetConfig(hidden=16, layers=2)))
 
 
 def run_stream(enhancer, signal: np.ndarray) -> np.ndarray:
@@ -63,8 +67,8 @@ def test_stream_equals_offline_causal_enhancement(enhancer):
     noisy = (0.1 * rng.standard_normal((2, 4000))).astype(np.float32)  # not whole hops
     delay, length = enhancer.delay, noisy.shape[-1]
     streamed = run_stream(enhancer, noisy)
-    task, (params, model_state) = enhancer.task, enhancer.variables
-    offline = jax.jit(lambda x: stream.enhance_causal(task, params, model_state, x))(noisy)
+    model = smoke_model(enhancer.model.config, *enhancer.variables)
+    offline = jax.jit(lambda x: stream.enhance_causal(model, x))(noisy)
     np.testing.assert_allclose(streamed[:, delay : delay + length], offline, atol=1e-5)
     assert enhancer._step._cache_size() == 1  # one compilation for every hop
     # the model really acts: output is neither the input nor a scaled copy of it
@@ -79,7 +83,7 @@ def test_unit_mask_returns_the_input_one_delay_late(enhancer):
     saturated = jax.tree.map(lambda x: x, params)
     saturated["mask"]["bias"] = jnp.full_like(params["mask"]["bias"], 60.0)  # sigmoid = 1
     saturated["mask"]["kernel"] = jnp.zeros_like(params["mask"]["kernel"])
-    unit = stream.StreamingEnhancer(enhancer.task, saturated, model_state)
+    unit = stream.StreamingEnhancer(smoke_model(enhancer.model.config, saturated, model_state))
     signal = np.random.default_rng(2).uniform(-1, 1, 1500).astype(np.float32)
     streamed = run_stream(unit, signal)
     delay = unit.delay
@@ -101,16 +105,16 @@ def test_silence_streams_to_silence_and_scan_matches_loop(enhancer):
     )
 
 
-def test_bad_input(enhancer, shared_data):
-    del shared_data
+def test_bad_input(enhancer):
     state = enhancer.init_state()
     with pytest.raises(ShapeError, match=r"expected \(256,\)"):
         enhancer.process_hop(state, np.zeros(100, np.float32))
     with pytest.raises(ShapeError, match="batch shape"):
         enhancer.process_hop(state, np.zeros((2, 256), np.float32))
-    params, model_state = enhancer.variables
-    bidirectional = smoke_task(LSTMMaskNetConfig(hidden=8, layers=1, bidirectional=True))
+    bidirectional = smoke_model(LSTMMaskNetConfig(hidden=8, layers=1, bidirectional=True))
     with pytest.raises(ConfigError, match="causal LSTM"):
-        stream.StreamingEnhancer(bidirectional, params, model_state)
+        stream.StreamingEnhancer(bidirectional)
     with pytest.raises(ConfigError, match="causal LSTM"):
-        stream.enhance_causal(smoke_task(TCNMaskNetConfig()), params, model_state, np.zeros(999))
+        stream.enhance_causal(smoke_model(TCNMaskNetConfig(), params={}), np.zeros(999))
+    with pytest.raises(ConfigError, match="causal LSTM"):
+        bidirectional.stream()

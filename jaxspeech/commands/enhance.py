@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+import sys
 
 import numpy as np
 
@@ -40,21 +41,29 @@ def _enhance_with_video(args: argparse.Namespace, video: str) -> None:
         check_output_folder(plot.parent)
         avfile.pyplot()  # the plot extra is there before any work
     model = jaxspeech.load(args.workdir, stage=args.stage, checkpoint=args.checkpoint)
-    params, rate = model.variables["params"], model.sample_rate
+    rate = model.sample_rate
     if args.noisy == video:
         noisy, file_rate = read_video_audio(video, rate), rate
     else:
         noisy, file_rate = audio.load(args.noisy, mono=False)
         report_conversion(args.noisy, noisy.shape[0], file_rate, rate, args.quiet)
     noisy = model.audio.prepare_waveform(noisy, file_rate, args.noisy)
-    enhanced, lips, face = avfile.enhance_with_video(
-        model, params, noisy, video, progress=not args.quiet
-    )
+    track = avfile.video_track(model, video)
+    spans = avfile.faceless_spans(track)
+    if spans and not args.quiet:
+        where = ", ".join(f"{i}–{j} ({start:.2f}–{end:.2f} s)" for i, j, start, end in spans)
+        print(
+            f"{video}: no face in video frames {where} of {len(track.face_present)}; the audio "
+            "net alone enhances those parts",
+            file=sys.stderr,
+            flush=True,
+        )
+    enhanced, lips, face = avfile.enhance_with_video(model, noisy, video, progress=not args.quiet)
     enhanced = fit_to_full_scale(enhanced, args.noisy, float(np.abs(noisy).max()), args.quiet)
     audio.save(output, enhanced, rate)
     print(output, flush=True)
     if args.plot:
-        print(avfile.plot_enhancement(args.plot, model, params, noisy, enhanced, lips, face))
+        print(avfile.plot_enhancement(args.plot, model, noisy, enhanced, lips, face))
 
 
 def _enhance(args: argparse.Namespace) -> None:

@@ -165,7 +165,7 @@ def fill_detection_gaps(boxes: np.ndarray, max_gap_frames: int) -> np.ndarray:
     found = np.flatnonzero(~np.isnan(boxes).any(axis=1))
     if found.size == 0:
         return boxes
-    for start, stop in _runs(np.isnan(boxes).any(axis=1)):
+    for start, stop in true_runs(np.isnan(boxes).any(axis=1)):
         if stop - start > max_gap_frames:
             continue
         frames = np.arange(start, stop)
@@ -179,7 +179,7 @@ def smooth_boxes(boxes: np.ndarray, smooth_frames: int) -> np.ndarray:
     within each run of non-NaN rows: the window shrinks at a run's ends, never crosses NaN."""
     boxes = np.array(boxes, dtype=np.float64)
     half = smooth_frames // 2
-    for start, stop in _runs(~np.isnan(boxes).any(axis=1)):
+    for start, stop in true_runs(~np.isnan(boxes).any(axis=1)):
         run, n = boxes[start:stop].copy(), stop - start
         total, count = np.zeros_like(run), np.zeros((n, 1))
         for shift in range(-half, half + 1):  # frame i adds frame i + shift when in the run
@@ -281,7 +281,7 @@ def _track_and_cache_file(
     return track, stored
 
 
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+def true_runs(mask: np.ndarray) -> list[tuple[int, int]]:
     """``(start, stop)`` of every run of True in the 1-D ``mask``."""
     edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
     return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True))

@@ -42,9 +42,9 @@ class AVMasking:
         mask, gate = av_mask(audio_mask, lip_mask, gate, face)
         return {"audio": audio_mask, "lips": lip_mask, "gate": gate, "mask": mask}
 
-    def enhance(self, params, noisy, lips, face) -> jax.Array:
-        """Audio-visual enhancement ``[B, samples]`` of ``noisy [B, samples]`` (centred
-        frames: ``lips [B, 1 + samples // hop, h, w]``, ``face`` likewise)."""
+    def enhance_frames(self, params, noisy, lips, face) -> jax.Array:
+        """Audio-visual enhancement ``[B, samples]`` of ``noisy [B, samples]`` given the video
+        of each centred frame: ``lips [B, 1 + samples // hop, h, w]``, ``face`` likewise."""
         spec = self.audio.spectrum(noisy)
         mask = self.masks_from_spectrum(params, spec, lips, face)["mask"]
         return self.audio.resynthesise(spec, mask, noisy.shape[-1])
@@ -92,12 +92,11 @@ class AVEnhancer(LoadedModel, AVMasking):
         from jaxspeech import avfile
 
         noisy = np.asarray(wave, np.float32)
-        params = self.variables["params"]
-        return avfile.enhance_with_video(self, params, noisy, str(video), progress=progress)[0]
+        return avfile.enhance_with_video(self, noisy, str(video), progress=progress)[0]
 
     def stream(self):
         """A :class:`jaxspeech.stream.AVStreamingEnhancer` of this system (causal nets):
         ``process_hop`` takes ``hop`` samples and, when one arrives, a video frame's crop."""
         from jaxspeech import stream
 
-        return stream.AVStreamingEnhancer(self, self.variables["params"])
+        return stream.AVStreamingEnhancer(self)

@@ -165,4 +165,4 @@ class Enhancer(LoadedModel):
         ``process_hop`` takes ``hop`` samples at a time."""
         from jaxspeech import stream
 
-        return stream.StreamingEnhancer(self.core, self.variables["params"], self.model_state)
+        return stream.StreamingEnhancer(self)

@@ -69,12 +69,27 @@ def frozen_stages(workdir: pathlib.Path) -> dict[str, tuple[pathlib.Path, int]]:
     return stages
 
 
-def checkpoint_ranking(config) -> tuple[str, str]:
-    """``(validation metric, "min" or "max")`` by which the trainer ranked the run's
-    checkpoints ("best"), read from its task class (no task is built)."""
-    from jaxspeech.train.tasks import get_task_class
+#: How the trainer ranked the checkpoints of each system's runs before it recorded the
+#: ranking in ``config.json`` (workdirs written earlier); the AV stages by ``model.net``.
+RANKINGS_BEFORE_RECORDING = {
+    "separation": ("si_snr_i", "max"),
+    "enhancement": ("si_sdr", "max"),
+    "speaker": ("cosine_gap", "max"),
+    "bgm": ("bce", "min"),
+    "av:lips": ("band_bce", "min"),
+    "av:gate": ("si_sdr", "max"),
+}
 
-    return get_task_class(config.task).checkpoint_ranking(config)
+
+def checkpoint_ranking(workdir: pathlib.Path, config) -> tuple[str, str]:
+    """``(validation metric, "min" or "max")`` by which the trainer ranked the checkpoints of
+    the run in ``workdir`` ("best"): as recorded in its ``config.json``, or for a run written
+    before that, as the trainer ranked runs of its system then."""
+    recorded = names.recorded_ranking(workdir)
+    if recorded is not None:
+        return recorded
+    system = f"av:{config.model.net}" if config.task == "av" else config.task
+    return RANKINGS_BEFORE_RECORDING[system]
 
 
 def restore_variables(workdir: pathlib.Path, checkpoint: str, config) -> tuple[dict, dict, int]:
@@ -82,7 +97,7 @@ def restore_variables(workdir: pathlib.Path, checkpoint: str, config) -> tuple[d
     step number) of the run in ``workdir``, on the first device; shapes are read from the
     checkpoint itself, so nothing is initialised."""
     workdir = pathlib.Path(workdir).absolute()
-    metric, mode = checkpoint_ranking(config)
+    metric, mode = checkpoint_ranking(workdir, config)
     checkpointer = Checkpointer(
         workdir / names.CHECKPOINTS,
         keep=config.train.keep_checkpoints,

@@ -360,12 +360,13 @@ def run(
     Raises ``TrainingInterrupted`` after saving a checkpoint on SIGINT/SIGTERM.
     """
     workdir = pathlib.Path(workdir).absolute()
-    config_json = config_lib.to_json(config)
-    workdir_lib.check_resumable(workdir, config_json, allow_changes)
+    workdir_lib.check_resumable(workdir, config_lib.to_json(config), allow_changes)
     workdir.mkdir(parents=True, exist_ok=True)
     frozen = dict(frozen or {})
     setup = _Setup(config, workdir, devices, frozen)
     task, mesh = setup.task, setup.mesh
+    # the ranking is recorded so that inference finds "best" without the task
+    config_json = names.with_ranking(config_lib.to_json(config), task.valid_metric, task.valid_mode)
     stepper = _stepper(setup)
     is_main = jax.process_index() == 0
     if is_main:

@@ -275,10 +275,10 @@ class Task(AVMasking, base.Task):
                 lambda b: self.audio.enhance(audio_params, audio_state, b["mixture"])
             ),
             "audio-visual": jax.jit(
-                lambda b: self.enhance(params, b["mixture"], b["lips"], b["face"])
+                lambda b: self.enhance_frames(params, b["mixture"], b["lips"], b["face"])
             ),
             "AV, video blanked": jax.jit(
-                lambda b: self.enhance(
+                lambda b: self.enhance_frames(
                     params, b["mixture"], jnp.zeros_like(b["lips"]), jnp.zeros_like(b["face"])
                 )
             ),

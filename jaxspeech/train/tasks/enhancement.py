@@ -367,14 +367,3 @@ class Task(MaskEnhancer, base.Task):
             "MMAC/s": macs_per_frame(params) * frames_per_second / 1e6,
             "RTF (CPU)": elapsed / (utterance.shape[-1] / self.sample_rate),
         }
-
-    # --- files -----------------------------------------------------------------------------
-
-    def enhance_waveform(
-        self, params, model_state, wav: np.ndarray, sample_rate: int, source="audio"
-    ):
-        """Enhances one recording (``prepare_waveform``, then ``enhance`` in one call); the
-        result is mono ``[samples']`` at the model's rate. All-zero input gives all-zero
-        output."""
-        wav = self.prepare_waveform(wav, sample_rate, source)
-        return np.asarray(jax.jit(self.enhance)(params, model_state, wav[None]))[0]
