@@ -364,10 +364,7 @@ def test_av_system_matches_jax_with_and_without_a_face(av_clip, tmp_path):
                              face=np.stack([face, partial]))[0]  # fmt: skip
     assert np.abs(enhanced - expected).max() <= TOLERANCE
     assert np.abs(expected - noisy).max() > 1e-2  # the mask acts
-    params = model.variables["params"]
-    assert np.abs(fallback - avfile.stream_blocks(model, params, noisy, lips, partial)).max() <= (
-        TOLERANCE
-    )
+    assert np.abs(fallback - avfile.stream_blocks(model, noisy, lips, partial)).max() <= TOLERANCE
     # Causal: identical up to the first faceless frame's samples, different after it.
     first = (n_frames // 3) * hop - (n_fft - hop)
     assert np.abs(fallback - enhanced)[:first].max() <= TOLERANCE
@@ -385,7 +382,7 @@ def test_av_system_matches_jax_with_and_without_a_face(av_clip, tmp_path):
 
 
 def test_non_causal_av_system_matches_jax(av_clip, tmp_path):
-    """Bidirectional lip net and gate: the centred framing of ``AVMasking.enhance``."""
+    """Bidirectional lip net and gate: the centred framing of ``AVMasking.enhance_frames``."""
     noisy, video = av_clip
     noisy = noisy[:16_001]
     model = av_enhancer(noisy, tmp_path, causal=False)
@@ -393,7 +390,7 @@ def test_non_causal_av_system_matches_jax(av_clip, tmp_path):
     lips, face = avfile.frame_inputs(model, str(video), n_frames, 0)
     face[: n_frames // 2] = False
     params = model.variables["params"]
-    expected = jax.jit(AVMasking.enhance, static_argnums=0)(
+    expected = jax.jit(AVMasking.enhance_frames, static_argnums=0)(
         model, params, noisy[None], lips[None], face[None]
     )
     graph = export_graph(model)

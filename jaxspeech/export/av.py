@@ -15,7 +15,7 @@ Framing, as ``AVEnhancer.enhance`` frames (``metadata_props["framing"]``):
   centred on input sample ``t·hop + hop − n_fft/2`` (``frame_centre_offset``); the output
   is ``stream.enhance_causal_av``'s, what ``AVEnhancer.enhance`` returns.
 * ``centred`` (a bidirectional lip net or gate): the centred STFT, ``frames = 1 + samples //
-  hop``, frame ``t`` centred on sample ``t·hop``; the output is ``AVMasking.enhance``'s.
+  hop``, frame ``t`` centred on sample ``t·hop``; the output is ``AVMasking.enhance_frames``'.
 
 A mismatch between ``frames`` and the recording's length is an ONNX Runtime shape error.
 
