@@ -5,7 +5,8 @@ A single run's workdir holds::
     config.json          the resolved config (jaxspeech.train.config.to_json) and how the
                          trainer ranks its checkpoints ("best")
     frozen.json          the earlier stages it read: relative workdir and checkpoint step
-    checkpoints/         Orbax checkpoints (jaxspeech.train.checkpoint)
+    checkpoints/         Orbax checkpoints (jaxspeech.train.checkpoint); checkpoints/deleted/
+                         holds the ones the keep policy dropped until the next save or the end
     metrics.jsonl        one JSON record per logged step
     eval/<table>.{md,csv,json}          the evaluation table (<table>: split or trial list)
     eval/<table>_items.{md,csv,json}    one row per test item: its ID, metadata, every score
@@ -32,6 +33,7 @@ CONFIG = "config.json"
 FROZEN = "frozen.json"
 STAGES = "stages.json"
 CHECKPOINTS = "checkpoints"
+DELETED_CHECKPOINTS = "deleted"
 METRICS = "metrics.jsonl"
 EVAL = "eval"
 TRIALS = "trials"

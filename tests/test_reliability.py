@@ -27,6 +27,7 @@ from jaxspeech.train.checkpoint import UnreadableCheckpointError
 from jaxspeech.train.logging import read_metrics
 from jaxspeech.train.loop import run
 from jaxspeech.train.restore import restore_run
+from jaxspeech.workdir import DELETED_CHECKPOINTS
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TESTS = pathlib.Path(__file__).resolve().parent
@@ -160,6 +161,8 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_finishes_the_same(uninterrupte
     assert finished.returncode == 0, finished.stderr
     assert f"resuming from the checkpoint of step {stopped}" in finished.stdout.decode()
     assert_same_params(restore_run(workdir, "latest").params, reference)
+    # the finished run removed the dropped checkpoints for good
+    assert not (workdir / "checkpoints" / DELETED_CHECKPOINTS).exists()
     steps = [r["step"] for r in read_metrics(workdir)]
     assert steps == [r["step"] for r in read_metrics(reference_dir)]  # none twice, none lost
 
@@ -182,10 +185,14 @@ def test_kill_9_five_times_then_resume_to_the_same_params(uninterrupted, tmp_pat
         process.wait()
         # every checkpoint left on disk is complete and readable: orbax writes a save to
         # "<step>.orbax-checkpoint-tmp..." and renames it when complete; a killed save's
-        # temporary folder is never taken for a checkpoint
+        # temporary folder is never taken for a checkpoint, and a dropped checkpoint is renamed
+        # into "deleted/" whole before it is removed
         folders = [p.name for p in (workdir / "checkpoints").iterdir()]
         steps = sorted(int(name) for name in folders if name.isdigit())
-        assert all(name.isdigit() or "orbax-checkpoint-tmp" in name for name in folders)
+        assert all(
+            name.isdigit() or "orbax-checkpoint-tmp" in name or name == DELETED_CHECKPOINTS
+            for name in folders
+        )
         for step in steps:
             assert restore_run(workdir, str(step)).step == step
         if steps:  # (a kill before the first save completed leaves none)
@@ -194,6 +201,8 @@ def test_kill_9_five_times_then_resume_to_the_same_params(uninterrupted, tmp_pat
     finished = subprocess.run(command, env=subprocess_env(), cwd=tmp_path, capture_output=True)
     assert finished.returncode == 0, finished.stderr
     assert_same_params(restore_run(workdir, "latest").params, reference)
+    # the finished run removed the dropped checkpoints for good
+    assert not (workdir / "checkpoints" / DELETED_CHECKPOINTS).exists()
     steps = [r["step"] for r in read_metrics(workdir)]
     assert len(steps) == len(set(steps)) and steps == sorted(steps)
 

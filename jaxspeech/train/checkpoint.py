@@ -4,7 +4,10 @@ Layout: ``WORKDIR/checkpoints/<step>/{model,train,data,config}``: ``model`` hold
 the model needs (``params`` and ``model_state``, e.g. batch-norm or feature-normalisation
 statistics), ``train`` the rest of the train state (step, optimiser state, RNG, ...), so that
 evaluation and inference restore ``model`` alone, without building an optimiser. The last
-``keep`` checkpoints are kept, plus the best one by the task's validation metric.
+``keep`` checkpoints are kept, plus the best one by the task's validation metric. A dropped
+checkpoint is first renamed into ``checkpoints/deleted/`` (one atomic rename, so a run killed
+while dropping one never leaves a half-deleted step that is still listed) and removed for
+good at the next save or when the checkpointer closes.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import contextlib
 import dataclasses
 import json
 import pathlib
+import shutil
 import sys
 from typing import Any
 
@@ -69,6 +73,7 @@ class Checkpointer:
                 ]
             ),
             create=True,
+            todelete_subdir=names.DELETED_CHECKPOINTS,
         )
         self.directory = pathlib.Path(directory).absolute()
         self.manager = ocp.CheckpointManager(
@@ -118,6 +123,7 @@ class Checkpointer:
         (validation) rank the checkpoint for "best". A failed write (a full disk) raises a
         JaxspeechError here or at the next save or ``close``; earlier checkpoints stay."""
         model, train = _split(state)
+        self._empty_deleted()
         with self._writing(step):
             self.manager.save(
                 step,
@@ -206,7 +212,13 @@ class Checkpointer:
             self.close()
 
     def close(self) -> None:
-        """Waits for pending saves and releases the manager."""
+        """Waits for pending saves, releases the manager and removes the dropped checkpoints."""
         with self._writing(self.manager.latest_step()):
             self.manager.wait_until_finished()
         self.manager.close()
+        self._empty_deleted()
+
+    def _empty_deleted(self) -> None:
+        """Removes ``checkpoints/deleted/`` for good (process 0)."""
+        if jax.process_index() == 0:
+            shutil.rmtree(self.directory / names.DELETED_CHECKPOINTS, ignore_errors=True)
