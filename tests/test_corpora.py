@@ -197,7 +197,7 @@ def test_voxceleb_trial_problems(tmp_path, shared_data):
     with open(tmp_path / "veri_test2.txt", "a") as f:
         f.write("1 id10270/nope/00001.wav\n")
     with pytest.raises(
-        CorpusError, match=r"veri_test2.txt line 29: .* is not '<1\|0> <path> <path>'"
+        CorpusError, match=r"veri_test2.txt line 29: .*; each line must be 'label a.wav b.wav'"
     ):
         open_corpus(tmp_path).trials("veri_test2")
     with pytest.raises(CorpusError, match="no trial list 'veri_test'"):

@@ -11,6 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from jaxspeech import files
+from jaxspeech.data.corpora.records import parse_trial_line
 from jaxspeech.errors import TrialError
 from jaxspeech.metrics.verification import eer, min_dcf
 
@@ -42,15 +43,12 @@ def read_trials(path: str | pathlib.Path) -> list[tuple[int, str, str]]:
         raise TrialError(f"{path}: no such trial list; give a file of 'label a.wav b.wav' lines")
     trials = []
     for number, line in enumerate(path.read_text().splitlines(), 1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != 3 or fields[0] not in ("0", "1"):
-            raise TrialError(
-                f"{path} line {number}: {line!r}; each line must be 'label a.wav b.wav' with "
-                "label 1 (same speaker) or 0"
-            )
-        trials.append((int(fields[0]), fields[1], fields[2]))
+        try:
+            parsed = parse_trial_line(line)
+        except ValueError as err:
+            raise TrialError(f"{path} line {number}: {err}") from None
+        if parsed is not None:
+            trials.append(parsed)
     if not trials:
         raise TrialError(f"{path}: no trials; give 'label a.wav b.wav' lines")
     return trials

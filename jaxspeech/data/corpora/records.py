@@ -108,3 +108,16 @@ class Trial:
 
 
 Item = Recording | Mixture | NoisyPair
+
+
+def parse_trial_line(line: str) -> tuple[int, str, str] | None:
+    """``(label, enrol, test)`` of a VoxCeleb-format trial line ``<1|0> <path> <path>``, None
+    for a blank line; ValueError (naming the expected form) for anything else."""
+    fields = line.split()
+    if not fields:
+        return None
+    if len(fields) != 3 or fields[0] not in ("0", "1"):
+        raise ValueError(
+            f"{line!r}; each line must be 'label a.wav b.wav' with label 1 (same speaker) or 0"
+        )
+    return int(fields[0]), fields[1], fields[2]

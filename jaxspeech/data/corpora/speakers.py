@@ -30,7 +30,7 @@ from jaxspeech.data.corpora.base import (
     read_header,
     subfolders,
 )
-from jaxspeech.data.corpora.records import Recording, Trial
+from jaxspeech.data.corpora.records import Recording, Trial, parse_trial_line
 from jaxspeech.errors import AudioFileError, CorpusError
 
 VOXCELEB1_TRIAL_LISTS = (
@@ -142,16 +142,14 @@ class VoxCeleb(Corpus):
         wav = self.root / "wav"
         trials = []
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            fields = line.split()
-            if not fields:
+            try:
+                parsed = parse_trial_line(line)
+            except ValueError as err:
+                problems.append(CorpusError(f"{path} line {number}: {err}"))
                 continue
-            if len(fields) != 3 or fields[0] not in ("0", "1"):
-                problems.append(
-                    CorpusError(f"{path} line {number}: {line!r} is not '<1|0> <path> <path>'")
-                )
-                continue
-            enrol, test = (_listed_file(wav, p, problems) for p in fields[1:])
-            trials.append(Trial(enrol, test, fields[0] == "1"))
+            if parsed is not None:
+                enrol, test = (_listed_file(wav, p, problems) for p in parsed[1:])
+                trials.append(Trial(enrol, test, parsed[0] == 1))
         return trials
 
 
