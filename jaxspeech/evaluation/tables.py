@@ -40,8 +40,9 @@ class Evaluation:
     scores: Mapping[str, np.ndarray] | None = None
 
     def group_means(self) -> list[dict]:
-        """Per system, group column and value: the number of items and each score's mean
-        (float columns of ``items``), in the order the values first appear."""
+        """Per system, group column (those its items have) and value: the number of items
+        and each score's mean (float columns of ``items``), in the order the values first
+        appear."""
         rows = []
         systems = dict.fromkeys(item["system"] for item in self.items)
         for system in systems:
@@ -51,7 +52,7 @@ class Evaluation:
                 for key, value in mine[0].items()
                 if isinstance(value, float) and key not in self.groups
             ]
-            for column in self.groups:
+            for column in (c for c in self.groups if c in mine[0]):  # stages differ
                 for value in dict.fromkeys(item[column] for item in mine):
                     members = [item for item in mine if item[column] == value]
                     row = {"system": system, "group": column, "value": value}
