@@ -794,7 +794,8 @@ def test_gate_stage_table_compares_the_systems_per_condition(av_workdir):
     assert len(written) == len(rows) and "audio-visual" in markdown
     systems = [
         *("noisy", "audio-only (Net 1)", "audio-visual", "AV, oracle bands"),
-        *("AV, other clip's video", "AV, video blanked", "oracle IRM"),
+        *("AV, oracle bands, gate open", "AV, other clip's video", "AV, video blanked"),
+        "oracle IRM",
     ]
     table = {(row["system"], row["condition"], row["SNR (dB)"]): row for row in rows}
     groups = {(condition, snr) for _, condition, snr in table}

@@ -17,7 +17,8 @@ lips → gate. Data: :mod:`jaxspeech.data.av` (GRID clips in noise or beside ano
 
 The gate's ``evaluate`` writes the table of the recipe: noisy input, audio-only (Net 1),
 audio-visual, AV with oracle bands (the lip band mask replaced by the clean speech's band
-IBM: the ceiling of a perfect lip net), AV with another clip's video (mismatched: the gate
+IBM: a perfect lip net), the same with the gate open (g = 1: the ceiling of the band mask
+whatever the gate learned), AV with another clip's video (mismatched: the gate
 should fall back to audio only), AV with the video blanked (no face anywhere: equal to
 audio-only) and the oracle IRM, with PESQ (wb), STOI, SI-SDR and SI-SDRi per condition and
 SNR.
@@ -177,17 +178,21 @@ class Task(AVMasking, base.Task):
         """The gate system's ``audio``, ``gate`` and output ``mask`` for a noisy STFT
         ``spec [B, frames, F]`` with a given band mask ``bands [B, frames, M]`` in place of
         the lip net's (the oracle: the clean speech's band IBM) and face flags
-        ``face [B, frames]``."""
+        ``face [B, frames]``; ``params`` None opens the gate (g = 1 on every face frame)."""
         audio_params, audio_state = self.audio_variables
         features = self.audio.features(spec, audio_state)
         audio_mask = self.audio.model.apply({"params": audio_params}, features)
-        gate = self.gate_net.apply({"params": params}, gate_inputs(audio_mask, bands))
+        if params is None:
+            gate = jnp.ones_like(audio_mask[..., :1])
+        else:
+            gate = self.gate_net.apply({"params": params}, gate_inputs(audio_mask, bands))
         mask, gate = av_mask(audio_mask, bands, gate, face)
         return {"audio": audio_mask, "gate": gate, "mask": mask}
 
     def enhance_with_oracle_bands(self, params, noisy, clean, face) -> jax.Array:
         """Enhanced ``[B, samples]`` of ``noisy [B, samples]`` with the band IBM of
-        ``clean`` as the lip band mask (the ceiling of a perfect lip net)."""
+        ``clean`` as the lip band mask (a perfect lip net); ``params`` None opens the gate
+        (the ceiling of the band mask itself, whatever the gate learned)."""
         spec = self.audio.spectrum(noisy)
         bands = self.band_target(clean)
         mask = self.masks_with_bands(params, spec, bands, face)["mask"]
@@ -306,6 +311,9 @@ class Task(AVMasking, base.Task):
                 lambda b: self.enhance_with_oracle_bands(
                     params, b["mixture"], b["clean"], b["face"]
                 )
+            ),
+            "AV, oracle bands, gate open": jax.jit(
+                lambda b: self.enhance_with_oracle_bands(None, b["mixture"], b["clean"], b["face"])
             ),
             "AV, other clip's video": jax.jit(
                 lambda b: self.enhance(params, b["mixture"], b["other_lips"], b["other_face"])
