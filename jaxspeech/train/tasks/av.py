@@ -316,7 +316,9 @@ class Task(AVMasking, base.Task):
                 lambda b: self.enhance_with_oracle_bands(None, b["mixture"], b["clean"], b["face"])
             ),
             "AV, other clip's video": jax.jit(
-                lambda b: self.enhance(params, b["mixture"], b["other_lips"], b["other_face"])
+                lambda b: self.enhance_frames(
+                    params, b["mixture"], b["other_lips"], b["other_face"]
+                )
             ),
             "AV, video blanked": jax.jit(
                 lambda b: self.enhance_frames(
