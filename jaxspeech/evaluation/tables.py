@@ -40,9 +40,9 @@ class Evaluation:
     scores: Mapping[str, np.ndarray] | None = None
 
     def group_means(self) -> list[dict]:
-        """Per system, group column (those its items have) and value: the number of items
-        and each score's mean (float columns of ``items``), in the order the values first
-        appear."""
+        """Per system, group column and value: the number of items (of those that have the
+        column) and each score's mean (float columns of ``items``), in the order the values
+        first appear."""
         rows = []
         systems = dict.fromkeys(item["system"] for item in self.items)
         for system in systems:
@@ -52,9 +52,10 @@ class Evaluation:
                 for key, value in mine[0].items()
                 if isinstance(value, float) and key not in self.groups
             ]
-            for column in (c for c in self.groups if c in mine[0]):  # stages differ
-                for value in dict.fromkeys(item[column] for item in mine):
-                    members = [item for item in mine if item[column] == value]
+            for column in self.groups:
+                having = [item for item in mine if column in item]  # joined stages differ
+                for value in dict.fromkeys(item[column] for item in having):
+                    members = [item for item in having if item[column] == value]
                     row = {"system": system, "group": column, "value": value}
                     row["items"] = len(members)
                     row.update({k: float(np.mean([m[k] for m in members])) for k in scores})
