@@ -1,5 +1,6 @@
 """Audio-visual task on synthetic clips: mixtures and their mouth frames, the split, the losses,
-the no-face fallback through the whole system, and the stream against the offline causal path.
+the no-face fallback through the whole system, the stream against the offline causal path,
+the oracle-band and mismatched-video rows of the table, and where Net 1 is trained.
 
 The clips are made here (audio, mouth crops, timestamps, face flags of the shapes
 ``jaxspeech.data.mouths.mouth_track`` returns), so no video decoder is needed."""
@@ -25,6 +26,7 @@ from jaxspeech.data.av import (
 )
 from jaxspeech.data.mixing import AudioCache
 from jaxspeech.data.mouths import MouthConfig
+from jaxspeech.data.pipeline import MixtureDataConfig
 from jaxspeech.data.source import batch_examples
 from jaxspeech.errors import ConfigError
 from jaxspeech.inference.av import AVEnhancer
@@ -38,6 +40,7 @@ from jaxspeech.train.tasks import av, enhancement
 
 RATE, HOP, FPS, CROP = 16000, 256, 25.0, 16
 RECIPE = pathlib.Path(__file__).resolve().parents[1] / "configs/enhancement/distill.py"
+AV_RECIPE = RECIPE.parents[1] / "av/lipgate.py"
 
 
 def synthetic_clip(name: str, talker: str, seconds: float, video_seconds: float, seed: int):
@@ -283,3 +286,71 @@ def test_task_config_errors(audio_run):
             dataclasses.replace(config, data=dataclasses.replace(DATA, sample_rate=8000)),
             {"audio": audio_run},
         )
+
+
+def test_oracle_bands_row_is_the_gate_over_the_clean_band_ibm(gate, clips, noises):
+    """The oracle row in numpy: band k of frame t is active when it holds at least the
+    threshold's share of the clean frame's energy; the gate reads Net 1's band means, the
+    bands and their product; the mask is g·(B⊙M) + (1−g)·M on face frames, M elsewhere."""
+    task, params = gate
+    batch = batch_examples(
+        [example(clips, noises, c, t) for c, t in (("noise", 1), ("talker", 0))], 2
+    )[0]
+    noisy, clean, face = batch["mixture"], batch["clean"], batch["face"]
+    power = np.abs(np.asarray(task.audio.spectrum(clean))) ** 2
+    groups = np.array_split(np.arange(task.n_freqs), task.n_bands)
+    band_power = np.stack([power[..., g].sum(-1) for g in groups], -1)
+    share = band_power / np.maximum(power.sum(-1, keepdims=True), 1e-30)
+    bands = (share >= task.config.model.band_threshold) & (power.sum(-1, keepdims=True) > 0)
+    assert 0 < bands.mean() < 1
+    audio_params, audio_state = task.audio_variables
+    audio_mask, spec = map(np.asarray, task.audio.mask(audio_params, audio_state, noisy))
+    audio_bands = np.stack([audio_mask[..., g].mean(-1) for g in groups], -1)
+    inputs = np.concatenate([audio_bands, bands, audio_bands * bands], -1).astype(np.float32)
+    g = np.asarray(task.gate_net.apply({"params": params}, inputs))
+    spread = np.concatenate(
+        [np.repeat(bands[..., [k]], len(b), -1) for k, b in enumerate(groups)], -1
+    )
+    expected = np.where(
+        face[..., None] > 0, g * spread * audio_mask + (1 - g) * audio_mask, audio_mask
+    )
+    got = jax.jit(task.masks_with_bands)(params, spec, task.band_target(clean), face)["mask"]
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert np.abs(expected - audio_mask).max() > 1e-3  # the bands act
+    enhanced = jax.jit(task.enhance_with_oracle_bands)(params, noisy, clean, face)
+    reference = task.audio.resynthesise(spec, expected.astype(np.float32), noisy.shape[-1])
+    np.testing.assert_allclose(enhanced, reference, atol=1e-5)
+    opened = jax.jit(task.masks_with_bands)(None, spec, task.band_target(clean), face)["mask"]
+    np.testing.assert_allclose(
+        opened, np.where(face[..., None] > 0, spread * audio_mask, audio_mask), atol=1e-6
+    )
+
+
+def test_mismatched_video_comes_from_another_clip():
+    """Each example takes the mouths of the first example ``shift`` or more places on whose
+    clip differs (by hand: clips a a b b c, shift 2 → donors 2 3 4 0 1)."""
+    examples = [
+        {"lips": np.full((2, 1, 1), i, np.float32), "face": np.full(2, i % 2, np.float32),
+         "info": {"path": path}}
+        for i, path in enumerate("aabbc")
+    ]  # fmt: skip
+    mismatched = av.with_other_video(examples, 2)
+    assert [int(e["other_lips"][0, 0, 0]) for e in mismatched] == [2, 3, 4, 0, 1]
+    assert [int(e["other_face"][0]) for e in mismatched] == [0, 1, 0, 0, 1]
+    assert all(e["lips"] is x["lips"] for e, x in zip(mismatched, examples, strict=True))
+    with pytest.raises(ConfigError, match="two clips"):
+        av.with_other_video(examples[:2], 1)
+
+
+@pytest.mark.parametrize("variant", ["smoke", "smoke-librispeech"])
+def test_net1_hears_the_av_train_clips_or_other_speakers(variant):
+    """By default Net 1 trains on the AV stages' own mixtures (the same data section, so the
+    same clip splits: no valid or test clip is heard); "-librispeech" on LibriSpeech."""
+    audio, lips, gate_stage = stages.load_recipe(f"{AV_RECIPE}:{variant}").stages
+    assert lips.config.data == gate_stage.config.data
+    if variant == "smoke":
+        assert audio.config.data == lips.config.data
+    else:
+        assert isinstance(audio.config.data, MixtureDataConfig)
+        assert "librispeech" in audio.config.data.speech
+    assert audio.config.model.estimator == LSTMMaskNetConfig(hidden=48, layers=1)

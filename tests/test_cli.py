@@ -555,23 +555,29 @@ AV_CLIP = "grid/s1/bbaf2n.mpg"
 
 
 def av_overrides(root: pathlib.Path, cache: pathlib.Path) -> list[str]:
-    """The smoke AV recipe at one step a stage: Net 1 on 0.25 s crops, the lip net and gate on
-    0.5 s crops of the GRID clips under ``root`` (16 × 16 mouths, detection at a quarter of the
-    frame size, cached in ``cache``), the gate's table on 2 one-second examples."""
+    """The smoke AV recipe at one step a stage on 0.5 s crops of the GRID clips under ``root``
+    (16 × 16 mouths, detection at a quarter of the frame size, cached in ``cache``): Net 1
+    on their speech, the lip net and gate; the gate's table on 4 one-second examples (two
+    clips, so the mismatched-video row has another clip's video)."""
     overrides = [
-        *("train.steps=1", "audio.train.batch_size=2", "audio.data.valid_size=2"),
-        *("audio.data.mixture.segment_seconds=0.25", "audio.model.features.stats_batches=1"),
+        *("train.steps=1", "audio.train.batch_size=2", "audio.model.features.stats_batches=1"),
         "audio.model.estimator.hidden=8",
     ]
-    for stage in ("lips", "gate"):
+    for stage in ("audio", "lips", "gate"):
         overrides += [
             f"{stage}.{override}"
             for override in (
                 *(f"data.root={root}", f"data.cache_dir={cache}", "data.segment_seconds=0.5"),
-                *("train.batch_size=2", "data.valid_size=2", "data.mouth.crop_size=16"),
-                *("data.mouth.detect_scale=0.25", "model.lip_net.channels=(4,8)"),
+                *("data.valid_size=2", "data.mouth.crop_size=16", "data.mouth.detect_scale=0.25"),
+            )
+        ]
+    for stage in ("lips", "gate"):
+        overrides += [
+            f"{stage}.{override}"
+            for override in (
+                *("train.batch_size=2", "model.lip_net.channels=(4,8)"),
                 *("model.lip_net.embedding=8", "model.lip_net.hidden=8", "model.gate_net.hidden=8"),
-                *("eval.noise_snrs_db=(0.0,)", "eval.talker_snrs_db=(0.0,)", "eval.size=2"),
+                *("eval.noise_snrs_db=(0.0,)", "eval.talker_snrs_db=(0.0,)", "eval.size=4"),
                 *("eval.batch_size=2", "eval.seconds=1.0"),
             )
         ]
@@ -786,7 +792,11 @@ def test_gate_stage_table_compares_the_systems_per_condition(av_workdir):
     rows = evaluation.table
     written = json.loads((av_workdir / "gate/eval/test.json").read_text())
     assert len(written) == len(rows) and "audio-visual" in markdown
-    systems = ["noisy", "audio-only (Net 1)", "audio-visual", "AV, video blanked", "oracle IRM"]
+    systems = [
+        *("noisy", "audio-only (Net 1)", "audio-visual", "AV, oracle bands"),
+        *("AV, oracle bands, gate open", "AV, other clip's video", "AV, video blanked"),
+        "oracle IRM",
+    ]
     table = {(row["system"], row["condition"], row["SNR (dB)"]): row for row in rows}
     groups = {(condition, snr) for _, condition, snr in table}
     assert {condition for condition, _ in groups} == {"all", "noise", "talker"}

@@ -88,6 +88,16 @@ def test_group_means_and_written_tables(tmp_path):
     ]
     np.testing.assert_allclose(means[1]["SI-SDR"], scores["SI-SDR"][1::2].mean(), rtol=1e-12)
     assert "speakers" not in means[0]
+    # joined stages: a group's means count only the items (of one system) that have its column
+    stage = item_rows("lips", scores, [{"condition": "noise"}] * 6)
+    stage += item_rows("noisy", scores, [{"condition": "talker"}] * 6)
+    joined = Evaluation([], items + stage, ("SNR (dB)", "condition")).group_means()
+    assert [(r["system"], r["group"], r["items"]) for r in joined] == [
+        *[("model", "SNR (dB)", 3)] * 2,
+        *[("noisy", "SNR (dB)", 3)] * 2,
+        ("noisy", "condition", 6),
+        ("lips", "condition", 6),
+    ]
     markdown, written = write_evaluation(evaluation, tmp_path, "test")
     assert markdown.startswith("| system | PESQ |")
     assert written == [tmp_path / "eval" / name for name in ("test", "test_items", "test_groups")]

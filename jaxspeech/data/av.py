@@ -460,3 +460,52 @@ class AVData:
         cfg = self.cfg
         grid = [("noise", float(np.mean(cfg.noise_snr_db_range))), ("talker", 0.0)]
         return batch_examples(self.test_items("valid", grid, cfg.valid_size), self.batch_size)
+
+
+def _with_source(example: dict) -> dict:
+    """``example`` (or a batch) with its target ``clean [..., T]`` as the one source
+    ``sources [..., 1, T]`` of the enhancement task."""
+    return {**example, "sources": np.asarray(example["clean"])[..., None, :]}
+
+
+class AVSpeechData:
+    """The AV corpus's own speech as the audio net's (Net 1's) enhancement data: the mixtures
+    of :class:`AVData` with its splits (so Net 1 never hears a valid or test clip), the
+    target as the one source ``sources [1, T]``, read through the interface of
+    ``jaxspeech.data.pipeline.MixtureData`` that ``jaxspeech.train.tasks.enhancement`` uses.
+
+    Args: as :class:`AVData`.
+    """
+
+    def __init__(self, cfg: AVDataConfig, batch_size: int, hop: int) -> None:
+        self.av = AVData(cfg, batch_size, hop)
+        self.splits, self.sample_rate = self.av.splits, cfg.sample_rate
+
+    def train_dataset(
+        self, process_index: int = 0, process_count: int = 1, seed: int = 0, read_options=None
+    ):
+        """:meth:`AVData.train_dataset` with ``sources [B, 1, T]``."""
+        stream = self.av.train_dataset(process_index, process_count, seed, read_options)
+        return stream.map(_with_source)
+
+    def valid_batches(self) -> list[dict[str, np.ndarray]]:
+        return [_with_source(batch) for batch in self.av.valid_batches()]
+
+    def test_items(
+        self, split: str, size: int, snrs: Sequence[float], seconds: float | None = None
+    ) -> list[dict]:
+        """``size`` fixed examples of ``split`` in noise at ``snrs`` in turn; ``info`` as a
+        pair corpus gives it (``snr_db``, ``speaker``, ``noise``, ``path``)."""
+        grid = [("noise", float(snr)) for snr in snrs]
+        return [
+            {
+                **_with_source(item),
+                "info": {
+                    "snr_db": float(item["snr_db"]),
+                    "speaker": item["info"]["talker"],
+                    "noise": None,
+                    "path": item["info"]["path"],
+                },
+            }
+            for item in self.av.test_items(split, grid, size, seconds)
+        ]

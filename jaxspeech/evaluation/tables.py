@@ -40,8 +40,9 @@ class Evaluation:
     scores: Mapping[str, np.ndarray] | None = None
 
     def group_means(self) -> list[dict]:
-        """Per system, group column and value: the number of items and each score's mean
-        (float columns of ``items``), in the order the values first appear."""
+        """Per system, group column and value: the number of items (of those that have the
+        column) and each score's mean (float columns of ``items``), in the order the values
+        first appear."""
         rows = []
         systems = dict.fromkeys(item["system"] for item in self.items)
         for system in systems:
@@ -52,8 +53,9 @@ class Evaluation:
                 if isinstance(value, float) and key not in self.groups
             ]
             for column in self.groups:
-                for value in dict.fromkeys(item[column] for item in mine):
-                    members = [item for item in mine if item[column] == value]
+                having = [item for item in mine if column in item]  # joined stages differ
+                for value in dict.fromkeys(item[column] for item in having):
+                    members = [item for item in having if item[column] == value]
                     row = {"system": system, "group": column, "value": value}
                     row["items"] = len(members)
                     row.update({k: float(np.mean([m[k] for m in members])) for k in scores})

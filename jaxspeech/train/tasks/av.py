@@ -16,8 +16,12 @@ also reads the lips stage (``model.lips_stage``). ``configs/av/lipgate.py`` chai
 lips → gate. Data: :mod:`jaxspeech.data.av` (GRID clips in noise or beside another talker).
 
 The gate's ``evaluate`` writes the table of the recipe: noisy input, audio-only (Net 1),
-audio-visual, audio-visual with the video blanked (no face anywhere: equal to audio-only) and
-the oracle IRM, with PESQ (wb), STOI, SI-SDR and SI-SDRi per condition and SNR.
+audio-visual, AV with oracle bands (the lip band mask replaced by the clean speech's band
+IBM: a perfect lip net), the same with the gate open (g = 1: the ceiling of the band mask
+whatever the gate learned), AV with another clip's video (mismatched: the gate
+should fall back to audio only), AV with the video blanked (no face anywhere: equal to
+audio-only) and the oracle IRM, with PESQ (wb), STOI, SI-SDR and SI-SDRi per condition and
+SNR.
 """
 
 from __future__ import annotations
@@ -43,7 +47,9 @@ from jaxspeech.models.av import (
     GateNetConfig,
     LipNet,
     LipNetConfig,
+    av_mask,
     build_gate_net,
+    gate_inputs,
 )
 from jaxspeech.models.masknet import param_count
 from jaxspeech.train import task as base
@@ -168,6 +174,30 @@ class Task(AVMasking, base.Task):
         spec = self.audio.spectrum(clean)
         return masks.band_ibm(spec, self.n_bands, self.config.model.band_threshold)
 
+    def masks_with_bands(self, params, spec, bands, face) -> dict[str, jax.Array]:
+        """The gate system's ``audio``, ``gate`` and output ``mask`` for a noisy STFT
+        ``spec [B, frames, F]`` with a given band mask ``bands [B, frames, M]`` in place of
+        the lip net's (the oracle: the clean speech's band IBM) and face flags
+        ``face [B, frames]``; ``params`` None opens the gate (g = 1 on every face frame)."""
+        audio_params, audio_state = self.audio_variables
+        features = self.audio.features(spec, audio_state)
+        audio_mask = self.audio.model.apply({"params": audio_params}, features)
+        if params is None:
+            gate = jnp.ones_like(audio_mask[..., :1])
+        else:
+            gate = self.gate_net.apply({"params": params}, gate_inputs(audio_mask, bands))
+        mask, gate = av_mask(audio_mask, bands, gate, face)
+        return {"audio": audio_mask, "gate": gate, "mask": mask}
+
+    def enhance_with_oracle_bands(self, params, noisy, clean, face) -> jax.Array:
+        """Enhanced ``[B, samples]`` of ``noisy [B, samples]`` with the band IBM of
+        ``clean`` as the lip band mask (a perfect lip net); ``params`` None opens the gate
+        (the ceiling of the band mask itself, whatever the gate learned)."""
+        spec = self.audio.spectrum(noisy)
+        bands = self.band_target(clean)
+        mask = self.masks_with_bands(params, spec, bands, face)["mask"]
+        return self.audio.resynthesise(spec, mask, noisy.shape[-1])
+
     # --- the Task protocol -----------------------------------------------------------------
 
     def init_model(self, rng: jax.Array):
@@ -231,10 +261,10 @@ class Task(AVMasking, base.Task):
         if cfg.size % cfg.batch_size:
             raise ConfigError(f"eval.size={cfg.size} must be a multiple of eval.batch_size")
         examples = self.data.test_items(split, cfg.grid, cfg.size, cfg.seconds)
-        batches = batch_examples(examples, cfg.batch_size)
         if self.config.model.net == "lips":
-            return self._evaluate_lips(params, batches)
-        return self._evaluate_gate(params, batches)
+            return self._evaluate_lips(params, batch_examples(examples, cfg.batch_size))
+        examples = with_other_video(examples, len(cfg.grid))
+        return self._evaluate_gate(params, batch_examples(examples, cfg.batch_size))
 
     def _evaluate_lips(self, params, batches) -> Evaluation:
         predict = jax.jit(lambda b: (self.lip_mask(params, b["lips"], b["face"]) > 0.5,
@@ -277,6 +307,19 @@ class Task(AVMasking, base.Task):
             "audio-visual": jax.jit(
                 lambda b: self.enhance_frames(params, b["mixture"], b["lips"], b["face"])
             ),
+            "AV, oracle bands": jax.jit(
+                lambda b: self.enhance_with_oracle_bands(
+                    params, b["mixture"], b["clean"], b["face"]
+                )
+            ),
+            "AV, oracle bands, gate open": jax.jit(
+                lambda b: self.enhance_with_oracle_bands(None, b["mixture"], b["clean"], b["face"])
+            ),
+            "AV, other clip's video": jax.jit(
+                lambda b: self.enhance_frames(
+                    params, b["mixture"], b["other_lips"], b["other_face"]
+                )
+            ),
             "AV, video blanked": jax.jit(
                 lambda b: self.enhance_frames(
                     params, b["mixture"], jnp.zeros_like(b["lips"]), jnp.zeros_like(b["face"])
@@ -297,7 +340,10 @@ class Task(AVMasking, base.Task):
         blank_equal = np.array_equal(joined["AV, video blanked"], joined["audio-only (Net 1)"])
         clean, noisy = (np.concatenate([b[k] for b in batches]) for k in ("clean", "mixture"))
         snrs, condition = (np.concatenate([b[k] for b in batches]) for k in ("snr_db", "condition"))
-        face = np.concatenate([b["face"].mean(axis=-1) for b in batches])
+        face = {
+            key: np.concatenate([b[key].mean(axis=-1) for b in batches])
+            for key in ("face", "other_face")
+        }
         metadata = [meta for batch in batches for meta in _clip_metadata(batch)]
         rows, items = [], []
         for name, estimate in joined.items():
@@ -316,13 +362,40 @@ class Task(AVMasking, base.Task):
                         "SNR (dB)": snr_label,
                         "clips": len(chosen),
                         **{k: float(v[chosen].mean()) for k, v in scores.items()},
-                        "face share": 0.0
-                        if name == "AV, video blanked"
-                        else float(face[chosen].mean()),
+                        "face share": _face_share(name, face, chosen),
                         "= audio-only": blank_equal if name == "AV, video blanked" else None,
                     }
                     rows.append(row)
         return Evaluation(rows, items, ("condition", "SNR (dB)"))
+
+
+def _face_share(system: str, face: dict[str, np.ndarray], chosen: np.ndarray) -> float:
+    """The share of frames with a face in the video that ``system`` sees."""
+    if system == "AV, video blanked":
+        return 0.0
+    return float(
+        face["other_face" if system == "AV, other clip's video" else "face"][chosen].mean()
+    )
+
+
+def with_other_video(examples: list[dict], shift: int) -> list[dict]:
+    """``examples`` each with the mouth track (``other_lips``, ``other_face``) of the first
+    example ``shift`` or more places on (cyclically) whose clip (``info["path"]``) is
+    another: the mismatched-video test, where the gate must fall back to audio only."""
+    paths = [example["info"]["path"] for example in examples]
+    if len(set(paths)) < 2:
+        raise ConfigError("the mismatched-video test needs test examples of two clips or more")
+    out = []
+    for i, example in enumerate(examples):
+        j = next(
+            (i + k) % len(examples)
+            for k in range(shift, shift + len(examples))
+            if paths[(i + k) % len(examples)] != paths[i]
+        )
+        out.append(
+            {**example, "other_lips": examples[j]["lips"], "other_face": examples[j]["face"]}
+        )
+    return out
 
 
 def _clip_metadata(batch: dict) -> list[dict]:

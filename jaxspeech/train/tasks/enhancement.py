@@ -1,14 +1,16 @@
 """Speech enhancement by time-frequency masking, optionally distilled from a frozen teacher.
 
 Input: noisy speech, made on the fly (one speaker + real noise at an SNR drawn from a range,
-optionally reverberant; ``jaxspeech.data.MixtureDataConfig`` with one source), or the pairs of
+optionally reverberant; ``jaxspeech.data.MixtureDataConfig`` with one source), the pairs of
 a noisy/clean corpus (VoiceBank-DEMAND, DNS Challenge:
-``jaxspeech.data.noisy_pairs.NoisyPairDataConfig``). Features: the log-magnitude STFT,
-normalised by a mean and std per frequency estimated on ``features.stats_batches`` training
-batches before the first step (``prepare_model_state``) and kept in the model state, so
-checkpoints carry them and restoring a run never reads training data. The mask
-estimator (:mod:`jaxspeech.models.masknet`, LSTM or TCN) predicts one sigmoid value per bin
-and is trained towards the ideal mask ``m_r`` (IRM with exponent ``irm_beta`` by default, or
+``jaxspeech.data.noisy_pairs.NoisyPairDataConfig``), or an audio-visual corpus's mixtures
+(``jaxspeech.data.av.AVDataConfig``, the audio net of ``configs/av/lipgate.py``). Features:
+the log-magnitude STFT, normalised by a mean and std per frequency estimated on
+``features.stats_batches`` training batches before the first step (``prepare_model_state``)
+and kept in the model state, so checkpoints carry them and restoring a run never reads
+training data. The mask estimator (:mod:`jaxspeech.models.masknet`, LSTM or TCN) predicts
+one sigmoid value per bin and is trained towards the ideal mask ``m_r`` (IRM with exponent
+``irm_beta`` by default, or
 IBM) by mask MSE, each bin weighted by the noisy bin's energy ``|Y|²`` (``bin_weights``): the
 loss is then the error of the enhanced spectrum, ``‖(m − m_r)·Y‖² / ‖Y‖²``. With every bin
 alike, the many quiet bins (where the mask changes nothing audible) outweigh the few loud ones
@@ -41,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxspeech import dsp, masks
+from jaxspeech.data.av import AVDataConfig, AVSpeechData
 from jaxspeech.data.noisy_pairs import NoisyPairData, NoisyPairDataConfig
 from jaxspeech.data.pipeline import MixtureData, MixtureDataConfig
 from jaxspeech.data.source import length_batches
@@ -133,7 +136,7 @@ class EnhancementConfig(Config):
 
     task: str = "enhancement"
     model: EnhancementModelConfig = EnhancementModelConfig()
-    data: MixtureDataConfig | NoisyPairDataConfig = dataclasses.field(
+    data: MixtureDataConfig | NoisyPairDataConfig | AVDataConfig = dataclasses.field(
         default_factory=MixtureDataConfig
     )
     eval: EnhancementEvalConfig = EnhancementEvalConfig()
@@ -164,11 +167,14 @@ class Task(MaskEnhancer, base.Task):
         self.teacher = self._teacher(frozen or {})
 
     @functools.cached_property
-    def data(self) -> MixtureData | NoisyPairData:
-        """The corpus splits and mixture sets (or pairs), read on first use."""
+    def data(self) -> MixtureData | NoisyPairData | AVSpeechData:
+        """The corpus splits and mixture sets (or pairs, or the audio of an audio-visual
+        corpus's mixtures), read on first use."""
         data, batch_size = self.config.data, self.config.train.batch_size
         if isinstance(data, NoisyPairDataConfig):
             return NoisyPairData(data, batch_size)
+        if isinstance(data, AVDataConfig):
+            return AVSpeechData(data, batch_size, self.hop)
         return MixtureData(data, batch_size, n_src=1)
 
     # --- numerics (pure jnp) ---------------------------------------------------------------
