@@ -314,13 +314,13 @@ def test_oracle_bands_row_is_the_gate_over_the_clean_band_ibm(gate, clips, noise
     expected = np.where(
         face[..., None] > 0, g * spread * audio_mask + (1 - g) * audio_mask, audio_mask
     )
-    got = jax.jit(task.masks_with_bands)(params, spec, task.band_target(clean), face)["mask"]
+    got = jax.jit(task.masks_from_bands)(params, spec, task.band_target(clean), face)["mask"]
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert np.abs(expected - audio_mask).max() > 1e-3  # the bands act
     enhanced = jax.jit(task.enhance_with_oracle_bands)(params, noisy, clean, face)
     reference = task.audio.resynthesise(spec, expected.astype(np.float32), noisy.shape[-1])
     np.testing.assert_allclose(enhanced, reference, atol=1e-5)
-    opened = jax.jit(task.masks_with_bands)(None, spec, task.band_target(clean), face)["mask"]
+    opened = jax.jit(task.masks_from_bands)(None, spec, task.band_target(clean), face)["mask"]
     np.testing.assert_allclose(
         opened, np.where(face[..., None] > 0, spread * audio_mask, audio_mask), atol=1e-6
     )

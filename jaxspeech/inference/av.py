@@ -7,6 +7,7 @@ from __future__ import annotations
 import pathlib
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxspeech.errors import ConfigError
@@ -34,13 +35,22 @@ class AVMasking:
         """Every mask of the AV system for a noisy STFT ``spec [B, frames, F]``, the mouth
         crops ``lips [B, frames, h, w]`` and face flags ``face [B, frames]``: ``audio``
         (Net 1), ``lips`` (band mask), ``gate`` (0 where no face) and ``mask`` (output)."""
+        lip_mask = self.lip_mask(self.lips_params, lips, face)
+        return {"lips": lip_mask, **self.masks_from_bands(params, spec, lip_mask, face)}
+
+    def masks_from_bands(self, params, spec, bands, face) -> dict[str, jax.Array]:
+        """``audio`` (Net 1), ``gate`` and output ``mask`` for a noisy STFT ``spec [B, frames,
+        F]`` and a band mask ``bands [B, frames, M]`` (the lip net's, or an oracle's), face
+        flags ``face [B, frames]``; ``params`` None opens the gate (g = 1 on face frames)."""
         audio_params, audio_state = self.audio_variables
         features = self.audio.features(spec, audio_state)
         audio_mask = self.audio.model.apply({"params": audio_params}, features)
-        lip_mask = self.lip_mask(self.lips_params, lips, face)
-        gate = self.gate_net.apply({"params": params}, gate_inputs(audio_mask, lip_mask))
-        mask, gate = av_mask(audio_mask, lip_mask, gate, face)
-        return {"audio": audio_mask, "lips": lip_mask, "gate": gate, "mask": mask}
+        if params is None:
+            gate = jnp.ones_like(audio_mask[..., :1])
+        else:
+            gate = self.gate_net.apply({"params": params}, gate_inputs(audio_mask, bands))
+        mask, gate = av_mask(audio_mask, bands, gate, face)
+        return {"audio": audio_mask, "gate": gate, "mask": mask}
 
     def enhance_frames(self, params, noisy, lips, face) -> jax.Array:
         """Audio-visual enhancement ``[B, samples]`` of ``noisy [B, samples]`` given the video

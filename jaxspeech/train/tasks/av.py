@@ -47,9 +47,7 @@ from jaxspeech.models.av import (
     GateNetConfig,
     LipNet,
     LipNetConfig,
-    av_mask,
     build_gate_net,
-    gate_inputs,
 )
 from jaxspeech.models.masknet import param_count
 from jaxspeech.train import task as base
@@ -174,28 +172,13 @@ class Task(AVMasking, base.Task):
         spec = self.audio.spectrum(clean)
         return masks.band_ibm(spec, self.n_bands, self.config.model.band_threshold)
 
-    def masks_with_bands(self, params, spec, bands, face) -> dict[str, jax.Array]:
-        """The gate system's ``audio``, ``gate`` and output ``mask`` for a noisy STFT
-        ``spec [B, frames, F]`` with a given band mask ``bands [B, frames, M]`` in place of
-        the lip net's (the oracle: the clean speech's band IBM) and face flags
-        ``face [B, frames]``; ``params`` None opens the gate (g = 1 on every face frame)."""
-        audio_params, audio_state = self.audio_variables
-        features = self.audio.features(spec, audio_state)
-        audio_mask = self.audio.model.apply({"params": audio_params}, features)
-        if params is None:
-            gate = jnp.ones_like(audio_mask[..., :1])
-        else:
-            gate = self.gate_net.apply({"params": params}, gate_inputs(audio_mask, bands))
-        mask, gate = av_mask(audio_mask, bands, gate, face)
-        return {"audio": audio_mask, "gate": gate, "mask": mask}
-
     def enhance_with_oracle_bands(self, params, noisy, clean, face) -> jax.Array:
         """Enhanced ``[B, samples]`` of ``noisy [B, samples]`` with the band IBM of
         ``clean`` as the lip band mask (a perfect lip net); ``params`` None opens the gate
         (the ceiling of the band mask itself, whatever the gate learned)."""
         spec = self.audio.spectrum(noisy)
         bands = self.band_target(clean)
-        mask = self.masks_with_bands(params, spec, bands, face)["mask"]
+        mask = self.masks_from_bands(params, spec, bands, face)["mask"]
         return self.audio.resynthesise(spec, mask, noisy.shape[-1])
 
     # --- the Task protocol -----------------------------------------------------------------
