@@ -16,14 +16,8 @@ import pytest
 from synthetic import random_params
 
 from jaxspeech import avfile, stream
-from jaxspeech.data.av import (
-    AVDataConfig,
-    Clip,
-    ClipRef,
-    lip_frames,
-    make_av_example,
-    split_clips,
-)
+from jaxspeech.data.av import AVDataConfig, Clip, lip_frames, make_av_example
+from jaxspeech.data.av_clips import ClipRef, split_clips
 from jaxspeech.data.mixing import AudioCache
 from jaxspeech.data.mouths import MouthConfig
 from jaxspeech.data.pipeline import MixtureDataConfig

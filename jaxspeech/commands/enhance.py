@@ -67,7 +67,7 @@ def _enhance_with_video(args: argparse.Namespace, video: str) -> None:
 
 
 def _enhance(args: argparse.Namespace) -> None:
-    from jaxspeech.data.av import VIDEO_EXTENSIONS
+    from jaxspeech.data.av_clips import VIDEO_EXTENSIONS
 
     is_video = pathlib.Path(args.noisy).suffix.lower() in VIDEO_EXTENSIONS
     video = args.noisy if is_video else args.video
