@@ -3,6 +3,7 @@ their records), log-spectrogram images, and the provenance in config.json."""
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import pathlib
@@ -118,6 +119,19 @@ def test_training_prints_validations_and_writes_tensorboard_events(tmp_path, cap
     np.testing.assert_allclose(samples, 0.5 * np.sin(2 * np.pi * 440 * t), atol=1e-4)
     image = next(v.image for _, v in tags["valid0/tone"] if v.HasField("image"))
     assert (image.height, image.width) == log_spectrogram_image(samples, WAVE_RATE).shape
+
+
+def test_without_pillow_the_examples_are_audio_only_and_it_says_so(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("tensorboardX")
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "PIL" else find_spec(name, *a)
+    )
+    config = toy_config(steps=3, eval_every=3)
+    run(config_lib.dataclasses.replace(config, task="test_train_logging:ExamplesTask"), tmp_path)
+    assert "Pillow is not installed" in capsys.readouterr().err
+    tags = summaries(read_events(tmp_path))
+    assert [v.HasField("audio") for _, v in tags["valid0/tone"]] == [True]
 
 
 def test_resumed_run_purges_the_events_after_its_checkpoint(tmp_path):

@@ -4,9 +4,11 @@ tables: ``jaxspeech.evaluation.tables``)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import pathlib
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -37,6 +39,7 @@ class MetricsLog:
         self.path = workdir / names.METRICS
         self.enabled = enabled
         self._events, self._opened, self._resumed_at = None, False, None
+        self._images = False
 
     @property
     def events(self) -> Any:
@@ -48,6 +51,14 @@ class MetricsLog:
                 from tensorboardX import SummaryWriter
             except ImportError:
                 return None
+            self._images = importlib.util.find_spec("PIL") is not None
+            if not self._images:
+                print(
+                    "TensorBoard: Pillow is not installed, so the examples' spectrograms are "
+                    'not logged (pip install -e ".[tensorboard]")',
+                    file=sys.stderr,
+                    flush=True,
+                )
             purge = None if self._resumed_at is None else self._resumed_at + 1
             self._events = SummaryWriter(str(self.path.parent), purge_step=purge)
         return self._events
@@ -70,8 +81,9 @@ class MetricsLog:
             wav = np.asarray(wav, np.float32)
             peak = float(np.max(np.abs(wav), initial=0.0))
             self.events.add_audio(name, wav / max(1.0, peak / 0.99), step, sample_rate=rate)
-            image = log_spectrogram_image(wav, rate)
-            self.events.add_image(name, image, step, dataformats="HW")
+            if self._images:  # tensorboardX encodes images with Pillow
+                image = log_spectrogram_image(wav, rate)
+                self.events.add_image(name, image, step, dataformats="HW")
 
     def close(self) -> None:
         if self._events is not None:
