@@ -52,12 +52,8 @@ def frame_inputs(model, video: str, n_frames: int, centre_offset: int):
     """Mouth crops ``[n_frames, h, w]`` and face flags ``[n_frames]`` of STFT frames ``t``
     centred on sample ``t·hop + centre_offset`` of the recording, from ``video``'s track
     (:func:`video_track`)."""
-    track = video_track(model, video)
     return lip_frames(
-        np.asarray(track.crops, np.float32),
-        np.asarray(track.timestamps, np.float64),
-        np.asarray(track.face_present, bool),
-        float(track.fps),
+        *video_track(model, video).lip_inputs(),
         n_frames,
         model.hop,
         model.sample_rate,

@@ -151,14 +151,7 @@ def load_clip(ref: ClipRef, cfg: AVDataConfig) -> Clip:
 
     track = mouth_track(ref.path, cfg.mouth, cache_folder(cfg.cache_dir))
     audio = read_video_audio(ref.path, cfg.sample_rate)
-    return Clip(
-        ref,
-        np.asarray(audio, np.float32),
-        np.asarray(track.crops, np.float32),
-        np.asarray(track.timestamps, np.float64),
-        np.asarray(track.face_present, bool),
-        float(track.fps),
-    )
+    return Clip(ref, np.asarray(audio, np.float32), *track.lip_inputs())
 
 
 def lip_frames(

@@ -106,6 +106,16 @@ class MouthTrack:
     fps: float
     frame_duration: float
 
+    def lip_inputs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """``(crops [F, h, w] float32, timestamps [F] float64, face_present [F] bool, fps)``,
+        the arrays the lip net's inputs are made from (``jaxspeech.data.av.lip_frames``)."""
+        return (
+            np.asarray(self.crops, np.float32),
+            np.asarray(self.timestamps, np.float64),
+            np.asarray(self.face_present, bool),
+            float(self.fps),
+        )
+
 
 TRACK_FIELDS = tuple(field.name for field in dataclasses.fields(MouthTrack))
 
