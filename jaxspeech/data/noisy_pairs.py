@@ -33,13 +33,14 @@ import os
 import grain
 import numpy as np
 
-from jaxspeech.data.corpus import Utterance, data_path, split_files, split_speakers
+from jaxspeech.data.corpus import Utterance, split_files, split_speakers
 from jaxspeech.data.mixing import AudioCache, MixtureConfig
 from jaxspeech.data.pipeline import fixed_mixture_set, mixture_dataset
 from jaxspeech.data.source import (
+    SplitListing,
     StreamOptions,
     batch_examples,
-    check_valid_size,
+    corpus_folder,
     crop,
     long_enough,
     training_stream,
@@ -154,23 +155,14 @@ class NoisyPairData:
     """
 
     def __init__(self, cfg: NoisyPairDataConfig, batch_size: int) -> None:
-        if not cfg.corpus:
-            raise ConfigError("data.corpus is empty; give the corpus folder below data.root")
-        check_valid_size(cfg.valid_size, batch_size)
         self.cfg, self.batch_size = cfg, batch_size
-        self.corpus = open_pair_corpus(data_path(cfg.corpus, cfg.root))
+        self.corpus = open_pair_corpus(corpus_folder(cfg, batch_size))
         self.fixed_pairs = self.corpus.layout == "VoiceBank-DEMAND"
-        self._items: dict[str, list] = {}
+        self._listed = SplitListing(self.corpus)
 
     @property
     def sample_rate(self) -> int:
         return self.cfg.sample_rate
-
-    def _listed(self, split: str) -> list:
-        """The corpus's items of ``split`` (listed once, then kept)."""
-        if split not in self._items:
-            self._items[split] = self.corpus.items(split, progress=True)
-        return self._items[split]
 
     @functools.cached_property
     def splits(self) -> dict[str, list]:

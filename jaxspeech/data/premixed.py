@@ -30,12 +30,12 @@ import math
 import grain
 import numpy as np
 
-from jaxspeech.data.corpus import data_path
 from jaxspeech.data.mixing import AudioCache
 from jaxspeech.data.source import (
+    SplitListing,
     StreamOptions,
     batch_examples,
-    check_valid_size,
+    corpus_folder,
     crop,
     long_enough,
     training_stream,
@@ -220,15 +220,12 @@ class PremixedData:
     """
 
     def __init__(self, cfg: PremixedDataConfig, batch_size: int, n_src: int) -> None:
-        if not cfg.corpus:
-            raise ConfigError("data.corpus is empty; give the corpus folder below data.root")
-        check_valid_size(cfg.valid_size, batch_size)
         self.cfg, self.batch_size, self.n_src = cfg, batch_size, n_src
         self.corpus = open_mixture_corpus(
-            data_path(cfg.corpus, cfg.root), cfg.sample_rate, cfg.mixture, n_src
+            corpus_folder(cfg, batch_size), cfg.sample_rate, cfg.mixture, n_src
         )
         self.roles = role_splits(self.corpus, cfg.splits)
-        self._items: dict[str, list] = {}
+        self._listed = SplitListing(self.corpus)
 
     @property
     def sample_rate(self) -> int:
@@ -236,9 +233,7 @@ class PremixedData:
 
     def items(self, role: str) -> list:
         """The corpus's items of the split playing ``role`` (listed once, then kept)."""
-        if role not in self._items:
-            self._items[role] = self.corpus.items(self.roles[role], progress=True)
-        return self._items[role]
+        return self._listed(self.roles[role])
 
     def train_items(self) -> list:
         """The training items at least one crop long; the others are counted and printed."""

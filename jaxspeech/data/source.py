@@ -202,3 +202,27 @@ class DataSource(Protocol):
     def test_items(self, split: str) -> list[dict]:
         """The examples of ``split``, each with ``id`` and ``info`` besides its arrays
         (sources may take keyword options: sizes, SNR grids, lengths)."""
+
+
+def corpus_folder(cfg, batch_size: int) -> str:
+    """The folder of the corpus a corpus-backed data section reads (``cfg.corpus`` below
+    ``cfg.root``), once the section names one and its validation set fills whole batches."""
+    from jaxspeech.data.corpus import data_path
+
+    if not cfg.corpus:
+        raise ConfigError("data.corpus is empty; give the corpus folder below data.root")
+    check_valid_size(cfg.valid_size, batch_size)
+    return data_path(cfg.corpus, cfg.root)
+
+
+class SplitListing:
+    """A corpus reader's items per split, listed once (with a progress bar), then kept:
+    ``listing(split) -> list``."""
+
+    def __init__(self, corpus) -> None:
+        self.corpus, self._items = corpus, {}
+
+    def __call__(self, split: str) -> list:
+        if split not in self._items:
+            self._items[split] = self.corpus.items(split, progress=True)
+        return self._items[split]
