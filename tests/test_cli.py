@@ -22,7 +22,16 @@ from jaxspeech.commands.enhance import OUTPUT_PEAK
 from jaxspeech.errors import AudioFileError
 from jaxspeech.inference.runs import checkpoint_ranking, read_config, stage_workdir
 
-#: A 2-step run of the smoke recipe with an even smaller model, so the fixture is quick.
+#: A tiny Conv-TasNet: 16 filters, one repeat of two blocks.
+TINY_TASNET = (
+    "model.n_filters=16",
+    "model.tcn.bottleneck_channels=8",
+    "model.tcn.hidden_channels=16",
+    "model.tcn.skip_channels=8",
+    "model.tcn.blocks=2",
+    "model.tcn.repeats=1",
+)
+#: A 2-step run of the smoke recipe with that tiny model, so the fixture is quick.
 TRAIN_OVERRIDES = (
     "train.steps=2",
     "train.checkpoint_every=2",
@@ -30,12 +39,7 @@ TRAIN_OVERRIDES = (
     "train.batch_size=8",
     "data.valid_size=8",
     "data.mixture.segment_seconds=0.25",
-    "model.n_filters=16",
-    "model.tcn.bottleneck_channels=8",
-    "model.tcn.hidden_channels=16",
-    "model.tcn.skip_channels=8",
-    "model.tcn.blocks=2",
-    "model.tcn.repeats=1",
+    *TINY_TASNET,
 )
 RECIPE = pathlib.Path(__file__).resolve().parents[1] / "configs/separation/convtasnet.py"
 ENHANCE_RECIPE = RECIPE.parents[1] / "enhancement/distill.py"

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from corpus_trees import build_librimix, build_wsj0mix
 from synthetic import take
+from test_cli import TINY_TASNET
 
 import evaluate
 from jaxspeech.audio import load
@@ -20,15 +21,6 @@ from jaxspeech.errors import ConfigError, TooShortError
 from jaxspeech.train import stages
 
 COUNTS = (("train-100", 4), ("dev", 2), ("test", 3))
-#: A tiny Conv-TasNet: 16 filters, one repeat of two blocks.
-TINY = [
-    "model.n_filters=16",
-    "model.tcn.bottleneck_channels=8",
-    "model.tcn.hidden_channels=16",
-    "model.tcn.skip_channels=8",
-    "model.tcn.blocks=2",
-    "model.tcn.repeats=1",
-]
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +111,7 @@ def test_librimix_variant_trains_then_evaluates_here_and_on_wsj0_2mix(
         "train.eval_every=2",
         "train.checkpoint_every=2",
         "train.log_every=1",
-        *TINY,
+        *TINY_TASNET,
     ]
     workdir = tmp_path / "run"
     stages.run(stages.apply_overrides(recipe, overrides), workdir)
