@@ -1,4 +1,4 @@
-"""Time-frequency masks: ideal ratio/binary masks, band-energy binary masks, applying masks.
+"""Time-frequency masks: ideal ratio/binary masks, band speech activity, applying masks.
 
 Every function is a pure ``jnp`` function batched over leading axes; spectrogram inputs are
 ``[..., frames, freqs]`` magnitudes (a complex STFT is accepted too: its modulus is used).
@@ -12,7 +12,7 @@ import numpy as np
 from jax import lax
 from jax import numpy as jnp
 
-from jaxspeech.errors import ShapeError
+from jaxspeech.errors import ConfigError, ShapeError
 
 
 def _power(spectrum: jnp.ndarray) -> jnp.ndarray:
@@ -85,36 +85,44 @@ def band_of_bin(n_freqs: int, n_bands: int) -> np.ndarray:
     return np.repeat(np.arange(n_bands), sizes)
 
 
-def band_ibm(clean_mag: jnp.ndarray, n_bands: int, threshold: float = 1e-5) -> jnp.ndarray:
-    """Band-energy ideal binary mask (the lip network's target).
+def band_activity(clean_mag: jnp.ndarray, n_bands: int, range_db: float = 40.0) -> jnp.ndarray:
+    """How much speech each band carries in each frame (the lip network's target), in [0, 1].
 
-    ``mask[..., j, k] = 1`` when band ``k`` holds at least ``threshold`` of frame ``j``'s
-    clean-speech energy ``Σ|S|²``, else 0; a silent frame is all 0. Bands as in
-    :func:`band_of_bin`.
+    ``activity[..., j, k] = clip(1 + L[j, k] / range_db, 0, 1)`` where ``L[j, k]`` is the
+    clean-speech energy of band ``k`` in frame ``j`` in dB relative to the energy of the
+    loudest frame of the clip (``max_j Σ|S[j]|²``, over the ``frames`` axis): 1 for a band as
+    loud as the loudest frame, 0 for bands ``range_db`` or more below it, for silence and for
+    an all-silent clip. Relative to the clip, not to each frame, so that the pauses of a
+    clip are silent (a frame-relative share makes every band of a pause "active"). Bands
+    as in :func:`band_of_bin`.
 
     Args:
       clean_mag: ``[..., frames, freqs]`` clean-speech magnitudes (or complex STFT).
       n_bands: number of contiguous frequency bands (static, ``1 ≤ n_bands ≤ freqs``).
-      threshold: minimum share of the frame energy.
+      range_db: the level range mapped to (0, 1], > 0.
 
     Returns:
-      ``[..., frames, n_bands]`` float32 mask of 0s and 1s.
+      ``[..., frames, n_bands]`` float32 in [0, 1].
     """
     if jnp.ndim(clean_mag) < 2:
         raise ShapeError(
-            f"clean_mag has shape {jnp.shape(clean_mag)}; band_ibm needs [..., frames, freqs]"
+            f"clean_mag has shape {jnp.shape(clean_mag)}; band_activity needs [..., frames, freqs]"
         )
+    if not range_db > 0:
+        raise ConfigError(f"range_db={range_db}; the level range must be positive")
     power = _power(clean_mag)
     bands = band_of_bin(power.shape[-1], n_bands)
     membership = jnp.asarray(bands[:, None] == np.arange(n_bands), jnp.float32)
     band_energy = jnp.matmul(power, membership, precision=lax.Precision.HIGHEST)
-    frame_energy = jnp.sum(power, axis=-1, keepdims=True)
-    active = (band_energy >= threshold * frame_energy) & (frame_energy > 0)
-    return active.astype(jnp.float32)
+    loudest = jnp.max(jnp.sum(power, axis=-1), axis=-1)[..., None, None]
+    tiny = jnp.finfo(jnp.float32).tiny
+    level_db = 10.0 * jnp.log10(jnp.maximum(band_energy, tiny) / jnp.maximum(loudest, tiny))
+    activity = jnp.clip(1.0 + level_db / range_db, 0.0, 1.0)
+    return jnp.where((band_energy > 0) & (loudest > 0), activity, 0.0)
 
 
 def expand_bands(band_mask: jnp.ndarray, n_freqs: int) -> jnp.ndarray:
-    """Repeat each band's value over its frequency bins (the inverse layout of band_ibm).
+    """Repeat each band's value over its frequency bins (the inverse layout of band_activity).
 
     Args:
       band_mask: ``[..., frames, n_bands]``.

@@ -230,6 +230,12 @@ def test_gate_without_a_face_is_net1_bit_for_bit(gate, clips, noises):
     np.testing.assert_array_equal(blank(batch["mixture"]), alone(batch["mixture"]))  # a clip
     loss, (metrics, _) = jax.jit(task.loss_fn)(params, {}, batch, jax.random.PRNGKey(0))
     assert np.isfinite(loss) and loss == metrics["mask_mse"] and task.valid_metric == "si_sdr"
+    # The gate's loss weighs each bin by the noisy energy, as Net 1's training did.
+    clean, noisy = batch["clean"], batch["mixture"]
+    ideal = np.asarray(task.audio.ideal_mask(clean, noisy - clean))
+    energy = np.abs(np.asarray(spec)) ** 2
+    per_clip = (energy * (mask - ideal) ** 2).sum((1, 2)) / energy.sum((1, 2))
+    np.testing.assert_allclose(loss, per_clip.mean(), rtol=1e-4)
 
 
 def test_av_stream_equals_offline_causal(loaded_gate, clips):
@@ -282,10 +288,11 @@ def test_task_config_errors(audio_run):
         )
 
 
-def test_oracle_bands_row_is_the_gate_over_the_clean_band_ibm(gate, clips, noises):
-    """The oracle row in numpy: band k of frame t is active when it holds at least the
-    threshold's share of the clean frame's energy; the gate reads Net 1's band means, the
-    bands and their product; the mask is g·(B⊙M) + (1−g)·M on face frames, M elsewhere."""
+def test_oracle_bands_row_is_the_gate_over_the_clean_band_activity(gate, clips, noises):
+    """The oracle row in numpy: band k of frame t is the clean band energy's level below the
+    clip's loudest frame, mapped from −range…0 dB onto 0…1; the gate reads Net 1's band
+    means, the bands and their product; the mask is g·(B⊙M) + (1−g)·M on face frames, M
+    elsewhere."""
     task, params = gate
     batch = batch_examples(
         [example(clips, noises, c, t) for c, t in (("noise", 1), ("talker", 0))], 2
@@ -294,9 +301,10 @@ def test_oracle_bands_row_is_the_gate_over_the_clean_band_ibm(gate, clips, noise
     power = np.abs(np.asarray(task.audio.spectrum(clean))) ** 2
     groups = np.array_split(np.arange(task.n_freqs), task.n_bands)
     band_power = np.stack([power[..., g].sum(-1) for g in groups], -1)
-    share = band_power / np.maximum(power.sum(-1, keepdims=True), 1e-30)
-    bands = (share >= task.config.model.band_threshold) & (power.sum(-1, keepdims=True) > 0)
-    assert 0 < bands.mean() < 1
+    loudest = power.sum(-1).max(-1)[:, None, None]
+    level = 10 * np.log10(np.maximum(band_power, 1e-30) / loudest)
+    bands = np.clip(1 + level / task.config.model.band_range_db, 0, 1) * (band_power > 0)
+    assert 0 < bands.mean() < 1 and 0 < np.mean((bands > 0) & (bands < 1))
     audio_params, audio_state = task.audio_variables
     audio_mask, spec = map(np.asarray, task.audio.mask(audio_params, audio_state, noisy))
     audio_bands = np.stack([audio_mask[..., g].mean(-1) for g in groups], -1)

@@ -8,7 +8,7 @@ import pytest
 from jax import numpy as jnp
 
 from jaxspeech import masks
-from jaxspeech.errors import ShapeError
+from jaxspeech.errors import ConfigError, ShapeError
 
 
 def _spectrogram(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -32,16 +32,20 @@ def _loop_ibm(clean: np.ndarray, noise: np.ndarray, lc_db: float) -> np.ndarray:
     return out
 
 
-def _loop_band_ibm(clean: np.ndarray, n_bands: int, threshold: float) -> np.ndarray:
-    frames = clean.reshape(-1, clean.shape[-1]).astype(np.float64)
-    out = np.zeros((frames.shape[0], n_bands))
-    for row, frame in enumerate(frames):
-        energy = frame**2
-        if energy.sum() == 0:
-            continue
-        for band, bins in enumerate(np.array_split(np.arange(frame.size), n_bands)):
-            out[row, band] = float(energy[bins].sum() / energy.sum() >= threshold)
-    return out.reshape(*clean.shape[:-1], n_bands)
+def _loop_band_activity(clean: np.ndarray, n_bands: int, range_db: float) -> np.ndarray:
+    """Per clip (all but the last two axes), in float64 loops: each band's energy in dB
+    relative to the clip's loudest frame, mapped from −range_db…0 onto 0…1."""
+    out = np.zeros((*clean.shape[:-1], n_bands))
+    for clip in np.ndindex(clean.shape[:-2]):
+        power = clean[clip].astype(np.float64) ** 2
+        loudest = power.sum(-1).max()
+        for frame in range(power.shape[0]):
+            for band, bins in enumerate(np.array_split(np.arange(power.shape[1]), n_bands)):
+                energy = power[frame, bins].sum()
+                if energy > 0 and loudest > 0:
+                    level = 10 * np.log10(energy / loudest)
+                    out[(*clip, frame, band)] = min(max(1 + level / range_db, 0.0), 1.0)
+    return out
 
 
 @pytest.mark.parametrize("beta", [0.5, 1.0, 2.0])
@@ -109,41 +113,45 @@ def test_band_of_bin_is_array_split(n_freqs, n_bands):
     np.testing.assert_array_equal(masks.band_of_bin(n_freqs, n_bands), expected)
 
 
-def test_band_ibm_matches_loop(rng):
-    n_freqs, n_bands, threshold = 11, 4, 1e-3
+def test_band_activity_matches_loop(rng):
+    n_freqs, n_bands, range_db = 11, 4, 30.0
     clean = _spectrogram(rng, (2, 6, n_freqs))
-    # Band shares spread around the threshold: quiet bands in some frames, a silent frame.
     bands = np.array_split(np.arange(n_freqs), n_bands)
-    clean[0, 1, bands[2]] *= 1e-2  # share ≈ 1e-4 < threshold
-    clean[0, 2, bands[1]] *= 1e-1  # share ≈ 1e-2 ≥ threshold
-    clean[1, 3, bands[0]] = 0.0  # share 0
+    clean[0, 1, bands[2]] *= 1e-2  # 40 dB down: below the range → 0
+    clean[0, 2, bands[1]] *= 1e-1  # 20 dB down: inside the range
+    clean[1, 3, bands[0]] = 0.0  # silent band → 0
     clean[1, 4] = 0.0  # silent frame → all 0
-    got = masks.band_ibm(clean, n_bands, threshold=threshold)
-    expected = _loop_band_ibm(clean, n_bands, threshold)
+    got = masks.band_activity(clean, n_bands, range_db=range_db)
+    expected = _loop_band_activity(clean, n_bands, range_db)
     assert got.shape == (2, 6, n_bands) and got.dtype == jnp.float32
-    np.testing.assert_array_equal(got, expected)
-    assert expected[0, 1, 2] == 0 and expected[0, 2, 1] == 1 and expected[1, 3, 0] == 0
-    assert not expected[1, 4].any() and expected.mean() > 0.5
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert expected[0, 1, 2] == 0 and expected[1, 3, 0] == 0 and not expected[1, 4].any()
+    assert 0 < expected[0, 2, 1] < expected[0, 3, 1] < 1
 
 
-def test_band_ibm_default_threshold_and_jit(rng):
-    clean = _spectrogram(rng, (5, 16))
-    clean[:, 4:8] *= 1e-4  # band share ≈ 1e-8·(4/16): below 1e-5
-    band_ibm = jax.jit(masks.band_ibm, static_argnums=1)
-    got = band_ibm(clean, 4)
-    np.testing.assert_array_equal(got, _loop_band_ibm(clean, 4, 1e-5))
-    np.testing.assert_array_equal(got[:, 1], 0.0)
+def test_band_activity_is_relative_to_the_clip_not_the_frame(rng):
+    """A quiet frame (a pause, 50 dB down) is inactive, though its bands hold the same
+    share of its own energy as in the loud frames; scaling the clip changes nothing."""
+    clean = _spectrogram(rng, (4, 16))
+    clean[2] *= 10 ** (-50 / 20)
+    activity = jax.jit(masks.band_activity, static_argnums=1)(clean, 4)
+    activity = np.asarray(activity)
+    assert np.all(activity[2] == 0) and activity[[0, 1, 3]].min() > 0.5
+    np.testing.assert_allclose(masks.band_activity(clean * 1e-3, 4), activity, atol=1e-5)
+    np.testing.assert_array_equal(masks.band_activity(np.zeros((3, 16)), 4), 0.0)
 
 
 @pytest.mark.parametrize("n_bands", [0, 17])
-def test_band_ibm_rejects_bad_band_count(n_bands):
+def test_band_activity_rejects_bad_band_count(n_bands):
     with pytest.raises(ShapeError, match="n_bands"):
-        masks.band_ibm(np.ones((3, 16)), n_bands)
+        masks.band_activity(np.ones((3, 16)), n_bands)
 
 
-def test_band_ibm_rejects_one_dimensional_input():
+def test_band_activity_rejects_bad_input():
     with pytest.raises(ShapeError, match="frames, freqs"):
-        masks.band_ibm(np.ones(16), 4)
+        masks.band_activity(np.ones(16), 4)
+    with pytest.raises(ConfigError, match="range_db"):
+        masks.band_activity(np.ones((3, 16)), 4, range_db=0.0)
 
 
 def test_expand_bands_repeats_each_band_over_its_bins(rng):
@@ -155,10 +163,10 @@ def test_expand_bands_repeats_each_band_over_its_bins(rng):
     np.testing.assert_array_equal(got, expected)
 
 
-def test_expand_bands_inverts_band_ibm_layout(rng):
+def test_expand_bands_inverts_band_activity_layout(rng):
     clean = _spectrogram(rng, (6, 10))
     clean[2] = 0.0
-    band_mask = masks.band_ibm(clean, 3)
+    band_mask = masks.band_activity(clean, 3)
     per_bin = masks.expand_bands(band_mask, 10)
     for band, bins in enumerate(np.array_split(np.arange(10), 3)):
         for column in bins:
@@ -208,5 +216,5 @@ def test_masks_vmap_matches_batched_call(rng):
     clean, noise = _spectrogram(rng, (3, 4, 8)), _spectrogram(rng, (3, 4, 8))
     np.testing.assert_allclose(jax.vmap(masks.irm)(clean, noise), masks.irm(clean, noise))
     np.testing.assert_array_equal(
-        jax.vmap(lambda c: masks.band_ibm(c, 3))(clean), masks.band_ibm(clean, 3)
+        jax.vmap(lambda c: masks.band_activity(c, 3))(clean), masks.band_activity(clean, 3)
     )

@@ -6,10 +6,12 @@ Stages (each in ``WORKDIR/<stage>``, resumable like every recipe):
          TRAIN clips only (the same splits, so no valid or test clip is ever heard); frozen
          afterwards. The "…librispeech" variants train it on other speakers instead (noisy
          LibriSpeech, the enhancement recipe's data), the measured alternative;
-  lips   Net 2, a per-frame CNN + causal LSTM on GRID mouth crops towards the band IBM of
-         the clean speech (16 bands, threshold 1e-5);
-  gate   Net 3, an LSTM gate over Net 1's mask and the lip band mask; the output mask
-         g·(B⊙IRM) + (1−g)·IRM is trained towards the IRM, Nets 1 and 2 frozen.
+  lips   Net 2, a per-frame CNN + causal LSTM on GRID mouth crops towards the band activity
+         of the clean speech (16 bands; each band's level in the 40 dB below the clip's
+         loudest frame, mapped onto 0…1);
+  gate   Net 3, an LSTM gate over Net 1's mask and the lip band activity B; the output mask
+         g·(B⊙IRM) + (1−g)·IRM is trained towards the IRM by mask MSE with Net 1's bin
+         weights (the noisy energy), Nets 1 and 2 frozen.
 
 Data for lips and gate: GRID clips (s1 split by sentence, the other talkers by talker), in
 real noise at −5…20 dB or beside another talker's voice at −5…5 dB (half each).

@@ -6,8 +6,9 @@ gives the ideal-ratio-mask estimate ``irm [..., T, F]`` from the noisy audio.
 * :class:`LipNet` (Net 2): a mouth crop per STFT frame ``lips [..., T, h, w]`` in [0, 1]
   → a small 2-D CNN per frame (3×3 convolutions of stride 2, ReLU) and a dense embedding →
   a temporal model (LSTM layers: unidirectional when ``causal``, else bidirectional) → one
-  logit per frequency band ``[..., T, M]``. Its sigmoid estimates the band IBM of the clean
-  speech (``jaxspeech.masks.band_ibm``). Frames without a face have their embedding zeroed.
+  logit per frequency band ``[..., T, M]``. Its sigmoid estimates how much speech each band
+  carries (``jaxspeech.masks.band_activity``). Frames without a face have their embedding
+  zeroed.
 * :class:`GateNet` (Net 3): an LSTM mask net (``LSTMMaskNet``, reused) over the per-band
   means of Net 1's mask, the lip band mask and their product → a gate ``g [..., T, 1]`` per
   frame, or ``[..., T, M]`` per band with ``per_band``.

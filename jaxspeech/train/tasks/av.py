@@ -3,12 +3,13 @@
 One task, two nets (``model.net``):
 
 * ``"lips"``: :class:`jaxspeech.models.av.LipNet` on the mouth crop of each STFT frame,
-  trained by binary cross-entropy towards the band IBM of the clean speech
-  (``masks.band_ibm`` with ``model.band_threshold``; ``model.n_bands`` contiguous bands),
+  trained by binary cross-entropy towards the clean speech's band activity
+  (``masks.band_activity`` over ``model.band_range_db``; ``model.n_bands`` contiguous bands),
   frames without a face left out of the loss;
 * ``"gate"``: :func:`jaxspeech.models.av.build_gate_net` over Net 1's mask and the lip band
   mask; the output mask ``av_mask`` is trained towards Net 1's ideal mask (the IRM of the
-  clean speech against everything else) by mask MSE, Nets 1 and 2 frozen.
+  clean speech against everything else) by mask MSE with Net 1's bin weights (the noisy
+  energy, as Net 1 was trained), Nets 1 and 2 frozen.
 
 Net 1 is an enhancement run (``jaxspeech.train.tasks.enhancement``) that the stage reads
 (``model.audio_stage``); its STFT, features and mask are used as they are. The gate stage
@@ -69,8 +70,8 @@ class AVModelConfig:
       audio_stage: the enhancement stage of Net 1 (read by both nets).
       lips_stage: the lips stage (read by the gate).
       n_bands: M, the lip net's bands (contiguous, ``masks.band_of_bin``).
-      band_threshold: a band is active when it holds at least this share of the frame's
-        clean-speech energy (``masks.band_ibm``).
+      band_range_db: the band activity target maps band levels from this many dB below the
+        clip's loudest frame up to it onto 0…1 (``masks.band_activity``).
       lip_net, gate_net: the nets' sizes.
     """
 
@@ -78,7 +79,7 @@ class AVModelConfig:
     audio_stage: str = "audio"
     lips_stage: str = "lips"
     n_bands: int = 16
-    band_threshold: float = 1e-5
+    band_range_db: float = 40.0
     lip_net: LipNetConfig = dataclasses.field(default_factory=LipNetConfig)
     gate_net: GateNetConfig = dataclasses.field(default_factory=GateNetConfig)
 
@@ -168,9 +169,9 @@ class Task(AVMasking, base.Task):
     # --- numerics (pure jnp) ---------------------------------------------------------------
 
     def band_target(self, clean: jax.Array) -> jax.Array:
-        """The band IBM ``[B, frames, M]`` of clean speech ``[B, samples]``."""
+        """The band activity ``[B, frames, M]`` of clean speech ``[B, samples]``."""
         spec = self.audio.spectrum(clean)
-        return masks.band_ibm(spec, self.n_bands, self.config.model.band_threshold)
+        return masks.band_activity(spec, self.n_bands, self.config.model.band_range_db)
 
     def enhance_with_oracle_bands(self, params, noisy, clean, face) -> jax.Array:
         """Enhanced ``[B, samples]`` of ``noisy [B, samples]`` with the band IBM of
@@ -206,10 +207,11 @@ class Task(AVMasking, base.Task):
         spec = self.audio.spectrum(noisy)
         outputs = self.masks_from_spectrum(params, spec, batch["lips"], batch["face"])
         target = self.audio.ideal_mask(clean, noisy - clean)
-        loss = mask_mse(outputs["mask"], target).mean()
+        weights = self.audio.bin_weights(spec)
+        loss = mask_mse(outputs["mask"], target, weights).mean()
         metrics = {
             "mask_mse": loss,
-            "audio_mask_mse": mask_mse(outputs["audio"], target).mean(),
+            "audio_mask_mse": mask_mse(outputs["audio"], target, weights).mean(),
             "gate_mean": outputs["gate"].mean(),
         }
         return loss, metrics, outputs["mask"], spec
