@@ -128,6 +128,11 @@ def test_renamed_fields_of_earlier_config_json_still_load():
     tree["config"]["eval"]["no_such_key"] = 1
     with pytest.raises(ConfigError, match="SpeakerEvalConfig has no field no_such_key"):
         config_lib.from_json(json.dumps(tree))
+    gate = stages.load_recipe(f"{REPO}/configs/av/lipgate.py:smoke").stages[-1].config
+    tree = json.loads(config_lib.to_json(gate))
+    del tree["config"]["model"]["band_range_db"]
+    tree["config"]["model"]["band_threshold"] = 1e-5  # the frame-relative band IBM's
+    assert config_lib.from_json(json.dumps(tree)) == gate
 
 
 def test_sections_must_have_their_declared_types(config):

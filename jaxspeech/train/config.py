@@ -365,6 +365,10 @@ def _to_tree(value: Any) -> Any:
 RENAMED_FIELDS = {
     (name, "p_target"): ("p_targets", lambda p: tuple(dict.fromkeys((p, 0.01, 0.05))))
     for name in ("SpeakerEvalConfig", "IVectorEvalConfig")
+} | {
+    # The lip net's target was a frame-relative band IBM; the nets are unchanged, so such a
+    # run still enhances, and its lips are scored against the band activity.
+    ("AVModelConfig", "band_threshold"): ("band_range_db", lambda _: 40.0),
 }
 
 
