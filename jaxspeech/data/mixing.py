@@ -296,7 +296,7 @@ def speed_perturbed(
     return soxr.resample(wav, sample_rate * speed, sample_rate, quality="HQ")
 
 
-def _draw_speakers(
+def draw_speakers(
     rng: np.random.Generator,
     speakers: Mapping[str, Sequence[Utterance]],
     n_src: int,
@@ -313,6 +313,16 @@ def _draw_speakers(
     chosen = [speakers[names[i]] for i in rng.choice(len(names), n_draw, replace=False)]
     drawn = [utts[int(rng.integers(len(utts)))] for utts in chosen]
     return ([first] if first is not None else []) + drawn
+
+
+def draw_levels_db(
+    rng: np.random.Generator, cfg: MixtureConfig, n_src: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(gains_db, levels_db)`` ``[n_src]`` each: the active RMS level of every source (dBFS),
+    the first drawn from ``level_db_range`` and every other that plus a gain drawn from
+    ``gain_db_range``, and those gains (0 for the first)."""
+    gains_db = np.concatenate([[0.0], rng.uniform(*cfg.gain_db_range, size=n_src - 1)])
+    return gains_db, rng.uniform(*cfg.level_db_range) + gains_db
 
 
 def _source_image(
@@ -354,7 +364,7 @@ def babble(
             f"make_mixture: babble needs at least {low} other speakers, the corpus has "
             f"{len(others)}; add speakers or lower babble_talkers"
         )
-    talkers = _draw_speakers(rng, others, int(rng.integers(low, min(high, len(others)) + 1)), None)
+    talkers = draw_speakers(rng, others, int(rng.integers(low, min(high, len(others)) + 1)), None)
     crops = [_source_image(rng, utt, None, cfg, audio) for utt in talkers]
     return sum(image / level for image, _, level in crops), [u.path for u in talkers]
 
@@ -430,7 +440,7 @@ def make_mixture(
     if cfg.reverb_prob > 0 and not rirs:
         raise ConfigError("make_mixture: reverb_prob > 0 but no RIR files given")
 
-    utts = _draw_speakers(rng, speakers, n_src, first)
+    utts = draw_speakers(rng, speakers, n_src, first)
     reverberant = cfg.reverb_prob > 0 and rng.random() < cfg.reverb_prob
     rir_paths = [
         os.fspath(rirs[int(rng.integers(len(rirs)))]) if reverberant else None for _ in utts
@@ -439,8 +449,7 @@ def make_mixture(
         *(_source_image(rng, u, r, cfg, audio) for u, r in zip(utts, rir_paths, strict=True)),
         strict=True,
     )
-    gains_db = np.concatenate([[0.0], rng.uniform(*cfg.gain_db_range, size=n_src - 1)])
-    target_db = rng.uniform(*cfg.level_db_range) + gains_db
+    gains_db, target_db = draw_levels_db(rng, cfg, n_src)
     sources = np.stack(images) * (10.0 ** (target_db / 20.0) / np.asarray(levels))[:, None]
 
     noise = np.zeros(cfg.num_samples)
