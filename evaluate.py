@@ -24,6 +24,14 @@ With --corpus, the run is evaluated on the test split of another corpus in a sup
 (resampled to the run's rate) into WORKDIR/eval/<corpus layout>-<its test split>.*; a
 speaker-verification run scores that corpus's official trial list. With --trials, a
 speaker-verification run scores that list into WORKDIR/eval/<list name>.*.
+
+With --long-mixtures [N], a separation run trained on mixtures of speech folders is measured
+as `jaxspeech separate` runs it (the loaded model, its default chunking) on N long real
+mixtures (default 64) of whole utterances of the split's speakers, unseen in training, and
+N/4 files of one speaker alone: per file the SI-SNRi, whether the speakers stay on their
+tracks in 0.5 s windows, and for one speaker whether the voice is split over two tracks;
+written to WORKDIR/eval/<split>-long-mixtures.* (the summary) and <split>-long-mixtures_items.*
+(one row per file).
 """
 
 
@@ -57,11 +65,42 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluate on the test split of the corpus in this folder (any supported layout, "
         "e.g. a wsj0-2mix wav8k/min folder) instead of the run's own data",
     )
+    parser.add_argument(
+        "--long-mixtures",
+        type=int,
+        nargs="?",
+        const=64,
+        metavar="N",
+        help="separation: measure the model as `jaxspeech separate` runs it on N long mixtures "
+        "of whole utterances of the split's speakers (default N: %(const)s) and N/4 files of "
+        "one speaker, instead of the split's table",
+    )
     parser.add_argument("--coordinator", help="multi-host: address HOST:PORT of process 0")
     parser.add_argument("--num_processes", type=int, help="multi-host: number of processes")
     parser.add_argument("--process_id", type=int, help="multi-host: index of this process")
     parser.add_argument(DEBUG_FLAG, action="store_true", help=DEBUG_HELP)
     return parser
+
+
+def _long_mixtures(args: argparse.Namespace):
+    """``(markdown, stems written)`` of ``--long-mixtures``: the run checked from its config,
+    then loaded as ``jaxspeech separate`` loads it and measured."""
+    import jaxspeech
+    from jaxspeech import workdir as names
+    from jaxspeech.errors import ConfigError
+    from jaxspeech.evaluation import long_mixtures, write_evaluation
+    from jaxspeech.inference.runs import read_config, stage_workdir
+
+    if args.corpus is not None or args.trials is not None:
+        raise ConfigError(
+            "--long-mixtures measures the run's own held-out speakers; leave out --corpus and "
+            "--trials"
+        )
+    config = read_config(stage_workdir(args.workdir, None))
+    long_mixtures.check_run(config, args.workdir, args.long_mixtures)
+    model = jaxspeech.load(args.workdir, checkpoint=args.checkpoint)
+    evaluation = long_mixtures.measure(model, args.split, args.long_mixtures)
+    return write_evaluation(evaluation, model.workdir, names.long_mixtures_table(args.split))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -70,10 +109,13 @@ def main(argv: list[str] | None = None) -> None:
     from jaxspeech.evaluation.tables import TABLE_SUFFIXES
     from jaxspeech.train import restore, stages  # after distributed initialisation
 
-    trials, corpus = restore.resolve_corpus(args.workdir, args.trials, args.corpus)
-    _, markdown, written = stages.evaluate(
-        args.workdir, args.split, args.checkpoint, trials, corpus
-    )
+    if args.long_mixtures is not None:
+        markdown, written = _long_mixtures(args)
+    else:
+        trials, corpus = restore.resolve_corpus(args.workdir, args.trials, args.corpus)
+        _, markdown, written = stages.evaluate(
+            args.workdir, args.split, args.checkpoint, trials, corpus
+        )
     print(markdown, end="")
     for stem in written:
         for suffix in TABLE_SUFFIXES:

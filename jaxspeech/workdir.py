@@ -12,6 +12,7 @@ A single run's workdir holds::
     eval/<table>_items.{md,csv,json}    one row per test item: its ID, metadata, every score
     eval/<table>_groups.{md,csv,json}   the scores' means by the groups the items support
     eval/<table>-paired.{md,csv,json}   paired comparisons (multi-stage recipes)
+    eval/<split>-long-mixtures{,_items}.{md,csv,json}   a separation run on long real mixtures
     trials/<split>.txt   the trial list a verification run scored
     verification.json    the verification threshold chosen on the validation trials
 
@@ -58,6 +59,12 @@ def is_multi_stage(workdir: str | pathlib.Path) -> bool:
 def table_name(split: str, trials: str | None = None) -> str:
     """The name of an evaluation's tables in ``eval/``: the split, or the trial list's stem."""
     return split if trials is None else pathlib.Path(trials).stem
+
+
+def long_mixtures_table(split: str) -> str:
+    """The name of the long-mixture evaluation's tables in ``eval/`` (``evaluate.py
+    --long-mixtures``), apart from the split's own table."""
+    return f"{split}-long-mixtures"
 
 
 def eval_stem(workdir: str | pathlib.Path, table: str, suffix: str = "") -> pathlib.Path:

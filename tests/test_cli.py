@@ -840,6 +840,59 @@ def test_load_separates_as_the_cli_does(shared_data, workdir, tmp_path, capsys):
     np.testing.assert_allclose(batched[1], 0.5 * sources, atol=1e-5)
 
 
+def test_evaluate_long_mixtures_separates_as_the_cli_does(workdir, enhance_workdir):
+    """``evaluate.py --long-mixtures 4``: four mixtures of two held-out speakers and one file
+    of one, each separated by ``jaxspeech.load(workdir).separate`` (the first file's
+    SI-SNRi recomputed here by hand from the same mixture), in tables of their own."""
+    import evaluate
+    from jaxspeech.data.pipeline import FIXED_SPLITS, MixtureData
+    from jaxspeech.errors import ConfigError
+    from jaxspeech.evaluation import long_mixtures
+
+    evaluate.main(["--workdir", str(workdir), "--long-mixtures", "4"])
+    eval_dir = workdir / "eval"
+    [table] = json.loads((eval_dir / "test-long-mixtures.json").read_text())
+    items = json.loads((eval_dir / "test-long-mixtures_items.json").read_text())
+    assert [item["item"] for item in items] == ["mix0", "mix1", "mix2", "mix3", "one0"]
+    assert {k: table[k] for k in ("split", "mixtures", "one-speaker files")} == {
+        "split": "test",
+        "mixtures": 4,
+        "one-speaker files": 1,
+    }
+    assert table == {**table, **long_mixtures.summary(items)}
+    model = jaxspeech.load(workdir)
+    assert all(item["seconds"] > model.chunk / 8000 for item in items)
+    config = model.config.data
+    [first, _] = long_mixtures.long_mixtures(
+        MixtureData(config, 8, 2).splits["test"],
+        config.mixture,
+        n_src=2,
+        count=1,
+        seed=config.split_seed * 1000 + FIXED_SPLITS["test"],
+        min_samples=model.chunk,
+    )
+    est, refs = model.separate(first["mixture"]).astype(np.float64), first["sources"]
+
+    def si_snr(x, ref):
+        x, ref = x - x.mean(), ref - ref.mean()
+        target = np.dot(x, ref) / np.dot(ref, ref) * ref
+        return 10 * np.log10(np.sum(target**2) / np.sum((x - target) ** 2))
+
+    best = max(
+        np.mean([si_snr(est[k], refs[j]) for j, k in enumerate(p)]) for p in ((0, 1), (1, 0))
+    )
+    baseline = np.mean([si_snr(first["mixture"].astype(np.float64), ref) for ref in refs])
+    assert items[0]["SI-SNRi (dB)"] == pytest.approx(best - baseline, abs=0.01)
+    for argv, message in [
+        (["--long-mixtures", "0"], "positive number"),
+        (["--long-mixtures", "--corpus", str(workdir)], "leave out --corpus"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            evaluate.main(["--workdir", str(workdir), *argv])
+    with pytest.raises(ConfigError, match="'enhancement' run; it measures separation runs"):
+        evaluate.main(["--workdir", str(enhance_workdir), "--long-mixtures"])
+
+
 def test_best_of_a_workdir_that_does_not_record_its_ranking(workdir, tmp_path):
     """The trainer records how it ranks checkpoints; a workdir written before that loads
     its best checkpoint by the ranking its system had then."""
