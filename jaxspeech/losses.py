@@ -122,6 +122,35 @@ def pairwise_neg_si_snr(est: jnp.ndarray, ref: jnp.ndarray) -> jnp.ndarray:
     return pairwise(neg_si_snr)(est, ref)
 
 
+#: A silent reference's loss bottoms out when the estimate is this many dB below the mixture.
+SILENT_FLOOR_DB = 30.0
+
+
+def pairwise_separation_loss(
+    est: jnp.ndarray, ref: jnp.ndarray, mixture: jnp.ndarray
+) -> jnp.ndarray:
+    """:func:`pairwise_neg_si_snr`, except against a silent reference (all zeros), whose
+    SI-SNR is undefined: there the loss is the estimate's level relative to the mixture,
+    ``10·log10(‖est‖² / ‖mixture‖² + 10^(−SILENT_FLOOR_DB/10))`` dB, which a separator lowers
+    by leaving that track silent (the thresholded level of Wisdom et al. 2020, MixIT).
+
+    Args:
+      est: ``[..., n_est, samples]``; ref: ``[..., n_ref, samples]``; mixture
+        ``[..., samples]``.
+
+    Returns:
+      ``[..., n_est, n_ref]`` float32.
+    """
+    est, ref = _float32(est), _float32(ref)
+    mixture_energy = jnp.sum(jnp.square(_float32(mixture)), axis=-1)[..., None, None]
+    est_energy = jnp.sum(jnp.square(est), axis=-1)[..., :, None]
+    level = 10.0 * jnp.log10(
+        est_energy / jnp.maximum(mixture_energy, 1e-12) + 10.0 ** (-SILENT_FLOOR_DB / 10.0)
+    )
+    silent = jnp.all(ref == 0, axis=-1)[..., None, :]
+    return jnp.where(silent, level, pairwise_neg_si_snr(est, ref))
+
+
 def _exhaustive_permutation(loss_matrix: jnp.ndarray) -> jnp.ndarray:
     """``[..., n, n]`` → ``[..., n]`` est index per ref minimising the sum, by enumeration."""
     n_src = loss_matrix.shape[-1]

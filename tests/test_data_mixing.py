@@ -310,6 +310,8 @@ def test_audio_cache(corpus):
         {"colored_noise_db": -1.0},
         {"babble_talkers": (0, 3)},
         {"babble_talkers": (4, 3)},
+        {"lone_speaker_prob": 1.0},
+        {"lone_speaker_prob": -0.1},
     ],
 )
 def test_bad_config(kwargs):
@@ -347,3 +349,25 @@ def test_bad_inputs(corpus, audio, tmp_path):
             audio,
             n_src=2,
         )
+
+
+def test_lone_speaker_mixtures_hold_the_first_speaker_alone(corpus, audio):
+    """With ``lone_speaker_prob`` the other sources of some mixtures are silent (zeros) and
+    the mixture is the first speaker's voice; at 0 the random stream is the one before."""
+    cfg = _cfg()
+    lone_cfg = _cfg(lone_speaker_prob=0.5)
+    lone = 0
+    for seed in range(40):
+        ex = _mix(seed, corpus, audio, lone_cfg)
+        silent = not np.any(ex["sources"][1])
+        lone += silent
+        np.testing.assert_allclose(ex["mixture"], ex["sources"].sum(0), atol=1e-6)
+        if silent:
+            assert np.any(ex["sources"][0])
+            assert abs(_dominant_hz(ex["mixture"]) - TONES[ex["info"]["speakers"][0]]) < 20
+    assert 10 <= lone <= 30
+    first = _mix(3, corpus, audio, cfg)
+    np.testing.assert_array_equal(_mix(3, corpus, audio, cfg)["mixture"], first["mixture"])
+    assert np.any(first["sources"][1])
+    one = _mix(0, corpus, audio, _cfg(lone_speaker_prob=0.9), n_src=1)
+    assert np.any(one["sources"][0])  # a single-speaker mixture keeps its speaker

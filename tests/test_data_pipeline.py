@@ -272,5 +272,18 @@ def test_train_noise_and_noise_augmentations_reach_training_only(shared_data):
     for split in ("valid", "test"):
         files = {e["info"]["noise_file"] for e in data.test_items(split, 24)}
         assert files <= set(data.noises[split])  # never babble, coloured noise or train_noise
+    lone = MixtureData(
+        dataclasses.replace(
+            cfg,
+            noise=None,
+            train_noise=(),
+            mixture=dataclasses.replace(
+                cfg.mixture, noise_snr_db_range=None, lone_speaker_prob=0.9
+            ),
+        ),
+        4,
+        2,
+    )
+    assert all(np.any(e["sources"][1]) for e in lone.test_items("test", 8))  # never alone
     with pytest.raises(ConfigError, match="train_noise is set but"):
         MixtureData(dataclasses.replace(cfg, noise=None), 4, 1)

@@ -112,6 +112,35 @@ def test_pairwise_neg_si_snr_matrix(signals):
         np.testing.assert_allclose(matrix[batch, i, j], expected, rtol=1e-3)
 
 
+def test_pairwise_separation_loss_scores_a_silent_reference_by_the_estimate_level(signals):
+    """Against a sounding reference it is −SI-SNR; against a silent one (all zeros), the
+    estimate's level below the mixture in dB, bottoming out 30 dB down; PIT then gives the
+    silent reference the quiet estimate."""
+    est, ref = signals
+    ref = ref[:, :2].copy()
+    ref[1, 1] = 0.0  # mixture 1 holds one speaker alone
+    est = np.stack([est[:, 0], 1e-2 * est[:, 1]], 1)  # estimate 1 is 40 dB down
+    mixture = ref.sum(1)
+    matrix = np.asarray(losses.pairwise_separation_loss(est, ref, mixture))
+    for batch, i, j in itertools.product(range(3), range(2), range(2)):
+        if batch == 1 and j == 1:
+            level = np.sum(est[batch, i].astype(np.float64) ** 2) / np.sum(mixture[batch] ** 2)
+            expected = 10 * np.log10(level + 1e-3)
+        else:
+            expected = -_np_si_snr(est[batch, i], ref[batch, j])
+        np.testing.assert_allclose(matrix[batch, i, j], expected, rtol=1e-3, atol=1e-4)
+    assert -30.0 < matrix[1, 1, 1] < -29.0 and matrix[1, 0, 1] > -3.0  # loud estimate: bad
+    loss, permutation = jax.jit(
+        lambda e, r, m: losses.pit(
+            functools.partial(losses.pairwise_separation_loss, mixture=m), e, r
+        )
+    )(est, ref, mixture)
+    np.testing.assert_array_equal(permutation[1], [0, 1])
+    np.testing.assert_allclose(loss[1], (matrix[1, 0, 0] + matrix[1, 1, 1]) / 2, rtol=1e-5)
+    grad = jax.grad(lambda e: losses.pairwise_separation_loss(e, ref, mixture).sum())(est)
+    assert np.all(np.isfinite(np.asarray(grad)))
+
+
 def test_pairwise_with_two_event_axes(rng):
     pred, target = rng.uniform(size=(2, 3, 4, 5)), rng.uniform(size=(2, 3, 4, 5))
     matrix = losses.pairwise(losses.mask_mse, event_ndim=2)(pred, target)

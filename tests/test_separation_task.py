@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from jaxspeech.losses import si_snr
-from jaxspeech.train.tasks.separation import oracle_irm
+from jaxspeech.train.tasks.separation import _pit_metrics, oracle_irm
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -26,6 +26,22 @@ def test_oracle_irm_separates_disjoint_tones():
     est = np.asarray(oracle_irm(sources.sum(1), sources, n_fft))
     assert est.shape == sources.shape
     assert np.all(np.asarray(si_snr(est, sources)) > 25.0)
+
+
+def test_improvement_leaves_lone_speaker_mixtures_out():
+    """A mixture whose second source is silent has no SI-SNR improvement to average; the
+    loss still scores it (its silent track by level)."""
+    rng = np.random.default_rng(0)
+    sources = rng.normal(size=(2, 2, 800)).astype(np.float32)
+    sources[1, 1] = 0.0
+    mixture = sources.sum(1)
+    est = (sources + 0.1 * rng.normal(size=sources.shape)).astype(np.float32)
+    metrics = _pit_metrics(est, {"mixture": mixture, "sources": sources})
+    improvement = np.mean(si_snr(est[0], sources[0])) - np.mean(
+        si_snr(np.stack([mixture[0]] * 2), sources[0])
+    )
+    np.testing.assert_allclose(metrics["si_snr_i"], improvement, rtol=1e-4)
+    assert np.isfinite(metrics["si_snr"])
 
 
 #: Per recipe: the training overrides, and what that short training must show.

@@ -85,6 +85,9 @@ class MixtureConfig:
         noise with a random spectral envelope (``colored_noise``; training-time augmentation,
         never applied to the fixed sets). ``babble_prob + colored_noise_prob <= 1``.
       colored_noise_db: the envelope's gain at each octave is drawn from ``±`` this, in dB.
+      lone_speaker_prob: probability that a mixture of several speakers holds the first one
+        alone, the other sources silent (zeros): training-time, so that a separator learns to
+        leave a track silent rather than split one voice; never applied to the fixed sets.
     """
 
     sample_rate: int = 8000
@@ -102,6 +105,7 @@ class MixtureConfig:
     babble_talkers: tuple[int, int] = (3, 6)
     colored_noise_prob: float = 0.0
     colored_noise_db: float = 10.0
+    lone_speaker_prob: float = 0.0
 
     def __post_init__(self):
         if self.sample_rate <= 0 or self.num_samples < 1:
@@ -121,6 +125,10 @@ class MixtureConfig:
             raise ConfigError(
                 "MixtureConfig.babble_prob and colored_noise_prob must be >= 0 with a sum of at "
                 f"most 1, got {self.babble_prob} and {self.colored_noise_prob}"
+            )
+        if not 0.0 <= self.lone_speaker_prob < 1.0:
+            raise ConfigError(
+                f"MixtureConfig.lone_speaker_prob must be in [0, 1), got {self.lone_speaker_prob}"
             )
         if self.colored_noise_db < 0:
             raise ConfigError(
@@ -451,6 +459,8 @@ def make_mixture(
     )
     gains_db, target_db = draw_levels_db(rng, cfg, n_src)
     sources = np.stack(images) * (10.0 ** (target_db / 20.0) / np.asarray(levels))[:, None]
+    if n_src > 1 and cfg.lone_speaker_prob > 0 and rng.random() < cfg.lone_speaker_prob:
+        sources[1:] = 0.0
 
     noise = np.zeros(cfg.num_samples)
     noise_file, noise_start = "", 0

@@ -296,6 +296,7 @@ class MixtureData:
             noise_tilt_db_range=None,
             babble_prob=0.0,
             colored_noise_prob=0.0,
+            lone_speaker_prob=0.0,
         )
         if seconds is not None:
             mixture = dataclasses.replace(mixture, segment_seconds=seconds)

@@ -34,7 +34,7 @@ from jaxspeech.inference.separation import (
     DeepClusteringSeparator,
     build_separator,
 )
-from jaxspeech.losses import pairwise_neg_si_snr, pit, reorder, si_snr
+from jaxspeech.losses import pairwise_neg_si_snr, pairwise_separation_loss, pit, reorder, si_snr
 from jaxspeech.models.dpcl import (
     DeepClusteringConfig,
     dpcl_loss,
@@ -123,10 +123,16 @@ class _DeepClustering(DeepClusteringSeparator):
 
 
 def _pit_metrics(est: jax.Array, batch) -> dict[str, jax.Array]:
-    """Batch means of the PIT SI-SNR of ``est`` ``[B, S, T]`` and of its improvement."""
-    loss, _ = pit(pairwise_neg_si_snr, est, batch["sources"])
-    baseline = si_snr(_as_estimates(batch["mixture"], batch["sources"]), batch["sources"])
-    return {"si_snr": -loss.mean(), "si_snr_i": (-loss - baseline.mean(-1)).mean()}
+    """Batch means of the PIT SI-SNR of ``est`` ``[B, S, T]`` and of its improvement. A
+    silent source (``data.mixture.lone_speaker_prob``) scores its track's level instead
+    (``losses.pairwise_separation_loss``), and its mixture has no improvement to count."""
+    sources = batch["sources"]
+    pairwise_loss = functools.partial(pairwise_separation_loss, mixture=batch["mixture"])
+    loss, _ = pit(pairwise_loss, est, sources)
+    baseline = si_snr(_as_estimates(batch["mixture"], sources), sources).mean(-1)
+    counted = jnp.all(jnp.any(sources != 0, axis=-1), axis=-1)
+    improvement = jnp.where(counted, -loss - baseline, 0.0).sum() / jnp.maximum(counted.sum(), 1)
+    return {"si_snr": -loss.mean(), "si_snr_i": improvement}
 
 
 class Task(base.Task):
