@@ -8,6 +8,7 @@ itself is a quality (higher is better), so separation trains on :func:`neg_si_sn
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable
@@ -52,12 +53,15 @@ def _mean_over_bins(x: jnp.ndarray) -> jnp.ndarray:
 # --- Scale-invariant SNR and permutation-invariant training -------------------------------
 
 
-def si_snr(est: jnp.ndarray, ref: jnp.ndarray, eps: float = 1e-8) -> jnp.ndarray:
+def si_snr(
+    est: jnp.ndarray, ref: jnp.ndarray, eps: float = 1e-8, ceiling_db: float | None = None
+) -> jnp.ndarray:
     """Scale-invariant signal-to-noise ratio in dB (Le Roux et al., 2019; Asteroid's form).
 
     Both signals are made zero-mean; the target is the projection of ``est`` on ``ref``,
     ``s = (⟨est, ref⟩ / (‖ref‖² + eps))·ref``, the noise ``e = est − s``, and the result
-    ``10·log10(‖s‖² / (‖e‖² + eps) + eps)``.
+    ``10·log10(‖s‖² / (‖e‖² + eps) + eps)``. With ``ceiling_db`` the noise gets
+    ``10^(−ceiling_db/10)·‖s‖²`` added, a soft ceiling at ``ceiling_db`` (Wisdom et al. 2020).
 
     Args:
       est: ``[..., samples]`` estimate.
@@ -76,13 +80,18 @@ def si_snr(est: jnp.ndarray, ref: jnp.ndarray, eps: float = 1e-8) -> jnp.ndarray
     )
     target = scale * ref
     noise = est - target
-    ratio = jnp.sum(target * target, axis=-1) / (jnp.sum(noise * noise, axis=-1) + eps)
-    return 10.0 * jnp.log10(ratio + eps)
+    target_energy = jnp.sum(target * target, axis=-1)
+    noise_energy = jnp.sum(noise * noise, axis=-1)
+    if ceiling_db is not None:
+        noise_energy = noise_energy + 10.0 ** (-ceiling_db / 10.0) * target_energy
+    return 10.0 * jnp.log10(target_energy / (noise_energy + eps) + eps)
 
 
-def neg_si_snr(est: jnp.ndarray, ref: jnp.ndarray, eps: float = 1e-8) -> jnp.ndarray:
+def neg_si_snr(
+    est: jnp.ndarray, ref: jnp.ndarray, eps: float = 1e-8, ceiling_db: float | None = None
+) -> jnp.ndarray:
     """``−si_snr(est, ref)``: ``[..., samples]`` → ``[...]``, a loss (lower is better)."""
-    return -si_snr(est, ref, eps)
+    return -si_snr(est, ref, eps, ceiling_db)
 
 
 def pairwise(
@@ -122,17 +131,20 @@ def pairwise_neg_si_snr(est: jnp.ndarray, ref: jnp.ndarray) -> jnp.ndarray:
     return pairwise(neg_si_snr)(est, ref)
 
 
-#: A silent reference's loss bottoms out when the estimate is this many dB below the mixture.
-SILENT_FLOOR_DB = 30.0
+#: In a mixture with a silent source, losses saturate this many dB from perfect.
+LONE_SPEAKER_CEILING_DB = 30.0
 
 
 def pairwise_separation_loss(
     est: jnp.ndarray, ref: jnp.ndarray, mixture: jnp.ndarray
 ) -> jnp.ndarray:
-    """:func:`pairwise_neg_si_snr`, except against a silent reference (all zeros), whose
-    SI-SNR is undefined: there the loss is the estimate's level relative to the mixture,
-    ``10·log10(‖est‖² / ‖mixture‖² + 10^(−SILENT_FLOOR_DB/10))`` dB, which a separator lowers
-    by leaving that track silent (the thresholded level of Wisdom et al. 2020, MixIT).
+    """:func:`pairwise_neg_si_snr` for mixtures whose references all sound. In a mixture with
+    a silent reference (all zeros: one speaker alone), whose SI-SNR is undefined, the silent
+    reference scores the estimate's level relative to the mixture, ``10·log10(‖est‖² /
+    ‖mixture‖² + τ)``, which a separator lowers by leaving that track silent, and the others
+    −SI-SNR with the soft ceiling ``τ``; ``τ = 10^(−LONE_SPEAKER_CEILING_DB/10)``, the
+    thresholds of Wisdom et al. 2020 (MixIT). Without the ceiling the lone voice, an easy
+    target (the input itself), gives ever larger gradients and swamps the batch.
 
     Args:
       est: ``[..., n_est, samples]``; ref: ``[..., n_ref, samples]``; mixture
@@ -142,13 +154,17 @@ def pairwise_separation_loss(
       ``[..., n_est, n_ref]`` float32.
     """
     est, ref = _float32(est), _float32(ref)
+    ceiling = LONE_SPEAKER_CEILING_DB
     mixture_energy = jnp.sum(jnp.square(_float32(mixture)), axis=-1)[..., None, None]
     est_energy = jnp.sum(jnp.square(est), axis=-1)[..., :, None]
     level = 10.0 * jnp.log10(
-        est_energy / jnp.maximum(mixture_energy, 1e-12) + 10.0 ** (-SILENT_FLOOR_DB / 10.0)
+        est_energy / jnp.maximum(mixture_energy, 1e-12) + 10.0 ** (-ceiling / 10.0)
     )
     silent = jnp.all(ref == 0, axis=-1)[..., None, :]
-    return jnp.where(silent, level, pairwise_neg_si_snr(est, ref))
+    lone = jnp.any(silent, axis=-1, keepdims=True)
+    capped = pairwise(functools.partial(neg_si_snr, ceiling_db=ceiling))(est, ref)
+    sounding = jnp.where(lone, capped, pairwise_neg_si_snr(est, ref))
+    return jnp.where(silent, level, sounding)
 
 
 def _exhaustive_permutation(loss_matrix: jnp.ndarray) -> jnp.ndarray:

@@ -113,9 +113,10 @@ def test_pairwise_neg_si_snr_matrix(signals):
 
 
 def test_pairwise_separation_loss_scores_a_silent_reference_by_the_estimate_level(signals):
-    """Against a sounding reference it is −SI-SNR; against a silent one (all zeros), the
-    estimate's level below the mixture in dB, bottoming out 30 dB down; PIT then gives the
-    silent reference the quiet estimate."""
+    """Against a sounding reference it is −SI-SNR, with a soft 30 dB ceiling in a mixture
+    that has a silent reference; against the silent one (all zeros), the estimate's level
+    below the mixture in dB, bottoming out 30 dB down; PIT then gives the silent reference
+    the quiet estimate."""
     est, ref = signals
     ref = ref[:, :2].copy()
     ref[1, 1] = 0.0  # mixture 1 holds one speaker alone
@@ -126,6 +127,9 @@ def test_pairwise_separation_loss_scores_a_silent_reference_by_the_estimate_leve
         if batch == 1 and j == 1:
             level = np.sum(est[batch, i].astype(np.float64) ** 2) / np.sum(mixture[batch] ** 2)
             expected = 10 * np.log10(level + 1e-3)
+        elif batch == 1:
+            snr = 10 ** (_np_si_snr(est[batch, i], ref[batch, j]) / 10)
+            expected = 10 * np.log10(1 / snr + 1e-3)  # −10·log10(‖s‖² / (‖e‖² + τ‖s‖²))
         else:
             expected = -_np_si_snr(est[batch, i], ref[batch, j])
         np.testing.assert_allclose(matrix[batch, i, j], expected, rtol=1e-3, atol=1e-4)
@@ -139,6 +143,9 @@ def test_pairwise_separation_loss_scores_a_silent_reference_by_the_estimate_leve
     np.testing.assert_allclose(loss[1], (matrix[1, 0, 0] + matrix[1, 1, 1]) / 2, rtol=1e-5)
     grad = jax.grad(lambda e: losses.pairwise_separation_loss(e, ref, mixture).sum())(est)
     assert np.all(np.isfinite(np.asarray(grad)))
+    perfect = losses.pairwise_separation_loss(ref, ref, mixture)
+    np.testing.assert_allclose(perfect[1, 0, 0], -30.0, atol=1e-3)  # the ceiling
+    assert perfect[0, 0, 0] < -60.0  # no ceiling where both speakers sound
 
 
 def test_pairwise_with_two_event_axes(rng):

@@ -20,8 +20,9 @@ audio-only, audio-visual, AV with the video blanked and the oracle IRM per condi
 
 Variants:
   ""       Net 1 2 × 256, lip net (32, 64, 128) channels → 256 → 2 × 256, gate 64; 3 s crops.
-  "smoke"  tiny nets, 1 s crops, a few hundred steps per stage: the three stages train end
-           to end in a few minutes on a 2-core CPU.
+  "smoke"  tiny nets, 1 s crops; 6,000 Net 1 steps (at 400 it lost 3.4 dB on clean GRID
+           speech at 20 dB input, at 6,000 it gains 0.3 dB), 300 lip and 200 gate steps: the
+           three stages train end to end in about 6 minutes on a 2-core CPU.
   "grid"   the sizes of "", lips and gate on all of GRID in its official layout
            (``DATA_ROOT/GRID/s1`` ... ``s34`` with ``align/``, read by
            ``jaxspeech.data.corpora``): the 33 talkers with video dealt 70/15/15 by talker,
@@ -98,7 +99,7 @@ def get_config(variant: str = "") -> MultiStage:
         model=dataclasses.replace(audio.model, estimator=audio_net),
         data=audio.data if other_speakers else data,
         eval=dataclasses.replace(audio.eval, system="audio"),
-        train=_train(variant, 400 if smoke else 30_000),
+        train=_train(variant, 6000 if smoke else 30_000),
     )
     evaluation = AVEvalConfig()
     optim = OptimConfig(name="adam", learning_rate=3e-3 if smoke else 1e-3, clip_norm=5.0)
