@@ -13,7 +13,9 @@ Variants:
   "cpu"     the same at 128 channels (bottleneck and skip 64; 236,113 parameters) for 18,000
             steps (18 validations), with one training mixture in ten holding one speaker
             alone (the other track's target silent), so that a lone voice is not split over
-            the two tracks.
+            the two tracks: 64 min 20 s of training on the 2-core CPU with the test suite
+            beside it, best validation SI-SNRi 7.06 dB at step 15,000 (8.39 dB at 18,000
+            without lone speakers, whose step-4,000 checkpoint split 4 of 4 lone voices).
 Both small variants are tested on 256 mixtures of the test speakers.
 
 Pre-mixed corpora (the paper's model and optimiser as in ""; 4 s crops of the training split's
