@@ -53,9 +53,7 @@ def _mean_over_bins(x: jnp.ndarray) -> jnp.ndarray:
 # --- Scale-invariant SNR and permutation-invariant training -------------------------------
 
 
-def si_snr(
-    est: jnp.ndarray, ref: jnp.ndarray, eps: float = 1e-8, ceiling_db: float | None = None
-) -> jnp.ndarray:
+def si_snr(est: jnp.ndarray, ref: jnp.ndarray, eps: float = 1e-8, ceiling_db=None) -> jnp.ndarray:
     """Scale-invariant signal-to-noise ratio in dB (Le Roux et al., 2019; Asteroid's form).
 
     Both signals are made zero-mean; the target is the projection of ``est`` on ``ref``,
@@ -66,6 +64,8 @@ def si_snr(
     Args:
       est: ``[..., samples]`` estimate.
       ref: same shape, reference.
+      ceiling_db: None, or the ceiling (dB) as a number or an array broadcasting to
+        ``[...]``; ``inf`` leaves a result without ceiling.
 
     Returns:
       ``[...]`` float32 SI-SNR in dB (higher is better).
@@ -88,7 +88,7 @@ def si_snr(
 
 
 def neg_si_snr(
-    est: jnp.ndarray, ref: jnp.ndarray, eps: float = 1e-8, ceiling_db: float | None = None
+    est: jnp.ndarray, ref: jnp.ndarray, eps: float = 1e-8, ceiling_db=None
 ) -> jnp.ndarray:
     """``−si_snr(est, ref)``: ``[..., samples]`` → ``[...]``, a loss (lower is better)."""
     return -si_snr(est, ref, eps, ceiling_db)
@@ -161,9 +161,8 @@ def pairwise_separation_loss(
         est_energy / jnp.maximum(mixture_energy, 1e-12) + 10.0 ** (-ceiling / 10.0)
     )
     silent = jnp.all(ref == 0, axis=-1)[..., None, :]
-    lone = jnp.any(silent, axis=-1, keepdims=True)
-    capped = pairwise(functools.partial(neg_si_snr, ceiling_db=ceiling))(est, ref)
-    sounding = jnp.where(lone, capped, pairwise_neg_si_snr(est, ref))
+    ceiling_db = jnp.where(jnp.any(silent, axis=-1, keepdims=True), ceiling, jnp.inf)
+    sounding = pairwise(functools.partial(neg_si_snr, ceiling_db=ceiling_db))(est, ref)
     return jnp.where(silent, level, sounding)
 
 
