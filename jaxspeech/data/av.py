@@ -33,7 +33,6 @@ float32 0/1; ``snr_db`` and ``condition`` (index into ``CONDITIONS``).
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import pathlib
 from collections.abc import Sequence
@@ -49,9 +48,9 @@ from jaxspeech.data.av_clips import (
     video_files,
 )
 from jaxspeech.data.corpus import data_path
-from jaxspeech.data.mixing import AudioCache, noise_crop, noise_gain
+from jaxspeech.data.mixing import AudioCache, noise_crop, noise_gain, rms
 from jaxspeech.data.mouths import MouthConfig
-from jaxspeech.data.pipeline import FIXED_SPLITS
+from jaxspeech.data.pipeline import fixed_set_seed
 from jaxspeech.data.source import (
     StreamOptions,
     batch_examples,
@@ -190,10 +189,6 @@ def lip_frames(
     return lips, face
 
 
-def _rms(x: np.ndarray) -> float:
-    return math.sqrt(float(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
-
-
 def _crop(wav: np.ndarray, start: int, length: int) -> np.ndarray:
     out = np.zeros(length, np.float64)
     piece = wav[start : start + length]
@@ -220,7 +215,7 @@ def make_av_example(
     start = int(rng.integers(0, max(len(target.audio) - length, 0) + 1))
     clean = _crop(target.audio, start, length)
     active = clean[: max(1, min(length, len(target.audio) - start))]
-    clean *= 10.0 ** (rng.uniform(*cfg.level_db_range) / 20.0) / max(_rms(active), 1e-12)
+    clean *= 10.0 ** (rng.uniform(*cfg.level_db_range) / 20.0) / max(rms(active), 1e-12)
     if condition is None:
         condition = CONDITIONS[int(rng.random() < cfg.talker_prob)]
     if condition == "noise":
@@ -241,7 +236,7 @@ def make_av_example(
         interference = _crop(voice, int(rng.integers(0, max(len(voice) - length, 0) + 1)), length)
     else:
         raise ConfigError(f"condition {condition!r}; use one of {CONDITIONS}")
-    if _rms(interference) > 0:
+    if rms(interference) > 0:
         interference *= noise_gain(clean, interference, snr)
     peak = max(np.abs(clean + interference).max(), np.abs(clean).max(), np.abs(interference).max())
     scale = min(1.0, cfg.max_peak / peak) if peak > 0 else 1.0
@@ -339,10 +334,8 @@ class AVData:
         """``size`` deterministic examples of ``split`` (IDs ``<split>-<index>``, ``info``:
         the target clip's file and talker); item ``i`` has the condition and SNR
         ``grid[i % len(grid)]`` and the target clip ``i % clips``."""
-        if split not in FIXED_SPLITS:
-            raise ConfigError(f"unknown split {split!r}; use one of {sorted(FIXED_SPLITS)}")
+        seed = fixed_set_seed(self.cfg.split_seed, split)
         clips = self.splits[split]
-        seed = self.cfg.split_seed * 1000 + FIXED_SPLITS[split]
         audio = AudioCache(self.cfg.sample_rate)
         examples = []
         for i in range(size):

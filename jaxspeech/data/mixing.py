@@ -199,7 +199,8 @@ class AudioCache:
         self.__init__(**state)
 
 
-def _rms(x: np.ndarray) -> float:
+def rms(x: np.ndarray) -> float:
+    """Root mean square of ``x`` (float64 accumulation; 0 for an empty array)."""
     return math.sqrt(float(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
 
 
@@ -229,14 +230,14 @@ def draw_start(
     Raises:
       SilentAudioError: ``wav`` (read from ``path``) is all zeros.
     """
-    threshold = _rms(wav) * 10.0 ** (-silent_crop_db / 20.0)
+    threshold = rms(wav) * 10.0 ** (-silent_crop_db / 20.0)
     if threshold <= 0.0:
         raise SilentAudioError(f"{path}: the recording is all zeros; remove it from the corpus")
     if len(wav) < length:
         return -int(rng.integers(0, length - len(wav) + 1))
     for _ in range(crop_tries):
         start = int(rng.integers(0, len(wav) - length + 1))
-        if _rms(wav[start : start + length]) >= threshold:
+        if rms(wav[start : start + length]) >= threshold:
             return start
     return int(np.clip(np.argmax(np.abs(wav)) - length // 2, 0, len(wav) - length))
 
@@ -346,7 +347,7 @@ def _source_image(
     start = draw_start(rng, wav, length, utt.path, cfg.silent_crop_db, cfg.crop_tries)
     image = crop_image(wav, start, length, None if rir_path is None else audio(rir_path))
     active = image[max(0, -start) : min(length, len(wav) - start)]
-    level = _rms(active)
+    level = rms(active)
     if level <= 0.0:  # only a zero impulse response silences a non-silent crop
         raise SilentAudioError(f"{rir_path}: the impulse response is all zeros; remove it")
     return image, start, level

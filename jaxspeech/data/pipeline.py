@@ -56,6 +56,14 @@ SAMPLINGS = ("speaker", "utterance")
 FIXED_SPLITS = {"valid": 1, "test": 2}
 
 
+def fixed_set_seed(split_seed: int, split: str) -> int:
+    """The seed of the fixed set of ``split`` ("valid" or "test"; ConfigError otherwise) for a
+    data source dealt with ``split_seed``."""
+    if split not in FIXED_SPLITS:
+        raise ConfigError(f"unknown split {split!r}; use one of {sorted(FIXED_SPLITS)}")
+    return split_seed * 1000 + FIXED_SPLITS[split]
+
+
 class _MixtureMaker(grain.transforms.MapWithIndex):
     """grain transform: (stream position, first-utterance index) -> mixture arrays."""
 
@@ -287,8 +295,7 @@ class MixtureData:
         """``size`` deterministic mixtures of ``split`` ("valid" or "test") from its speakers,
         with noise at ``snrs`` in turn (None: drawn), ``seconds`` long (None: the training
         length); IDs ``<split>-<index>``."""
-        if split not in FIXED_SPLITS:
-            raise ConfigError(f"unknown split {split!r}; use one of {sorted(FIXED_SPLITS)}")
+        seed = fixed_set_seed(self.cfg.split_seed, split)
         # Training-only augmentations.
         mixture = dataclasses.replace(
             self.mixture,
@@ -300,7 +307,6 @@ class MixtureData:
         )
         if seconds is not None:
             mixture = dataclasses.replace(mixture, segment_seconds=seconds)
-        seed = self.cfg.split_seed * 1000 + FIXED_SPLITS[split]
         examples = fixed_mixture_set(
             mixture,
             self.splits[split],

@@ -25,12 +25,11 @@ Every file is resampled to ``sample_rate`` (the model's) when the corpus has ano
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import grain
 import numpy as np
 
-from jaxspeech.data.mixing import AudioCache
+from jaxspeech.data.mixing import AudioCache, rms
 from jaxspeech.data.source import (
     SplitListing,
     StreamOptions,
@@ -140,10 +139,6 @@ def open_mixture_corpus(path, sample_rate: int, mixture: str | None, n_src: int 
     return corpus
 
 
-def _active_rms(x: np.ndarray) -> float:
-    return math.sqrt(float(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
-
-
 class _Cropper(grain.transforms.MapWithIndex):
     """grain transform: (stream position, item index) -> ``mixture`` [T], ``sources``
     [n_src, T] (and ``noise`` [T] for a noisy corpus)."""
@@ -174,9 +169,9 @@ class _Cropper(grain.transforms.MapWithIndex):
             wav = self.audio(path)
             start = int(rng.integers(0, max(len(wav) - length, 0) + 1))
             piece = crop(wav, start, length).astype(np.float64)
-            rms = _active_rms(piece[: max(min(len(wav) - start, length), 0)])
+            active = rms(piece[: max(min(len(wav) - start, length), 0)])
             target = level + (rng.uniform(*cfg.gain_db_range) if k else 0.0)
-            sources.append(piece * (10 ** (target / 20) / rms if rms > 0 else 0.0))
+            sources.append(piece * (10 ** (target / 20) / active if active > 0 else 0.0))
         sources = np.stack(sources)
         example = {"sources": sources}
         if self.noisy:

@@ -27,8 +27,8 @@ import numpy as np
 from tqdm import tqdm
 
 from jaxspeech.data.corpus import Utterance, group_by_speaker
-from jaxspeech.data.mixing import AudioCache, MixtureConfig, draw_levels_db, draw_speakers
-from jaxspeech.data.pipeline import FIXED_SPLITS, MixtureData, MixtureDataConfig
+from jaxspeech.data.mixing import AudioCache, MixtureConfig, draw_levels_db, draw_speakers, rms
+from jaxspeech.data.pipeline import MixtureData, MixtureDataConfig, fixed_set_seed
 from jaxspeech.errors import ConfigError
 from jaxspeech.evaluation.tables import Evaluation
 from jaxspeech.losses import reorder, si_snr
@@ -81,8 +81,7 @@ def long_mixtures(
         gains_db, levels_db = draw_levels_db(rng, cfg, talkers)
         sources = np.zeros((talkers, length))
         for row, wave, offset, level in zip(sources, waves, offsets, levels_db, strict=True):
-            rms = np.sqrt(np.mean(np.square(wave, dtype=np.float64)))
-            row[offset : offset + len(wave)] = wave * (10.0 ** (level / 20.0) / rms)
+            row[offset : offset + len(wave)] = wave * (10.0 ** (level / 20.0) / rms(wave))
         peak = max(np.abs(sources.sum(axis=0)).max(), np.abs(sources).max())
         sources = (sources * min(1.0, cfg.max_peak / peak)).astype(np.float32)
         number = index if kind == "mix" else index - count
@@ -191,7 +190,7 @@ def measure(model, split: str, count: int) -> Evaluation:
         config.data.mixture,
         n_src=model.n_src,
         count=count,
-        seed=config.data.split_seed * 1000 + FIXED_SPLITS[split],
+        seed=fixed_set_seed(config.data.split_seed, split),
         min_samples=model.chunk,
     )
     items = []
