@@ -26,7 +26,8 @@ two chunks it falls in, and the cross-fade hides the edges of the other. A Conv-
 receptive field is ``(L/2)·(1 + R·(P−1)·(2^X − 1))`` samples (1.53 s for the paper model at
 8 kHz, half on each side). Models with global normalisation (gLN) see the statistics of the
 whole chunk, so use chunks like the training segments rather than much shorter ones
-(:func:`default_chunking` derives both from the training crop and the receptive field).
+(:func:`default_chunking` derives both from the training crop and the receptive field; a
+caller may ask for longer chunks, as ``Separator`` does).
 ``overlap ≤ chunk / 2`` is required, so only neighbouring chunks overlap.
 
 A recording no longer than one chunk is separated in a single call of the model, exactly as
@@ -252,16 +253,16 @@ def rescale_to_mixture(
 
 
 def default_chunking(
-    crop: int, receptive_field: int | None, fields_per_chunk: int = 2
+    crop: int, receptive_field: int | None, fields_per_chunk: int = 2, min_chunk: int = 0
 ) -> tuple[int, int]:
     """``(chunk, overlap)`` samples for :func:`separate_long` with a model trained on crops of
     ``crop`` samples whose output sample depends on ``receptive_field`` input samples (None:
-    unbounded, a recurrent net): the overlap is the receptive field (half the chunk when
+    unbounded, a recurrent net): the overlap is the receptive field (half the crop when
     unbounded), the chunk the training crop, lengthened to ``fields_per_chunk`` receptive
-    fields if shorter (``≥ 2``: only neighbouring chunks overlap)."""
+    fields (``≥ 2``: only neighbouring chunks overlap) and to ``min_chunk`` if shorter."""
     if receptive_field is None:
-        return crop, max(1, crop // 2)
-    return max(crop, fields_per_chunk * receptive_field), receptive_field
+        return max(crop, min_chunk), max(1, crop // 2)
+    return max(crop, fields_per_chunk * receptive_field, min_chunk), receptive_field
 
 
 def tcn_receptive_frames(tcn) -> int:

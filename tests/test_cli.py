@@ -822,18 +822,18 @@ def test_gate_stage_table_compares_the_systems_per_condition(av_workdir):
 
 
 def test_load_separates_as_the_cli_does(shared_data, workdir, tmp_path, capsys):
-    """The default chunking is the 0.25 s training crop, overlapping by the receptive field
-    (L/2)·(1 + R·(P−1)·(2^X − 1)) = 8·(1 + 1·2·3) = 56 samples; the command writes
-    ``separate``'s output."""
+    """A Conv-TasNet's default chunk is 30 s (recordings up to that length in one call),
+    overlapping by the receptive field (L/2)·(1 + R·(P−1)·(2^X − 1)) = 8·(1 + 1·2·3) = 56
+    samples; the command writes ``separate``'s output."""
     model = jaxspeech.load(workdir)
     assert (model.system, model.sample_rate, model.n_src) == ("separation", 8000, 2)
-    assert (model.chunk, model.overlap) == (2000, 56)
+    assert (model.chunk, model.overlap) == (240000, 56)
     source = shared_data / "fsdd/recordings/0_george_0.wav"
     assert run_cli(capsys, "separate", source, "--workdir", workdir, "-o", tmp_path)[0] == 0
     written = read_outputs(sorted(map(str, tmp_path.glob("*.wav"))), 8000)
     mixture, _ = audio.load(source)
     sources = model.separate(mixture)
-    assert mixture.size > model.chunk and sources.shape == (2, mixture.size)
+    assert sources.shape == (2, mixture.size)
     np.testing.assert_allclose(written, limit_peak(sources), atol=1.5 / 2**15)
     batched = model.separate(np.stack([mixture, 0.5 * mixture]))
     np.testing.assert_allclose(batched[0], sources, atol=1e-5)
@@ -845,7 +845,7 @@ def test_evaluate_long_mixtures_separates_as_the_cli_does(workdir, enhance_workd
     of one, each separated by ``jaxspeech.load(workdir).separate`` (the first file's
     SI-SNRi recomputed here by hand from the same mixture), in tables of their own."""
     import evaluate
-    from jaxspeech.data.pipeline import FIXED_SPLITS, MixtureData
+    from jaxspeech.data.pipeline import MixtureData, fixed_set_seed
     from jaxspeech.errors import ConfigError
     from jaxspeech.evaluation import long_mixtures
 
@@ -861,15 +861,15 @@ def test_evaluate_long_mixtures_separates_as_the_cli_does(workdir, enhance_workd
     }
     assert table == {**table, **long_mixtures.summary(items)}
     model = jaxspeech.load(workdir)
-    assert all(item["seconds"] > model.chunk / 8000 for item in items)
+    assert all(item["seconds"] > 2 * 0.25 for item in items)  # two training crops
     config = model.config.data
     [first, _] = long_mixtures.long_mixtures(
         MixtureData(config, 8, 2).splits["test"],
         config.mixture,
         n_src=2,
         count=1,
-        seed=config.split_seed * 1000 + FIXED_SPLITS["test"],
-        min_samples=model.chunk,
+        seed=fixed_set_seed(config.split_seed, "test"),
+        min_samples=2 * config.mixture.num_samples,
     )
     est, refs = model.separate(first["mixture"]).astype(np.float64), first["sources"]
 

@@ -110,11 +110,10 @@ def test_faint_track_stays_faint_at_the_mixture_level(speakers):
     assert energy_db[1] < -25.0, energy_db
 
 
-def test_separation_chunks_span_four_receptive_fields():
-    """The smoke Conv-TasNet (1 s crops, 4088-sample receptive field) separates in chunks of
-    four receptive fields; a model trained on longer crops keeps its crop."""
-    from jaxspeech.inference.separation import Separator
-
-    fields = Separator.FIELDS_PER_CHUNK
-    assert infer.default_chunking(8000, 4088, fields) == (16352, 4088)
-    assert infer.default_chunking(64000, 12248, fields) == (64000, 12248)
+def test_a_minimum_chunk_lengthens_the_chunk_but_not_the_overlap():
+    """A Conv-TasNet (bounded receptive field) asks for chunks of at least 30 s; the overlap
+    stays its receptive field, and a recurrent model's stays half its crop."""
+    whole = 30 * 8000
+    assert infer.default_chunking(8000, 4088, min_chunk=whole) == (whole, 4088)
+    assert infer.default_chunking(320000, 12248, min_chunk=whole) == (320000, 12248)
+    assert infer.default_chunking(32000, None, min_chunk=whole) == (whole, 16000)

@@ -1,6 +1,6 @@
 """The ``--chunk-seconds``/``--overlap-seconds`` arguments of the commands that run a model over
 a long file in overlapping chunks (``infer.separate_long``), checked and turned into samples;
-by default the loaded model's chunking (its training crop and receptive field)."""
+by default the loaded model's chunking (``model.chunk``, ``model.overlap``)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ def add_chunk_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--chunk-seconds",
         type=float,
-        help="length of the chunks the model sees (default: the model's training crop, "
-        "lengthened to a few receptive fields if shorter)",
+        help="length of the chunks the model sees (default: 30 s for a Conv-TasNet, so most "
+        "files in one call; otherwise the model's training crop)",
     )
     parser.add_argument(
         "--overlap-seconds",

@@ -2,8 +2,8 @@
 separation run never heard (``evaluate.py --long-mixtures``).
 
 The files (:func:`long_mixtures`) are made from whole utterances (never crops) of the run's own
-held-out speakers (its data source's speaker split), each longer than one chunk of the model,
-so every file is separated in overlapping chunks and the measure covers their stitching:
+held-out speakers (its data source's speaker split), each longer than two of the model's
+training crops, so the model works well beyond the length it learned on:
 
 * ``count`` files of ``n_src`` different speakers: the longest utterance sets the length, each
   shorter one is zero-padded around it at an offset drawn uniformly (so a voice may start or
@@ -66,7 +66,7 @@ def long_mixtures(
     if len(speakers) < n_src:
         raise ConfigError(
             f"long mixtures: {len(speakers)} speaker(s) of the split have an utterance longer "
-            f"than one chunk of the model ({min_samples / cfg.sample_rate:.2f} s); "
+            f"than {min_samples / cfg.sample_rate:.2f} s; "
             f"{n_src} are needed"
         )
     audio = AudioCache(cfg.sample_rate)
@@ -191,7 +191,7 @@ def measure(model, split: str, count: int) -> Evaluation:
         n_src=model.n_src,
         count=count,
         seed=fixed_set_seed(config.data.split_seed, split),
-        min_samples=model.chunk,
+        min_samples=2 * config.data.mixture.num_samples,
     )
     items = []
     for example in tqdm(examples, desc=f"long mixtures ({split})", unit="file"):
