@@ -224,7 +224,7 @@ def assert_one_line_error(status: int, out: str, err: str, command: str, message
         (lambda d: _write_wav(d / "ok.wav", np.ones(99) * 0.1), ("--checkpoint", "x"), "use best"),
         (
             lambda d: _write_wav(d / "ok.wav", np.ones(99) * 0.1),
-            ("--overlap-seconds", "3"),
+            ("--overlap-seconds", "20"),
             "at most half of --chunk-seconds",
         ),
     ],

@@ -226,7 +226,7 @@ def test_mixtures_of_whole_utterances_of_held_out_speakers(test_speakers):
 
 def test_too_few_long_utterances_is_one_line(test_speakers):
     cfg, utterances = test_speakers
-    with pytest.raises(ConfigError, match="longer than one chunk"):
+    with pytest.raises(ConfigError, match=r"an utterance longer than 60\.00 s"):
         long_mixtures.long_mixtures(
             utterances, cfg, n_src=2, count=2, seed=0, min_samples=60 * RATE
         )
