@@ -252,17 +252,15 @@ def rescale_to_mixture(
     return scaled * jnp.minimum(1.0, peak / jnp.maximum(top, jnp.finfo(jnp.float32).tiny))
 
 
-def default_chunking(
-    crop: int, receptive_field: int | None, fields_per_chunk: int = 2, min_chunk: int = 0
-) -> tuple[int, int]:
+def default_chunking(crop: int, receptive_field: int | None, min_chunk: int = 0) -> tuple[int, int]:
     """``(chunk, overlap)`` samples for :func:`separate_long` with a model trained on crops of
     ``crop`` samples whose output sample depends on ``receptive_field`` input samples (None:
     unbounded, a recurrent net): the overlap is the receptive field (half the crop when
-    unbounded), the chunk the training crop, lengthened to ``fields_per_chunk`` receptive
-    fields (``≥ 2``: only neighbouring chunks overlap) and to ``min_chunk`` if shorter."""
+    unbounded), the chunk the training crop, lengthened to two receptive fields (so only
+    neighbouring chunks overlap) and to ``min_chunk`` if shorter."""
     if receptive_field is None:
         return max(crop, min_chunk), max(1, crop // 2)
-    return max(crop, fields_per_chunk * receptive_field, min_chunk), receptive_field
+    return max(crop, 2 * receptive_field, min_chunk), receptive_field
 
 
 def tcn_receptive_frames(tcn) -> int:
