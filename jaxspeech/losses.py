@@ -53,7 +53,12 @@ def _mean_over_bins(x: jnp.ndarray) -> jnp.ndarray:
 # --- Scale-invariant SNR and permutation-invariant training -------------------------------
 
 
-def si_snr(est: jnp.ndarray, ref: jnp.ndarray, eps: float = 1e-8, ceiling_db=None) -> jnp.ndarray:
+def si_snr(
+    est: jnp.ndarray,
+    ref: jnp.ndarray,
+    eps: float = 1e-8,
+    ceiling_db: float | jax.Array | None = None,
+) -> jnp.ndarray:
     """Scale-invariant signal-to-noise ratio in dB (Le Roux et al., 2019; Asteroid's form).
 
     Both signals are made zero-mean; the target is the projection of ``est`` on ``ref``,
@@ -88,7 +93,10 @@ def si_snr(est: jnp.ndarray, ref: jnp.ndarray, eps: float = 1e-8, ceiling_db=Non
 
 
 def neg_si_snr(
-    est: jnp.ndarray, ref: jnp.ndarray, eps: float = 1e-8, ceiling_db=None
+    est: jnp.ndarray,
+    ref: jnp.ndarray,
+    eps: float = 1e-8,
+    ceiling_db: float | jax.Array | None = None,
 ) -> jnp.ndarray:
     """``−si_snr(est, ref)``: ``[..., samples]`` → ``[...]``, a loss (lower is better)."""
     return -si_snr(est, ref, eps, ceiling_db)
