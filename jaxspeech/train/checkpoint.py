@@ -123,8 +123,11 @@ class Checkpointer:
         (validation) rank the checkpoint for "best". A failed write (a full disk) raises a
         JaxspeechError here or at the next save or ``close``; earlier checkpoints stay."""
         model, train = _split(state)
-        self._empty_deleted()
         with self._writing(step):
+            # the previous save's background thread may still be renaming a dropped checkpoint
+            # into deleted/: empty it only once that is done (manager.save would wait anyway)
+            self.manager.wait_until_finished()
+            self._empty_deleted()
             self.manager.save(
                 step,
                 args=ocp.args.Composite(
