@@ -25,6 +25,8 @@ With --corpus, the run is evaluated on the test split of another corpus in a sup
 speaker-verification run scores that corpus's official trial list. With --trials, a
 speaker-verification run scores that list into WORKDIR/eval/<list name>.*.
 
+Tables of an earlier evaluation of the same name are replaced only with --overwrite.
+
 With --long-mixtures [N], a separation run trained on mixtures of speech folders is measured
 as `jaxspeech separate` runs it (the loaded model, its default chunking) on N long real
 mixtures (default 64) of whole utterances of the split's speakers, unseen in training, and
@@ -75,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
         "of whole utterances of the split's speakers (default N: %(const)s) and N/4 files of "
         "one speaker, instead of the split's table",
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the tables of an earlier evaluation of the same name (refused otherwise)",
+    )
     parser.add_argument("--coordinator", help="multi-host: address HOST:PORT of process 0")
     parser.add_argument("--num_processes", type=int, help="multi-host: number of processes")
     parser.add_argument("--process_id", type=int, help="multi-host: index of this process")
@@ -98,9 +105,24 @@ def _long_mixtures(args: argparse.Namespace):
         )
     config = read_config(stage_workdir(args.workdir, None))
     long_mixtures.check_run(config, args.workdir, args.long_mixtures)
+    table = names.long_mixtures_table(args.split)
+    _refuse_earlier_tables(args, table)
     model = jaxspeech.load(args.workdir, checkpoint=args.checkpoint)
     evaluation = long_mixtures.measure(model, args.split, args.long_mixtures)
-    return write_evaluation(evaluation, model.workdir, names.long_mixtures_table(args.split))
+    return write_evaluation(evaluation, model.workdir, table)
+
+
+def _refuse_earlier_tables(args: argparse.Namespace, table: str) -> None:
+    """Nothing is evaluated when tables named ``table`` exist, unless ``--overwrite``."""
+    from jaxspeech import workdir as names
+    from jaxspeech.errors import ConfigError
+
+    earlier = names.earlier_tables(args.workdir, table)
+    if earlier and not args.overwrite:
+        raise ConfigError(
+            f"{earlier[0]} holds an earlier evaluation; pass --overwrite to replace its tables, "
+            "or move them away first"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -113,6 +135,7 @@ def main(argv: list[str] | None = None) -> None:
         markdown, written = _long_mixtures(args)
     else:
         trials, corpus = restore.resolve_corpus(args.workdir, args.trials, args.corpus)
+        _refuse_earlier_tables(args, restore.table_name(args.workdir, args.split, trials, corpus))
         _, markdown, written = stages.evaluate(
             args.workdir, args.split, args.checkpoint, trials, corpus
         )

@@ -73,6 +73,17 @@ def eval_stem(workdir: str | pathlib.Path, table: str, suffix: str = "") -> path
     return pathlib.Path(workdir) / EVAL / f"{table}{suffix}"
 
 
+def earlier_tables(workdir: str | pathlib.Path, table: str) -> list[pathlib.Path]:
+    """The ``.md`` files of an earlier evaluation's tables named ``table`` (with their items,
+    groups and paired tables) in ``workdir/eval`` and, for a multi-stage recipe, in each
+    stage's ``eval/``."""
+    workdir = pathlib.Path(workdir)
+    folders = [workdir, *(workdir / stage for stage in stage_names(workdir) or ())]
+    suffixes = ("", ITEMS_SUFFIX, GROUPS_SUFFIX, PAIRED_SUFFIX)
+    markdowns = [eval_stem(f, table, s).with_suffix(".md") for f in folders for s in suffixes]
+    return [path for path in markdowns if path.is_file()]
+
+
 def trials_path(workdir: str | pathlib.Path, split: str) -> pathlib.Path:
     """``workdir/trials/<split>.txt``, the trial list a verification run wrote for ``split``."""
     return pathlib.Path(workdir) / TRIALS / f"{split}.txt"

@@ -886,6 +886,7 @@ def test_evaluate_long_mixtures_separates_as_the_cli_does(workdir, enhance_workd
     for argv, message in [
         (["--long-mixtures", "0"], "positive number"),
         (["--long-mixtures", "--corpus", str(workdir)], "leave out --corpus"),
+        (["--long-mixtures", "4"], "test-long-mixtures.md holds an earlier evaluation"),
     ]:
         with pytest.raises(ConfigError, match=message):
             evaluate.main(["--workdir", str(workdir), *argv])

@@ -298,6 +298,27 @@ def entry_point(script: str, *args: str, cwd: pathlib.Path) -> subprocess.Comple
     )  # fmt: skip
 
 
+def test_an_earlier_evaluation_is_replaced_only_with_overwrite(tmp_path, capsys):
+    import evaluate
+
+    run(toy_config(steps=2), tmp_path / "run")
+    stages.run(stages.MultiStage((stages.Stage("a", toy_config(steps=2)),)), tmp_path / "recipe")
+    for workdir, earlier in [
+        (tmp_path / "run", tmp_path / "run" / "eval" / "test.md"),
+        (tmp_path / "recipe", tmp_path / "recipe" / "a" / "eval" / "test.md"),
+    ]:
+        evaluate.main(["--workdir", str(workdir)])
+        if earlier.parent != workdir / "eval":  # a stage's table alone is refused too
+            shutil.rmtree(workdir / "eval")
+        earlier.write_text("an earlier table")
+        with pytest.raises(ConfigError, match=f"{earlier} holds an earlier evaluation; pass --ov"):
+            evaluate.main(["--workdir", str(workdir), "--checkpoint", "latest"])
+        assert earlier.read_text() == "an earlier table"
+        evaluate.main(["--workdir", str(workdir), "--checkpoint", "latest", "--overwrite"])
+        assert "checkpoint_step" in earlier.read_text()
+        assert (workdir / "eval" / "test.md").read_text() in capsys.readouterr().out
+
+
 def test_entry_points_print_one_line_errors(tmp_path):
     recipe = tmp_path / "slow_recipe.py"
     recipe.write_text(RECIPE % (2, 1))
