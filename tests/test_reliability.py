@@ -21,6 +21,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 import toy_task
+from orbax.checkpoint._src.path import deleter
 
 from jaxspeech.errors import ConfigError, JaxspeechError
 from jaxspeech.train import checkpoint, stages
@@ -218,7 +219,7 @@ def test_deleted_checkpoints_are_emptied_only_between_saves(tmp_path, monkeypatc
     """Orbax drops an old checkpoint in its background "save_finalize" thread, by a rename into
     ``checkpoints/deleted/``; emptying that folder while the thread runs can pull it away
     mid-rename and fail the save, so it is emptied only when no save is in flight."""
-    emptied, remove = [], shutil.rmtree
+    emptied, dropped_in, remove, drop = [], set(), shutil.rmtree, deleter.PathDeleter.delete
 
     def rmtree(path, *args, **kwargs):
         if pathlib.Path(path).name == DELETED_CHECKPOINTS:
@@ -226,9 +227,15 @@ def test_deleted_checkpoints_are_emptied_only_between_saves(tmp_path, monkeypatc
             emptied.append(any(t.name == "save_finalize" and t.is_alive() for t in threads))
         return remove(path, *args, **kwargs)
 
+    def recorded_drop(self, path, **kwargs):
+        dropped_in.add(threading.current_thread().name)
+        return drop(self, path, **kwargs)
+
     monkeypatch.setattr(checkpoint.shutil, "rmtree", rmtree)
+    monkeypatch.setattr(deleter.PathDeleter, "delete", recorded_drop)
     run(toy_config(steps=6, checkpoint_every=1), tmp_path)
     assert restore_run(tmp_path, "latest").step == 6
+    assert dropped_in == {"save_finalize"}  # the thread watched for above
     assert len(emptied) >= 6 and not any(emptied)  # (each save, and the close)
 
 
