@@ -14,7 +14,8 @@ A single run's workdir holds::
     eval/<table>-paired.{md,csv,json}   paired comparisons (multi-stage recipes)
     eval/<split>-long-mixtures{,_items}.{md,csv,json}   a separation run on long real mixtures
     trials/<split>.txt   the trial list a verification run scored
-    verification.json    the verification threshold chosen on the validation trials
+    verification.json    the verification threshold chosen on the validation trials, and the
+                         checkpoint step it was chosen for
 
 A multi-stage recipe's workdir holds ``stages.json`` (its stage names and comparisons), one
 single-run workdir per stage, and ``eval/`` with the stages' tables concatenated.

@@ -292,8 +292,8 @@ def test_evaluation_writes_trials_and_the_threshold(evaluated):
     lines = (workdir / "trials" / "test.txt").read_text().splitlines()
     assert len(lines) == rows[0]["trials"] == 28 and rows[0]["target trials"] == 12  # 2 × 4
     assert all(0.0 <= r["EER (%)"] <= 100.0 for r in rows)
-    threshold = json.loads((workdir / "verification.json").read_text())["threshold"]
-    assert -1.0 <= threshold <= 1.0
+    record = json.loads((workdir / "verification.json").read_text())
+    assert -1.0 <= record["threshold"] <= 1.0 and record["checkpoint_step"] == 2
     again = restore.evaluate(workdir, "test", trials=str(workdir / "trials" / "test.txt"))[0].table
     assert again[0]["EER (%)"] == pytest.approx(rows[0]["EER (%)"])
     assert (workdir / "eval" / "test.md").is_file()
@@ -317,9 +317,21 @@ def test_embed_and_verify_commands(evaluated, corpus, tmp_path, capsys):
     assert cli.main([*argv, "-o", str(out)]) == 2  # exists, no --overwrite
     assert "--overwrite" in capsys.readouterr().err
 
-    assert cli.main(["verify", str(files[0]), str(files[1]), "--workdir", str(workdir)]) == 0
-    printed = capsys.readouterr().out
-    assert "speaker" in printed and "threshold" in printed
+    verify = ["verify", str(files[0]), str(files[1]), "--workdir", str(workdir)]
+    assert cli.main(verify) == 0
+    printed, said = capsys.readouterr()
+    assert "speaker" in printed and "threshold" in printed and "chosen for" not in said
+    record_path = workdir / "verification.json"
+    record = record_path.read_text()
+    try:  # a threshold chosen for another checkpoint is used, and said to be
+        record_path.write_text(record.replace('"checkpoint_step": 2', '"checkpoint_step": 1'))
+        assert cli.main(verify) == 0
+        again, said = capsys.readouterr()
+        assert again == printed and said.startswith(f"{record_path}: the threshold was chosen")
+        assert "for checkpoint 1, not 2; python evaluate.py" in said and said.count("\n") == 1
+        assert jaxspeech.load(workdir).threshold_step == 1
+    finally:
+        record_path.write_text(record)
 
     loaded = jaxspeech.load(workdir)  # the commands' model: the same embeddings and score
     assert loaded.system == "speaker" and loaded.sample_rate == RATE

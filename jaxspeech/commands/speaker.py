@@ -4,9 +4,9 @@ two recordings have the same speaker, with a speaker run."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
+import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -85,11 +85,19 @@ def _verify(args: argparse.Namespace) -> None:
             f"{record_path} not found: the decision threshold is chosen on the validation "
             f"trials when the run is evaluated; run python evaluate.py --workdir {args.workdir}"
         )
-    threshold = float(json.loads(record_path.read_text())["threshold"])
     paths, waveforms = _speaker_recordings(
         [args.enrol, args.test], config.data.sample_rate, args.quiet
     )
     model = jaxspeech.load(args.workdir, stage=args.stage, checkpoint=args.checkpoint)
+    threshold = model.threshold
+    if model.threshold_step not in (None, model.step):
+        print(
+            f"{record_path}: the threshold was chosen for checkpoint {model.threshold_step}, "
+            f"not {model.step}; python evaluate.py --workdir {args.workdir} --checkpoint "
+            f"{model.step} --overwrite chooses one for it",
+            file=sys.stderr,
+            flush=True,
+        )
     emb = model.embed_recordings(waveforms, batch_size=2)
     score = float(model.score(emb[0], emb[1]))
     verdict = "same speaker" if score >= threshold else "different speakers"

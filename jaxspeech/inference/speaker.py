@@ -87,6 +87,8 @@ class Speaker(LoadedModel):
         ``{"params", "batch_stats"}`` for ``module.apply(..., train=False)``.
       threshold: the same-speaker threshold chosen on the validation trials by evaluate.py
         (``verification.json``), or None before the run is evaluated.
+      threshold_step: the checkpoint step the threshold was chosen for (None when not
+        recorded); a threshold chosen for another checkpoint than ``step`` fits it less well.
     """
 
     system = "speaker"
@@ -98,10 +100,10 @@ class Speaker(LoadedModel):
         self.variables = {"params": params["net"], "batch_stats": model_state["batch_stats"]}
         self._model = ({"net": params["net"]}, {"batch_stats": model_state["batch_stats"]})
         self._embed = jax.jit(lambda wav, lengths: self.core.embed(*self._model, wav, lengths))
-        record = workdir / names.VERIFICATION
-        self.threshold = (
-            float(json.loads(record.read_text())["threshold"]) if record.is_file() else None
-        )
+        path = workdir / names.VERIFICATION
+        record = json.loads(path.read_text()) if path.is_file() else {}
+        self.threshold = float(record["threshold"]) if record else None
+        self.threshold_step = record.get("checkpoint_step")
 
     def embed(self, wave) -> np.ndarray:
         """Embeddings ``[..., D]`` float32 of recordings ``wave [..., T]``."""

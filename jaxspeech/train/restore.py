@@ -87,7 +87,11 @@ def evaluate_run(run: TrainedRun, split: str = "test", trials: str | None = None
     lists, on the list ``trials`` when given), with a ``checkpoint_step`` column first in its
     table."""
     if run.task.capabilities.scores_trials:
-        options = {"workdir": run.workdir if jax.process_index() == 0 else None, "trials": trials}
+        options = {
+            "workdir": run.workdir if jax.process_index() == 0 else None,
+            "trials": trials,
+            "step": run.step,
+        }
         evaluation = run.task.evaluate(run.params, run.model_state, split, **options)
     elif trials is not None:
         raise ConfigError(

@@ -16,8 +16,9 @@ Every task subclasses :class:`Task`; what only some tasks do is declared in thei
   Checkpoints, resume, validation, the progress bar and the metrics log are as for gradient
   descent.
 * ``scores_trials``: ``evaluate`` also takes the run's ``workdir`` (for the trial lists and
-  thresholds it writes there) and a trial-list file to score instead of the split's
-  (``evaluate.py --trials``; speaker verification).
+  thresholds it writes there), the checkpoint ``step`` evaluated (recorded with the
+  threshold) and a trial-list file to score instead of the split's (``evaluate.py
+  --trials``; speaker verification).
 * ``examples``: ``examples`` gives a few fixed validation inputs and outputs, logged to
   TensorBoard with their spectrograms at each validation when tensorboardX is installed.
 
@@ -174,4 +175,4 @@ class Task(abc.ABC):
         compares systems paired by item, this model's per-item scores
         (:class:`jaxspeech.evaluation.Evaluation`). Reads the split's data only now (building
         a task reads no data). With ``capabilities.scores_trials`` it also takes
-        ``workdir=None, trials=None``."""
+        ``workdir=None, trials=None, step=None``."""

@@ -334,12 +334,15 @@ class Task(SpeakerEmbedder, base.Task):
         bucket = round(cfg.bucket_seconds * self.sample_rate)
         return embed_waveforms(jax.jit(embed), waveforms, cfg.batch_size, bucket, desc)
 
-    def evaluate(self, params, model_state, split: str, workdir=None, trials=None) -> Evaluation:
+    def evaluate(
+        self, params, model_state, split: str, workdir=None, trials=None, step=None
+    ) -> Evaluation:
         """The verification table for ``split``'s trials (or the list ``trials``; with
         ``data.corpus``, the test split's are its official list, e.g. VoxCeleb1-O's
         ``veri_test2``), see the module docstring; items: every system's score of every
         trial. With ``workdir``, the trial list is written to ``workdir/trials/<split or
-        list>.txt`` and the validation threshold to ``workdir/verification.json``."""
+        list>.txt`` and the validation threshold, with the checkpoint ``step`` it was chosen
+        for, to ``workdir/verification.json``."""
         root = resolve_data_root(self.config.data.root)
         corpus = self.config.data.corpus
         if trials is None and split == "test" and corpus is not None:
@@ -365,7 +368,7 @@ class Task(SpeakerEmbedder, base.Task):
             name = pathlib.Path(trials).name
         evaluation = self._score_systems(params, model_state, listed, name)
         if workdir is not None:
-            self._write_threshold(params, model_state, pathlib.Path(workdir))
+            self._write_threshold(params, model_state, pathlib.Path(workdir), step)
         return evaluation
 
     def _score_systems(self, params, model_state, listed, name: str) -> Evaluation:
@@ -444,15 +447,20 @@ class Task(SpeakerEmbedder, base.Task):
         labels = np.asarray([label for _, label in chosen])
         return np.stack([emb[labels == k].mean(0) for k in np.unique(labels)])
 
-    def _write_threshold(self, params, model_state, workdir: pathlib.Path) -> None:
-        """The EER threshold of cosine scores on the validation trials, in
-        ``workdir/verification.json``."""
+    def _write_threshold(self, params, model_state, workdir: pathlib.Path, step) -> None:
+        """The EER threshold of cosine scores on the validation trials, and the checkpoint
+        ``step`` of ``params``, in ``workdir/verification.json``."""
         chosen = self.eval_utterances("valid", self.config.eval.utterances_per_speaker)
         emb = self.embed_files(params, model_state, [u.path for u, _ in chosen], desc="valid")
         pairs = np.asarray(pair_trials([label for _, label in chosen]))
         scores = cosine_scores(emb[pairs[:, 1]], emb[pairs[:, 2]])
         rate, threshold = eer(scores, pairs[:, 0])
-        record = {"threshold": threshold, "valid_eer": rate, "min_seconds": MIN_SECONDS}
+        record = {
+            "threshold": threshold,
+            "valid_eer": rate,
+            "min_seconds": MIN_SECONDS,
+            "checkpoint_step": step,
+        }
         files.write_text(workdir / names.VERIFICATION, json.dumps(record, indent=2) + "\n")
 
     # --- files -----------------------------------------------------------------------------
