@@ -1,5 +1,6 @@
 """Nothing lost: workdirs of one run, saving on SIGTERM, kill -9 and resume, failed and damaged
-checkpoints, one-line errors from the entry points (toy task, tests/toy_task.py)."""
+checkpoints, earlier evaluations kept, one-line errors from the entry points (toy task,
+tests/toy_task.py)."""
 
 from __future__ import annotations
 
